@@ -1,0 +1,29 @@
+// darcyvae: a small std::thread work-sharing loop shared by every capability.
+//
+// No OpenMP on purpose: torch ships its own libgomp, and two OpenMP runtimes
+// in one process is a known source of crashes and oversubscription.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+
+namespace darcyvae {
+
+// Number of worker threads to use: `threads` if > 0, else all hardware
+// threads (at least 1).
+int resolve_threads(int threads);
+
+// Calls fn(i, worker) for every i in [0, n), spread over `threads` workers
+// (resolved by resolve_threads, never more than n). Indices are handed out
+// dynamically in blocks of `grain`, so uneven work balances. `worker` is in
+// [0, number of workers) and lets callers keep per-thread scratch space.
+// The first exception thrown by fn stops the hand-out of new indices and is
+// rethrown on the calling thread after all workers have joined.
+void parallel_for(std::size_t n, int threads,
+                  const std::function<void(std::size_t i, int worker)>& fn,
+                  std::size_t grain = 1);
+
+// Number of workers parallel_for(n, threads, ...) will start.
+int workers_for(std::size_t n, int threads);
+
+}  // namespace darcyvae

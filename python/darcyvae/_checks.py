@@ -1,0 +1,121 @@
+"""Input checks shared by the public functions (one message template).
+
+Messages read ``"<caller>: <name> must be <what>; got <value>."`` so a user
+sees what was wrong, what was expected and what was passed.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "as_float_array",
+    "check_choice",
+    "check_int",
+    "check_real",
+]
+
+
+def _fail(caller: str, name: str, what: str, got: object) -> ValueError:
+    msg = f"{caller}: {name} must be {what}; got {got}."
+    return ValueError(msg)
+
+
+def check_int(
+    value: Any,
+    name: str,
+    caller: str,
+    *,
+    low: int | None = None,
+    high: int | None = None,
+) -> int:
+    """Return ``value`` as ``int`` after checking it is an integer in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        msg = f"{caller}: {name} must be an integer; got {type(value).__name__} {value!r}."
+        raise TypeError(msg)
+    value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        lo = "-inf" if low is None else str(low)
+        hi = "inf" if high is None else str(high)
+        raise _fail(caller, name, f"an integer in [{lo}, {hi}]", value)
+    return value
+
+
+def check_real(
+    value: Any,
+    name: str,
+    caller: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``value`` as a finite ``float`` in the given (open or closed) interval."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = f"{caller}: {name} must be a real number; got {type(value).__name__} {value!r}."
+        raise TypeError(msg)
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not np.isfinite(value) or too_low or too_high:
+        lo = "-inf" if low is None else repr(low)
+        hi = "inf" if high is None else repr(high)
+        left = "(" if (low_open or low is None) else "["
+        right = ")" if (high_open or high is None) else "]"
+        raise _fail(caller, name, f"a finite float in {left}{lo}, {hi}{right}", value)
+    return value
+
+
+def check_choice(value: Any, name: str, caller: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` after checking it is one of ``choices``."""
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        raise _fail(caller, name, f"one of {options}", repr(value))
+    return str(value)
+
+
+def as_float_array(
+    value: Any,
+    name: str,
+    caller: str,
+    *,
+    ndim: int | tuple[int, ...] | None = None,
+    finite: bool = True,
+    positive: bool = False,
+    dtype: type = np.float64,
+) -> NDArray[np.floating]:
+    """Convert to a C-contiguous float array and check its rank and values.
+
+    No copy is made when ``value`` already is a C-contiguous array of
+    ``dtype``. Complex input raises ``TypeError``; a wrong rank, NaN or inf
+    (when ``finite``) or a non-positive entry (when ``positive``) raises
+    ``ValueError``.
+    """
+    arr = np.asarray(value)
+    if arr.dtype.kind == "c":
+        msg = f"{caller}: {name} must be real-valued; got dtype {arr.dtype}."
+        raise TypeError(msg)
+    if arr.dtype.kind not in "biuf":
+        msg = f"{caller}: {name} must be a numeric array; got dtype {arr.dtype}."
+        raise TypeError(msg)
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else ndim
+        if arr.ndim not in allowed:
+            what = " or ".join(f"{d}-D" for d in allowed)
+            raise _fail(caller, name, f"a {what} array", f"shape {arr.shape}")
+    if finite and not np.all(np.isfinite(arr)):
+        raise _fail(
+            caller,
+            name,
+            "finite (no NaN or inf)",
+            f"{int(np.sum(~np.isfinite(arr)))} non-finite entries",
+        )
+    if positive and arr.size and not np.all(arr > 0):
+        raise _fail(caller, name, "> 0 everywhere", f"minimum {arr.min()!r}")
+    return arr
