@@ -31,7 +31,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_VERBS: list = []
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="run one of the paper's experiments")
+    p.add_argument("experiment", nargs="?", help="experiment name (omit with --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments and exit")
+    p.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
+    p.set_defaults(func=_run_reproduce)
+
+
+def _run_reproduce(args: argparse.Namespace) -> int:
+    from . import experiments
+
+    if args.list or not args.experiment:
+        for exp in experiments.list_experiments():
+            print(f"{exp.name:24s} {exp.description}")
+        return 0
+    out = args.out or f"runs/{args.experiment}"
+    results = experiments.run_experiment(args.experiment, out, seed=args.seed, quick=args.quick)
+    print(f"{args.experiment}: wrote {out} ({results['seconds']:.1f} s)")
+    return 0
+
+
+_VERBS: list = [_add_reproduce]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
