@@ -31,6 +31,7 @@ struct DarcyPlan {
   std::vector<int> entries;
   std::vector<int> blocks;
   std::vector<int> opens;
+  std::vector<int> scatter;
   std::vector<std::int64_t> depth_offset;
   int leaf = 0;
   int block = 0;
@@ -56,6 +57,9 @@ using detail::DarcyWorkspace;
 
 constexpr int kDefaultLeaf = 4;
 constexpr int kDefaultBlock = 8;
+// Fronts with at most this many boundary variables update their ancestors by
+// a dense product and a scatter-add; larger ones by rectangular blocks.
+constexpr int kDefaultScatter = 24;
 
 [[noreturn]] void fail(const std::string& what) { throw std::invalid_argument("darcy: " + what); }
 
@@ -98,7 +102,8 @@ int dissect(int N, int leaf, int x0, int x1, int y0, int y1, int depth, std::vec
   return self;
 }
 
-std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, int block) {
+std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, int block,
+                                      int scatter_max) {
   auto plan = std::make_unique<DarcyPlan>();
   plan->leaf = leaf;
   plan->block = block;
@@ -187,6 +192,14 @@ std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, 
     for (int r = 0; r < F.m; ++r) pos[vars[f][r]] = -1;
   }
 
+  // One buffer per tree level for the boundary rows (b x s, the L21 block)
+  // of the front open at that level.
+  std::vector<std::int64_t> level_size(ndepth, 0);
+  for (const FrontDesc& F : plan->fronts)
+    level_size[F.depth] = std::max(level_size[F.depth], static_cast<std::int64_t>(F.b) * F.s);
+  plan->depth_offset.assign(ndepth + 1, 0);
+  for (int d = 0; d < ndepth; ++d) plan->depth_offset[d + 1] = plan->depth_offset[d] + level_size[d];
+
   // Ancestor-update blocks. A front's boundary splits into segments of
   // consecutive variables with the same home front (the front whose
   // separator holds them). Entry (u, v) of the Schur complement, u in
@@ -204,9 +217,37 @@ std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, 
     if (it == vf.end() || *it != v) fail("internal error: variable missing from its ancestor's front");
     return static_cast<int>(it - vf.begin());
   };
+  std::int64_t scratch = 0;
   for (int f = 0; f < nf; ++f) {
     FrontDesc& F = plan->fronts[f];
     F.blocks = static_cast<int>(plan->blocks.size() / detail::kBlockInts);
+    F.nblocks = 0;
+    F.scatter = -1;
+    if (F.b > 0 && F.b <= scatter_max) {
+      // Destination of Schur-complement entry (u, v): the front of whichever
+      // is eliminated first; separator rows in the store, boundary rows in
+      // the level buffers that follow it.
+      F.scatter = static_cast<int>(plan->scatter.size());
+      scratch = std::max(scratch, static_cast<std::int64_t>(F.b) * (F.b + kRhs));
+      auto at = [&](int u, int v) -> std::int64_t {
+        const int h = elim[u] <= elim[v] ? home[u] : home[v];
+        const FrontDesc& H = plan->fronts[h];
+        const int r = position(h, u), c = position(h, v);
+        if (r < H.s) return H.store + static_cast<std::int64_t>(r) * H.ld + c;
+        return store + plan->depth_offset[H.depth] + static_cast<std::int64_t>(r - H.s) * H.s + c;
+      };
+      for (int i = 0; i < F.b; ++i) {
+        const int u = vars[f][F.s + i];
+        for (int j = 0; j < (symmetric ? i + 1 : F.b); ++j)
+          plan->scatter.push_back(static_cast<int>(at(u, vars[f][F.s + j])));
+        const FrontDesc& H = plan->fronts[home[u]];
+        for (int r = 0; r < kRhs; ++r) {
+          plan->scatter.push_back(static_cast<int>(
+              H.store + static_cast<std::int64_t>(position(home[u], u)) * H.ld + H.m + r));
+        }
+      }
+      continue;
+    }
     std::vector<int> seg_start;  // boundary positions where a new home starts
     for (int i = 0; i < F.b; ++i)
       if (i == 0 || home[vars[f][F.s + i]] != home[vars[f][F.s + i - 1]]) seg_start.push_back(i);
@@ -253,14 +294,6 @@ std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, 
     plan->opens.insert(plan->opens.end(), opens[f].begin(), opens[f].end());
   }
 
-  // One buffer per tree level for the boundary rows (b x s, the L21 block)
-  // of the front open at that level.
-  std::vector<std::int64_t> level_size(ndepth, 0);
-  for (const FrontDesc& F : plan->fronts)
-    level_size[F.depth] = std::max(level_size[F.depth], static_cast<std::int64_t>(F.b) * F.s);
-  plan->depth_offset.assign(ndepth + 1, 0);
-  for (int d = 0; d < ndepth; ++d) plan->depth_offset[d + 1] = plan->depth_offset[d] + level_size[d];
-
   double flops = 0;
   for (const FrontDesc& F : plan->fronts) {
     const double s = F.s, b = F.b;
@@ -288,6 +321,9 @@ std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, 
   V.depth_rows_offset = plan->depth_offset.data();
   V.store_size = store;
   V.depth_size = plan->depth_offset.back();
+  V.scratch_size = scratch;
+  V.scatter = plan->scatter.data();
+  if (store + V.depth_size > 2147483647) fail("grid too large for 32-bit scatter offsets");
   V.max_front = max_front;
   return plan;
 }
@@ -295,8 +331,9 @@ std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, 
 std::unique_ptr<DarcyWorkspace> make_workspace(const detail::PlanView& P) {
   auto ws = std::make_unique<DarcyWorkspace>();
   const std::int64_t n = P.n;
-  // Lane vectors per array, in order: k, coef, x, store, levels, xf.
-  const std::int64_t sizes[] = {n, n * kStencil, n, P.store_size, P.depth_size, P.max_front};
+  // Lane vectors per array, in order: k, coef, x, store + levels, xf, scratch.
+  const std::int64_t sizes[] = {n, n * kStencil, n, P.store_size + P.depth_size, P.max_front,
+                                P.scratch_size};
   std::int64_t total = 0;
   for (std::int64_t s : sizes) total += (s + 1) / 2 * 2;  // keep 64-byte alignment
   ws->buffer.resize(static_cast<std::size_t>(total / 2 + 1));
@@ -307,7 +344,7 @@ std::unique_ptr<DarcyWorkspace> make_workspace(const detail::PlanView& P) {
     ptr[a] = base + off * kLanes;
     off += (sizes[a] + 1) / 2 * 2;
   }
-  ws->view = {ptr[0], ptr[1], ptr[2], ptr[3], ptr[4], ptr[5]};
+  ws->view = {ptr[0], ptr[1], ptr[2], ptr[3], ptr[3] + P.store_size * kLanes, ptr[4], ptr[5]};
   return ws;
 }
 
@@ -435,7 +472,7 @@ DarcySolver::DarcySolver(int grid, DarcyScheme scheme, int leaf_size, int block,
   kernels_ = std::make_unique<detail::Kernels>(select_kernels(isa));
   const bool fv = scheme == DarcyScheme::fv;
   plan_ = build_plan(grid, /*symmetric=*/fv, fv, leaf_size > 0 ? leaf_size : kDefaultLeaf,
-                     block > 0 ? block : kDefaultBlock);
+                     block > 0 ? block : kDefaultBlock, kDefaultScatter);
   weights_ = darcy_gauge_weights(grid);
 }
 

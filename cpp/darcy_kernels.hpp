@@ -40,6 +40,7 @@ struct FrontDesc {
   int nblocks;           // number of blocks (kBlockInts ints each)
   int opens;             // offset in PlanView::opens of the fronts to open first
   int nopens;            // how many (this front and the ancestors it is the first leaf of)
+  int scatter;           // offset in PlanView::scatter of this front's destinations, -1: blocks
   std::int64_t store;    // offset (lane vectors) of the s separator rows in the store
 };
 
@@ -70,9 +71,15 @@ struct PlanView {
   const int* entries;     // (front row, front column, node * kStencil + slot)
   const int* blocks;      // ancestor-update blocks (BlockField)
   const int* opens;       // fronts to open (zero and assemble) before a front
+  // Small fronts update their ancestors through a dense b x (b + kRhs)
+  // scratch product and this table: for each boundary row i, the columns
+  // j < b (j <= i for LDL^T) then the kRhs right-hand sides, the destination
+  // as a lane-vector offset from WorkView::store (levels follow the store).
+  const int* scatter;
   const std::int64_t* depth_rows_offset;  // start (lane vectors) of each level's buffer
   std::int64_t store_size;                // lane vectors in the factor store
   std::int64_t depth_size;                // lane vectors in all level buffers (b x s rows)
+  std::int64_t scratch_size;              // lane vectors of scratch for scattered fronts
   int max_front;                          // largest m
 };
 
@@ -82,9 +89,11 @@ struct WorkView {
   double* k;         // n: permeability, lane-interleaved
   double* coef;      // n * kStencil: matrix coefficients
   double* x;         // n: solution
-  double* store;     // store_size: the U rows of every front
-  double* levels;    // depth_size: the boundary rows (L21) of the open front of each level
+  double* store;     // store_size: the separator rows (U) of every front
+  double* levels;    // depth_size, at store + store_size: the boundary rows (L21) of the
+                     // open front of each level
   double* xf;        // max_front: gathered front unknowns
+  double* scratch;   // scratch_size: Schur complement of a scattered front
 };
 
 // One group of kLanes samples. Padding lanes repeat a real sample and have
