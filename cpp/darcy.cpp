@@ -488,6 +488,15 @@ int DarcySolver::fronts() const { return plan_->view.nfronts; }
 double DarcySolver::factor_flops() const { return plan_->flops; }
 std::size_t DarcySolver::fallbacks() const { return fallbacks_.load(); }
 
+std::vector<int> DarcySolver::elimination_order() const {
+  std::vector<int> order;
+  order.reserve(static_cast<std::size_t>(grid_) * grid_);
+  for (const FrontDesc& F : plan_->fronts)
+    order.insert(order.end(), plan_->front_vars.begin() + F.vars,
+                 plan_->front_vars.begin() + F.vars + F.s);
+  return order;
+}
+
 std::unique_ptr<DarcyWorkspace> DarcySolver::acquire() const {
   {
     std::lock_guard<std::mutex> lock(pool_mutex_);

@@ -92,6 +92,9 @@ class DarcySolver {
   int fronts() const;           // number of fronts in the separator tree
   double factor_flops() const;  // dense flops of one sample's factorisation (model)
   std::size_t fallbacks() const;  // samples re-solved with pivoting so far
+  // Nodes (iy * N + ix) in elimination order (the nested dissection); the
+  // last one is the pinned node.
+  std::vector<int> elimination_order() const;
 
   // Solves n samples: k holds n * N * N permeabilities ([sample, iy, ix]),
   // source N * N values of f, out n * 3 * N * N values (p, u_x, u_y).
