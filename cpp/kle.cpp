@@ -626,6 +626,12 @@ double kle_sign_entry(std::int64_t j) {
   return static_cast<double>(v) / 4294967296.0 - 0.5;
 }
 
+double kle_sign_entry_fallback(std::int64_t j) {
+  const std::uint64_t k = static_cast<std::uint64_t>(j + 1);
+  const std::uint64_t v = ((k * k) * 2654435761ULL) & 0xFFFFFFFFULL;
+  return static_cast<double>(v) / 4294967296.0 - 0.5;
+}
+
 // ---------------------------------------------------------------------------
 struct KleCovarianceFFT::Impl {
   int N = 0;
@@ -897,9 +903,18 @@ KleSolveResult kle_solve(const KleProblem& pr, const KleSolveOptions& opt) {
   res.eigenvalues = values.head(s);
   res.residuals = resid.head(s);
   res.modes = modes.topRows(s);
+  // Sign rule r . phi > 0. Where r . phi vanishes exactly (r has exact
+  // integer relations, e.g. r_0 - r_1 - r_2 + r_3 = 0 decides nothing for the
+  // checkerboard mode of N = 2), the quadratic sequence r2 decides instead.
   const VectorXd r = sign_vector(n);
-  for (Index i = 0; i < s; ++i)
-    if (res.modes.row(i).dot(r.transpose()) < 0) res.modes.row(i) *= -1.0;
+  VectorXd r2(n);
+  for (Index j = 0; j < n; ++j) r2(j) = kle_sign_entry_fallback(j);
+  const double tiny = 1e-10 * r.norm();
+  for (Index i = 0; i < s; ++i) {
+    double p = res.modes.row(i).dot(r.transpose());
+    if (std::abs(p) <= tiny) p = res.modes.row(i).dot(r2.transpose());
+    if (p < 0) res.modes.row(i) *= -1.0;
+  }
   for (std::size_t b = 0; b < nb; ++b) res.dense_blocks += sol[b].dense ? 1 : 0;
   if (std::all_of(sol.begin(), sol.end(), [](const BlockSolution& x) { return x.dense; }))
     res.matvec = "dense";

@@ -79,6 +79,9 @@ class KleCovarianceFFT {
 
 // The sign vector of SPEC 2: r_j = ((j + 1) * 2654435761 mod 2^32) / 2^32 - 0.5.
 double kle_sign_entry(std::int64_t j);
+// darcyvae's tie-break where |r . phi| <= 1e-10 ||r||:
+// r2_j = ((j + 1)^2 * 2654435761 mod 2^32) / 2^32 - 0.5.
+double kle_sign_entry_fallback(std::int64_t j);
 
 struct KleSolveOptions {
   int n_modes = 100;

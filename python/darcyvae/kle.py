@@ -188,7 +188,10 @@ class KLEBasis:
     isotropic, then by the Rayleigh quotients of ``diag(r)`` (descending). For
     the default kernel, mode 2 is odd in x (it varies along x) and mode 3 is
     odd in y. Sign rule: ``sum_j r_j phi_i[j] > 0`` with
-    ``r_j = ((j + 1) * 2654435761 mod 2^32) / 2^32 - 0.5``.
+    ``r_j = ((j + 1) * 2654435761 mod 2^32) / 2^32 - 0.5``; where
+    ``|r . phi_i| <= 1e-10 ||r||`` (it vanishes exactly for some modes of tiny
+    grids, e.g. the checkerboard mode of N = 2) the sequence with
+    ``(j + 1)^2`` in place of ``j + 1`` decides (darcyvae's tie-break).
     Eigenvalues at rounding level (``< ~1e-13 lambda_1``, squared-exponential
     kernel at large ``s``) have modes determined only to rounding.
     """
@@ -331,7 +334,7 @@ def _make_basis(
 def _load(path: Path, config: KLEConfig) -> tuple[KLEBasis | None, str]:
     """Load a cached basis of ``config``; (None, reason) when unusable."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with path.open("rb") as fh, np.load(fh, allow_pickle=False) as z:
             if int(z["format"]) != _CACHE_FORMAT:
                 return None, f"format {int(z['format'])} != {_CACHE_FORMAT}"
             stored = str(z["config"])
@@ -343,6 +346,7 @@ def _load(path: Path, config: KLEConfig) -> tuple[KLEBasis | None, str]:
             checksum = str(z["checksum"])
             info = json.loads(str(z["info"]))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        # (json.JSONDecodeError is a ValueError)
         return None, f"unreadable ({type(exc).__name__}: {exc})"
     n, s = config.grid, config.n_modes
     if eigenvalues.shape != (s,) or modes.shape != (s, n * n) or residuals.shape != (s,):
