@@ -684,6 +684,34 @@ void KleCovarianceFFT::apply(const double* x, double* y) {
 }
 
 // ---------------------------------------------------------------------------
+struct KleSectorProduct::Impl {
+  std::unique_ptr<SectorOperator> op;
+  Index size = 0;
+};
+
+KleSectorProduct::KleSectorProduct(const KleProblem& pr, int px, int py, const std::string& kind)
+    : impl_(std::make_unique<Impl>()) {
+  pr.validate();
+  if ((px != 1 && px != -1) || (py != 1 && py != -1))
+    throw std::invalid_argument("KleSectorProduct: px and py must be +1 or -1");
+  if (kind != "trig" && kind != "fft")
+    throw std::invalid_argument("KleSectorProduct: kind must be 'trig' or 'fft'; got '" + kind +
+                                "'.");
+  Block b;
+  b.px = px;
+  b.py = py;
+  const bool fft = kind == "fft";
+  impl_->op = make_operator(pr, fft ? MatrixXd() : kle_embedding_spectrum(pr), b, fft);
+  impl_->size = half_size(pr.grid, px) * half_size(pr.grid, py);
+}
+
+KleSectorProduct::~KleSectorProduct() = default;
+
+Index KleSectorProduct::size() const { return impl_->size; }
+
+void KleSectorProduct::apply(const double* u, double* y) { impl_->op->apply(u, y); }
+
+// ---------------------------------------------------------------------------
 MatrixXd kle_cluster_rotation(const MatrixXd& V, int grid, bool use_swap) {
   if (grid < 2 || V.rows() != static_cast<Index>(grid) * grid || V.cols() < 1)
     throw std::invalid_argument("kle_cluster_rotation: V must have shape (grid^2, d >= 1)");

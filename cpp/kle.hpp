@@ -77,6 +77,26 @@ class KleCovarianceFFT {
   std::unique_ptr<Impl> impl_;
 };
 
+// Product with one reflection sector of C (parities px, py: +1 even, -1 odd,
+// in x and y) on its quarter-grid coordinates, the building block of
+// kle_solve. kind: "trig" (the embedding's real eigenbasis restricted to the
+// sector, four small GEMMs) or "fft" (through KleCovarianceFFT). One object
+// per thread.
+class KleSectorProduct {
+ public:
+  KleSectorProduct(const KleProblem& problem, int px, int py, const std::string& kind = "trig");
+  ~KleSectorProduct();
+  KleSectorProduct(const KleSectorProduct&) = delete;
+  KleSectorProduct& operator=(const KleSectorProduct&) = delete;
+  Eigen::Index size() const;  // quarter-grid size n_y * n_x
+  // y = P^T C P u, u and y of length size() (may not alias).
+  void apply(const double* u, double* y);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 // The sign vector of SPEC 2: r_j = ((j + 1) * 2654435761 mod 2^32) / 2^32 - 0.5.
 double kle_sign_entry(std::int64_t j);
 // darcyvae's tie-break where |r . phi| <= 1e-10 ||r||:
