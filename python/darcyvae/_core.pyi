@@ -66,3 +66,38 @@ class DarcySolver:
         self, k: NDArray[np.float64], source: NDArray[np.float64], repeats: int = 20
     ) -> dict[str, float]:
         """Median seconds per sample of each stage on this thread (one group of lanes samples)."""
+# --- kle (cpp/kle.cpp) ---
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+def kle_solve(
+    grid: int,
+    kernel: str,
+    length_x: float,
+    length_y: float,
+    variance: float,
+    n_modes: int,
+    method: str = "auto",
+    matvec: str = "auto",
+    tol: float = 1e-12,
+    basis_size: int = 0,
+    threads: int = 0,
+) -> dict[str, Any]:
+    """Top KLE eigenpairs with the SPEC 2 basis rules (use darcyvae.kle.kle_basis).
+
+    Returns a dict: eigenvalues (s,), modes (s, grid**2), residuals (s,), trace,
+    matvecs, restarts, rounds, blocks, dense_blocks, clusters, matvec.
+    """
+
+def kle_matvec(
+    grid: int,
+    kernel: str,
+    length_x: float,
+    length_y: float,
+    variance: float,
+    x: NDArray[np.float64],
+    threads: int = 0,
+) -> NDArray[np.float64]:
+    """Covariance product C x by FFT circulant embedding (use darcyvae.kle.covariance_matvec)."""
