@@ -128,6 +128,8 @@ void bind_darcy(py::module_& m) {
           },
           "k"_a, "source"_a, "repeats"_a = 20,
           "Median seconds per sample of each stage on this thread (one group of lanes samples).");
+}
+
 void bind_kle(py::module_& m) {
   m.def(
       "kle_solve",
