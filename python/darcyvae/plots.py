@@ -64,51 +64,12 @@ def plot_darcy_sample(permeability: ArrayLike, output: ArrayLike) -> Figure:
         ``K[iy, ix]`` (the dataset's ``permeability[i]`` works as is).
     output : array-like of shape (3, N, N)
         ``(p, u_x, u_y)`` as returned by `darcyvae.darcy.solve`.
-# --- KLE figures (darcyvae.kle) ---------------------------------------------
-
-__all__ += ["plot_eigenvalue_decay", "plot_kle_samples"]
-
-if TYPE_CHECKING:  # pragma: no cover
-    from collections.abc import Sequence
-
-    import numpy as np
-
-    from .kle import KLEBasis
-
-
-def plot_kle_samples(
-    bases: Sequence[KLEBasis],
-    *,
-    n_samples: int = 3,
-    seed: int | np.random.Generator | None = 0,
-    log_scale: bool = True,
-    shared_scale: bool = False,
-) -> Figure:
-    """Sample permeability fields of several KLE truncations side by side (paper Fig. 1).
-
-    Parameters
-    ----------
-    bases : sequence of KLEBasis
-        One column each (e.g. KLE2, KLE10, KLE100, KLE1000), all on one grid.
-    n_samples : int, default=3
-        Rows: sample ``r`` draws one ``theta ~ N(0, I)`` of the largest width
-        and each column uses its first ``s`` entries, so a row shows one draw
-        at increasing truncation (the same seed in every column).
-    seed : int, Generator or None, default=0
-        Seed of the draws.
-    log_scale : bool, default=True
-        Colour ``K`` on a logarithmic scale.
-    shared_scale : bool, default=False
-        One colour scale (and colour bar) for all panels; by default each
-        column has its own, below it (the truncations differ in variance).
 
     Returns
     -------
     matplotlib.figure.Figure
         Four image panels on the unit square (``origin="lower"``, so y
         grows upwards), each with its colorbar.
-        Axes ``[row * n_cols + col]`` hold the fields (``origin="lower"``,
-        unit square), the colour bars follow.
 
     Raises
     ------
@@ -154,6 +115,55 @@ def plot_kle_samples(
 
 
 __all__ += ["plot_darcy_sample"]
+
+
+# --- KLE figures (darcyvae.kle) ---------------------------------------------
+
+__all__ += ["plot_eigenvalue_decay", "plot_kle_samples"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Sequence
+
+    import numpy as np
+
+    from .kle import KLEBasis
+
+
+def plot_kle_samples(
+    bases: Sequence[KLEBasis],
+    *,
+    n_samples: int = 3,
+    seed: int | np.random.Generator | None = 0,
+    log_scale: bool = True,
+    shared_scale: bool = False,
+) -> Figure:
+    """Sample permeability fields of several KLE truncations side by side (paper Fig. 1).
+
+    Parameters
+    ----------
+    bases : sequence of KLEBasis
+        One column each (e.g. KLE2, KLE10, KLE100, KLE1000), all on one grid.
+    n_samples : int, default=3
+        Rows: sample ``r`` draws one ``theta ~ N(0, I)`` of the largest width
+        and each column uses its first ``s`` entries, so a row shows one draw
+        at increasing truncation (the same seed in every column).
+    seed : int, Generator or None, default=0
+        Seed of the draws.
+    log_scale : bool, default=True
+        Colour ``K`` on a logarithmic scale.
+    shared_scale : bool, default=False
+        One colour scale (and colour bar) for all panels; by default each
+        column has its own, below it (the truncations differ in variance).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Axes ``[row * n_cols + col]`` hold the fields (``origin="lower"``,
+        unit square), the colour bars follow.
+
+    Raises
+    ------
+    ValueError
         No bases, bases on different grids, ``n_samples < 1``.
 
     Examples
