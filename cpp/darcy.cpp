@@ -38,7 +38,8 @@ struct DarcyPlan {
   double flops = 0;
 };
 
-// One lane vector; std::vector<Lane> gives aligned storage (C++17 aligned new).
+// Two lane vectors (one cache line); std::vector<LaneBlock> gives 64-byte
+// aligned storage (C++17 aligned new).
 struct alignas(64) LaneBlock {
   double v[kLanes * 2];
 };
@@ -158,7 +159,7 @@ std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, 
     max_front = std::max(max_front, F.m);
   }
 
-  // Original entries and extend-add runs, with `pos` holding the current
+  // Original matrix entries of each front, with `pos` holding the current
   // front's positions.
   const int step[kStencil] = {0, -1, 1, -N, N};
   const int opposite[kStencil] = {detail::kCenter, detail::kEast, detail::kWest, detail::kNorth,

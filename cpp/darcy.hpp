@@ -10,13 +10,18 @@
 //   [[A, w], [w^T, 0]] [p; lambda] = [b; 0],   w the trapezoid weights,
 //
 // whose dense border is never factorised: the solver factorises the sparse,
-// nonsingular M = A + c e_q e_q^T (q the last pivot) and recovers the bordered
-// solution from two forward-eliminated right-hand sides (b and w).
+// nonsingular M = A + c e_q e_q^T (q the last pivot, c = A_qq) and recovers
+// the bordered solution exactly from two forward-eliminated right-hand sides
+// (b and w): since A 1 = 0, M 1 = c e_q, which turns the 2 x 2 correction
+// into lambda = y_b[q] / y_w[q], one back substitution of y_b - lambda y_w
+// (whose q-th entry is 0) and a shift along the constants to zero mean.
 //
-// The factorisation is a multifrontal LU (fd) or LDL^T (fv) without pivoting
+// The factorisation is a supernodal LU (fd) or LDL^T (fv) without pivoting
 // over a nested-dissection ordering computed once per (N, scheme) from the
-// grid geometry (recursive separators, darcy.cpp); only the numeric part runs
-// per sample, on kLanes samples at once (one per SIMD lane, darcy_kernels.inc).
+// grid geometry (recursive separators, darcy.cpp): dense fronts, right-looking,
+// each front's Schur complement added straight into its ancestors' rows.
+// Only the numeric part runs per sample, on kLanes samples at once (one per
+// SIMD lane, darcy_kernels.inc), with AVX2+FMA kernels chosen at run time.
 // Each result is checked by its backward error; a sample above the tolerance
 // (a tiny pivot, say) is solved again by Eigen's SparseLU with partial pivoting.
 #pragma once
@@ -58,7 +63,7 @@ std::vector<double> darcy_rhs(const double* source, int grid, DarcyScheme scheme
 // Seconds per sample spent in each stage (see DarcySolver::profile).
 struct DarcyStageTimes {
   double assembly = 0;       // K interleaving and stencil coefficients
-  double factorization = 0;  // front assembly, extend-add, numeric LU / LDL^T, forward elimination
+  double factorization = 0;  // front assembly, numeric LU / LDL^T, ancestor updates, forward elimination
   double solve = 0;          // Lagrange multiplier, back substitution, zero-mean shift
   double velocity = 0;       // velocities and output conversion
   double check = 0;          // residual and backward error

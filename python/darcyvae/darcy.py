@@ -349,7 +349,9 @@ def solve_batch(
     The GIL is released while the core runs. Samples are solved four at a
     time, one per SIMD lane, and each sample's result is bitwise the same
     whatever the thread count and batch it is solved in. Every call reuses
-    the symbolic analysis cached for (N, scheme).
+    the symbolic analysis cached for (N, scheme), and each worker thread a
+    workspace kept by the cached solver: about 7 MB at N = 65, 30 MB at
+    N = 129 and 130 MB at N = 257.
 
     Examples
     --------
