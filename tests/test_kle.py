@@ -494,3 +494,12 @@ def test_core_guards_its_invariants():
         _core.kle_solve(*args, 3, matvec="dft")
     with pytest.raises(ValueError, match="x must have shape"):
         _core.kle_matvec(*args, np.zeros(80))
+
+
+def test_residual_check_is_enforced():
+    # A Lanczos tolerance far too loose leaves unconverged pairs: the final
+    # check ||C v - lambda v|| <= 1e-8 lambda_1 must refuse them.
+    with pytest.raises(RuntimeError, match="failed the residual check"):
+        _core.kle_solve(
+            33, "exponential", 0.1, 0.1, 1.0, 40, method="lanczos", tol=0.9, basis_size=12
+        )

@@ -180,7 +180,8 @@ class KLEBasis:
 
     Notes
     -----
-    Basis rule (SPEC 2), so equal parameters give equal modes anywhere:
+    Basis rule (SPEC 2), so equal parameters give equal modes on any machine
+    (to solver accuracy, about 1e-10; bitwise on one build, any thread count):
     inside a cluster of (near-)degenerate eigenvalues the basis diagonalises the reflection ``R_x`` (x -> 1 - x), odd modes first; blocks
     with equal ``R_x`` parity are split by ``R_y`` (y -> 1 - y) the same way;
     then (darcyvae's extension) by the swap ``S`` (x <-> y) when the kernel is
