@@ -375,6 +375,15 @@ def test_fewer_modes_served_from_a_larger_cached_basis(tmp_path):
     assert small.variance_fraction == pytest.approx(fresh.variance_fraction, rel=1e-12)
 
 
+def test_unwritable_cache_only_warns(tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    with caplog.at_level(logging.WARNING, logger="darcyvae.kle"):
+        basis = kle_basis(grid=9, n_modes=3, cache_dir=blocker / "kle")
+    assert basis.info["source"] == "computed"
+    assert "could not write the KLE cache file" in caplog.text
+
+
 def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("DARCYVAE_CACHE_DIR", str(tmp_path / "a"))
     assert default_cache_dir() == tmp_path / "a" / "kle"
