@@ -22,7 +22,7 @@ int main() {
   std::normal_distribution<double> normal;
 
   nb::Bench products;
-  products.title("KLE covariance products").unit("product").warmup(3).minEpochIterations(5);
+  products.title("KLE covariance products").unit("product").warmup(3).minEpochIterations(20);
   for (int n : {65, 129, 257}) {
     darcyvae::KleProblem pr;
     pr.grid = n;
@@ -45,7 +45,7 @@ int main() {
   }
 
   nb::Bench solve;
-  solve.title("kle_solve, N = 65").unit("solve").warmup(1).minEpochIterations(3).epochs(5);
+  solve.title("kle_solve, N = 65").unit("solve").warmup(1).minEpochIterations(5).epochs(5);
   darcyvae::KleProblem pr;
   for (int threads : {1, 2}) {
     darcyvae::KleSolveOptions opt;

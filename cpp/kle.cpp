@@ -527,6 +527,20 @@ void reflect(const double* v, double* out, int N, int which) {
     }
 }
 
+// Clusters of (near-)degenerate eigenvalues, formed greedily from the top: a
+// cluster starts at the largest eigenvalue not yet assigned and takes every
+// following one within tol * |head| of it (no chaining, so a cluster spans
+// at most that much and the rotated pairs keep residuals <= tol * |head|).
+// Returns the index of the last member of the cluster starting at `start`.
+Index cluster_end(const std::vector<double>& desc, Index start, double tol) {
+  const double head = desc[static_cast<std::size_t>(start)];
+  Index end = start;
+  while (end + 1 < static_cast<Index>(desc.size()) &&
+         head - desc[static_cast<std::size_t>(end + 1)] <= tol * std::abs(head))
+    ++end;
+  return end;
+}
+
 VectorXd sign_vector(Index n) {
   VectorXd r(n);
   for (Index j = 0; j < n; ++j) r(j) = kle_sign_entry(j);
@@ -836,14 +850,12 @@ KleSolveResult kle_solve(const KleProblem& pr, const KleSolveOptions& opt) {
       if (a.idx != c.idx) return a.idx < c.idx;
       return a.image < c.image;
     });
-    auto close = [&](Index i) {  // merged[i] and merged[i + 1] in one cluster
-      const double a = merged[i].lambda, c = merged[i + 1].lambda;
-      return a - c <= opt.cluster_tol * std::max(std::abs(a), std::abs(c));
-    };
     if (static_cast<Index>(merged.size()) < s)
       throw std::runtime_error("kle: internal error, too few eigenpairs computed");
-    last = s - 1;
-    while (last + 1 < static_cast<Index>(merged.size()) && close(last)) ++last;
+    std::vector<double> lam(merged.size());
+    for (std::size_t i = 0; i < merged.size(); ++i) lam[i] = merged[i].lambda;
+    last = -1;
+    while (last < s - 1) last = cluster_end(lam, last + 1, opt.cluster_tol);
     // Every block that is not exhausted must have its smallest computed
     // eigenvalue strictly after the selected clusters; else ask it for more.
     std::vector<Index> pos_last(nb, -1);
@@ -895,17 +907,10 @@ KleSolveResult kle_solve(const KleProblem& pr, const KleSolveOptions& opt) {
   }
 
   // Basis rule inside clusters.
+  const std::vector<double> sel_values(values.data(), values.data() + sel);
   Index start = 0;
   while (start < sel) {
-    Index end = start;
-    while (end + 1 < sel) {
-      const double a = values(end), c = values(end + 1);
-      if (a - c <= opt.cluster_tol * std::max(std::abs(a), std::abs(c))) {
-        ++end;
-      } else {
-        break;
-      }
-    }
+    const Index end = cluster_end(sel_values, start, opt.cluster_tol);
     const Index d = end - start + 1;
     if (d > 1) {
       ++res.clusters;

@@ -109,7 +109,7 @@ struct KleSolveOptions {
   std::string matvec = "auto";  // "auto" | "trig" | "fft" (sector products)
   double tol = 1e-12;           // Lanczos: ||C v - theta v|| <= tol * theta_max(block)
   double check_tol = 1e-8;      // returned pairs: ||C v - lambda v|| <= check_tol * lambda_1
-  double cluster_tol = 1e-8;    // relative gap below which eigenvalues form a cluster
+  double cluster_tol = 1e-8;    // cluster: eigenvalues within cluster_tol * |head| of its head
   int basis_size = 0;           // Lanczos basis size per block; 0 = automatic
   int max_restarts = 2000;      // per block and round
   int threads = 0;              // <= 0: all cores

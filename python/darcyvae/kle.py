@@ -163,9 +163,9 @@ class KLEBasis:
     config : KLEConfig
         The parameters it was computed for.
     eigenvalues : ndarray of shape (s,)
-        ``lambda_1 >= lambda_2 >= ...`` (read-only). Inside a cluster of
-        eigenvalues closer than 1e-8 relative, the order is the basis rule's
-        and may differ from descending by that much.
+        ``lambda_1 >= lambda_2 >= ...`` (read-only). Inside a cluster
+        (Notes) the order is the basis rule's and may differ from descending
+        by up to 1e-8 relative.
     modes : ndarray of shape (s, N, N)
         ``phi_i[iy, ix]``, orthonormal as flat vectors (read-only), fixed by
         the basis and sign rules (Notes).
@@ -180,9 +180,9 @@ class KLEBasis:
 
     Notes
     -----
-    Basis rule (SPEC 2), so equal parameters give equal modes anywhere:
-    inside a cluster of eigenvalues with relative gap < 1e-8 the basis
-    diagonalises the reflection ``R_x`` (x -> 1 - x), odd modes first; blocks
+    Basis rule (SPEC 2), so equal parameters give equal modes on any machine
+    (to solver accuracy, about 1e-10; bitwise on one build, any thread count):
+    inside a cluster of (near-)degenerate eigenvalues the basis diagonalises the reflection ``R_x`` (x -> 1 - x), odd modes first; blocks
     with equal ``R_x`` parity are split by ``R_y`` (y -> 1 - y) the same way;
     then (darcyvae's extension) by the swap ``S`` (x <-> y) when the kernel is
     isotropic, then by the Rayleigh quotients of ``diag(r)`` (descending). For
@@ -194,6 +194,11 @@ class KLEBasis:
     ``(j + 1)^2`` in place of ``j + 1`` decides (darcyvae's tie-break).
     Eigenvalues at rounding level (``< ~1e-13 lambda_1``, squared-exponential
     kernel at large ``s``) have modes determined only to rounding.
+    Clusters are formed from the top: each starts at the largest eigenvalue
+    not yet assigned and takes every following one within ``1e-8`` relative
+    of it (no chaining of 1e-8 gaps, which on a nearly flat spectrum, e.g.
+    ``l << h``, would merge eigenvalues far apart); for exact degeneracies
+    and separated spectra this is the same as the SPEC's relative gap < 1e-8.
     """
 
     config: KLEConfig
