@@ -1,0 +1,608 @@
+#include "knn_kl.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "parallel.hpp"
+
+namespace darcyvae {
+
+namespace {
+
+using Node = KDTree::Node;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+// Queries are handed to the workers in blocks of this many (tree-ordered)
+// rows: small inputs run on the calling thread, and neighbouring queries of a
+// block touch the same leaves.
+constexpr std::size_t kBlock = 1024;
+// Relative slack on radius pruning: the incremental box distance can round
+// a hair above the distance of a point lying on the box, and a closed-ball
+// count must never lose the point that defined the radius. Only pruning uses
+// it; membership is decided by the exact point distance.
+constexpr double kPruneSlack = 1e-12;
+
+template <int D>
+inline Index dims(Index d) {
+  return D > 0 ? D : d;
+}
+
+template <int D, bool W>
+inline double dist2(const double* q, const double* p, const double* w2, Index d) {
+  const Index dd = dims<D>(d);
+  double s = 0.0;
+  for (Index c = 0; c < dd; ++c) {
+    const double t = q[c] - p[c];
+    s += W ? w2[c] * (t * t) : t * t;
+  }
+  return s;
+}
+
+// Lower bounds on the squared distance to the cells are kept incrementally
+// (Arya & Mount): off[c] is the weighted squared offset along axis c from the
+// query to the current cell, rd their sum. Going to the far child of a split
+// along s only replaces off[s].
+template <int D, bool W>
+struct KnnSearch {
+  const Node* nodes;
+  const double* pts;
+  const Index* ids;
+  Index d;
+  const double* q;
+  const double* w2;
+  Index excl;
+  Index k;
+  double* bd;  // k best squared distances, ascending
+  Index* bi;
+  double* off;
+
+  void run() {
+    for (Index c = 0; c < dims<D>(d); ++c) off[c] = 0.0;
+    for (Index j = 0; j < k; ++j) {
+      bd[j] = kInf;
+      bi[j] = -1;
+    }
+    search(0, 0.0);
+  }
+
+  void insert(double d2, Index id) {
+    Index j = k - 1;
+    while (j > 0 && bd[j - 1] > d2) {
+      bd[j] = bd[j - 1];
+      bi[j] = bi[j - 1];
+      --j;
+    }
+    bd[j] = d2;
+    bi[j] = id;
+  }
+
+  void search(std::int32_t node, double rd) {
+    const Node& nd = nodes[node];
+    if (nd.dim < 0) {
+      const Index dd = dims<D>(d);
+      for (Index j = nd.begin; j < nd.end; ++j) {
+        const double d2 = dist2<D, W>(q, pts + j * dd, w2, d);
+        if (d2 < bd[k - 1] && ids[j] != excl) insert(d2, ids[j]);
+      }
+      return;
+    }
+    const int s = nd.dim;
+    const double dl = q[s] - nd.lo;  // > 0: query beyond the left child
+    const double dr = nd.hi - q[s];  // > 0: query before the right child
+    std::int32_t near_child = node + 1;
+    std::int32_t far_child = nd.right;
+    double gap = dr;
+    if (dl > dr) {
+      near_child = nd.right;
+      far_child = node + 1;
+      gap = dl;
+    }
+    search(near_child, rd);
+    const double old = off[s];
+    const double now = W ? w2[s] * (gap * gap) : gap * gap;
+    const double rd_far = rd - old + now;
+    if (rd_far < bd[k - 1]) {
+      off[s] = now;
+      search(far_child, rd_far);
+      off[s] = old;
+    }
+  }
+};
+
+template <int D, bool W>
+struct RadiusSearch {
+  const Node* nodes;
+  const double* pts;
+  const Index* ids;
+  Index d;
+  const double* q;
+  const double* w2;
+  Index excl;
+  double r2;
+  double* off;
+  double prune;
+  Index count;
+  double max_d2;
+
+  void run() {
+    for (Index c = 0; c < dims<D>(d); ++c) off[c] = 0.0;
+    count = 0;
+    max_d2 = 0.0;
+    prune = r2 * (1.0 + kPruneSlack);
+    if (r2 >= 0.0) search(0, 0.0);
+  }
+
+  void search(std::int32_t node, double rd) {
+    const Node& nd = nodes[node];
+    if (nd.dim < 0) {
+      const Index dd = dims<D>(d);
+      for (Index j = nd.begin; j < nd.end; ++j) {
+        const double d2 = dist2<D, W>(q, pts + j * dd, w2, d);
+        if (d2 <= r2 && ids[j] != excl) {
+          ++count;
+          max_d2 = std::max(max_d2, d2);
+        }
+      }
+      return;
+    }
+    const int s = nd.dim;
+    const double dl = q[s] - nd.lo;
+    const double dr = nd.hi - q[s];
+    std::int32_t near_child = node + 1;
+    std::int32_t far_child = nd.right;
+    double gap = dr;
+    if (dl > dr) {
+      near_child = nd.right;
+      far_child = node + 1;
+      gap = dl;
+    }
+    search(near_child, rd);
+    const double old = off[s];
+    const double now = W ? w2[s] * (gap * gap) : gap * gap;
+    const double rd_far = rd - old + now;
+    if (rd_far <= prune) {
+      off[s] = now;
+      search(far_child, rd_far);
+      off[s] = old;
+    }
+  }
+};
+
+// Calls f(D, W) with D a std::integral_constant holding the compile-time
+// dimension for d <= 3 (0: run-time dimension) and W whether weights are used.
+template <typename F>
+void dispatch(Index d, bool weighted, F&& f) {
+  using T = std::true_type;
+  using N = std::false_type;
+  if (weighted) {
+    switch (d) {
+      case 1: f(std::integral_constant<int, 1>{}, T{}); return;
+      case 2: f(std::integral_constant<int, 2>{}, T{}); return;
+      case 3: f(std::integral_constant<int, 3>{}, T{}); return;
+      default: f(std::integral_constant<int, 0>{}, T{}); return;
+    }
+  }
+  switch (d) {
+    case 1: f(std::integral_constant<int, 1>{}, N{}); return;
+    case 2: f(std::integral_constant<int, 2>{}, N{}); return;
+    case 3: f(std::integral_constant<int, 3>{}, N{}); return;
+    default: f(std::integral_constant<int, 0>{}, N{}); return;
+  }
+}
+
+void parallel_blocks(Index n, int threads, const std::function<void(Index, Index)>& body) {
+  const std::size_t nb = (static_cast<std::size_t>(n) + kBlock - 1) / kBlock;
+  parallel_for(nb, threads, [&](std::size_t b, int) {
+    const Index r0 = static_cast<Index>(b * kBlock);
+    body(r0, std::min<Index>(n, r0 + static_cast<Index>(kBlock)));
+  });
+}
+
+std::vector<double> squared_weights(const double* weights, Index d) {
+  std::vector<double> w2;
+  if (weights == nullptr) return w2;
+  w2.resize(static_cast<std::size_t>(d));
+  for (Index c = 0; c < d; ++c) {
+    if (!std::isfinite(weights[c]) || weights[c] == 0.0) {
+      throw std::invalid_argument("KDTree: weights must be finite and non-zero");
+    }
+    w2[static_cast<std::size_t>(c)] = weights[c] * weights[c];
+  }
+  return w2;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- KDTree
+
+KDTree::KDTree(const double* data, Index n, Index d, Index leaf_size)
+    : n_(n), d_(d), leaf_size_(leaf_size) {
+  if (n < 1) throw std::invalid_argument("KDTree: need at least one point");
+  if (d < 1) throw std::invalid_argument("KDTree: dimension must be >= 1");
+  if (leaf_size < 1) throw std::invalid_argument("KDTree: leaf_size must be >= 1");
+  if (n >= std::numeric_limits<std::int32_t>::max()) {
+    throw std::invalid_argument("KDTree: at most 2^31 - 2 points");
+  }
+  pts_.assign(data, data + n * d);
+  for (double v : pts_) {
+    if (!std::isfinite(v)) throw std::invalid_argument("KDTree: data must be finite");
+  }
+  ids_.resize(static_cast<std::size_t>(n));
+  for (Index i = 0; i < n; ++i) ids_[static_cast<std::size_t>(i)] = i;
+  nodes_.reserve(static_cast<std::size_t>(2 * (n / leaf_size) + 8));
+  std::vector<double> lo(static_cast<std::size_t>(d)), hi(static_cast<std::size_t>(d));
+  build(0, n, 0, lo, hi);
+}
+
+std::int32_t KDTree::build(Index begin, Index end, Index depth, std::vector<double>& lo,
+                           std::vector<double>& hi) {
+  const auto id = static_cast<std::int32_t>(nodes_.size());
+  nodes_.push_back(Node{0.0, 0.0, -1, -1, static_cast<std::int32_t>(begin),
+                        static_cast<std::int32_t>(end)});
+  depth_ = std::max(depth_, depth);
+  const Index count = end - begin;
+  if (count <= leaf_size_) return id;
+
+  const Index d = d_;
+  double* P = pts_.data();
+  auto at = [&](Index row, Index c) { return P[row * d + c]; };
+  auto swap_rows = [&](Index a, Index b) {
+    std::swap_ranges(P + a * d, P + (a + 1) * d, P + b * d);
+    std::swap(ids_[static_cast<std::size_t>(a)], ids_[static_cast<std::size_t>(b)]);
+  };
+
+  std::fill(lo.begin(), lo.end(), kInf);
+  std::fill(hi.begin(), hi.end(), -kInf);
+  for (Index r = begin; r < end; ++r) {
+    for (Index c = 0; c < d; ++c) {
+      const double v = at(r, c);
+      lo[static_cast<std::size_t>(c)] = std::min(lo[static_cast<std::size_t>(c)], v);
+      hi[static_cast<std::size_t>(c)] = std::max(hi[static_cast<std::size_t>(c)], v);
+    }
+  }
+  Index s = 0;
+  double extent = -1.0;
+  for (Index c = 0; c < d; ++c) {
+    const double e = hi[static_cast<std::size_t>(c)] - lo[static_cast<std::size_t>(c)];
+    if (e > extent) {
+      extent = e;
+      s = c;
+    }
+  }
+  if (!(extent > 0.0)) return id;  // all points coincide: one (large) leaf
+
+  // Midpoint split: rows with coordinate < mid first.
+  const double mid = lo[static_cast<std::size_t>(s)] + 0.5 * extent;
+  Index i = begin;
+  Index j = end - 1;
+  while (true) {
+    while (i <= j && at(i, s) < mid) ++i;
+    while (i <= j && !(at(j, s) < mid)) --j;
+    if (i >= j) break;
+    swap_rows(i, j);
+    ++i;
+    --j;
+  }
+  Index split = i;
+  const Index min_side = std::max<Index>(1, count / 8);
+  if (split - begin < min_side || end - split < min_side) {
+    // Median split (quickselect with a three-way partition, so runs of equal
+    // coordinates cannot stall it): rows before `split` are <= rows after.
+    split = begin + count / 2;
+    Index b = begin;
+    Index e = end;
+    while (e - b > 1) {
+      const double x0 = at(b, s);
+      const double x1 = at(b + (e - b) / 2, s);
+      const double x2 = at(e - 1, s);
+      const double pivot = std::max(std::min(x0, x1), std::min(std::max(x0, x1), x2));
+      Index lt = b;
+      Index k = b;
+      Index gt = e;
+      while (k < gt) {
+        const double v = at(k, s);
+        if (v < pivot) {
+          swap_rows(lt++, k++);
+        } else if (v > pivot) {
+          swap_rows(k, --gt);
+        } else {
+          ++k;
+        }
+      }
+      if (split < lt) {
+        e = lt;
+      } else if (split >= gt) {
+        b = gt;
+      } else {
+        break;
+      }
+    }
+  }
+  double left_max = -kInf;
+  for (Index r = begin; r < split; ++r) left_max = std::max(left_max, at(r, s));
+  double right_min = kInf;
+  for (Index r = split; r < end; ++r) right_min = std::min(right_min, at(r, s));
+
+  build(begin, split, depth + 1, lo, hi);
+  const std::int32_t right = build(split, end, depth + 1, lo, hi);
+  Node& nd = nodes_[static_cast<std::size_t>(id)];
+  nd.dim = static_cast<std::int32_t>(s);
+  nd.lo = left_max;
+  nd.hi = right_min;
+  nd.right = right;
+  return id;
+}
+
+void KDTree::knn(const double* queries, Index nq, Index k, const Index* exclude,
+                 const double* weights, double* dist, Index* idx, int threads) const {
+  if (k < 1 || k > n_) {
+    throw std::invalid_argument("KDTree.knn: k must be in [1, n] (n - 1 with exclusion)");
+  }
+  const std::vector<double> w2 = squared_weights(weights, d_);
+  if (exclude != nullptr && k > n_ - 1) {
+    for (Index i = 0; i < nq; ++i) {
+      if (exclude[i] >= 0 && exclude[i] < n_) {
+        throw std::invalid_argument("KDTree.knn: k must be <= n - 1 when a point is excluded");
+      }
+    }
+  }
+  dispatch(d_, weights != nullptr, [&](auto Dc, auto Wc) {
+    constexpr int D = decltype(Dc)::value;
+    constexpr bool W = decltype(Wc)::value;
+    parallel_blocks(nq, threads, [&](Index r0, Index r1) {
+      std::vector<double> off(static_cast<std::size_t>(d_)), bd(static_cast<std::size_t>(k));
+      std::vector<Index> bi(static_cast<std::size_t>(k));
+      KnnSearch<D, W> s{nodes_.data(), pts_.data(), ids_.data(), d_, nullptr, w2.data(),
+                        -1, k, bd.data(), bi.data(), off.data()};
+      for (Index r = r0; r < r1; ++r) {
+        s.q = queries + r * d_;
+        s.excl = exclude != nullptr ? exclude[r] : -1;
+        s.run();
+        for (Index j = 0; j < k; ++j) {
+          dist[r * k + j] = std::sqrt(bd[static_cast<std::size_t>(j)]);
+          if (idx != nullptr) idx[r * k + j] = bi[static_cast<std::size_t>(j)];
+        }
+      }
+    });
+  });
+}
+
+void KDTree::count_within(const double* queries, Index nq, const double* radius,
+                          const Index* exclude, const double* weights, Index* count,
+                          double* max_dist, int threads) const {
+  const std::vector<double> w2 = squared_weights(weights, d_);
+  dispatch(d_, weights != nullptr, [&](auto Dc, auto Wc) {
+    constexpr int D = decltype(Dc)::value;
+    constexpr bool W = decltype(Wc)::value;
+    parallel_blocks(nq, threads, [&](Index r0, Index r1) {
+      std::vector<double> off(static_cast<std::size_t>(d_));
+      RadiusSearch<D, W> s{nodes_.data(), pts_.data(), ids_.data(), d_, nullptr, w2.data(),
+                           -1, 0.0, off.data(), 0.0, 0, 0.0};
+      for (Index r = r0; r < r1; ++r) {
+        s.q = queries + r * d_;
+        s.excl = exclude != nullptr ? exclude[r] : -1;
+        s.r2 = radius[r] >= 0.0 ? radius[r] * radius[r] : -1.0;
+        s.run();
+        count[r] = s.count;
+        if (max_dist != nullptr) max_dist[r] = std::sqrt(s.max_d2);
+      }
+    });
+  });
+}
+
+// ---------------------------------------------------------------- digamma
+
+double digamma(double x) {
+  if (!(x > 0.0)) return std::numeric_limits<double>::quiet_NaN();
+  double result = 0.0;
+  while (x < 6.0) {
+    result -= 1.0 / x;
+    x += 1.0;
+  }
+  const double f = 1.0 / (x * x);
+  // psi(x) ~ ln x - 1/(2x) - sum_k B_2k / (2k x^2k)
+  const double series =
+      f * (1.0 / 12 - f * (1.0 / 120 - f * (1.0 / 252 - f * (1.0 / 240 - f * (1.0 / 132)))));
+  return result + std::log(x) - 0.5 / x - series;
+}
+
+// ---------------------------------------------------------------- KLEstimator
+
+KLEstimator::KLEstimator(const double* x, Index n, Index d, Index k, KLMethod method,
+                         Index leaf_size, int threads)
+    : xtree_(x, n, d, leaf_size), k_(k), method_(method) {
+  if (n < 2) throw std::invalid_argument("KLEstimator: need at least 2 samples of p");
+  if (k < 1 || k > n - 1) throw std::invalid_argument("KLEstimator: k must be in [1, n - 1]");
+  // rho_k of every sample (self excluded by index, in tree order). One more
+  // neighbour than k tells whether the closed ball of radius rho_k holds
+  // exactly k other samples; ties fall back to a radius count.
+  const Index kq = std::min(k + 1, n - 1);
+  rho2_.resize(static_cast<std::size_t>(n));
+  ties_.resize(static_cast<std::size_t>(n));
+  const double* P = xtree_.points();
+  const Index* ids = xtree_.indices();
+  const auto& nodes = xtree_.nodes();
+  dispatch(d, false, [&](auto Dc, auto Wc) {
+    constexpr int D = decltype(Dc)::value;
+    constexpr bool W = decltype(Wc)::value;
+    parallel_blocks(n, threads, [&](Index r0, Index r1) {
+      std::vector<double> off(static_cast<std::size_t>(d)), bd(static_cast<std::size_t>(kq));
+      std::vector<Index> bi(static_cast<std::size_t>(kq));
+      KnnSearch<D, W> s{nodes.data(), P, ids, d, nullptr, nullptr, -1, kq,
+                        bd.data(), bi.data(), off.data()};
+      RadiusSearch<D, W> rs{nodes.data(), P, ids, d, nullptr, nullptr, -1, 0.0,
+                            off.data(), 0.0, 0, 0.0};
+      for (Index r = r0; r < r1; ++r) {
+        s.q = P + r * d;
+        s.excl = ids[r];
+        s.run();
+        const double r2 = bd[static_cast<std::size_t>(k - 1)];
+        rho2_[static_cast<std::size_t>(r)] = r2;
+        if (kq == k) {
+          ties_[static_cast<std::size_t>(r)] = k;  // every other sample is within rho_k
+        } else if (bd[static_cast<std::size_t>(k)] > r2) {
+          ties_[static_cast<std::size_t>(r)] = k;
+        } else {
+          rs.q = s.q;
+          rs.excl = ids[r];
+          rs.r2 = r2;
+          rs.run();
+          ties_[static_cast<std::size_t>(r)] = rs.count;
+        }
+      }
+    });
+  });
+}
+
+std::vector<double> KLEstimator::rho() const {
+  std::vector<double> out(rho2_.size());
+  const Index* ids = xtree_.indices();
+  for (std::size_t r = 0; r < rho2_.size(); ++r) {
+    out[static_cast<std::size_t>(ids[r])] = std::sqrt(rho2_[r]);
+  }
+  return out;
+}
+
+KLValue KLEstimator::divergence(const KDTree& y, const double* scale, const double* shift,
+                                bool paired, int threads) const {
+  const Index n = xtree_.size();
+  const Index d = xtree_.dim();
+  const Index m = y.size();
+  if (y.dim() != d) throw std::invalid_argument("KLEstimator: x and y differ in dimension");
+  if (paired && m != n) {
+    throw std::invalid_argument("KLEstimator: paired samples need as many y as x");
+  }
+  const Index m_eff = paired ? m - 1 : m;
+  if (k_ > m_eff) {
+    throw std::invalid_argument("KLEstimator: k must be <= m (m - 1 when paired)");
+  }
+  std::vector<double> inv_a, w2;
+  std::vector<double> b(static_cast<std::size_t>(d), 0.0);
+  if (scale != nullptr) {
+    inv_a.resize(static_cast<std::size_t>(d));
+    w2.resize(static_cast<std::size_t>(d));
+    for (Index c = 0; c < d; ++c) {
+      const double a = scale[c];
+      if (!std::isfinite(a) || a == 0.0) {
+        throw std::invalid_argument("KLEstimator: scale must be finite and non-zero");
+      }
+      inv_a[static_cast<std::size_t>(c)] = 1.0 / a;
+      w2[static_cast<std::size_t>(c)] = a * a;
+      if (shift != nullptr) {
+        if (!std::isfinite(shift[c])) throw std::invalid_argument("KLEstimator: shift must be finite");
+        b[static_cast<std::size_t>(c)] = shift[c];
+      }
+    }
+  }
+  const bool adaptive = method_ == KLMethod::adaptive;
+  const Index k = k_;
+  const Index kq = adaptive ? std::min(k + 1, m_eff) : k;
+  const double* P = xtree_.points();
+  const Index* ids = xtree_.indices();
+  const auto& xnodes = xtree_.nodes();
+  const auto& ynodes = y.nodes();
+  // Per-sample terms stored by original index and summed in that order, so
+  // the value is the same for any number of threads.
+  std::vector<double> term(static_cast<std::size_t>(n));
+  std::vector<unsigned char> zero(static_cast<std::size_t>(n), 0);  // bit 0: x side, bit 1: y side
+  const double half_d = 0.5 * static_cast<double>(d);
+
+  dispatch(d, scale != nullptr, [&](auto Dc, auto Wc) {
+    constexpr int D = decltype(Dc)::value;
+    constexpr bool W = decltype(Wc)::value;
+    parallel_blocks(n, threads, [&](Index r0, Index r1) {
+      std::vector<double> off(static_cast<std::size_t>(d)), bd(static_cast<std::size_t>(kq));
+      std::vector<double> qbuf(static_cast<std::size_t>(d));
+      std::vector<Index> bi(static_cast<std::size_t>(kq));
+      KnnSearch<D, W> ys{ynodes.data(), y.points(), y.indices(), d, nullptr, w2.data(),
+                         -1, kq, bd.data(), bi.data(), off.data()};
+      RadiusSearch<D, W> yr{ynodes.data(), y.points(), y.indices(), d, nullptr, w2.data(),
+                            -1, 0.0, off.data(), 0.0, 0, 0.0};
+      RadiusSearch<D, false> xr{xnodes.data(), P, ids, d, nullptr, nullptr,
+                                -1, 0.0, off.data(), 0.0, 0, 0.0};
+      for (Index r = r0; r < r1; ++r) {
+        const double* xq = P + r * d;
+        const double* q = xq;
+        if constexpr (W) {
+          for (Index c = 0; c < d; ++c) {
+            qbuf[static_cast<std::size_t>(c)] =
+                xq[c] * inv_a[static_cast<std::size_t>(c)] + b[static_cast<std::size_t>(c)];
+          }
+          q = qbuf.data();
+        }
+        const Index id = ids[r];
+        const Index excl = paired ? id : -1;
+        ys.q = q;
+        ys.excl = excl;
+        ys.run();
+        const double nu2 = bd[static_cast<std::size_t>(k - 1)];
+        const double rho2 = rho2_[static_cast<std::size_t>(r)];
+        double t;
+        double num2;  // squared nu_{k_i}
+        double den2;  // squared rho_{l_i}
+        if (!adaptive) {
+          num2 = nu2;
+          den2 = rho2;
+          t = 0.0;
+        } else {
+          Index li;
+          Index ki;
+          if (rho2 >= nu2) {  // eps = rho_k: l_i known, count y in the ball
+            li = ties_[static_cast<std::size_t>(r)];
+            den2 = rho2;
+            yr.q = q;
+            yr.excl = excl;
+            yr.r2 = rho2;
+            yr.run();
+            ki = yr.count;
+            num2 = yr.max_d2;
+          } else {  // eps = nu_k: count x in the ball
+            num2 = nu2;
+            if (kq > k && bd[static_cast<std::size_t>(k)] > nu2) {
+              ki = k;
+            } else if (kq == k) {
+              ki = k;  // every admissible y is within nu_k
+            } else {
+              yr.q = q;
+              yr.excl = excl;
+              yr.r2 = nu2;
+              yr.run();
+              ki = yr.count;
+            }
+            xr.q = xq;
+            xr.excl = id;
+            xr.r2 = nu2;
+            xr.run();
+            li = xr.count;
+            den2 = xr.max_d2;
+          }
+          t = digamma(static_cast<double>(li)) - digamma(static_cast<double>(ki));
+        }
+        unsigned char z = 0;
+        if (!(den2 > 0.0)) z |= 1;
+        if (!(num2 > 0.0)) z |= 2;
+        zero[static_cast<std::size_t>(id)] = z;
+        term[static_cast<std::size_t>(id)] = z ? 0.0 : half_d * std::log(num2 / den2) + t;
+      }
+    });
+  });
+
+  KLValue out;
+  double sum = 0.0;
+  for (Index i = 0; i < n; ++i) {
+    sum += term[static_cast<std::size_t>(i)];
+    const unsigned char z = zero[static_cast<std::size_t>(i)];
+    out.zero_x += (z & 1) ? 1 : 0;
+    out.zero_y += (z & 2) ? 1 : 0;
+  }
+  out.value = (out.zero_x + out.zero_y) > 0
+                  ? std::numeric_limits<double>::quiet_NaN()
+                  : sum / static_cast<double>(n) +
+                        std::log(static_cast<double>(m_eff) / static_cast<double>(n - 1));
+  return out;
+}
+
+}  // namespace darcyvae

@@ -1,0 +1,142 @@
+// darcyvae: exact k-nearest-neighbour search (a KD-tree of our own) and the
+// Wang-Kulkarni-Verdu k-NN estimators of the KL divergence (SPEC section 5a).
+//
+// KDTree holds a copy of n points of R^d (any d) reordered into leaf order.
+// Queries return exact k-th neighbour distances and radius counts under the
+// Euclidean distance or the per-axis weighted Euclidean distance
+//   dist_w(q, p) = sqrt(sum_c (w_c (q_c - p_c))^2),
+// which lets one fixed tree over Z answer queries against a o (Z - b):
+//   ||x - a o (z - b)|| = dist_|a|(x / a + b, z).
+// A query may exclude one point by its original index (self-queries, paired
+// samples); points at distance zero are NOT skipped, so duplicates are seen.
+//
+// KLEstimator holds the samples x of p (tree, rho_k of every sample) and
+// evaluates the fixed-k estimator or the adaptive (epsilon) estimator
+// against any tree over samples of q, optionally through the affine map above.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace darcyvae {
+
+using Index = std::ptrdiff_t;
+
+// Exact KD-tree over a row-major (n, d) array. Sliding-midpoint splits of the
+// widest side of each node's tight bounding box (median split when the
+// midpoint would leave fewer than 1/8 of the points on one side, so the depth
+// stays O(log n)); leaves of at most leaf_size points stored contiguously.
+class KDTree {
+ public:
+  static constexpr Index kDefaultLeafSize = 8;
+
+  // Copies `data` (n rows of d doubles). Throws std::invalid_argument for
+  // n < 1, d < 1, leaf_size < 1, non-finite data or n >= 2^31.
+  KDTree(const double* data, Index n, Index d, Index leaf_size = kDefaultLeafSize);
+
+  Index size() const { return n_; }
+  Index dim() const { return d_; }
+  Index leaf_size() const { return leaf_size_; }
+  Index node_count() const { return static_cast<Index>(nodes_.size()); }
+  Index depth() const { return depth_; }
+
+  // Points in tree (leaf) order, row-major (n, d), and the original index of
+  // each row.
+  const double* points() const { return pts_.data(); }
+  const Index* indices() const { return ids_.data(); }
+
+  // For each of the nq row-major queries: the k smallest distances in
+  // ascending order (dist, row-major (nq, k)) and the original indices of
+  // those points (idx, may be null). exclude (may be null): per query, the
+  // original index of a point to skip (-1: none). weights (may be null):
+  // per-axis weights w of dist_w. Ties are broken arbitrarily; distances are
+  // exact. Requires 1 <= k <= n (n - 1 when a query excludes a point).
+  void knn(const double* queries, Index nq, Index k, const Index* exclude,
+           const double* weights, double* dist, Index* idx, int threads) const;
+
+  // For each query: the number of points p with dist(q, p) <= radius[i]
+  // (closed ball; excluded index skipped) and the largest such distance
+  // (max_dist, may be null; 0 when the count is 0).
+  void count_within(const double* queries, Index nq, const double* radius,
+                    const Index* exclude, const double* weights, Index* count,
+                    double* max_dist, int threads) const;
+
+  struct Node {
+    double lo;            // internal: largest coordinate of the left child along dim
+    double hi;            // internal: smallest coordinate of the right child along dim
+    std::int32_t dim;     // split dimension; -1 for a leaf
+    std::int32_t right;   // internal: index of the right child (left child is this + 1)
+    std::int32_t begin;   // leaf: rows [begin, end) of points()
+    std::int32_t end;
+  };
+  const std::vector<Node>& nodes() const { return nodes_; }
+
+ private:
+  std::int32_t build(Index begin, Index end, Index depth, std::vector<double>& lo,
+                     std::vector<double>& hi);
+
+  Index n_ = 0;
+  Index d_ = 0;
+  Index leaf_size_ = kDefaultLeafSize;
+  Index depth_ = 0;
+  std::vector<Node> nodes_;
+  std::vector<double> pts_;
+  std::vector<Index> ids_;
+};
+
+enum class KLMethod { fixed, adaptive };
+
+// One evaluation of the estimator. value is NaN when some sample's log term
+// has a zero distance; zero_x counts samples whose rho-side distance is 0
+// (duplicates among x), zero_y those whose nu-side distance is 0 (x_i
+// coincides with a point of y).
+struct KLValue {
+  double value = 0.0;
+  Index zero_x = 0;
+  Index zero_y = 0;
+};
+
+// The p-side of the Wang-Kulkarni-Verdu estimators (SPEC 5a):
+//   fixed:    D = (d/n) sum_i log(nu_k(i) / rho_k(i)) + log(m / (n - 1))
+//   adaptive: eps(i) = max(rho_k(i), nu_k(i)); l_i = #{x_j, j != i, within
+//             eps(i)}, k_i = #{y_j within eps(i)} (closed balls, so both >= k);
+//             D = (d/n) sum_i log(nu_{k_i}(i) / rho_{l_i}(i))
+//                 + (1/n) sum_i [psi(l_i) - psi(k_i)] + log(m / (n - 1))
+//             (WKV 2009 eq. 17 with the "epsilon" choice of l_i, k_i).
+// Construction builds the tree over x and computes rho_k(i) once; every
+// divergence() call reuses both.
+class KLEstimator {
+ public:
+  // Requires n >= 2, 1 <= k <= n - 1.
+  KLEstimator(const double* x, Index n, Index d, Index k, KLMethod method,
+              Index leaf_size, int threads);
+
+  // D(p || q) against the samples held by `y` (m points), or, when scale is
+  // not null, against a o (y - b) with a = scale, b = shift (shift may be null
+  // for b = 0; every a_c must be finite and non-zero). paired: y has n points
+  // and y_i is left out of the neighbours of x_i (then m - 1 enters the
+  // estimator in place of m). Requires k <= m (m - 1 when paired). The result
+  // does not depend on `threads`.
+  KLValue divergence(const KDTree& y, const double* scale, const double* shift,
+                     bool paired, int threads) const;
+
+  const KDTree& tree() const { return xtree_; }
+  Index k() const { return k_; }
+  KLMethod method() const { return method_; }
+  // rho_k(i) of every sample, in the original order of x.
+  std::vector<double> rho() const;
+
+ private:
+  KDTree xtree_;
+  Index k_;
+  KLMethod method_;
+  std::vector<double> rho2_;   // squared rho_k, tree order
+  std::vector<Index> ties_;    // number of other x within rho_k (>= k), tree order
+};
+
+// The digamma function psi(x) for x > 0 (recurrence to x >= 6, then the
+// asymptotic series; absolute error below 1e-15 for x >= 1).
+double digamma(double x);
+
+}  // namespace darcyvae
