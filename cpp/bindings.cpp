@@ -134,22 +134,25 @@ void bind_knn_kl(py::module_& m) {
       .def(
           "divergence",
           [check_len](const KLEstimator& e, const KDTree& y, const std::optional<Rows>& scale,
-                      const std::optional<Rows>& shift, bool paired, int threads) {
+                      const std::optional<Rows>& shift, const std::optional<Ids>& perm,
+                      bool paired, double min_ratio, int threads) {
             const Index d = e.tree().dim();
             if (scale) check_len(scale->size(), d, "scale");
             if (shift) check_len(shift->size(), d, "shift");
-            if (shift && !scale) throw std::invalid_argument("shift needs scale");
+            if (perm) check_len(perm->size(), d, "perm");
+            if ((shift || perm) && !scale) throw std::invalid_argument("shift and perm need scale");
             darcyvae::KLValue v;
             {
               py::gil_scoped_release release;
               v = e.divergence(y, scale ? scale->data() : nullptr,
-                               shift ? shift->data() : nullptr, paired, threads);
+                               shift ? shift->data() : nullptr, perm ? perm->data() : nullptr,
+                               paired, min_ratio, threads);
             }
             return py::make_tuple(v.value, v.zero_x, v.zero_y);
           },
-          "y"_a, "scale"_a = py::none(), "shift"_a = py::none(), "paired"_a = false,
-          "threads"_a = 1,
-          "(D(p || q), #zero x-side distances, #zero y-side distances) against y or a o (y - b).");
+          "y"_a, "scale"_a = py::none(), "shift"_a = py::none(), "perm"_a = py::none(),
+          "paired"_a = false, "min_ratio"_a = 0.0, "threads"_a = 1,
+          "(D, #zero x-side, #zero y-side distances) against y, or y'_c = a_c (y_perm[c] - b_c).");
 
   m.def("digamma", &darcyvae::digamma, "x"_a, "The digamma function for x > 0 (NaN otherwise).");
 }

@@ -24,6 +24,24 @@ constexpr std::size_t kBlock = 1024;
 // count must never lose the point that defined the radius. Only pruning uses
 // it; membership is decided by the exact point distance.
 constexpr double kPruneSlack = 1e-12;
+// The adaptive estimator looks up k + kExtra neighbours on each side; a ball
+// of radius eps(i) holding fewer points is counted from these lists, larger
+// ones by a radius query.
+constexpr Index kExtra = 2;
+
+// Number of entries of the ascending list l[0..len) that are <= r2, and the
+// largest of them (0 if none). `complete` is true when the count is final:
+// the list holds a larger entry, or it holds every admissible point.
+struct BallFromList {
+  Index count;
+  double max_d2;
+  bool complete;
+};
+inline BallFromList ball_from_list(const double* l, Index len, double r2, bool whole) {
+  Index c = 0;
+  while (c < len && l[c] <= r2) ++c;
+  return {c, c > 0 ? l[c - 1] : 0.0, c < len || whole};
+}
 
 template <int D>
 inline Index dims(Index d) {
@@ -398,30 +416,42 @@ void KDTree::count_within(const double* queries, Index nq, const double* radius,
 double digamma(double x) {
   if (!(x > 0.0)) return std::numeric_limits<double>::quiet_NaN();
   double result = 0.0;
-  while (x < 6.0) {
+  while (x < 10.0) {
     result -= 1.0 / x;
     x += 1.0;
   }
   const double f = 1.0 / (x * x);
   // psi(x) ~ ln x - 1/(2x) - sum_k B_2k / (2k x^2k)
   const double series =
-      f * (1.0 / 12 - f * (1.0 / 120 - f * (1.0 / 252 - f * (1.0 / 240 - f * (1.0 / 132)))));
+      f * (1.0 / 12 -
+           f * (1.0 / 120 - f * (1.0 / 252 - f * (1.0 / 240 - f * (1.0 / 132 - f * (691.0 / 32760))))));
   return result + std::log(x) - 0.5 / x - series;
 }
 
 // ---------------------------------------------------------------- KLEstimator
 
+namespace {
+
+// psi(l) for the ball counts l >= 1: a table for the common small counts.
+double digamma_count(Index l) {
+  static const std::vector<double> table = [] {
+    std::vector<double> t(257);
+    for (std::size_t i = 1; i < t.size(); ++i) t[i] = digamma(static_cast<double>(i));
+    return t;
+  }();
+  return l < static_cast<Index>(table.size()) ? table[static_cast<std::size_t>(l)]
+                                                : digamma(static_cast<double>(l));
+}
+
+}  // namespace
+
 KLEstimator::KLEstimator(const double* x, Index n, Index d, Index k, KLMethod method,
                          Index leaf_size, int threads)
-    : xtree_(x, n, d, leaf_size), k_(k), method_(method) {
+    : xtree_(x, n, d, leaf_size), k_(k), method_(method), kx_(0) {
   if (n < 2) throw std::invalid_argument("KLEstimator: need at least 2 samples of p");
   if (k < 1 || k > n - 1) throw std::invalid_argument("KLEstimator: k must be in [1, n - 1]");
-  // rho_k of every sample (self excluded by index, in tree order). One more
-  // neighbour than k tells whether the closed ball of radius rho_k holds
-  // exactly k other samples; ties fall back to a radius count.
-  const Index kq = std::min(k + 1, n - 1);
-  rho2_.resize(static_cast<std::size_t>(n));
-  ties_.resize(static_cast<std::size_t>(n));
+  kx_ = method == KLMethod::adaptive ? std::min(k + kExtra, n - 1) : k;
+  rx2_.resize(static_cast<std::size_t>(n * kx_));
   const double* P = xtree_.points();
   const Index* ids = xtree_.indices();
   const auto& nodes = xtree_.nodes();
@@ -429,45 +459,33 @@ KLEstimator::KLEstimator(const double* x, Index n, Index d, Index k, KLMethod me
     constexpr int D = decltype(Dc)::value;
     constexpr bool W = decltype(Wc)::value;
     parallel_blocks(n, threads, [&](Index r0, Index r1) {
-      std::vector<double> off(static_cast<std::size_t>(d)), bd(static_cast<std::size_t>(kq));
-      std::vector<Index> bi(static_cast<std::size_t>(kq));
-      KnnSearch<D, W> s{nodes.data(), P, ids, d, nullptr, nullptr, -1, kq,
-                        bd.data(), bi.data(), off.data()};
-      RadiusSearch<D, W> rs{nodes.data(), P, ids, d, nullptr, nullptr, -1, 0.0,
-                            off.data(), 0.0, 0, 0.0};
+      std::vector<double> off(static_cast<std::size_t>(d));
+      std::vector<Index> bi(static_cast<std::size_t>(kx_));
+      KnnSearch<D, W> s{nodes.data(), P, ids, d, nullptr, nullptr, -1, kx_,
+                        nullptr, bi.data(), off.data()};
       for (Index r = r0; r < r1; ++r) {
         s.q = P + r * d;
-        s.excl = ids[r];
+        s.excl = ids[r];  // self-query: exclude by index, duplicates stay
+        s.bd = rx2_.data() + r * kx_;
         s.run();
-        const double r2 = bd[static_cast<std::size_t>(k - 1)];
-        rho2_[static_cast<std::size_t>(r)] = r2;
-        if (kq == k) {
-          ties_[static_cast<std::size_t>(r)] = k;  // every other sample is within rho_k
-        } else if (bd[static_cast<std::size_t>(k)] > r2) {
-          ties_[static_cast<std::size_t>(r)] = k;
-        } else {
-          rs.q = s.q;
-          rs.excl = ids[r];
-          rs.r2 = r2;
-          rs.run();
-          ties_[static_cast<std::size_t>(r)] = rs.count;
-        }
       }
     });
   });
 }
 
 std::vector<double> KLEstimator::rho() const {
-  std::vector<double> out(rho2_.size());
+  const Index n = xtree_.size();
+  std::vector<double> out(static_cast<std::size_t>(n));
   const Index* ids = xtree_.indices();
-  for (std::size_t r = 0; r < rho2_.size(); ++r) {
-    out[static_cast<std::size_t>(ids[r])] = std::sqrt(rho2_[r]);
+  for (Index r = 0; r < n; ++r) {
+    out[static_cast<std::size_t>(ids[r])] = std::sqrt(rx2_[static_cast<std::size_t>(r * kx_ + k_ - 1)]);
   }
   return out;
 }
 
 KLValue KLEstimator::divergence(const KDTree& y, const double* scale, const double* shift,
-                                bool paired, int threads) const {
+                                const Index* perm, bool paired, double min_ratio,
+                                int threads) const {
   const Index n = xtree_.size();
   const Index d = xtree_.dim();
   const Index m = y.size();
@@ -479,27 +497,46 @@ KLValue KLEstimator::divergence(const KDTree& y, const double* scale, const doub
   if (k_ > m_eff) {
     throw std::invalid_argument("KLEstimator: k must be <= m (m - 1 when paired)");
   }
+  if (!(min_ratio >= 0.0) || !std::isfinite(min_ratio)) {
+    throw std::invalid_argument("KLEstimator: min_ratio must be finite and >= 0");
+  }
+  if (perm != nullptr && scale == nullptr) {
+    throw std::invalid_argument("KLEstimator: perm needs scale");
+  }
+  // Query map, indexed by the axis of y: q_e = x_c * inv_a_e + b_e with
+  // e = perm[c], weights w2_e = a_c^2.
+  std::vector<Index> axis(static_cast<std::size_t>(d));
   std::vector<double> inv_a, w2;
   std::vector<double> b(static_cast<std::size_t>(d), 0.0);
   if (scale != nullptr) {
+    std::vector<char> seen(static_cast<std::size_t>(d), 0);
     inv_a.resize(static_cast<std::size_t>(d));
     w2.resize(static_cast<std::size_t>(d));
     for (Index c = 0; c < d; ++c) {
+      const Index e = perm != nullptr ? perm[c] : c;
+      if (e < 0 || e >= d || seen[static_cast<std::size_t>(e)]) {
+        throw std::invalid_argument("KLEstimator: perm must be a permutation of 0..d-1");
+      }
+      seen[static_cast<std::size_t>(e)] = 1;
+      axis[static_cast<std::size_t>(c)] = e;
       const double a = scale[c];
       if (!std::isfinite(a) || a == 0.0) {
         throw std::invalid_argument("KLEstimator: scale must be finite and non-zero");
       }
       inv_a[static_cast<std::size_t>(c)] = 1.0 / a;
-      w2[static_cast<std::size_t>(c)] = a * a;
+      w2[static_cast<std::size_t>(e)] = a * a;
       if (shift != nullptr) {
         if (!std::isfinite(shift[c])) throw std::invalid_argument("KLEstimator: shift must be finite");
         b[static_cast<std::size_t>(c)] = shift[c];
       }
     }
   }
+  const double min_ratio2 = min_ratio * min_ratio;
   const bool adaptive = method_ == KLMethod::adaptive;
   const Index k = k_;
-  const Index kq = adaptive ? std::min(k + 1, m_eff) : k;
+  const Index kq = adaptive ? std::min(k + kExtra, m_eff) : k;
+  const Index kx = kx_;
+  const Index n_other = n - 1;
   const double* P = xtree_.points();
   const Index* ids = xtree_.indices();
   const auto& xnodes = xtree_.nodes();
@@ -528,7 +565,7 @@ KLValue KLEstimator::divergence(const KDTree& y, const double* scale, const doub
         const double* q = xq;
         if constexpr (W) {
           for (Index c = 0; c < d; ++c) {
-            qbuf[static_cast<std::size_t>(c)] =
+            qbuf[static_cast<std::size_t>(axis[static_cast<std::size_t>(c)])] =
                 xq[c] * inv_a[static_cast<std::size_t>(c)] + b[static_cast<std::size_t>(c)];
           }
           q = qbuf.data();
@@ -538,54 +575,42 @@ KLValue KLEstimator::divergence(const KDTree& y, const double* scale, const doub
         ys.q = q;
         ys.excl = excl;
         ys.run();
+        const double* rx = rx2_.data() + r * kx;
         const double nu2 = bd[static_cast<std::size_t>(k - 1)];
-        const double rho2 = rho2_[static_cast<std::size_t>(r)];
-        double t;
-        double num2;  // squared nu_{k_i}
-        double den2;  // squared rho_{l_i}
-        if (!adaptive) {
-          num2 = nu2;
-          den2 = rho2;
-          t = 0.0;
-        } else {
-          Index li;
-          Index ki;
-          if (rho2 >= nu2) {  // eps = rho_k: l_i known, count y in the ball
-            li = ties_[static_cast<std::size_t>(r)];
-            den2 = rho2;
-            yr.q = q;
-            yr.excl = excl;
-            yr.r2 = rho2;
-            yr.run();
-            ki = yr.count;
-            num2 = yr.max_d2;
-          } else {  // eps = nu_k: count x in the ball
-            num2 = nu2;
-            if (kq > k && bd[static_cast<std::size_t>(k)] > nu2) {
-              ki = k;
-            } else if (kq == k) {
-              ki = k;  // every admissible y is within nu_k
-            } else {
-              yr.q = q;
-              yr.excl = excl;
-              yr.r2 = nu2;
-              yr.run();
-              ki = yr.count;
-            }
+        const double rho2 = rx[k - 1];
+        double t = 0.0;
+        double num2 = nu2;   // squared nu_{k_i}
+        double den2 = rho2;  // squared rho_{l_i}
+        if (adaptive) {
+          // eps(i)^2 and the closed-ball counts l_i (x, self excluded) and
+          // k_i (y); the l_i-th / k_i-th distances are the largest in the ball.
+          const double eps2 = std::max(rho2, nu2);
+          BallFromList bx = ball_from_list(rx, kx, eps2, kx == n_other);
+          if (!bx.complete) {
             xr.q = xq;
             xr.excl = id;
-            xr.r2 = nu2;
+            xr.r2 = eps2;
             xr.run();
-            li = xr.count;
-            den2 = xr.max_d2;
+            bx = {xr.count, xr.max_d2, true};
           }
-          t = digamma(static_cast<double>(li)) - digamma(static_cast<double>(ki));
+          BallFromList by = ball_from_list(bd.data(), kq, eps2, kq == m_eff);
+          if (!by.complete) {
+            yr.q = q;
+            yr.excl = excl;
+            yr.r2 = eps2;
+            yr.run();
+            by = {yr.count, yr.max_d2, true};
+          }
+          den2 = bx.max_d2;
+          num2 = by.max_d2;
+          t = digamma_count(bx.count) - digamma_count(by.count);
         }
         unsigned char z = 0;
         if (!(den2 > 0.0)) z |= 1;
-        if (!(num2 > 0.0)) z |= 2;
+        if (!(num2 > 0.0) && min_ratio2 == 0.0) z |= 2;
         zero[static_cast<std::size_t>(id)] = z;
-        term[static_cast<std::size_t>(id)] = z ? 0.0 : half_d * std::log(num2 / den2) + t;
+        term[static_cast<std::size_t>(id)] =
+            z ? 0.0 : half_d * std::log(std::max(num2 / den2, min_ratio2)) + t;
       }
     });
   });

@@ -113,13 +113,19 @@ class KLEstimator {
               Index leaf_size, int threads);
 
   // D(p || q) against the samples held by `y` (m points), or, when scale is
-  // not null, against a o (y - b) with a = scale, b = shift (shift may be null
-  // for b = 0; every a_c must be finite and non-zero). paired: y has n points
-  // and y_i is left out of the neighbours of x_i (then m - 1 enters the
-  // estimator in place of m). Requires k <= m (m - 1 when paired). The result
-  // does not depend on `threads`.
+  // not null, against the points y' with y'_c = a_c (y_{perm[c]} - b_c),
+  // a = scale, b = shift (may be null for b = 0), perm a permutation of the
+  // axes (may be null for the identity); every a_c must be finite and
+  // non-zero. The tree over y is reused as it is: x is mapped to
+  // x_c / a_c + b_c on axis perm[c] and searched with weights |a|.
+  // paired: y has n points and y_i is left out of the neighbours of x_i
+  // (then m - 1 enters the estimator in place of m). min_ratio >= 0: each
+  // per-sample ratio nu/rho is raised to at least min_ratio (0: the plain
+  // estimator); with min_ratio > 0 a zero nu is clipped, not reported.
+  // Requires k <= m (m - 1 when paired). The result does not depend on
+  // `threads`.
   KLValue divergence(const KDTree& y, const double* scale, const double* shift,
-                     bool paired, int threads) const;
+                     const Index* perm, bool paired, double min_ratio, int threads) const;
 
   const KDTree& tree() const { return xtree_; }
   Index k() const { return k_; }
@@ -131,12 +137,15 @@ class KLEstimator {
   KDTree xtree_;
   Index k_;
   KLMethod method_;
-  std::vector<double> rho2_;   // squared rho_k, tree order
-  std::vector<Index> ties_;    // number of other x within rho_k (>= k), tree order
+  // Squared distances from each x (tree order) to its kx_ nearest other x,
+  // ascending: rho_k and, for the adaptive method, the ball counts l_i of
+  // most samples come from this list without a radius query.
+  Index kx_;
+  std::vector<double> rx2_;
 };
 
-// The digamma function psi(x) for x > 0 (recurrence to x >= 6, then the
-// asymptotic series; absolute error below 1e-15 for x >= 1).
+// The digamma function psi(x) for x > 0 (recurrence to x >= 10, then the
+// asymptotic series to the x^-12 term); NaN for x <= 0 or NaN.
 double digamma(double x);
 
 }  // namespace darcyvae
