@@ -101,6 +101,13 @@ struct KnnSearch {
     const Node& nd = nodes[node];
     if (nd.dim < 0) {
       const Index dd = dims<D>(d);
+      if (nd.dim == -2) {  // coincident points: one distance, at most k inserts
+        const double d2 = dist2<D, W>(q, pts + nd.begin * dd, w2, d);
+        for (Index j = nd.begin; j < nd.end && d2 < bd[k - 1]; ++j) {
+          if (ids[j] != excl) insert(d2, ids[j]);
+        }
+        return;
+      }
       for (Index j = nd.begin; j < nd.end; ++j) {
         const double d2 = dist2<D, W>(q, pts + j * dd, w2, d);
         if (d2 < bd[k - 1] && ids[j] != excl) insert(d2, ids[j]);
@@ -135,6 +142,7 @@ struct RadiusSearch {
   const Node* nodes;
   const double* pts;
   const Index* ids;
+  const Index* rows;  // row of each original index (exclusion in coincident leaves)
   Index d;
   const double* q;
   const double* w2;
@@ -157,6 +165,18 @@ struct RadiusSearch {
     const Node& nd = nodes[node];
     if (nd.dim < 0) {
       const Index dd = dims<D>(d);
+      if (nd.dim == -2) {  // coincident points: one distance for all
+        const double d2 = dist2<D, W>(q, pts + nd.begin * dd, w2, d);
+        if (d2 <= r2) {
+          const bool has_excl = excl >= 0 && rows[excl] >= nd.begin && rows[excl] < nd.end;
+          const Index c = nd.end - nd.begin - (has_excl ? 1 : 0);
+          if (c > 0) {
+            count += c;
+            max_d2 = std::max(max_d2, d2);
+          }
+        }
+        return;
+      }
       for (Index j = nd.begin; j < nd.end; ++j) {
         const double d2 = dist2<D, W>(q, pts + j * dd, w2, d);
         if (d2 <= r2 && ids[j] != excl) {
@@ -253,6 +273,8 @@ KDTree::KDTree(const double* data, Index n, Index d, Index leaf_size)
   nodes_.reserve(static_cast<std::size_t>(2 * (n / leaf_size) + 8));
   std::vector<double> lo(static_cast<std::size_t>(d)), hi(static_cast<std::size_t>(d));
   build(0, n, 0, lo, hi);
+  pos_.resize(static_cast<std::size_t>(n));
+  for (Index r = 0; r < n; ++r) pos_[static_cast<std::size_t>(ids_[static_cast<std::size_t>(r)])] = r;
 }
 
 std::int32_t KDTree::build(Index begin, Index end, Index depth, std::vector<double>& lo,
@@ -290,7 +312,10 @@ std::int32_t KDTree::build(Index begin, Index end, Index depth, std::vector<doub
       s = c;
     }
   }
-  if (!(extent > 0.0)) return id;  // all points coincide: one (large) leaf
+  if (!(extent > 0.0)) {  // all points coincide: one leaf of any size
+    nodes_[static_cast<std::size_t>(id)].dim = -2;
+    return id;
+  }
 
   // Midpoint split: rows with coordinate < mid first.
   const double mid = lo[static_cast<std::size_t>(s)] + 0.5 * extent;
@@ -397,11 +422,12 @@ void KDTree::count_within(const double* queries, Index nq, const double* radius,
     constexpr bool W = decltype(Wc)::value;
     parallel_blocks(nq, threads, [&](Index r0, Index r1) {
       std::vector<double> off(static_cast<std::size_t>(d_));
-      RadiusSearch<D, W> s{nodes_.data(), pts_.data(), ids_.data(), d_, nullptr, w2.data(),
+      RadiusSearch<D, W> s{nodes_.data(), pts_.data(), ids_.data(), pos_.data(), d_, nullptr, w2.data(),
                            -1, 0.0, off.data(), 0.0, 0, 0.0};
       for (Index r = r0; r < r1; ++r) {
         s.q = queries + r * d_;
-        s.excl = exclude != nullptr ? exclude[r] : -1;
+        // an index outside [0, n) excludes nothing (and must not index rows)
+        s.excl = exclude != nullptr && exclude[r] >= 0 && exclude[r] < n_ ? exclude[r] : -1;
         s.r2 = radius[r] >= 0.0 ? radius[r] * radius[r] : -1.0;
         s.run();
         count[r] = s.count;
@@ -556,9 +582,9 @@ KLValue KLEstimator::divergence(const KDTree& y, const double* scale, const doub
       std::vector<Index> bi(static_cast<std::size_t>(kq));
       KnnSearch<D, W> ys{ynodes.data(), y.points(), y.indices(), d, nullptr, w2.data(),
                          -1, kq, bd.data(), bi.data(), off.data()};
-      RadiusSearch<D, W> yr{ynodes.data(), y.points(), y.indices(), d, nullptr, w2.data(),
+      RadiusSearch<D, W> yr{ynodes.data(), y.points(), y.indices(), y.rows(), d, nullptr, w2.data(),
                             -1, 0.0, off.data(), 0.0, 0, 0.0};
-      RadiusSearch<D, false> xr{xnodes.data(), P, ids, d, nullptr, nullptr,
+      RadiusSearch<D, false> xr{xnodes.data(), P, ids, xtree_.rows(), d, nullptr, nullptr,
                                 -1, 0.0, off.data(), 0.0, 0, 0.0};
       for (Index r = r0; r < r1; ++r) {
         const double* xq = P + r * d;

@@ -27,6 +27,8 @@ using Index = std::ptrdiff_t;
 // widest side of each node's tight bounding box (median split when the
 // midpoint would leave fewer than 1/8 of the points on one side, so the depth
 // stays O(log n)); leaves of at most leaf_size points stored contiguously.
+// Coincident points share one leaf of any size, searched in O(k) (k-NN) or
+// O(1) (radius counts), so heavily repeated data stays fast.
 class KDTree {
  public:
   static constexpr Index kDefaultLeafSize = 8;
@@ -45,6 +47,8 @@ class KDTree {
   // each row.
   const double* points() const { return pts_.data(); }
   const Index* indices() const { return ids_.data(); }
+  // Row of points() holding each original index.
+  const Index* rows() const { return pos_.data(); }
 
   // For each of the nq row-major queries: the k smallest distances in
   // ascending order (dist, row-major (nq, k)) and the original indices of
@@ -65,7 +69,7 @@ class KDTree {
   struct Node {
     double lo;            // internal: largest coordinate of the left child along dim
     double hi;            // internal: smallest coordinate of the right child along dim
-    std::int32_t dim;     // split dimension; -1 for a leaf
+    std::int32_t dim;     // split dimension; -1 for a leaf, -2 for a leaf of coincident points
     std::int32_t right;   // internal: index of the right child (left child is this + 1)
     std::int32_t begin;   // leaf: rows [begin, end) of points()
     std::int32_t end;
@@ -83,6 +87,7 @@ class KDTree {
   std::vector<Node> nodes_;
   std::vector<double> pts_;
   std::vector<Index> ids_;
+  std::vector<Index> pos_;
 };
 
 enum class KLMethod { fixed, adaptive };

@@ -166,6 +166,26 @@ def test_tree_count_within_matches_brute_force():
     assert one.count_within([[0.0, 0.0]], 0.0)[0].tolist() == [1]
 
 
+@pytest.mark.parametrize("leaf_size", [1, 8])
+def test_tree_many_repeated_points_match_brute_force(leaf_size):
+    rng = np.random.default_rng(12)
+    pts = np.vstack([np.zeros((40, 2)), rng.standard_normal((60, 2)), np.ones((25, 2))])
+    tree = KDTree(pts, leaf_size=leaf_size)
+    own = np.arange(len(pts))
+    d2 = sq_dist(pts, pts)
+    np.fill_diagonal(d2, np.inf)
+    srt = np.sort(d2, axis=1)
+    dist, idx = tree.query(pts, 5, exclude=own)
+    np.testing.assert_array_equal(dist, np.sqrt(srt[:, :5]))
+    assert np.all(idx != own[:, None])
+    r = np.sqrt(0.5 * (srt[:, 44] + srt[:, 45]))
+    count, max_dist = tree.count_within(pts, r, exclude=own)
+    np.testing.assert_array_equal(count, np.sum(d2 <= r[:, None] ** 2, axis=1))
+    np.testing.assert_array_equal(max_dist, np.sqrt(srt[np.arange(len(pts)), count - 1]))
+    # an out-of-range exclusion index excludes nothing
+    assert tree.count_within(pts[:1], 0.0, exclude=[10**9])[0].tolist() == [40]
+
+
 def test_tree_threads_give_identical_results():
     rng = np.random.default_rng(5)
     pts = rng.standard_normal((3000, 2))
@@ -383,6 +403,31 @@ def test_s_kl_tree_reuse_equals_rebuilding_per_evaluation():
             theta, reuse.transform(z), method=method, paired=True, min_ratio=reuse.min_ratio
         )
         assert again == pytest.approx(reuse.score, abs=1e-10)
+
+
+@pytest.mark.parametrize("method", ["adaptive", "fixed"])
+def test_weighted_divergence_equals_a_tree_over_the_transformed_latents(method):
+    # one evaluation of the S_KL objective: the tree over z queried with
+    # theta / a + b and weights |a| == a fresh tree over a o (z_perm - b)
+    rng = np.random.default_rng(13)
+    theta, z = rng.standard_normal((700, 3)), rng.standard_normal((700, 3))
+    est = _core.KLEstimator(theta, k=2, method=method)
+    ztree = _core.KDTree(z)
+    for _ in range(5):
+        a = rng.uniform(0.3, 3.0, 3) * rng.choice([-1.0, 1.0], 3)
+        b = rng.standard_normal(3)
+        perm = rng.permutation(3)
+        for paired in (False, True):
+            reuse = est.divergence(ztree, a, b, perm, paired=paired, min_ratio=0.05)
+            fresh = est.divergence(
+                _core.KDTree(np.ascontiguousarray(a * (z[:, perm] - b))),
+                paired=paired,
+                min_ratio=0.05,
+            )
+            assert reuse[0] == pytest.approx(fresh[0], abs=1e-12)
+            assert reuse[0] == pytest.approx(
+                wkv_reference(theta, a * (z[:, perm] - b), 2, method, paired, 0.05), abs=1e-12
+            )
 
 
 def test_s_kl_guards_keep_the_search_finite_and_bounded():
