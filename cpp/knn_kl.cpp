@@ -256,6 +256,121 @@ std::vector<double> squared_weights(const double* weights, Index d) {
 
 // ---------------------------------------------------------------- KDTree
 
+namespace {
+
+// Tight bounding box [lo, hi] of some rows: box[0..d) = lo, box[d..2d) = hi.
+inline void box_reset(double* box, Index d) {
+  std::fill(box, box + d, kInf);
+  std::fill(box + d, box + 2 * d, -kInf);
+}
+inline void box_extend(double* box, const double* row, Index d) {
+  for (Index c = 0; c < d; ++c) {
+    box[c] = std::min(box[c], row[c]);
+    box[d + c] = std::max(box[d + c], row[c]);
+  }
+}
+
+
+// Hoare partition of rows [begin, end) of the row-major points P (and their
+// ids) by coordinate s < mid; returns the first row with coordinate >= mid.
+// The tight boxes of both sides are gathered on the way (one pass), in
+// registers for a compile-time dimension D (0: run-time d).
+template <int D>
+Index partition_midpoint(double* P, Index* ids, Index begin, Index end, Index d, Index s,
+                         double mid, double* lbox, double* rbox) {
+  constexpr int kCap = D > 0 ? D : 1;
+  const Index dd = dims<D>(d);
+  double llo[kCap], lhi[kCap], rlo[kCap], rhi[kCap];
+  if constexpr (D > 0) {
+    for (int c = 0; c < D; ++c) {
+      llo[c] = rlo[c] = kInf;
+      lhi[c] = rhi[c] = -kInf;
+    }
+  } else {
+    box_reset(lbox, d);
+    box_reset(rbox, d);
+  }
+  auto extend = [&](bool left, const double* row) {
+    if constexpr (D > 0) {
+      double* lo = left ? llo : rlo;
+      double* hi = left ? lhi : rhi;
+      for (int c = 0; c < D; ++c) {
+        lo[c] = std::min(lo[c], row[c]);
+        hi[c] = std::max(hi[c], row[c]);
+      }
+    } else {
+      box_extend(left ? lbox : rbox, row, d);
+    }
+  };
+  Index i = begin;
+  Index j = end - 1;
+  while (true) {
+    while (i <= j && P[i * dd + s] < mid) extend(true, P + (i++) * dd);
+    while (i <= j && !(P[j * dd + s] < mid)) extend(false, P + (j--) * dd);
+    if (i >= j) break;
+    for (Index c = 0; c < dd; ++c) std::swap(P[i * dd + c], P[j * dd + c]);
+    std::swap(ids[i], ids[j]);
+    extend(true, P + (i++) * dd);
+    extend(false, P + (j--) * dd);
+  }
+  if constexpr (D > 0) {
+    for (int c = 0; c < D; ++c) {
+      lbox[c] = llo[c];
+      lbox[D + c] = lhi[c];
+      rbox[c] = rlo[c];
+      rbox[D + c] = rhi[c];
+    }
+  }
+  return i;
+}
+
+// Median split: quickselect with a three-way partition (runs of equal
+// coordinates cannot stall it) so that rows [begin, split) have coordinate s
+// <= rows [split, end); then the tight boxes of both sides.
+template <int D>
+void select_median(double* P, Index* ids, Index begin, Index end, Index split, Index d, Index s,
+                   double* lbox, double* rbox) {
+  const Index dd = dims<D>(d);
+  auto swap_rows = [&](Index a, Index b) {
+    for (Index c = 0; c < dd; ++c) std::swap(P[a * dd + c], P[b * dd + c]);
+    std::swap(ids[a], ids[b]);
+  };
+  Index b = begin;
+  Index e = end;
+  while (e - b > 1) {
+    const double x0 = P[b * dd + s];
+    const double x1 = P[(b + (e - b) / 2) * dd + s];
+    const double x2 = P[(e - 1) * dd + s];
+    const double pivot = std::max(std::min(x0, x1), std::min(std::max(x0, x1), x2));
+    Index lt = b;
+    Index k = b;
+    Index gt = e;
+    while (k < gt) {
+      const double v = P[k * dd + s];
+      if (v < pivot) {
+        swap_rows(lt++, k++);
+      } else if (v > pivot) {
+        swap_rows(k, --gt);
+      } else {
+        ++k;
+      }
+    }
+    if (split < lt) {
+      e = lt;
+    } else if (split >= gt) {
+      b = gt;
+    } else {
+      break;
+    }
+  }
+  box_reset(lbox, dd);
+  box_reset(rbox, dd);
+  for (Index r = begin; r < split; ++r) box_extend(lbox, P + r * dd, dd);
+  for (Index r = split; r < end; ++r) box_extend(rbox, P + r * dd, dd);
+}
+
+}  // namespace
+
 KDTree::KDTree(const double* data, Index n, Index d, Index leaf_size)
     : n_(n), d_(d), leaf_size_(leaf_size) {
   if (n < 1) throw std::invalid_argument("KDTree: need at least one point");
@@ -271,14 +386,21 @@ KDTree::KDTree(const double* data, Index n, Index d, Index leaf_size)
   ids_.resize(static_cast<std::size_t>(n));
   for (Index i = 0; i < n; ++i) ids_[static_cast<std::size_t>(i)] = i;
   nodes_.reserve(static_cast<std::size_t>(2 * (n / leaf_size) + 8));
-  std::vector<double> lo(static_cast<std::size_t>(d)), hi(static_cast<std::size_t>(d));
-  build(0, n, 0, lo, hi);
+  boxes_.resize(static_cast<std::size_t>(64 * 2 * d));
+  box_reset(boxes_.data(), d);
+  for (Index r = 0; r < n; ++r) box_extend(boxes_.data(), pts_.data() + r * d, d);
+  build(0, n, 0, 0);
+  boxes_.clear();
+  boxes_.shrink_to_fit();
   pos_.resize(static_cast<std::size_t>(n));
   for (Index r = 0; r < n; ++r) pos_[static_cast<std::size_t>(ids_[static_cast<std::size_t>(r)])] = r;
 }
 
-std::int32_t KDTree::build(Index begin, Index end, Index depth, std::vector<double>& lo,
-                           std::vector<double>& hi) {
+// Builds the node over rows [begin, end) whose tight box is boxes_ slot
+// `slot`; the children's boxes are gathered while partitioning (one pass over
+// the rows per level) into slots 2 (depth + 1) and 2 (depth + 1) + 1, which
+// the left subtree's own recursion (deeper slots) leaves intact.
+std::int32_t KDTree::build(Index begin, Index end, Index depth, Index slot) {
   const auto id = static_cast<std::int32_t>(nodes_.size());
   nodes_.push_back(Node{0.0, 0.0, -1, -1, static_cast<std::int32_t>(begin),
                         static_cast<std::int32_t>(end)});
@@ -288,25 +410,15 @@ std::int32_t KDTree::build(Index begin, Index end, Index depth, std::vector<doub
 
   const Index d = d_;
   double* P = pts_.data();
-  auto at = [&](Index row, Index c) { return P[row * d + c]; };
-  auto swap_rows = [&](Index a, Index b) {
-    std::swap_ranges(P + a * d, P + (a + 1) * d, P + b * d);
-    std::swap(ids_[static_cast<std::size_t>(a)], ids_[static_cast<std::size_t>(b)]);
-  };
 
-  std::fill(lo.begin(), lo.end(), kInf);
-  std::fill(hi.begin(), hi.end(), -kInf);
-  for (Index r = begin; r < end; ++r) {
-    for (Index c = 0; c < d; ++c) {
-      const double v = at(r, c);
-      lo[static_cast<std::size_t>(c)] = std::min(lo[static_cast<std::size_t>(c)], v);
-      hi[static_cast<std::size_t>(c)] = std::max(hi[static_cast<std::size_t>(c)], v);
-    }
-  }
+  const Index lslot = 2 * (depth + 1);
+  const Index need = (lslot + 2) * 2 * d;
+  if (static_cast<Index>(boxes_.size()) < need) boxes_.resize(static_cast<std::size_t>(need));
+  const double* box = boxes_.data() + slot * 2 * d;
   Index s = 0;
   double extent = -1.0;
   for (Index c = 0; c < d; ++c) {
-    const double e = hi[static_cast<std::size_t>(c)] - lo[static_cast<std::size_t>(c)];
+    const double e = box[d + c] - box[c];
     if (e > extent) {
       extent = e;
       s = c;
@@ -317,60 +429,33 @@ std::int32_t KDTree::build(Index begin, Index end, Index depth, std::vector<doub
     return id;
   }
 
-  // Midpoint split: rows with coordinate < mid first.
-  const double mid = lo[static_cast<std::size_t>(s)] + 0.5 * extent;
-  Index i = begin;
-  Index j = end - 1;
-  while (true) {
-    while (i <= j && at(i, s) < mid) ++i;
-    while (i <= j && !(at(j, s) < mid)) --j;
-    if (i >= j) break;
-    swap_rows(i, j);
-    ++i;
-    --j;
+  // Midpoint split: rows with coordinate < mid first, both boxes on the way.
+  const double mid = box[s] + 0.5 * extent;
+  double* lbox = boxes_.data() + lslot * 2 * d;
+  double* rbox = lbox + 2 * d;
+  Index i = 0;
+  switch (d) {
+    case 1: i = partition_midpoint<1>(P, ids_.data(), begin, end, d, s, mid, lbox, rbox); break;
+    case 2: i = partition_midpoint<2>(P, ids_.data(), begin, end, d, s, mid, lbox, rbox); break;
+    case 3: i = partition_midpoint<3>(P, ids_.data(), begin, end, d, s, mid, lbox, rbox); break;
+    default: i = partition_midpoint<0>(P, ids_.data(), begin, end, d, s, mid, lbox, rbox); break;
   }
   Index split = i;
   const Index min_side = std::max<Index>(1, count / 8);
   if (split - begin < min_side || end - split < min_side) {
-    // Median split (quickselect with a three-way partition, so runs of equal
-    // coordinates cannot stall it): rows before `split` are <= rows after.
     split = begin + count / 2;
-    Index b = begin;
-    Index e = end;
-    while (e - b > 1) {
-      const double x0 = at(b, s);
-      const double x1 = at(b + (e - b) / 2, s);
-      const double x2 = at(e - 1, s);
-      const double pivot = std::max(std::min(x0, x1), std::min(std::max(x0, x1), x2));
-      Index lt = b;
-      Index k = b;
-      Index gt = e;
-      while (k < gt) {
-        const double v = at(k, s);
-        if (v < pivot) {
-          swap_rows(lt++, k++);
-        } else if (v > pivot) {
-          swap_rows(k, --gt);
-        } else {
-          ++k;
-        }
-      }
-      if (split < lt) {
-        e = lt;
-      } else if (split >= gt) {
-        b = gt;
-      } else {
-        break;
-      }
+    switch (d) {
+      case 1: select_median<1>(P, ids_.data(), begin, end, split, d, s, lbox, rbox); break;
+      case 2: select_median<2>(P, ids_.data(), begin, end, split, d, s, lbox, rbox); break;
+      case 3: select_median<3>(P, ids_.data(), begin, end, split, d, s, lbox, rbox); break;
+      default: select_median<0>(P, ids_.data(), begin, end, split, d, s, lbox, rbox); break;
     }
   }
-  double left_max = -kInf;
-  for (Index r = begin; r < split; ++r) left_max = std::max(left_max, at(r, s));
-  double right_min = kInf;
-  for (Index r = split; r < end; ++r) right_min = std::min(right_min, at(r, s));
+  const double left_max = lbox[d + s];
+  const double right_min = rbox[s];
 
-  build(begin, split, depth + 1, lo, hi);
-  const std::int32_t right = build(split, end, depth + 1, lo, hi);
+  build(begin, split, depth + 1, lslot);
+  const std::int32_t right = build(split, end, depth + 1, lslot + 1);
   Node& nd = nodes_[static_cast<std::size_t>(id)];
   nd.dim = static_cast<std::int32_t>(s);
   nd.lo = left_max;

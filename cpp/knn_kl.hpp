@@ -77,8 +77,7 @@ class KDTree {
   const std::vector<Node>& nodes() const { return nodes_; }
 
  private:
-  std::int32_t build(Index begin, Index end, Index depth, std::vector<double>& lo,
-                     std::vector<double>& hi);
+  std::int32_t build(Index begin, Index end, Index depth, Index slot);
 
   Index n_ = 0;
   Index d_ = 0;
@@ -88,6 +87,7 @@ class KDTree {
   std::vector<double> pts_;
   std::vector<Index> ids_;
   std::vector<Index> pos_;
+  std::vector<double> boxes_;  // build scratch: node boxes along the current path
 };
 
 enum class KLMethod { fixed, adaptive };

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +57,7 @@ __all__ = [
 ]
 
 _METHODS = ("adaptive", "fixed")
+_CONCURRENT_BUILD = 16384  # m from which kl_divergence builds its two trees side by side
 
 
 def _paired_samples(z: ArrayLike, theta: ArrayLike, caller: str) -> tuple[np.ndarray, np.ndarray]:
@@ -440,9 +442,18 @@ def kl_divergence(
     k = _check_k(k, n, m - paired, caller, ("x", "y"))
     min_ratio = check_real(min_ratio, "min_ratio", caller, low=0.0)
     threads = _threads(threads, caller)
-    est = _core.KLEstimator(x, k=k, method=method, threads=threads)
+    if threads > 1 and m >= _CONCURRENT_BUILD:
+        # the two trees are independent: build the one over y beside the
+        # estimator's (both release the GIL)
+        with ThreadPoolExecutor(1) as pool:
+            ytree = pool.submit(_core.KDTree, y)
+            est = _core.KLEstimator(x, k=k, method=method, threads=threads)
+            ytree = ytree.result()
+    else:
+        est = _core.KLEstimator(x, k=k, method=method, threads=threads)
+        ytree = _core.KDTree(y)
     value, zero_x, zero_y = est.divergence(
-        _core.KDTree(y), paired=paired, min_ratio=min_ratio, threads=threads
+        ytree, paired=paired, min_ratio=min_ratio, threads=threads
     )
     if zero_x or zero_y:
         raise _zero_distance_error(caller, ("x", "y"), zero_x, zero_y, n)
