@@ -373,6 +373,8 @@ def test_s_kl_near_zero_for_a_scaled_shifted_permuted_copy():
     assert res.permutation.tolist() == [1, 0]
     np.testing.assert_allclose(np.abs(res.scale), [0.5, 2.0], rtol=0.1)
     np.testing.assert_allclose(res.transform(z).std(axis=0), theta.std(axis=0), rtol=0.1)
+    with pytest.raises(ValueError, match="z must have 2 columns"):
+        res.transform(np.zeros((5, 3)))
 
 
 @pytest.mark.parametrize("method", ["adaptive", "fixed"])

@@ -502,6 +502,12 @@ class SKLResult:
         """The matched latents ``scale * (z[:, permutation] - shift)``."""
         z = as_float_array(z, "z", "SKLResult.transform", ndim=(1, 2))
         z = z.reshape(len(z), -1)
+        if z.shape[1] != len(self.permutation):
+            msg = (
+                f"SKLResult.transform: z must have {len(self.permutation)} columns; "
+                f"got shape {z.shape}."
+            )
+            raise ValueError(msg)
         return self.scale * (z[:, self.permutation] - self.shift)
 
 
