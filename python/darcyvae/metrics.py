@@ -625,15 +625,18 @@ def s_kl(
     shrinking the latents onto one point while a -> 0 drives the whole
     estimate to -inf. Three guards keep the minimum finite and meaningful:
     bounded log-scales (no collapse), the ratio floor ``min_ratio`` (a
-    single coincidence gains at most (d/n) log(1/min_ratio); with 0.01 the
-    estimate of two independent samples of the same law moves by less than
-    1e-3), and ``paired`` (when z_i is the encoding of theta_i, the pair is
-    not an independent sample and is left out; otherwise a perfect encoder
-    gives nu = 0 for every sample). Repeated theta samples (rho = 0) raise.
+    single coincidence gains at most (d/n) log(1/min_ratio); in d = 2 a
+    ratio below 0.01 has probability about 1e-4 when p = q, and the floor
+    0.01 moved the estimate by 2e-4 on average, at most 2e-3, over 20 pairs
+    of samples of N(0, I_2) at n = 4096), and ``paired`` (when z_i is the
+    encoding of theta_i, the pair is not an independent sample and is left
+    out; otherwise a perfect encoder gives nu = 0 for every sample).
+    Repeated theta samples (rho = 0) raise.
 
     The score is the minimum of a noisy estimate over 2d parameters and the
-    orientations, so it is biased low: about -0.1 to -0.2 nats for two
-    independent samples of the same 2-D law at n = 512, shrinking with n.
+    orientations, so it is biased low: about -0.1 to -0.25 nats for two
+    samples of the same 2-D law at n = 512 (independent, or a paired exact
+    copy), shrinking with n.
 
     Examples
     --------
