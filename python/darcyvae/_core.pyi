@@ -6,8 +6,6 @@ def resolve_threads(threads: int) -> int:
     """Number of worker threads used for `threads` (<= 0 means all cores)."""
 
 # --- darcy (cpp/darcy.hpp; public API: darcyvae.darcy) ---
-import numpy as np
-from numpy.typing import NDArray
 
 def darcy_source(grid: int, well_width: float, rate: float) -> NDArray[np.float64]:
     """SPEC 1 well source f, shape (N, N); see darcyvae.darcy.source_term."""
@@ -67,10 +65,7 @@ class DarcySolver:
     ) -> dict[str, float]:
         """Median seconds per sample of each stage on this thread (one group of lanes samples)."""
 # --- kle (cpp/kle.cpp) ---
-from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
 
 def kle_solve(
     grid: int,
