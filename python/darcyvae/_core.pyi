@@ -1,5 +1,10 @@
 """Typed stub of the compiled module darcyvae._core (keep in step with cpp/bindings.cpp)."""
 
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
 __version__: str
 
 def resolve_threads(threads: int) -> int:
@@ -98,13 +103,11 @@ def kle_matvec(
     """Covariance product C x by FFT circulant embedding (use darcyvae.kle.covariance_matvec)."""
 
 # --- knn_kl (cpp/knn_kl.hpp); documented API: darcyvae.metrics
-import numpy as _np
-from numpy.typing import NDArray as _NDArray
 
 class KDTree:
     """Exact KD-tree over a (n, d) array (see darcyvae.metrics.KDTree)."""
 
-    def __init__(self, data: _NDArray[_np.float64], leaf_size: int = 8) -> None:
+    def __init__(self, data: NDArray[np.float64], leaf_size: int = 8) -> None:
         """Build the tree (copies the data)."""
     @property
     def n(self) -> int:
@@ -123,21 +126,21 @@ class KDTree:
         """Number of nodes."""
     def query(
         self,
-        x: _NDArray[_np.float64],
+        x: NDArray[np.float64],
         k: int,
-        exclude: _NDArray[_np.int64] | None = None,
-        weights: _NDArray[_np.float64] | None = None,
+        exclude: NDArray[np.int64] | None = None,
+        weights: NDArray[np.float64] | None = None,
         threads: int = 1,
-    ) -> tuple[_NDArray[_np.float64], _NDArray[_np.int64]]:
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         """(distances, indices) of the k nearest points of each row of x."""
     def count_within(
         self,
-        x: _NDArray[_np.float64],
-        radius: _NDArray[_np.float64],
-        exclude: _NDArray[_np.int64] | None = None,
-        weights: _NDArray[_np.float64] | None = None,
+        x: NDArray[np.float64],
+        radius: NDArray[np.float64],
+        exclude: NDArray[np.int64] | None = None,
+        weights: NDArray[np.float64] | None = None,
         threads: int = 1,
-    ) -> tuple[_NDArray[_np.int64], _NDArray[_np.float64]]:
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
         """(counts, largest distances) of the points within radius (closed ball) of each row."""
 
 class KLEstimator:
@@ -145,7 +148,7 @@ class KLEstimator:
 
     def __init__(
         self,
-        x: _NDArray[_np.float64],
+        x: NDArray[np.float64],
         k: int = 1,
         method: str = "adaptive",
         leaf_size: int = 8,
@@ -159,7 +162,7 @@ class KLEstimator:
     def method(self) -> str:
         """'fixed' or 'adaptive'."""
     @property
-    def rho(self) -> _NDArray[_np.float64]:
+    def rho(self) -> NDArray[np.float64]:
         """rho_k of every sample of p, in input order."""
     @property
     def tree(self) -> KDTree:
@@ -167,9 +170,9 @@ class KLEstimator:
     def divergence(
         self,
         y: KDTree,
-        scale: _NDArray[_np.float64] | None = None,
-        shift: _NDArray[_np.float64] | None = None,
-        perm: _NDArray[_np.int64] | None = None,
+        scale: NDArray[np.float64] | None = None,
+        shift: NDArray[np.float64] | None = None,
+        perm: NDArray[np.int64] | None = None,
         paired: bool = False,
         min_ratio: float = 0.0,
         threads: int = 1,
