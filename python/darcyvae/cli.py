@@ -190,7 +190,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             args.out,
             resume=args.resume,
             overwrite=args.overwrite,
-            dask=args.dask,
+            dask_address=args.dask,
             progress=not args.no_progress,
         )
     except (PermissionError, NotADirectoryError, IsADirectoryError) as exc:

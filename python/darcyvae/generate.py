@@ -292,6 +292,13 @@ def _solve_chunk(
     perm = basis.permeability(theta.astype(np.float64))
     out = np.empty((len(theta), 3, *perm.shape[1:]), dtype=np.float32)
     solve_batch(perm, darcy, threads=threads, out=out)
+    bad = ~np.isfinite(out).all(axis=(1, 2, 3))
+    if bad.any():
+        msg = (
+            f"generate: the solve of {int(bad.sum())} sample(s) is not finite "
+            f"(theta {theta[np.argmax(bad)].tolist()})."
+        )
+        raise FloatingPointError(msg)
     return perm.astype(np.float32), out
 
 
@@ -505,7 +512,7 @@ def _replay(
                     break
                 _write_chunk(f, a, theta, perm, out)
                 kept.append(crc)
-    except OSError as exc:
+    except (OSError, KeyError, ValueError) as exc:
         logger.warning(
             "%s: unreadable after %d chunks (%s); recomputing the rest",
             files.partial,
@@ -594,7 +601,7 @@ def generate_dataset(
     *,
     resume: bool = False,
     overwrite: bool = False,
-    dask: Any = None,
+    dask_address: Any = None,
     progress: bool = True,
     callback: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Path]:
@@ -614,7 +621,7 @@ def generate_dataset(
     overwrite : bool, default=False
         Replace existing outputs and partials. Without it (and without
         ``resume``) an existing file is an error.
-    dask : str or distributed.Client or None, default=None
+    dask_address : str or distributed.Client or None, default=None
         Scheduler address or client: chunks are solved on the cluster and
         written here in index order. None: the local C++ thread pool.
     progress : bool, default=True
@@ -719,7 +726,9 @@ def generate_dataset(
             for path in (files[s].partial, files[s].progress, files[s].rebuild):
                 path.unlink(missing_ok=True)
 
-    backend: _Local | _Dask = _Local(basis, config) if dask is None else _Dask(basis, config, dask)
+    backend: _Local | _Dask = (
+        _Local(basis, config) if dask_address is None else _Dask(basis, config, dask_address)
+    )
     start = time.perf_counter()
     try:
         for s in todo:
