@@ -243,6 +243,34 @@ def test_kill_9_then_resume(reference, tmp_path):
     assert sha(paths["train"]) == sha(reference["train"])
 
 
+def test_ctrl_c_then_resume(reference, tmp_path):
+    """SIGINT (Ctrl-C) mid-run: KeyboardInterrupt leaves a partial that resumes identically."""
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from darcyvae.generate import GenerateConfig, generate_dataset
+        from darcyvae.kle import KLEConfig
+
+        def ctrl_c(split, done, n):
+            if split == "test" and done == 8:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        cfg = GenerateConfig(KLEConfig(grid={GRID}, n_modes=3), distribution="mixture4",
+                             n_train=40, n_test=20, chunk_size=8)
+        generate_dataset(cfg, {str(tmp_path)!r}, progress=False, callback=ctrl_c)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, timeout=120
+    )
+    assert proc.returncode != 0
+    assert b"KeyboardInterrupt" in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["test.h5.partial", "test.h5.progress", "train.h5"]
+    paths = generate_dataset(small(), tmp_path, resume=True, progress=False)
+    for split in ("train", "test"):
+        assert sha(paths[split]) == sha(reference[split])
+
+
 def test_resume_recomputes_corrupt_chunks(reference, tmp_path):
     """A chunk whose data no longer match their CRC, and a torn log line, are recomputed."""
     with pytest.raises(Interrupt):

@@ -339,7 +339,7 @@ class _Dask:
         self.own = not isinstance(dask, Client)
         self.client = Client(dask) if self.own else dask
         self.config = config
-        self.basis = self.client.scatter(basis, broadcast=True)
+        self.basis = self.client.scatter(basis, broadcast=True, hash=False)
         self.window = max(2, 2 * sum(self.client.nthreads().values()))
 
     def submit(self, theta: NDArray[np.float32]) -> Any:
