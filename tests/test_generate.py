@@ -287,6 +287,27 @@ def test_resume_recomputes_corrupt_chunks(reference, tmp_path):
     assert sha(paths["train"]) == sha(reference["train"])
 
 
+@pytest.mark.parametrize("damage", ["truncate", "no-log", "stale-rebuild"])
+def test_resume_survives_damaged_state(reference, tmp_path, damage):
+    """An unreadable partial or a lost log means starting again; a stale rebuild is dropped."""
+    with pytest.raises(Interrupt):
+        generate_dataset(small(), tmp_path, progress=False, callback=stop_after("train", 24))
+    partial = tmp_path / "train.h5.partial"
+    if damage == "truncate":
+        partial.write_bytes(partial.read_bytes()[:1000])
+    elif damage == "no-log":
+        (tmp_path / "train.h5.progress").unlink()
+    else:
+        (tmp_path / "train.h5.partial.rebuild").write_bytes(b"junk")
+    seen = []
+    paths = generate_dataset(
+        small(), tmp_path, resume=True, progress=False, callback=lambda s, d, n: seen.append(d)
+    )
+    assert seen[0] == (32 if damage == "stale-rebuild" else 8)
+    assert sorted(os.listdir(tmp_path)) == ["test.h5", "train.h5"]
+    assert sha(paths["train"]) == sha(reference["train"])
+
+
 def test_resume_rejects_other_settings(tmp_path):
     with pytest.raises(Interrupt):
         generate_dataset(small(), tmp_path, progress=False, callback=stop_after("train", 8))
@@ -416,11 +437,22 @@ def test_progress_bar_shows_samples_per_second(tmp_path, capsys):
         ({"kle": "KLE2"}, TypeError, "kle must be a KLEConfig"),
         ({"darcy": None}, TypeError, "darcy must be a DarcyConfig"),
         ({"distribution": 3}, TypeError, "distribution must be a name or a Distribution"),
+        (
+            {"distribution": Mixture4(3), "dist_params": {"loc": 2.0}},
+            ValueError,
+            "dist_params must be empty with a distribution object",
+        ),
     ],
 )
 def test_bad_config(kwargs, error, match):
     with pytest.raises(error, match=match):
         small(**kwargs)
+
+
+def test_n_samples_of_an_unknown_split():
+    assert small().n_samples("test") == 20
+    with pytest.raises(ValueError, match="split must be one of 'train', 'test'"):
+        small().n_samples("validation")
 
 
 def test_bad_call_arguments_leave_no_file(tmp_path):
