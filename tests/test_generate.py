@@ -451,6 +451,7 @@ def test_bad_config(kwargs, error, match):
 
 def test_n_samples_of_an_unknown_split():
     assert small().n_samples("test") == 20
+    assert (small().grid, small().n_modes, small().scheme) == (GRID, 3, "fd")
     with pytest.raises(ValueError, match="split must be one of 'train', 'test'"):
         small().n_samples("validation")
 

@@ -185,6 +185,11 @@ class GenerateConfig:
         """Number of KLE modes s."""
         return int(self.kle.n_modes)
 
+    @property
+    def scheme(self) -> str:
+        """Darcy scheme ("fd" or "fv")."""
+        return str(self.darcy.scheme)
+
     def n_samples(self, split: str) -> int:
         """Number of samples of ``split`` ("train" or "test")."""
         check_choice(split, "split", "GenerateConfig.n_samples", SPLITS)
