@@ -576,7 +576,7 @@ def _generate_split(
                 if callback is not None:
                     callback(split, b, n)
     except BaseException:
-        logger.warning("%s: interrupted; resume=True continues it", files.partial)
+        logger.warning("%s: interrupted; resume=True (--resume) continues it", files.partial)
         raise
     finally:
         bar.close()
