@@ -290,10 +290,76 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
 
 
 # -- workers -----------------------------------------------------------------
+@dataclass
+class _Chunk:
+    """One computed chunk: float32 arrays, the CRC of their bytes, and gzip-encoded HDF5 chunks.
+
+    ``encoded`` is None without gzip; otherwise it holds the bytes of each
+    HDF5 chunk exactly as HDF5's shuffle + deflate filters write them
+    (``generative_params``: one chunk padded to ``theta_rows``;
+    ``permeability`` and ``output``: one chunk per sample), so the writer
+    only copies them (``write_direct_chunk``) and compression runs in
+    parallel where the chunk was computed.
+    """
+
+    theta: NDArray[np.float32]
+    perm: NDArray[np.float32] | None
+    out: NDArray[np.float32] | None
+    crc: int
+    encoded: dict[str, list[bytes]] | None = None
+
+
+_ENCODER: ThreadPoolExecutor | None = None
+
+
+def _gzip_chunks(arr: NDArray[np.float32], level: int) -> list[bytes]:
+    """HDF5 shuffle + deflate of each ``arr[i]`` (one HDF5 chunk each), in parallel threads."""
+    global _ENCODER
+    if _ENCODER is None:
+        _ENCODER = ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 1, thread_name_prefix="darcyvae-gzip"
+        )
+
+    def one(i: int) -> bytes:
+        # H5Z shuffle: byte k of every element, k = 0..3, then zlib (compress2) at `level`
+        shuffled = np.ascontiguousarray(arr[i]).view(np.uint8).reshape(-1, 4).T.tobytes()
+        return zlib.compress(shuffled, level)
+
+    return list(_ENCODER.map(one, range(len(arr))))
+
+
+def _make_chunk(
+    theta: NDArray[np.float32],
+    perm: NDArray[np.float32],
+    out: NDArray[np.float32],
+    compression: str | None,
+    level: int,
+    theta_rows: int,
+) -> _Chunk:
+    """CRC the arrays and, for gzip, encode them (dropping the arrays)."""
+    crc = _crc(theta, perm, out)
+    if compression != "gzip":
+        return _Chunk(theta, perm, out, crc)
+    padded = np.zeros((theta_rows, theta.shape[1]), np.float32)
+    padded[: len(theta)] = theta  # an edge chunk is padded with the fill value, as HDF5 does
+    encoded = {
+        "generative_params": _gzip_chunks(padded[None], level),
+        "permeability": _gzip_chunks(perm, level),
+        "output": _gzip_chunks(out, level),
+    }
+    return _Chunk(theta, None, None, crc, encoded)
+
+
 def _solve_chunk(
-    basis: KLEBasis, darcy: DarcyConfig, theta: NDArray[np.float32], threads: int | None
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Permeability (m, N, N) and output (m, 3, N, N), float32, of float32 thetas."""
+    basis: KLEBasis,
+    darcy: DarcyConfig,
+    theta: NDArray[np.float32],
+    threads: int | None,
+    compression: str | None = None,
+    level: int = 4,
+    theta_rows: int = 1,
+) -> _Chunk:
+    """Solve the float32 thetas of one chunk: K (m, 1, N, N) and output (m, 3, N, N), float32."""
     perm = basis.permeability(theta.astype(np.float64))
     out = np.empty((len(theta), 3, *perm.shape[1:]), dtype=np.float32)
     solve_batch(perm, darcy, threads=threads, out=out)
@@ -304,18 +370,25 @@ def _solve_chunk(
             f"(theta {theta[np.argmax(bad)].tolist()})."
         )
         raise FloatingPointError(msg)
-    return perm.astype(np.float32), out
+    perm32 = perm.astype(np.float32)[:, None]
+    return _make_chunk(theta, perm32, out, compression, level, theta_rows)
 
 
 def _dask_solve_chunk(
-    basis: KLEBasis, darcy: DarcyConfig, theta: NDArray[np.float32], threads: int | None
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    basis: KLEBasis, darcy: DarcyConfig, theta: NDArray[np.float32], threads: int | None, *args: Any
+) -> _Chunk:
     """:func:`_solve_chunk` on a Dask worker; ``threads=None`` shares the cores among its tasks."""
     if threads is None:
         from distributed import get_worker
 
         threads = max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
-    return _solve_chunk(basis, darcy, theta, threads)
+    return _solve_chunk(basis, darcy, theta, threads, *args)
+
+
+def _encoding(config: GenerateConfig, split: str) -> tuple[str | None, int, int]:
+    """``(compression, level, theta_rows)`` arguments of :func:`_solve_chunk`."""
+    rows = min(config.n_samples(split), config.chunk_size)
+    return config.compression, config.compression_level, rows
 
 
 class _Local:
@@ -326,9 +399,10 @@ class _Local:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darcyvae-generate")
         self.window = 2
 
-    def submit(self, theta: NDArray[np.float32]) -> Any:
+    def submit(self, theta: NDArray[np.float32], split: str) -> Any:
+        cfg = self.config
         return self.pool.submit(
-            _solve_chunk, self.basis, self.config.darcy, theta, self.config.threads
+            _solve_chunk, self.basis, cfg.darcy, theta, cfg.threads, *_encoding(cfg, split)
         )
 
     def close(self) -> None:
@@ -347,13 +421,15 @@ class _Dask:
         self.basis = self.client.scatter(basis, broadcast=True, hash=False)
         self.window = max(2, 2 * sum(self.client.nthreads().values()))
 
-    def submit(self, theta: NDArray[np.float32]) -> Any:
+    def submit(self, theta: NDArray[np.float32], split: str) -> Any:
+        cfg = self.config
         return self.client.submit(
             _dask_solve_chunk,
             self.basis,
-            self.config.darcy,
+            cfg.darcy,
             theta,
-            self.config.threads,
+            cfg.threads,
+            *_encoding(cfg, split),
             pure=False,
         )
 
@@ -368,20 +444,17 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
 
 def _computed(
     backend: _Local | _Dask, config: GenerateConfig, split: str, first_chunk: int
-) -> Iterator[tuple[int, NDArray, NDArray, NDArray]]:
-    """Yield ``(j, theta, perm, out)`` for chunks j >= first_chunk in order, a window ahead."""
+) -> Iterator[tuple[int, _Chunk]]:
+    """Yield ``(j, chunk)`` for chunks j >= first_chunk in order, computed a window ahead."""
     bounds = _chunks(config.n_samples(split), config.chunk_size)
-    pending: dict[int, tuple[NDArray, Any]] = {}
+    pending: dict[int, Any] = {}
     nxt = first_chunk
     for j in range(first_chunk, len(bounds)):
         while nxt < len(bounds) and nxt < j + backend.window:
-            theta = config._theta(split, *bounds[nxt])
-            pending[nxt] = (theta, backend.submit(theta))
+            pending[nxt] = backend.submit(config._theta(split, *bounds[nxt]), split)
             nxt += 1
-        theta, future = pending.pop(j)
-        perm, out = future.result()
-        del future
-        yield j, theta, perm, out
+        chunk = pending.pop(j).result()
+        yield j, chunk
 
 
 # -- files -------------------------------------------------------------------
@@ -480,11 +553,19 @@ def _create(path: Path, config: GenerateConfig, attrs: Mapping[str, Any]) -> Any
     return f
 
 
-def _write_chunk(f: Any, a: int, theta: NDArray, perm: NDArray, out: NDArray) -> None:
-    b = a + len(theta)
-    f["generative_params"][a:b] = theta
-    f["permeability"][a:b] = perm.reshape(len(perm), 1, *perm.shape[-2:])
-    f["output"][a:b] = out
+def _write_chunk(f: Any, a: int, chunk: _Chunk) -> None:
+    """Write a chunk at sample ``a`` (normal writes, or direct copies of gzip chunks), flush."""
+    m = len(chunk.theta)
+    if chunk.encoded is None:
+        f["generative_params"][a : a + m] = chunk.theta
+        f["permeability"][a : a + m] = chunk.perm
+        f["output"][a : a + m] = chunk.out
+    else:
+        f["generative_params"].id.write_direct_chunk((a, 0), chunk.encoded["generative_params"][0])
+        for key in ("permeability", "output"):
+            dset = f[key].id
+            for i, data in enumerate(chunk.encoded[key]):
+                dset.write_direct_chunk((a + i, 0, 0, 0), data)
     f.flush()
 
 
@@ -508,14 +589,15 @@ def _replay(
             for j, crc in enumerate(crcs[: len(bounds)]):
                 a, b = bounds[j]
                 theta = old["generative_params"][a:b]
-                perm = old["permeability"][a:b, 0]
+                perm = old["permeability"][a:b]
                 out = old["output"][a:b]
-                if _crc(theta, perm, out) != crc:
+                chunk = _make_chunk(theta, perm, out, *_encoding(config, attrs["split"]))
+                if chunk.crc != crc:
                     logger.warning(
                         "%s: chunk %d does not match its CRC; recomputing", files.partial, j
                     )
                     break
-                _write_chunk(f, a, theta, perm, out)
+                _write_chunk(f, a, chunk)
                 kept.append(crc)
     except (OSError, KeyError, ValueError) as exc:
         logger.warning(
@@ -567,10 +649,10 @@ def _generate_split(
     bar = tqdm(total=n, initial=done, unit=" samples", desc=split, disable=not progress, leave=True)
     try:
         with files.progress.open("a") as log:
-            for j, theta, perm, out in _computed(backend, config, split, len(crcs)):
+            for j, chunk in _computed(backend, config, split, len(crcs)):
                 a, b = bounds[j]
-                _write_chunk(f, a, theta, perm, out)
-                log.write(f"{j} {_crc(theta, perm, out)}\n")
+                _write_chunk(f, a, chunk)
+                log.write(f"{j} {chunk.crc}\n")
                 log.flush()
                 bar.update(b - a)
                 if callback is not None:
