@@ -349,7 +349,7 @@ def test_resume_without_partial_starts_fresh(reference, tmp_path):
 
 
 # -- Dask --------------------------------------------------------------------------------
-def test_dask_local_cluster_equals_local(reference, tmp_path):
+def test_dask_local_cluster_equals_local(reference, reference_gzip, tmp_path):
     distributed = pytest.importorskip("distributed")
     with (
         distributed.LocalCluster(
@@ -358,6 +358,9 @@ def test_dask_local_cluster_equals_local(reference, tmp_path):
         distributed.Client(cluster) as client,
     ):
         paths = generate_dataset(small(), tmp_path, dask_address=client, progress=False)
+        packed = generate_dataset(
+            small(compression="gzip"), tmp_path / "gzip", dask_address=client, progress=False
+        )
         # an address works too (the client is made and closed by generate_dataset)
         again = generate_dataset(
             small(n_train=8, n_test=8),
@@ -367,6 +370,7 @@ def test_dask_local_cluster_equals_local(reference, tmp_path):
         )
     for split in ("train", "test"):
         assert sha(paths[split]) == sha(reference[split])
+        assert sha(packed[split]) == sha(reference_gzip[split])
     np.testing.assert_array_equal(
         datasets(again["train"])["output"], datasets(reference["train"])["output"][:8]
     )
