@@ -82,9 +82,9 @@ class GenerateConfig:
     seed : int, default=0
         Non-negative seed of p(theta).
     chunk_size : int, default=256
-        Samples computed and written at a time (bounds the memory; the unit
-        of progress and resumption; also the HDF5 chunk of
-        ``generative_params``).
+        Samples computed and written at a time (bounds the memory: about
+        five chunks, 26 MB each at N = 65; the unit of progress and
+        resumption; also the HDF5 chunk of ``generative_params``).
     compression : {"gzip", "lzf"} or None, default=None
         HDF5 filter of the datasets (with byte shuffling), or none. gzip
         chunks are encoded in parallel where they are computed (threads,
@@ -354,18 +354,16 @@ def _make_chunk(
     return _Chunk(theta, None, None, crc, encoded)
 
 
-def _solve_chunk(
-    basis: KLEBasis,
-    darcy: DarcyConfig,
-    theta: NDArray[np.float32],
-    threads: int | None,
-    compression: str | None = None,
-    level: int = 4,
-    theta_rows: int = 1,
-) -> _Chunk:
-    """Solve the float32 thetas of one chunk: K (m, 1, N, N) and output (m, 3, N, N), float32."""
-    perm = basis.permeability(theta.astype(np.float64))
-    out = np.empty((len(theta), 3, *perm.shape[1:]), dtype=np.float32)
+def _permeability(basis: KLEBasis, theta: NDArray[np.float32]) -> NDArray[np.float64]:
+    """Stage 1: ``K = exp(G)`` of float32 thetas (float64, shape (m, N, N))."""
+    return basis.permeability(theta.astype(np.float64))
+
+
+def _solve(
+    perm: NDArray[np.float64], darcy: DarcyConfig, theta: NDArray[np.float32], threads: int | None
+) -> NDArray[np.float32]:
+    """Stage 2: the float32 outputs (m, 3, N, N) of a chunk's permeability fields."""
+    out = np.empty((len(perm), 3, *perm.shape[1:]), dtype=np.float32)
     solve_batch(perm, darcy, threads=threads, out=out)
     bad = ~np.isfinite(out).all(axis=(1, 2, 3))
     if bad.any():
@@ -374,8 +372,29 @@ def _solve_chunk(
             f"(theta {theta[np.argmax(bad)].tolist()})."
         )
         raise FloatingPointError(msg)
-    perm32 = perm.astype(np.float32)[:, None]
-    return _make_chunk(theta, perm32, out, compression, level, theta_rows)
+    return out
+
+
+def _finish(
+    theta: NDArray[np.float32],
+    perm: NDArray[np.float64],
+    out: NDArray[np.float32],
+    *encoding: Any,
+) -> _Chunk:
+    """Stage 3: float32 K (m, 1, N, N), the CRC and, for gzip, the encoded HDF5 chunks."""
+    return _make_chunk(theta, perm.astype(np.float32)[:, None], out, *encoding)
+
+
+def _solve_chunk(
+    basis: KLEBasis,
+    darcy: DarcyConfig,
+    theta: NDArray[np.float32],
+    threads: int | None,
+    *encoding: Any,
+) -> _Chunk:
+    """The three stages of one chunk in a row (a Dask task)."""
+    perm = _permeability(basis, theta)
+    return _finish(theta, perm, _solve(perm, darcy, theta, threads), *encoding)
 
 
 def _dask_solve_chunk(
@@ -396,21 +415,33 @@ def _encoding(config: GenerateConfig, split: str) -> tuple[str | None, int, int]
 
 
 class _Local:
-    """Chunks computed ahead by one background thread (the solver uses the C++ pool)."""
+    """A three-stage pipeline of single threads: KLE, solve (C++ pool), CRC/encode.
+
+    While chunk j is solved, the KLE of chunk j+1 and the CRC of chunk j-1
+    run beside it and the caller writes chunk j-2, so no core waits for the
+    single-threaded stages.
+    """
 
     def __init__(self, basis: KLEBasis, config: GenerateConfig) -> None:
         self.basis, self.config = basis, config
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="darcyvae-generate")
-        self.window = 2
+        self.pools = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"darcyvae-generate-{name}")
+            for name in ("kle", "solve", "finish")
+        ]
+        self.window = 4
 
     def submit(self, theta: NDArray[np.float32], split: str) -> Any:
         cfg = self.config
-        return self.pool.submit(
-            _solve_chunk, self.basis, cfg.darcy, theta, cfg.threads, *_encoding(cfg, split)
+        kle, solve, finish = self.pools
+        perm = kle.submit(_permeability, self.basis, theta)
+        out = solve.submit(lambda: _solve(perm.result(), cfg.darcy, theta, cfg.threads))
+        return finish.submit(
+            lambda: _finish(theta, perm.result(), out.result(), *_encoding(cfg, split))
         )
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self.pools:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Dask:
@@ -753,10 +784,12 @@ def generate_dataset(
 
     The thetas are drawn in this process and rounded to float32 before the
     KLE, so the stored theta reproduces the stored output exactly. Locally
-    one background thread solves the next chunk (on the C++ thread pool)
-    while this thread writes; with Dask the basis is broadcast once, chunks
-    are solved on the workers (a window of twice their threads in flight)
-    and written here in index order. Either way the file bytes are the same.
+    three single-thread stages overlap (the KLE of chunk j+1, the solve of
+    chunk j on the C++ thread pool, the CRC / gzip encoding of chunk j-1)
+    while this thread writes chunk j-2, so memory holds about five chunks;
+    with Dask the basis is broadcast once, chunks are solved on the workers
+    (a window of twice their threads in flight) and written here in index
+    order. Either way the file bytes are the same.
 
     Examples
     --------
