@@ -5,7 +5,8 @@ the KLE field as a NumPy matrix product, ``exp``, the paper's fd scheme
 (SPEC 1a) assembled with ``scipy.sparse`` and the bordered system solved by
 ``splu`` one sample at a time, then the velocities. darcyvae runs
 ``generate_dataset`` end to end (thetas, KLE, C++ solves, HDF5 writes) with
-1 and all threads. Both run in this process on the same KLE basis; rates
+1 and all solver threads (the KLE, CRC and HDF5 writer stages run in their
+own threads beside the solver in both cases). Both run in this process on the same KLE basis; rates
 are samples per second (median of repeats) and ``speed-up`` is the ratio of
 per-sample times to the SciPy pipeline. A stage table shows where the time
 goes, and child processes report the peak resident memory for two sizes
