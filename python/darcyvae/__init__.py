@@ -15,6 +15,8 @@ distributions
     Generative parameter distributions p(theta).
 dataset
     Bulk dataset generation to HDF5 and the torch dataset.
+generate
+    Bulk dataset generation to HDF5: resumable, byte-reproducible, local or Dask.
 models
     DenseVAE and its priors.
 training

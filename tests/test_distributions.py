@@ -1,0 +1,288 @@
+"""Tests of darcyvae.distributions: closed forms, moments, modes, purity in (seed, index)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from darcyvae.distributions import (
+    BLOCK_SIZE,
+    Gaussian,
+    Mixture4,
+    Normal,
+    ThetaArray,
+    Uniform,
+    get_distribution,
+    list_distributions,
+)
+from scipy import stats
+
+N_MOMENTS = 40_000
+"""Samples for the moment checks: standard errors of about 0.5% of sd."""
+
+
+def _all(n_modes: int) -> list:
+    return [
+        Normal(n_modes),
+        Gaussian(n_modes, mean=np.linspace(-1, 1, n_modes), sd=np.linspace(0.5, 2, n_modes)),
+        Mixture4(n_modes),
+        Uniform(n_modes, low=-2.0, high=np.linspace(-1, 3, n_modes)),
+    ]
+
+
+@pytest.fixture(params=["normal", "gaussian", "mixture4", "uniform"])
+def dist3(request):
+    return dict(zip(["normal", "gaussian", "mixture4", "uniform"], _all(3), strict=True))[
+        request.param
+    ]
+
+
+# -- the registry --------------------------------------------------------------
+def test_registry_lists_every_distribution():
+    assert list_distributions() == ["array", "gaussian", "mixture4", "normal", "uniform"]
+    for name in list_distributions():
+        params = {"theta": np.zeros((4, 2))} if name == "array" else {}
+        d = get_distribution(name, 2, **params)
+        assert d.name == name
+        assert d.n_modes == 2
+
+
+def test_paper_defaults():
+    g = get_distribution("gaussian", 2)
+    np.testing.assert_array_equal(g.mean(), [1.0, -1.0])
+    np.testing.assert_array_equal(g.cov(), np.diag([0.25, 4.0]))
+    m = get_distribution("mixture4", 2)
+    assert (m.loc, m.scale) == (1.0, 0.25)
+
+
+# -- closed forms against scipy.stats --------------------------------------------
+def test_log_prob_matches_scipy():
+    rng = np.random.default_rng(0)
+    theta = rng.normal(size=(50, 3)) * 1.5
+    n, g, m, u = _all(3)
+    np.testing.assert_allclose(
+        n.log_prob(theta), stats.multivariate_normal(np.zeros(3), np.eye(3)).logpdf(theta)
+    )
+    np.testing.assert_allclose(
+        g.log_prob(theta), stats.norm(g.mean(), np.sqrt(np.diag(g.cov()))).logpdf(theta).sum(1)
+    )
+    mix = 0.5 * stats.norm(1, 0.25).pdf(theta) + 0.5 * stats.norm(-1, 0.25).pdf(theta)
+    np.testing.assert_allclose(m.log_prob(theta), np.log(mix).sum(1), rtol=1e-12)
+    lo, hi = np.asarray(u.low), np.asarray(u.high)
+    np.testing.assert_allclose(
+        u.log_prob(theta), stats.uniform(lo, hi - lo).logpdf(theta).sum(1), rtol=1e-12
+    )
+    # a single theta gives a float
+    assert isinstance(n.log_prob(theta[0]), float)
+    assert n.log_prob(theta[0]) == pytest.approx(n.log_prob(theta)[0])
+
+
+@pytest.mark.parametrize("dist", _all(1), ids=lambda d: d.name)
+def test_density_integrates_to_one(dist):
+    x = np.linspace(-12, 12, 240_001)[:, None]
+    assert np.trapezoid(np.exp(dist.log_prob(x)), x[:, 0]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_mixture4_moments_closed_form():
+    m = Mixture4(2, loc=2.0, scale=0.5)
+    np.testing.assert_array_equal(m.mean(), [0.0, 0.0])
+    np.testing.assert_array_equal(m.cov(), 4.25 * np.eye(2))
+
+
+# -- sampled moments and shapes ------------------------------------------------
+def test_sample_moments(dist3):
+    """Mean within 5 standard errors, covariance within 5 of its standard errors."""
+    x = dist3.sample(N_MOMENTS, seed=11)
+    assert x.shape == (N_MOMENTS, 3)
+    assert x.dtype == np.float64
+    mean, cov = dist3.mean(), dist3.cov()
+    sd = np.sqrt(np.diag(cov))
+    assert np.all(np.abs(x.mean(0) - mean) < 5 * sd / np.sqrt(N_MOMENTS))
+    c = np.cov(x, rowvar=False)
+    # se of a sample (co)variance: sqrt((E[(x-mu)^2 (y-nu)^2] - cov^2) / n), estimated
+    xc = x - mean
+    fourth = np.einsum("ni,nj->ij", xc**2, xc**2) / N_MOMENTS
+    se = np.sqrt(np.abs(fourth - cov**2) / N_MOMENTS)
+    assert np.all(np.abs(c - cov) < 5 * se + 1e-12)
+
+
+def test_marginals_pass_ks(dist3):
+    """Each coordinate follows its closed-form marginal (Kolmogorov-Smirnov, fixed seed)."""
+    x = dist3.sample(5000, seed=3)
+    for j in range(3):
+        if isinstance(dist3, Mixture4):
+
+            def cdf(t, loc=dist3.loc, sc=dist3.scale):
+                return 0.5 * stats.norm.cdf(t, loc, sc) + 0.5 * stats.norm.cdf(t, -loc, sc)
+
+        elif isinstance(dist3, Uniform):
+            cdf = stats.uniform(dist3.low[j], dist3.high[j] - dist3.low[j]).cdf
+        else:
+            cdf = stats.norm(dist3.mean()[j], np.sqrt(dist3.cov()[j, j])).cdf
+        assert stats.kstest(x[:, j], cdf).pvalue > 1e-3
+
+
+def test_mixture4_four_modes():
+    """2-D: four equally likely quadrants, samples within 5 sd of their mode."""
+    n = 20_000
+    x = Mixture4(2).sample(n, seed=5)
+    signs = np.sign(x)
+    _, counts = np.unique(signs, axis=0, return_counts=True)
+    assert len(counts) == 4
+    # binomial sd of a quadrant count: sqrt(n p (1-p)), p = 1/4
+    assert np.all(np.abs(counts - n / 4) < 5 * np.sqrt(n * 0.25 * 0.75))
+    assert np.abs(np.abs(x) - 1).max() < 5 * 0.25 + 0.3  # 5.x sd over 40k coordinates
+    # the four lines of symmetry: coordinates independent, signs uncorrelated
+    assert abs(np.mean(signs[:, 0] * signs[:, 1])) < 5 / np.sqrt(n)
+
+
+def test_gaussian_is_affine_map_of_normal():
+    z = Normal(2).sample(700, seed=9)
+    g = Gaussian(2, mean=(1.0, -1.0), sd=(0.5, 2.0)).sample(700, seed=9)
+    np.testing.assert_allclose(g, np.array([1.0, -1.0]) + np.array([0.5, 2.0]) * z, rtol=1e-15)
+
+
+def test_uniform_in_box():
+    u = Uniform(3, low=[0.0, -5.0, 1.0], high=[1.0, 5.0, 1.5]).sample(3000, seed=0)
+    assert np.all(u >= [0.0, -5.0, 1.0])
+    assert np.all(u < [1.0, 5.0, 1.5])
+    assert np.isfinite(Uniform(1).log_prob(np.zeros((1, 1)))).all()
+    assert Uniform(1).log_prob(np.array([[1.5]]))[0] == -np.inf
+
+
+# -- purity in (seed, stream, index) -----------------------------------------------
+@pytest.mark.parametrize("dist", _all(3), ids=lambda d: d.name)
+def test_any_chunking_gives_the_same_thetas(dist):
+    n = 3 * BLOCK_SIZE + 17
+    full = dist.sample(n, seed=42)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, n), size=9, replace=False))
+    pieces = [
+        dist.sample_indices(np.arange(a, b), 42)
+        for a, b in zip([0, *cuts], [*cuts, n], strict=True)
+    ]
+    np.testing.assert_array_equal(np.concatenate(pieces), full)
+    perm = rng.permutation(n)[:300]
+    np.testing.assert_array_equal(dist.sample_indices(perm, 42), full[perm])
+    np.testing.assert_array_equal(dist.sample_indices([5, 5, 700], 42), full[[5, 5, 700]])
+    assert dist.sample_indices([], 42).shape == (0, 3)
+
+
+@pytest.mark.parametrize("dist", _all(3), ids=lambda d: d.name)
+def test_seeds_and_streams_differ(dist):
+    a = dist.sample(100, seed=1)
+    assert not np.array_equal(a, dist.sample(100, seed=2))
+    assert not np.array_equal(a, dist.sample(100, seed=1, stream=1))
+    np.testing.assert_array_equal(a, dist.sample(100, seed=1, stream=0))
+
+
+def test_stream_definition_is_stable():
+    """Sample i is column i % B of PCG64(SeedSequence(seed, spawn_key=(stream, i // B)))."""
+    i, seed, stream = 1000, 7, 1
+    seq = np.random.SeedSequence(seed, spawn_key=(stream, i // BLOCK_SIZE))
+    z = np.random.Generator(np.random.PCG64(seq)).standard_normal((4, BLOCK_SIZE))[
+        :, i % BLOCK_SIZE
+    ]
+    np.testing.assert_array_equal(Normal(4).sample_indices([i], seed, stream=stream)[0], z)
+
+
+@pytest.mark.parametrize("make", [Normal, Mixture4, lambda s: Uniform(s, 0.0, 2.0)])
+def test_leading_coordinates_do_not_depend_on_s(make):
+    """KLE2 thetas are the first two coordinates of KLE100 thetas of the same seed."""
+    np.testing.assert_array_equal(make(2).sample(600, seed=4), make(100).sample(600, seed=4)[:, :2])
+
+
+def test_generator_and_none_seeds():
+    d = Normal(2)
+    a = d.sample(10, seed=np.random.default_rng(3))
+    b = d.sample(10, seed=np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)
+    assert d.sample(10).shape == (10, 2)
+    assert d.sample(0, seed=0).shape == (0, 2)
+
+
+# -- the user-supplied array ---------------------------------------------------------
+def test_theta_array():
+    rows = np.arange(12.0).reshape(6, 2)
+    d = get_distribution("array", 2, theta=rows)
+    assert isinstance(d, ThetaArray)
+    assert len(d) == 6
+    np.testing.assert_array_equal(d.sample_indices([4, 0], seed=123), rows[[4, 0]])
+    np.testing.assert_array_equal(d.sample(3, seed=0), rows[:3])
+    np.testing.assert_array_equal(d.mean(), rows.mean(0))
+    np.testing.assert_allclose(d.cov(), np.cov(rows, rowvar=False, bias=True))
+    rows[0, 0] = 99.0  # the distribution holds a copy
+    assert d.theta[0, 0] == 0.0
+    assert not d.theta.flags.writeable
+    assert d.params()["rows"] == 6
+    with pytest.raises(NotImplementedError, match="no closed form"):
+        d.log_prob(rows)
+
+
+# -- objects ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dist", _all(2), ids=lambda d: d.name)
+def test_frozen_picklable_and_equal(dist):
+    clone = pickle.loads(pickle.dumps(dist))
+    assert clone == dist
+    np.testing.assert_array_equal(clone.sample(5, seed=0), dist.sample(5, seed=0))
+    with pytest.raises(AttributeError):
+        dist.n_modes = 5
+
+
+# -- validation ------------------------------------------------------------------------
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ValueError, match="'array', 'gaussian', 'mixture4', 'normal', 'uniform'"):
+        get_distribution("bimodal", 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "match"),
+    [
+        ("gaussian", {"mean": [0.0, 1.0, 2.0]}, "mean must be a scalar or have length n_modes = 2"),
+        ("gaussian", {"sd": [1.0]}, "sd must be a scalar or have length n_modes = 2"),
+        ("gaussian", {"sd": [1.0, 0.0]}, "sd must be > 0"),
+        ("gaussian", {"sd": -1.0}, "sd must be > 0"),
+        ("gaussian", {"mean": [0.0, np.nan]}, "mean must be finite"),
+        ("uniform", {"low": 1.0, "high": 1.0}, "low must be < high"),
+        ("uniform", {"high": [[1.0, 2.0]]}, "high must be a 1-D array"),
+        ("mixture4", {"scale": 0.0}, r"scale must be a finite float in \(0"),
+        ("mixture4", {"loc": -1.0}, r"loc must be a finite float in \(0"),
+        ("array", {}, "needs theta"),
+        ("array", {"theta": np.zeros((3, 4))}, "theta must have n_modes = 2 columns"),
+        ("array", {"theta": np.zeros((0, 2))}, "at least one row"),
+        ("array", {"theta": np.zeros(3)}, "theta must be a 2-D array"),
+    ],
+)
+def test_bad_parameters(name, params, match):
+    with pytest.raises(ValueError, match=match):
+        get_distribution(name, 2, **params)
+
+
+def test_unexpected_parameter():
+    with pytest.raises(TypeError, match="'normal' takes no parameters; got unexpected mean"):
+        get_distribution("normal", 2, mean=1.0)
+    with pytest.raises(TypeError, match="'gaussian' takes mean, sd; got unexpected loc"):
+        get_distribution("gaussian", 2, loc=1.0)
+
+
+def test_bad_sampling_arguments():
+    d = Normal(2)
+    with pytest.raises(ValueError, match="n_modes must be an integer in"):
+        Normal(0)
+    with pytest.raises(ValueError, match="n_modes must be an integer in"):
+        get_distribution("normal", 0)
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        d.sample_indices([0], seed=-1)
+    with pytest.raises(ValueError, match="indices must be >= 0"):
+        d.sample_indices([3, -1], seed=0)
+    with pytest.raises(TypeError, match="indices must be an integer array"):
+        d.sample_indices([0.5], seed=0)
+    with pytest.raises(ValueError, match="stream must be an integer in"):
+        d.sample_indices([0], seed=0, stream=-1)
+    with pytest.raises(ValueError, match="n must be an integer in"):
+        d.sample(-1, seed=0)
+    with pytest.raises(ValueError, match="theta must have 2 coordinates"):
+        d.log_prob(np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="indices must be < 2"):
+        ThetaArray(np.zeros((2, 2))).sample_indices([2])
