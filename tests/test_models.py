@@ -137,7 +137,8 @@ def test_hierarchical_prior_mlps(n):
         assert shapes == [(n, 8 * n), (8 * n, 8 * n), (8 * n, n)]
         kinds = [type(m) for m in mlp]
         assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]  # no output activation
-    assert isinstance(prior.enc_logvar, nn.Parameter) and prior.enc_logvar.shape == (n,)
+    assert isinstance(prior.enc_logvar, nn.Parameter)
+    assert prior.enc_logvar.shape == (n,)
     full = HierarchicalPrior(n, "full")
     assert isinstance(full.dec_logvar, nn.Sequential)
     assert sum(p.numel() for p in full.parameters()) == 4 * (
@@ -230,7 +231,8 @@ def test_registry():
     assert {"dense_vae_paper", "dense_vae_small", "dense_vae_tiny"} <= set(names)
     assert model_config("dense_vae_small").grid == 33
     model = get_model("dense_vae_tiny", latent_dim=3, prior="hierarchical")
-    assert model.config.latent_dim == 3 and model.hierarchical
+    assert model.config.latent_dim == 3
+    assert model.hierarchical
     with pytest.raises(ValueError, match="unknown model"):
         model_config("no_such_model")
     with pytest.raises(ValueError, match="already exists"):

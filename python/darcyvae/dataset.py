@@ -20,6 +20,7 @@ make_loader, make_loaders
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -197,10 +198,9 @@ def channel_stats(path: str | os.PathLike, *, cache: bool = True) -> ChannelStat
     std = np.where(std > 1e-12 * np.maximum(np.abs(mean), 1.0), std, 1.0)
     stats = ChannelStats(mean=tuple(mean), std=tuple(std), n_samples=int(n), source=str(path))
     if cache:
-        try:
+        # A read-only folder only loses the cache; the statistics are still returned.
+        with contextlib.suppress(OSError):
             _write_json_atomic(stats_path, {"signature": signature, "stats": stats.to_dict()})
-        except OSError:
-            pass  # read-only folder: the statistics are still returned
     return stats
 
 
@@ -407,9 +407,7 @@ def make_loader(
         raise ValueError(msg)
     if generator is None:
         generator = torch.Generator().manual_seed(int(seed))
-    sampler = (
-        RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    )
+    sampler = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     batches = BatchSampler(sampler, batch_size=batch_size, drop_last=drop_last)
     # batch_size=None: every element of ``batches`` (a list of indices) goes to
     # dataset[...] whole; passing the generator keeps DataLoader off the global RNG.

@@ -230,7 +230,9 @@ class _DenseBlock(nn.Sequential):
     def __init__(self, layers: int, in_features: int, growth_rate: int) -> None:
         super().__init__()
         for i in range(layers):
-            self.add_module(f"denselayer{i + 1}", _DenseLayer(in_features + i * growth_rate, growth_rate))
+            self.add_module(
+                f"denselayer{i + 1}", _DenseLayer(in_features + i * growth_rate, growth_rate)
+            )
 
 
 class _TransitionDown(nn.Sequential):
@@ -444,9 +446,7 @@ class ScaledGaussianPrior(nn.Module):
 
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` samples, shape (n, latent_dim), on the prior's device."""
-        eps = torch.randn(
-            (n, self.latent_dim), generator=generator, device=self.variance.device
-        )
+        eps = torch.randn((n, self.latent_dim), generator=generator, device=self.variance.device)
         return eps * self.variance.sqrt()
 
 
@@ -710,9 +710,7 @@ def dense_vae_paper(**overrides: Any) -> DenseVAE:
     return get_model("dense_vae_paper", **overrides)
 
 
-@register_model(
-    "dense_vae_small", "33 grid, blocks (4, 6, 4), g 4 (~0.5M parameters)", grid=33
-)
+@register_model("dense_vae_small", "33 grid, blocks (4, 6, 4), g 4 (~0.5M parameters)", grid=33)
 def dense_vae_small(**overrides: Any) -> DenseVAE:
     """The paper's blocks on a 33 x 33 grid (fast CPU runs)."""
     return get_model("dense_vae_small", **overrides)

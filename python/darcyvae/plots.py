@@ -63,10 +63,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path
 def _as_numpy(value, name: str, caller: str, ndim: int):
     import numpy as np
 
-    try:  # torch tensors (on any device) and array-likes
+    if hasattr(value, "detach"):  # torch tensors, on any device
         value = value.detach().cpu().numpy()
-    except AttributeError:
-        pass
     arr = np.asarray(value, dtype=float)
     if arr.ndim != ndim:
         msg = f"{caller}: {name} must be {ndim}-D; got shape {arr.shape}."
@@ -122,7 +120,9 @@ def plot_reconstruction(
         )
         for j, (img, label, cmap, vmin, vmax) in enumerate(panels):
             ax = axes[i, j]
-            im = ax.imshow(img, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, extent=(0, 1, 0, 1))
+            im = ax.imshow(
+                img, origin="lower", cmap=cmap, vmin=vmin, vmax=vmax, extent=(0, 1, 0, 1)
+            )
             ax.set_title(label)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -174,7 +174,7 @@ def plot_latent_distributions(
         (zp, "prior p(z)", "C1", "z"),
         (th, "p(theta)", "C2", "theta"),
     )
-    for ax, (data, label, color, sym) in zip(axes, panels):
+    for ax, (data, label, color, sym) in zip(axes, panels, strict=True):
         ax.set_title(label)
         if data.shape[1] >= 2:
             a, b = dims

@@ -254,10 +254,8 @@ def label_loss(
     """
     check_choice(kind, "kind", "label_loss", LABEL_LOSSES)
     check_choice(reduction, "reduction", "label_loss", REDUCTIONS)
-    if kind == "nll":
-        per_dim = -gaussian_log_prob(theta, mu, logvar)
-    else:
-        per_dim = (mu - theta).square()
+    nll = kind == "nll"
+    per_dim = -gaussian_log_prob(theta, mu, logvar) if nll else (mu - theta).square()
     return _reduce_latent(per_dim, reduction, hierarchical)
 
 
@@ -520,6 +518,9 @@ def distortion_bound(
     if arr.ndim != 4 or arr.shape[0] < 2:
         msg = f"distortion_bound: y must have shape (n >= 2, C, N, N); got {arr.shape}."
         raise ValueError(msg)
+    if not np.all(np.isfinite(arr)):
+        msg = "distortion_bound: y must be finite (no NaN or inf)."
+        raise ValueError(msg)
     var = arr.var(axis=0)  # (C, N, N), the maximum-likelihood variance
     if shared_over_channels:
         var = np.broadcast_to(var.mean(axis=0, keepdims=True), var.shape)
@@ -578,7 +579,9 @@ def detect_over_regularization(
     gap = (bound - distortion) / max(abs(bound), 1e-12)
     per_dim = rate / latent_dim
     flag = bool(per_dim < rate_tol and gap < rel_tol)
-    return OverRegularization(flag, float(rate), float(per_dim), float(distortion), float(bound), float(gap))
+    return OverRegularization(
+        flag, float(rate), float(per_dim), float(distortion), float(bound), float(gap)
+    )
 
 
 # --------------------------------------------------------------------------- whole-dataset losses
@@ -1144,9 +1147,7 @@ def train(
 
     train_set = _as_dataset(train_data, config, dev, None, "train")
     test_set = (
-        None
-        if test_data is None
-        else _as_dataset(test_data, config, dev, train_set.stats, "train")
+        None if test_data is None else _as_dataset(test_data, config, dev, train_set.stats, "train")
     )
     mcfg = config.model
     _check_data(mcfg, train_set, "training")
@@ -1414,9 +1415,7 @@ def _final_summary(
 def _check_resume(saved: dict[str, Any], config: TrainConfig) -> None:
     now = config.to_dict()
     keys = sorted(set(saved) | set(now))
-    differ = [
-        k for k in keys if k not in _RUN_LENGTH_FIELDS and saved.get(k) != now.get(k)
-    ]
+    differ = [k for k in keys if k not in _RUN_LENGTH_FIELDS and saved.get(k) != now.get(k)]
     if differ:
         msg = (
             "train: the checkpoint was written with a different configuration "
@@ -1464,7 +1463,12 @@ def train_with_restarts(
     for k in range(restarts + 1):
         cfg = config.replace(seed=config.seed + k)
         result = train(
-            cfg, train_data, test_data, out_dir=out / f"attempt_{k}", device=device, progress=progress
+            cfg,
+            train_data,
+            test_data,
+            out_dir=out / f"attempt_{k}",
+            device=device,
+            progress=progress,
         )
         trials.append(
             {
