@@ -408,6 +408,8 @@ def test_detector_thresholds():
     assert flag.over_regularized
     assert flag.rate_per_dim == 0.005
     assert detect_over_regularization(0.005, 100.0, 98.0, latent_dim=1).over_regularized
+    # Zero rate but far above the bound: unconverged, not the over-regularised optimum.
+    assert not detect_over_regularization(0.0, 300.0, 100.0, latent_dim=1).over_regularized
 
 
 # --------------------------------------------------------------------------- training runs

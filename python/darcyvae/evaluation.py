@@ -133,6 +133,16 @@ def _dataset(
     raise TypeError(msg)
 
 
+def _check_fits(model: DenseVAE, data: DarcyDataset, name: str) -> None:
+    cfg = model.config
+    if (data.channels, data.grid) != (cfg.channels, cfg.grid):
+        msg = (
+            f"evaluate: {name} fields are {data.channels} x {data.grid} x {data.grid}; the model "
+            f"expects {cfg.channels} x {cfg.grid} x {cfg.grid}."
+        )
+        raise ValueError(msg)
+
+
 def _split_metrics(
     model: DenseVAE,
     data: DarcyDataset,
@@ -249,14 +259,7 @@ def evaluate(
             stats = ChannelStats(**ckpt["normalization"])
     model = model.to(dev)
     test_set = _dataset(data, stats, dev)
-    cfg = model.config
-    for name, ds in (("data", test_set),):
-        if (ds.channels, ds.grid) != (cfg.channels, cfg.grid):
-            msg = (
-                f"evaluate: {name} fields are {ds.channels} x {ds.grid} x {ds.grid}; the model "
-                f"expects {cfg.channels} x {cfg.grid} x {cfg.grid}."
-            )
-            raise ValueError(msg)
+    _check_fits(model, test_set, "data")
     check_int(sample_index, "sample_index", "evaluate", low=0, high=len(test_set) - 1)
     kw = {
         "n_latent_samples": n_latent_samples,
@@ -269,6 +272,7 @@ def evaluate(
     train_metrics = None
     if train_data is not None:
         train_set = _dataset(train_data, stats, dev)
+        _check_fits(model, train_set, "train_data")
         train_metrics, _ = _split_metrics(model, train_set, **kw)
     figures: dict[str, Path] = {}
     out = None

@@ -561,7 +561,9 @@ def detect_over_regularization(
 
     A run is over-regularised when its rate is near zero (below ``rate_tol``
     nats per latent dimension) and its distortion is within ``rel_tol`` of
-    Theorem 1's bound: distortion > bound - rel_tol * |bound|.
+    Theorem 1's bound: |distortion - bound| < rel_tol * |bound|. (A zero rate
+    with a distortion far above the bound is an unconverged run, not the
+    over-regularised optimum.)
 
     Parameters
     ----------
@@ -578,7 +580,7 @@ def detect_over_regularization(
     check_int(latent_dim, "latent_dim", "detect_over_regularization", low=1)
     gap = (bound - distortion) / max(abs(bound), 1e-12)
     per_dim = rate / latent_dim
-    flag = bool(per_dim < rate_tol and gap < rel_tol)
+    flag = bool(per_dim < rate_tol and abs(gap) < rel_tol)
     return OverRegularization(
         flag, float(rate), float(per_dim), float(distortion), float(bound), float(gap)
     )
@@ -1304,8 +1306,6 @@ def train(
                 if last or (epoch + 1) % config.checkpoint_every == 0:
                     save(epoch + 1)
         bar.close()
-        if start >= config.epochs and not ckpt_path.is_file():  # pragma: no cover
-            save(start)
 
         final = _final_summary(model, train_set, test_set, config, bound)
     over = detect_over_regularization(
