@@ -46,7 +46,12 @@ def test_train_resume_and_evaluate(setup, capsys):
     tmp, config, train, test = setup
     run = str(tmp / "run")
     args = ["train", "--config", config, "--train", train, "--test", test, "--out", run]
-    assert main([*args, "--device", "cpu", "--epochs", "2", "--seed", "4", "--quiet"]) == 0
+    assert (
+        main(
+            [*args, "--device", "cpu", "--epochs", "2", "--seed", "4", "--quiet", "--threads", "1"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "over-regularised" in out.lower()
     assert "S_D" in out
@@ -83,3 +88,5 @@ def test_train_errors(setup, capsys):
     )
     assert "set model.grid" in capsys.readouterr().err
     assert main(["evaluate", str(tmp / "none.pt"), train, "--out", str(tmp / "e")]) == 2
+    assert main(["train", "--list", "--threads", "0"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err

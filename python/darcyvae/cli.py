@@ -71,6 +71,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--restarts", type=int, default=None, help="restart over-regularised runs (new seed)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     p.set_defaults(func=_run_train)
 
 
@@ -79,6 +82,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from . import models, training
 
+    _set_threads(args.threads)
     if args.list or not (args.config or args.preset):
         print("presets (--preset NAME):")
         for name, description in training.list_presets():
@@ -131,6 +135,17 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _set_threads(threads: int | None) -> None:
+    """Set torch's CPU threads (on a busy shared CPU, 1 thread avoids OpenMP spin-waits)."""
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            msg = f"--threads must be >= 1; got {threads}"
+            raise ValueError(msg)
+        torch.set_num_threads(threads)
+
+
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="rate, distortion, S_D and figures of a trained VAE")
     p.add_argument("checkpoint", help="checkpoint.pt written by 'darcyvae train' (or its folder)")
@@ -145,6 +160,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     p.add_argument("--samples", type=int, default=1, help="latent samples per data sample")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
     p.set_defaults(func=_run_evaluate)
 
 
@@ -153,6 +171,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     from . import evaluation, training
 
+    _set_threads(args.threads)
     train_data = args.train_data
     if train_data is None:
         recorded = training.load_checkpoint(args.checkpoint).get("train_path")

@@ -181,7 +181,7 @@ def plot_latent_distributions(
             ax.scatter(data[:, a], data[:, b], s=4, alpha=0.5, color=color)
             ax.set_xlabel(f"{sym}_{a + 1}")
             ax.set_ylabel(f"{sym}_{b + 1}")
-            ax.set_aspect("equal", adjustable="datalim")
+            ax.set_aspect("equal", adjustable="box")
         else:
             ax.hist(data[:, 0], bins=40, density=True, color=color, alpha=0.7)
             ax.set_xlabel(f"{sym}_1")
