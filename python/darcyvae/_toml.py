@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from ._io import atomic_write_text
 
 try:  # Python >= 3.11
     import tomllib
@@ -81,15 +82,4 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
 
 def write(path: str | os.PathLike, data: dict[str, Any], header: str = "") -> Path:
     """Write ``dumps(data, header)`` to ``path`` atomically; returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps(data, header)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, dumps(data, header))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import torch
 
 from ._checks import check_int
 from ._device import resolve_device
+from ._io import atomic_write_text
 from .dataset import ChannelStats, DarcyDataset
 from .metrics import s_d
 from .models import DenseVAE
@@ -179,17 +179,6 @@ def _split_metrics(
     return metrics, summary
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def evaluate(
     model_or_checkpoint: DenseVAE | str | os.PathLike,
     data: DarcyDataset | str | os.PathLike,
@@ -282,7 +271,9 @@ def evaluate(
         figures = _figures(model, test_set, test_summary, out, n_prior_samples, sample_index, seed)
     result = Evaluation(test_metrics, train_metrics, figures, out)
     if out is not None:
-        _write_json(out / "results.json", result.to_dict())
+        atomic_write_text(
+            out / "results.json", json.dumps(result.to_dict(), indent=2, sort_keys=True)
+        )
     return result
 
 

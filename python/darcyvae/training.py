@@ -37,7 +37,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
@@ -53,6 +52,7 @@ from torch import Tensor
 from . import _toml
 from ._checks import check_choice, check_int, check_real
 from ._device import resolve_device
+from ._io import atomic_path, atomic_write_text
 from .dataset import ChannelStats, DarcyDataset, make_loader
 from .metrics import s_d
 from .models import DenseVAE, HierarchicalPrior, VAEConfig, VAEOutput
@@ -896,25 +896,8 @@ def load_preset(name: str) -> TrainConfig:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict[str, Any]:
@@ -1203,7 +1186,7 @@ def train(
         config.to_toml(out / CONFIG_NAME, header="darcyvae training run (written by train)")
         log_path = out / LOG_NAME
         history = _read_log(log_path, start)
-        _atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
 
         labeled = None
         if label_idx is not None:
@@ -1319,7 +1302,7 @@ def train(
     final["over_regularization"] = over.to_dict()
     final["seed"] = config.seed
     final["epochs"] = max(start, config.epochs)
-    _atomic_write_text(out / SUMMARY_NAME, json.dumps(final, indent=2, sort_keys=True))
+    atomic_write_text(out / SUMMARY_NAME, json.dumps(final, indent=2, sort_keys=True))
     if over.over_regularized:
         log.warning(
             "train: %s looks over-regularised (rate %.3g nats/dim, distortion %.6g vs bound %.6g)",
@@ -1480,7 +1463,7 @@ def train_with_restarts(
                 "relative_gap": result.over_regularization.relative_gap,
             }
         )
-        _atomic_write_text(out / "trials.json", json.dumps(trials, indent=2))
+        atomic_write_text(out / "trials.json", json.dumps(trials, indent=2))
         if not result.over_regularized:
             break
         log.warning("train_with_restarts: attempt %d over-regularised; restarting", k)
