@@ -7,6 +7,13 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
+#include "darcy.hpp"
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kle.hpp"
+#include "knn_kl.hpp"
 #include "parallel.hpp"
 
 #define STRINGIFY(x) #x
@@ -22,11 +29,326 @@ void bind_parallel(py::module_& m) {
         "Number of worker threads used for `threads` (<= 0 means all cores).");
 }
 
+void bind_darcy(py::module_& m) {
+  using darcyvae::DarcySolver;
+  using Grid = py::array_t<double, py::array::c_style | py::array::forcecast>;
+  auto as_grid = [](std::vector<double> v, int grid) {
+    Grid a({grid, grid});
+    std::copy(v.begin(), v.end(), a.mutable_data());
+    return a;
+  };
+  m.def(
+      "darcy_source",
+      [as_grid](int grid, double well_width, double rate) {
+        return as_grid(darcyvae::darcy_source(grid, well_width, rate), grid);
+      },
+      "grid"_a, "well_width"_a, "rate"_a, "SPEC 1 well source f, shape (N, N); see darcyvae.darcy.source_term.");
+  m.def(
+      "darcy_gauge_weights",
+      [as_grid](int grid) { return as_grid(darcyvae::darcy_gauge_weights(grid), grid); },
+      "grid"_a, "Trapezoid weights of the zero-mean gauge, shape (N, N).");
+
+  py::class_<DarcySolver>(m, "DarcySolver",
+                          "Darcy solver for one (grid, scheme); use darcyvae.darcy.solve/solve_batch.")
+      .def(py::init([](int grid, const std::string& scheme, int leaf_size, int block,
+                       const std::string& isa, double check_tolerance) {
+             return std::make_unique<DarcySolver>(grid, darcyvae::parse_darcy_scheme(scheme),
+                                                  leaf_size, block, isa, check_tolerance);
+           }),
+           "grid"_a, "scheme"_a = "fd", "leaf_size"_a = 0, "block"_a = 0, "isa"_a = "auto",
+           "check_tolerance"_a = 1e-10)
+      .def_property_readonly("grid", &DarcySolver::grid, "Nodes per side N.")
+      .def_property_readonly(
+          "scheme", [](const DarcySolver& s) { return darcyvae::darcy_scheme_name(s.scheme()); },
+          "'fd' or 'fv'.")
+      .def_property_readonly("isa", &DarcySolver::isa, "Kernel instruction set in use.")
+      .def_property_readonly("lanes", &DarcySolver::lanes, "Samples factorised together.")
+      .def_property_readonly("leaf_size", &DarcySolver::leaf_size, "Largest dense leaf region.")
+      .def_property_readonly("block", &DarcySolver::block, "Panel width of the front factorisation.")
+      .def_property_readonly("fronts", &DarcySolver::fronts, "Fronts in the separator tree.")
+      .def_property_readonly("factor_flops", &DarcySolver::factor_flops,
+                             "Dense flops of one sample's factorisation (model).")
+      .def_property_readonly("fallbacks", &DarcySolver::fallbacks,
+                             "Samples re-solved with partial pivoting so far.")
+      .def(
+          "solve_into",
+          [](const DarcySolver& s, Grid k, Grid source, py::array out, int threads) {
+            const int N = s.grid();
+            if (k.ndim() != 3 || k.shape(1) != N || k.shape(2) != N)
+              throw std::invalid_argument("DarcySolver.solve_into: k must have shape (n, N, N)");
+            if (source.ndim() != 2 || source.shape(0) != N || source.shape(1) != N)
+              throw std::invalid_argument("DarcySolver.solve_into: source must have shape (N, N)");
+            const auto n = static_cast<std::size_t>(k.shape(0));
+            const bool f32 = out.dtype().is(py::dtype::of<float>());
+            if (!f32 && !out.dtype().is(py::dtype::of<double>()))
+              throw std::invalid_argument("DarcySolver.solve_into: out must be float32 or float64");
+            if (out.ndim() != 4 || static_cast<std::size_t>(out.shape(0)) != n ||
+                out.shape(1) != 3 || out.shape(2) != N || out.shape(3) != N ||
+                !(out.flags() & py::array::c_style) || !out.writeable())
+              throw std::invalid_argument(
+                  "DarcySolver.solve_into: out must be a writeable C-contiguous (n, 3, N, N) array");
+            py::array_t<double> lambda(static_cast<py::ssize_t>(n));
+            py::array_t<double> residual(static_cast<py::ssize_t>(n));
+            const double* kp = k.data();
+            const double* sp = source.data();
+            void* op = out.mutable_data();
+            double* lp = lambda.mutable_data();
+            double* rp = residual.mutable_data();
+            {
+              py::gil_scoped_release release;
+              if (f32)
+                s.solve(kp, n, sp, static_cast<float*>(op), lp, rp, threads);
+              else
+                s.solve(kp, n, sp, static_cast<double*>(op), lp, rp, threads);
+            }
+            return py::make_tuple(lambda, residual);
+          },
+          "k"_a, "source"_a, "out"_a, "threads"_a = 0,
+          "Solve n samples into out (n, 3, N, N); returns (lambda, relative_residual).")
+      .def(
+          "profile",
+          [](const DarcySolver& s, Grid k, Grid source, int repeats) {
+            const int N = s.grid();
+            if (k.ndim() != 3 || k.shape(1) != N || k.shape(2) != N || k.shape(0) < 1)
+              throw std::invalid_argument("DarcySolver.profile: k must have shape (n, N, N), n >= 1");
+            if (source.ndim() != 2 || source.shape(0) != N || source.shape(1) != N)
+              throw std::invalid_argument("DarcySolver.profile: source must have shape (N, N)");
+            darcyvae::DarcyStageTimes t;
+            {
+              py::gil_scoped_release release;
+              t = s.profile(k.data(), static_cast<std::size_t>(k.shape(0)), source.data(), repeats);
+            }
+            py::dict d;
+            d["assembly"] = t.assembly;
+            d["factorization"] = t.factorization;
+            d["solve"] = t.solve;
+            d["velocity"] = t.velocity;
+            d["check"] = t.check;
+            d["total"] = t.total;
+            return d;
+          },
+          "k"_a, "source"_a, "repeats"_a = 20,
+          "Median seconds per sample of each stage on this thread (one group of lanes samples).");
+}
+
+void bind_kle(py::module_& m) {
+  m.def(
+      "kle_solve",
+      [](int grid, const std::string& kernel, double length_x, double length_y, double variance,
+         int n_modes, const std::string& method, const std::string& matvec, double tol,
+         int basis_size, int threads) {
+        darcyvae::KleProblem pr;
+        pr.grid = grid;
+        pr.kernel = darcyvae::parse_kle_kernel(kernel);
+        pr.length_x = length_x;
+        pr.length_y = length_y;
+        pr.variance = variance;
+        darcyvae::KleSolveOptions opt;
+        opt.n_modes = n_modes;
+        opt.method = method;
+        opt.matvec = matvec;
+        opt.tol = tol;
+        opt.basis_size = basis_size;
+        opt.threads = threads;
+        darcyvae::KleSolveResult r;
+        {
+          py::gil_scoped_release release;
+          r = darcyvae::kle_solve(pr, opt);
+        }
+        py::dict out;
+        out["eigenvalues"] = py::cast(std::move(r.eigenvalues));
+        out["modes"] = py::cast(std::move(r.modes));
+        out["residuals"] = py::cast(std::move(r.residuals));
+        out["trace"] = r.trace;
+        out["matvecs"] = r.matvecs;
+        out["restarts"] = r.restarts;
+        out["rounds"] = r.rounds;
+        out["blocks"] = r.blocks;
+        out["dense_blocks"] = r.dense_blocks;
+        out["clusters"] = r.clusters;
+        out["matvec"] = r.matvec;
+        return out;
+      },
+      "grid"_a, "kernel"_a, "length_x"_a, "length_y"_a, "variance"_a, "n_modes"_a,
+      "method"_a = "auto", "matvec"_a = "auto", "tol"_a = 1e-12, "basis_size"_a = 0,
+      "threads"_a = 0,
+      "Top KLE eigenpairs with the SPEC 2 basis rules (use darcyvae.kle.kle_basis).");
+  m.def(
+      "kle_matvec",
+      [](int grid, const std::string& kernel, double length_x, double length_y, double variance,
+         py::array_t<double, py::array::c_style | py::array::forcecast> x, int threads) {
+        darcyvae::KleProblem pr;
+        pr.grid = grid;
+        pr.kernel = darcyvae::parse_kle_kernel(kernel);
+        pr.length_x = length_x;
+        pr.length_y = length_y;
+        pr.variance = variance;
+        pr.validate();
+        const py::ssize_t n = static_cast<py::ssize_t>(pr.size());
+        if ((x.ndim() != 1 && x.ndim() != 2) || x.shape(x.ndim() - 1) != n)
+          throw std::invalid_argument("kle_matvec: x must have shape (grid**2,) or (k, grid**2)");
+        py::array_t<double> y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+        const std::size_t k = x.ndim() == 1 ? 1 : static_cast<std::size_t>(x.shape(0));
+        const double* src = x.data();
+        double* dst = y.mutable_data();
+        {
+          py::gil_scoped_release release;
+          const int nw = darcyvae::workers_for(k, threads);
+          std::vector<std::unique_ptr<darcyvae::KleCovarianceFFT>> ops;
+          for (int w = 0; w < nw; ++w) ops.push_back(std::make_unique<darcyvae::KleCovarianceFFT>(pr));
+          darcyvae::parallel_for(k, threads, [&](std::size_t i, int w) {
+            ops[static_cast<std::size_t>(w)]->apply(src + i * n, dst + i * n);
+          });
+        }
+        return y;
+      },
+      "grid"_a, "kernel"_a, "length_x"_a, "length_y"_a, "variance"_a, "x"_a, "threads"_a = 0,
+      "Covariance product C x by FFT circulant embedding (use darcyvae.kle.covariance_matvec).");
+}
+
+
+void bind_knn_kl(py::module_& m) {
+  using darcyvae::Index;
+  using darcyvae::KDTree;
+  using darcyvae::KLEstimator;
+  using darcyvae::KLMethod;
+  using Rows = py::array_t<double, py::array::c_style | py::array::forcecast>;
+  using Ids = py::array_t<Index, py::array::c_style | py::array::forcecast>;
+  auto check_rows = [](const Rows& a, Index d, const char* what) {
+    if (a.ndim() != 2 || (d > 0 && a.shape(1) != d)) {
+      throw std::invalid_argument(std::string(what) + " must be a 2-D array with " +
+                                  (d > 0 ? std::to_string(d) : std::string("some")) + " columns");
+    }
+  };
+  auto check_len = [](py::ssize_t len, Index want, const char* what) {
+    if (len != want) {
+      throw std::invalid_argument(std::string(what) + " must have length " + std::to_string(want));
+    }
+  };
+  auto method_of = [](const std::string& name) {
+    if (name == "fixed") return KLMethod::fixed;
+    if (name == "adaptive") return KLMethod::adaptive;
+    throw std::invalid_argument("method must be 'fixed' or 'adaptive'");
+  };
+
+  py::class_<KDTree>(m, "KDTree", "Exact KD-tree over a (n, d) array (see darcyvae.metrics.KDTree).")
+      .def(py::init([check_rows](const Rows& data, Index leaf_size) {
+             check_rows(data, 0, "data");
+             py::gil_scoped_release release;
+             return std::make_unique<KDTree>(data.data(), data.shape(0), data.shape(1), leaf_size);
+           }),
+           "data"_a, "leaf_size"_a = KDTree::kDefaultLeafSize, "Build the tree (copies the data).")
+      .def_property_readonly("n", &KDTree::size, "Number of points.")
+      .def_property_readonly("d", &KDTree::dim, "Dimension.")
+      .def_property_readonly("leaf_size", &KDTree::leaf_size, "Largest number of points in a leaf.")
+      .def_property_readonly("depth", &KDTree::depth, "Depth of the deepest leaf.")
+      .def_property_readonly("node_count", &KDTree::node_count, "Number of nodes.")
+      .def(
+          "query",
+          [check_rows, check_len](const KDTree& t, const Rows& x, Index k,
+                                  const std::optional<Ids>& exclude,
+                                  const std::optional<Rows>& weights, int threads) {
+            check_rows(x, t.dim(), "x");
+            const Index nq = x.shape(0);
+            if (exclude) check_len(exclude->size(), nq, "exclude");
+            if (weights) check_len(weights->size(), t.dim(), "weights");
+            if (k < 1 || k > t.size()) throw std::invalid_argument("k must be in [1, n]");
+            py::array_t<double> dist({nq, k});
+            py::array_t<Index> idx({nq, k});
+            double* dp = dist.mutable_data();
+            Index* ip = idx.mutable_data();
+            {
+              py::gil_scoped_release release;
+              t.knn(x.data(), nq, k, exclude ? exclude->data() : nullptr,
+                    weights ? weights->data() : nullptr, dp, ip, threads);
+            }
+            return py::make_tuple(dist, idx);
+          },
+          "x"_a, "k"_a, "exclude"_a = py::none(), "weights"_a = py::none(), "threads"_a = 1,
+          "(distances, indices) of the k nearest points of each row of x.")
+      .def(
+          "count_within",
+          [check_rows, check_len](const KDTree& t, const Rows& x, const Rows& radius,
+                                  const std::optional<Ids>& exclude,
+                                  const std::optional<Rows>& weights, int threads) {
+            check_rows(x, t.dim(), "x");
+            const Index nq = x.shape(0);
+            check_len(radius.size(), nq, "radius");
+            if (exclude) check_len(exclude->size(), nq, "exclude");
+            if (weights) check_len(weights->size(), t.dim(), "weights");
+            py::array_t<Index> count(nq);
+            py::array_t<double> max_dist(nq);
+            Index* cp = count.mutable_data();
+            double* mp = max_dist.mutable_data();
+            {
+              py::gil_scoped_release release;
+              t.count_within(x.data(), nq, radius.data(), exclude ? exclude->data() : nullptr,
+                             weights ? weights->data() : nullptr, cp, mp, threads);
+            }
+            return py::make_tuple(count, max_dist);
+          },
+          "x"_a, "radius"_a, "exclude"_a = py::none(), "weights"_a = py::none(), "threads"_a = 1,
+          "(counts, largest distances) of the points within radius (closed ball) of each row.");
+
+  py::class_<KLEstimator>(m, "KLEstimator",
+                          "Wang-Kulkarni-Verdu k-NN KL estimator (see darcyvae.metrics).")
+      .def(py::init([check_rows, method_of](const Rows& x, Index k, const std::string& method,
+                                            Index leaf_size, int threads) {
+             check_rows(x, 0, "x");
+             const KLMethod mm = method_of(method);
+             py::gil_scoped_release release;
+             return std::make_unique<KLEstimator>(x.data(), x.shape(0), x.shape(1), k, mm,
+                                                  leaf_size, threads);
+           }),
+           "x"_a, "k"_a = 1, "method"_a = "adaptive",
+           "leaf_size"_a = KDTree::kDefaultLeafSize, "threads"_a = 1,
+           "Tree over the samples x of p and their rho_k.")
+      .def_property_readonly("k", &KLEstimator::k, "Neighbour order k.")
+      .def_property_readonly(
+          "method",
+          [](const KLEstimator& e) {
+            return e.method() == KLMethod::fixed ? std::string("fixed") : std::string("adaptive");
+          },
+          "'fixed' or 'adaptive'.")
+      .def_property_readonly(
+          "rho", [](const KLEstimator& e) { return py::array_t<double>(py::cast(e.rho())); },
+          "rho_k of every sample of p, in input order.")
+      .def_property_readonly("tree", &KLEstimator::tree, py::return_value_policy::reference_internal,
+                             "The tree over x.")
+      .def(
+          "divergence",
+          [check_len](const KLEstimator& e, const KDTree& y, const std::optional<Rows>& scale,
+                      const std::optional<Rows>& shift, const std::optional<Ids>& perm,
+                      bool paired, double min_ratio, int threads) {
+            const Index d = e.tree().dim();
+            if (scale) check_len(scale->size(), d, "scale");
+            if (shift) check_len(shift->size(), d, "shift");
+            if (perm) check_len(perm->size(), d, "perm");
+            if ((shift || perm) && !scale) throw std::invalid_argument("shift and perm need scale");
+            darcyvae::KLValue v;
+            {
+              py::gil_scoped_release release;
+              v = e.divergence(y, scale ? scale->data() : nullptr,
+                               shift ? shift->data() : nullptr, perm ? perm->data() : nullptr,
+                               paired, min_ratio, threads);
+            }
+            return py::make_tuple(v.value, v.zero_x, v.zero_y);
+          },
+          "y"_a, "scale"_a = py::none(), "shift"_a = py::none(), "perm"_a = py::none(),
+          "paired"_a = false, "min_ratio"_a = 0.0, "threads"_a = 1,
+          "(D, #zero x-side, #zero y-side distances) against y, or y'_c = a_c (y_perm[c] - b_c).");
+
+  m.def("digamma", &darcyvae::digamma, "x"_a, "The digamma function for x > 0 (NaN otherwise).");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "darcyvae C++/Eigen core (private; use darcyvae.darcy, darcyvae.kle, darcyvae.metrics).";
   bind_parallel(m);
+  bind_darcy(m);
+  bind_kle(m);
+  bind_knn_kl(m);
 #ifdef VERSION_INFO
   m.attr("__version__") = MACRO_STRINGIFY(VERSION_INFO);
 #else

@@ -1,6 +1,183 @@
 """Typed stub of the compiled module darcyvae._core (keep in step with cpp/bindings.cpp)."""
 
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
 __version__: str
 
 def resolve_threads(threads: int) -> int:
     """Number of worker threads used for `threads` (<= 0 means all cores)."""
+
+# --- darcy (cpp/darcy.hpp; public API: darcyvae.darcy) ---
+
+def darcy_source(grid: int, well_width: float, rate: float) -> NDArray[np.float64]:
+    """SPEC 1 well source f, shape (N, N); see darcyvae.darcy.source_term."""
+
+def darcy_gauge_weights(grid: int) -> NDArray[np.float64]:
+    """Trapezoid weights of the zero-mean gauge, shape (N, N)."""
+
+class DarcySolver:
+    """Darcy solver for one (grid, scheme); use darcyvae.darcy.solve/solve_batch."""
+
+    def __init__(
+        self,
+        grid: int,
+        scheme: str = "fd",
+        leaf_size: int = 0,
+        block: int = 0,
+        isa: str = "auto",
+        check_tolerance: float = 1e-10,
+    ) -> None: ...
+    @property
+    def grid(self) -> int:
+        """Nodes per side N."""
+    @property
+    def scheme(self) -> str:
+        """'fd' or 'fv'."""
+    @property
+    def isa(self) -> str:
+        """Kernel instruction set in use."""
+    @property
+    def lanes(self) -> int:
+        """Samples factorised together."""
+    @property
+    def leaf_size(self) -> int:
+        """Largest dense leaf region."""
+    @property
+    def block(self) -> int:
+        """Panel width of the front factorisation."""
+    @property
+    def fronts(self) -> int:
+        """Fronts in the separator tree."""
+    @property
+    def factor_flops(self) -> float:
+        """Dense flops of one sample's factorisation (model)."""
+    @property
+    def fallbacks(self) -> int:
+        """Samples re-solved with partial pivoting so far."""
+    def solve_into(
+        self,
+        k: NDArray[np.float64],
+        source: NDArray[np.float64],
+        out: NDArray[np.floating],
+        threads: int = 0,
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Solve n samples into out (n, 3, N, N); returns (lambda, relative_residual)."""
+    def profile(
+        self, k: NDArray[np.float64], source: NDArray[np.float64], repeats: int = 20
+    ) -> dict[str, float]:
+        """Median seconds per sample of each stage on this thread (one group of lanes samples)."""
+# --- kle (cpp/kle.cpp) ---
+
+
+def kle_solve(
+    grid: int,
+    kernel: str,
+    length_x: float,
+    length_y: float,
+    variance: float,
+    n_modes: int,
+    method: str = "auto",
+    matvec: str = "auto",
+    tol: float = 1e-12,
+    basis_size: int = 0,
+    threads: int = 0,
+) -> dict[str, Any]:
+    """Top KLE eigenpairs with the SPEC 2 basis rules (use darcyvae.kle.kle_basis).
+
+    Returns a dict: eigenvalues (s,), modes (s, grid**2), residuals (s,), trace,
+    matvecs, restarts, rounds, blocks, dense_blocks, clusters, matvec.
+    """
+
+def kle_matvec(
+    grid: int,
+    kernel: str,
+    length_x: float,
+    length_y: float,
+    variance: float,
+    x: NDArray[np.float64],
+    threads: int = 0,
+) -> NDArray[np.float64]:
+    """Covariance product C x by FFT circulant embedding (use darcyvae.kle.covariance_matvec)."""
+
+# --- knn_kl (cpp/knn_kl.hpp); documented API: darcyvae.metrics
+
+class KDTree:
+    """Exact KD-tree over a (n, d) array (see darcyvae.metrics.KDTree)."""
+
+    def __init__(self, data: NDArray[np.float64], leaf_size: int = 8) -> None:
+        """Build the tree (copies the data)."""
+    @property
+    def n(self) -> int:
+        """Number of points."""
+    @property
+    def d(self) -> int:
+        """Dimension."""
+    @property
+    def leaf_size(self) -> int:
+        """Largest number of points in a leaf."""
+    @property
+    def depth(self) -> int:
+        """Depth of the deepest leaf."""
+    @property
+    def node_count(self) -> int:
+        """Number of nodes."""
+    def query(
+        self,
+        x: NDArray[np.float64],
+        k: int,
+        exclude: NDArray[np.int64] | None = None,
+        weights: NDArray[np.float64] | None = None,
+        threads: int = 1,
+    ) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """(distances, indices) of the k nearest points of each row of x."""
+    def count_within(
+        self,
+        x: NDArray[np.float64],
+        radius: NDArray[np.float64],
+        exclude: NDArray[np.int64] | None = None,
+        weights: NDArray[np.float64] | None = None,
+        threads: int = 1,
+    ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+        """(counts, largest distances) of the points within radius (closed ball) of each row."""
+
+class KLEstimator:
+    """Wang-Kulkarni-Verdu k-NN KL estimator (see darcyvae.metrics)."""
+
+    def __init__(
+        self,
+        x: NDArray[np.float64],
+        k: int = 1,
+        method: str = "adaptive",
+        leaf_size: int = 8,
+        threads: int = 1,
+    ) -> None:
+        """Tree over the samples x of p and their rho_k."""
+    @property
+    def k(self) -> int:
+        """Neighbour order k."""
+    @property
+    def method(self) -> str:
+        """'fixed' or 'adaptive'."""
+    @property
+    def rho(self) -> NDArray[np.float64]:
+        """rho_k of every sample of p, in input order."""
+    @property
+    def tree(self) -> KDTree:
+        """The tree over x."""
+    def divergence(
+        self,
+        y: KDTree,
+        scale: NDArray[np.float64] | None = None,
+        shift: NDArray[np.float64] | None = None,
+        perm: NDArray[np.int64] | None = None,
+        paired: bool = False,
+        min_ratio: float = 0.0,
+        threads: int = 1,
+    ) -> tuple[float, int, int]:
+        """(D, #zero x-side, #zero y-side distances) against y, or y'_c = a_c (y_perm[c] - b_c)."""
+
+def digamma(x: float) -> float:
+    """The digamma function for x > 0 (NaN otherwise)."""

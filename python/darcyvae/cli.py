@@ -54,6 +54,49 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+_BENCHMARKS = ("darcy", "kle", "metrics", "generate")
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="run the side-by-side benchmarks of a source checkout (benchmarks/bench_*.py)",
+    )
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help=f"any of {', '.join(_BENCHMARKS)}; default: all"
+    )
+    p.add_argument("--quick", action="store_true", help="smallest sizes only (seconds)")
+    p.add_argument("--json", default=None, metavar="DIR", help="write bench_<name>.json here")
+    p.add_argument("--dir", default="benchmarks", help="folder holding bench_*.py")
+    p.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        msg = f"benchmark folder {folder} not found; run from a darcyvae source checkout or pass --dir"
+        raise FileNotFoundError(msg)
+    unknown = sorted(set(args.names) - set(_BENCHMARKS))
+    if unknown:
+        msg = f"unknown benchmark(s) {', '.join(unknown)}; expected any of {', '.join(_BENCHMARKS)}"
+        raise ValueError(msg)
+    status = 0
+    for name in args.names or _BENCHMARKS:
+        script = folder / f"bench_{name}.py"
+        cmd = [sys.executable, str(script)]
+        if args.quick:
+            cmd.append("--quick")
+        if args.json:
+            Path(args.json).mkdir(parents=True, exist_ok=True)
+            cmd += ["--json", str(Path(args.json) / f"bench_{name}.json")]
+        print(f"== {' '.join(cmd)}", flush=True)
+        status = max(status, subprocess.call(cmd))
+    return status
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a DenseVAE with the paper's method")
     src = p.add_mutually_exclusive_group()
@@ -198,7 +241,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-_VERBS: list = [_add_reproduce]
+_VERBS: list = [_add_reproduce, _add_bench]
 _VERBS += [_add_train, _add_evaluate]
 
 
