@@ -1,10 +1,11 @@
-"""One place that turns a ``device`` argument into a ``torch.device``."""
+"""One place that turns a ``device`` argument into a ``torch.device``, and sync-free copies."""
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "to_device_async"]
 
 
 def resolve_device(device: str | torch.device | None, caller: str = "darcyvae") -> torch.device:
@@ -36,3 +37,14 @@ def resolve_device(device: str | torch.device | None, caller: str = "darcyvae") 
         msg = f"{caller}: device {device!r} asked for, but CUDA is not available."
         raise ValueError(msg)
     return dev
+
+
+def to_device_async(tensor: Tensor, device: torch.device) -> Tensor:
+    """Copy a small host tensor to ``device`` without a host-device sync.
+
+    On CUDA the tensor goes through pinned memory with ``non_blocking=True``
+    (a copy from pageable memory would wait for the GPU to drain its queue).
+    """
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from ._device import resolve_device
+from ._device import resolve_device, to_device_async
 from ._io import atomic_write_text
 
 __all__ = ["ChannelStats", "DarcyDataset", "channel_stats", "make_loader", "make_loaders"]
@@ -321,9 +321,9 @@ class DarcyDataset(Dataset):
 
     def __getitem__(self, index: int | slice | Sequence[int] | Tensor) -> tuple[Tensor, Tensor]:
         if isinstance(index, (list, tuple, np.ndarray)):
-            index = torch.as_tensor(np.asarray(index, dtype=np.int64), device=self.device)
-        elif isinstance(index, Tensor) and index.device != self.device:
-            index = index.to(self.device)
+            index = torch.as_tensor(np.asarray(index, dtype=np.int64))
+        if isinstance(index, Tensor) and index.device != self.device:
+            index = to_device_async(index, self.device)
         return self.y[index], self.theta[index]
 
     def denormalize(self, y: Tensor) -> Tensor:

@@ -51,7 +51,7 @@ from torch import Tensor
 
 from . import _toml
 from ._checks import check_choice, check_int, check_real
-from ._device import resolve_device
+from ._device import resolve_device, to_device_async
 from ._io import atomic_path, atomic_write_text
 from .dataset import ChannelStats, DarcyDataset, make_loader
 from .metrics import s_d
@@ -1331,7 +1331,7 @@ def _label_term(
     y_l, theta_l = labeled
     if len(y_l) > config.label_batch_size:
         pick = torch.randperm(len(y_l), generator=generator)[: config.label_batch_size]
-        pick = pick.to(y_l.device)
+        pick = to_device_async(pick, y_l.device)
         y_l, theta_l = y_l[pick], theta_l[pick]
     mu, logvar = model.encode(y_l)
     return label_loss(
