@@ -21,6 +21,8 @@ models
     DenseVAE and its priors.
 training
     Losses, the beta schedule and the training loop.
+evaluation
+    Rate, distortion, S_D, over-regularisation and the figures of a trained VAE.
 metrics
     k-NN KL divergence, S_D, S_KL and standard disentanglement scores.
 experiments

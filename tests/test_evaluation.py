@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from _vae_data import write_synthetic_h5
+from darcyvae.dataset import DarcyDataset
+from darcyvae.evaluation import evaluate
+from darcyvae.metrics import s_d
+from darcyvae.models import DenseVAE, VAEConfig
+from darcyvae.training import (
+    TrainConfig,
+    distortion_bound,
+    evaluate_losses,
+    load_checkpoint,
+    load_model,
+    train,
+)
+from matplotlib.image import imread
+
+TINY = VAEConfig(grid=17, blocks=(2, 2, 2))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A briefly trained tiny model (normalised data, hierarchical prior) and its files."""
+    folder = tmp_path_factory.mktemp("eval")
+    train_path = write_synthetic_h5(folder / "train.h5", n=48, grid=17, seed=0)
+    test_path = write_synthetic_h5(folder / "test.h5", n=24, grid=17, seed=1)
+    cfg = TrainConfig(
+        model=VAEConfig(grid=17, blocks=(2, 2, 2), prior="hierarchical"),
+        epochs=12,
+        rec_epochs=4,
+        batch_size=16,
+        lr_values=(5e-3,),
+        lr_milestones=(),
+        normalize="channel",
+        eval_every=0,
+        checkpoint_every=12,
+    )
+    result = train(cfg, train_path, test_path, out_dir=folder / "run", device="cpu", progress=False)
+    return result, train_path, test_path
+
+
+def test_evaluate_checkpoint_writes_results_and_figures(run, tmp_path):
+    result, train_path, test_path = run
+    out = tmp_path / "eval"
+    ev = evaluate(result.checkpoint, test_path, train_data=train_path, out_dir=out)
+    # The checkpoint's normalisation is applied: the numbers match train's own summary.
+    assert ev.test.distortion == pytest.approx(result.final["test"]["distortion"], rel=1e-5)
+    assert ev.train.rate == pytest.approx(result.final["train"]["rate"], rel=1e-5)
+    assert ev.test.loss == pytest.approx(ev.test.rate + ev.test.distortion)
+    assert ev.test.rate_per_dim == pytest.approx(ev.test.rate / 2)
+    stats = load_checkpoint(result.checkpoint)["normalization"]
+    test_set = DarcyDataset(test_path, normalize="channel", stats=train_path)
+    assert tuple(stats["mean"]) == test_set.stats.mean
+    assert ev.test.distortion_bound == pytest.approx(distortion_bound(test_set.y))
+    summary = evaluate_losses(load_model(result.checkpoint), test_set)
+    assert ev.test.s_d == pytest.approx(s_d(summary.z_mean, summary.theta))
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["test"]["s_d"] == pytest.approx(ev.test.s_d)
+    assert saved["train"]["n_samples"] == 48
+    assert saved["over_regularized"] is False
+    for name in ("reconstruction", "latent_distributions", "latent_vs_theta"):
+        image = imread(out / f"{name}.png")
+        assert image.shape[0] > 200
+        assert image.shape[1] > 200
+        assert ev.figures[name] == out / f"{name}.png"
+    assert not list(out.glob(".*"))  # no temporary files left
+
+
+def test_evaluate_model_object_without_figures(run):
+    result, _, test_path = run
+    model = load_model(result.checkpoint)
+    ev = evaluate(model, test_path, n_latent_samples=3)
+    assert ev.train is None
+    assert ev.figures == {}
+    assert ev.out_dir is None
+    assert np.isfinite(ev.test.rate)
+    assert ev.test.n_samples == 24
+    assert model.training is False
+
+
+def test_evaluate_flags_a_mean_decoder(tmp_path):
+    # Encoder outputs exactly the prior (rate 0) and the decoder the data mean with
+    # the data variance: Theorem 1's over-regularised solution.
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(30, 3, 17, 17)).astype(np.float32) * 0.5 + 1.0
+    model = DenseVAE(TINY)
+    with torch.no_grad():
+        for net in (model.encoder.mean_net, model.encoder.logvar_net):
+            net.head.fc2.weight.zero_()
+            net.head.fc2.bias.zero_()
+        model.decoder.features.last.conv3.weight.zero_()
+    mean = torch.as_tensor(y).mean(0)
+    var = torch.as_tensor(y).var(0, unbiased=False).mean(0)
+    model.decoder.register_forward_hook(
+        lambda mod, inp, out: (out[0] + mean, torch.log(var)[None, None])
+    )
+    path = tmp_path / "data.h5"
+    with h5py.File(path, "w") as fh:
+        fh["output"] = y
+        fh["generative_params"] = rng.normal(size=(30, 2)).astype(np.float32)
+    ev = evaluate(model, path, n_latent_samples=2)
+    assert ev.test.rate == pytest.approx(0.0, abs=1e-6)
+    assert ev.test.distortion == pytest.approx(ev.test.distortion_bound, rel=0.02)
+    assert ev.over_regularized
+
+
+def test_evaluate_errors(run, tmp_path):
+    result, _, test_path = run
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        evaluate(tmp_path / "nothing.pt", test_path)
+    other = write_synthetic_h5(tmp_path / "big.h5", n=4, grid=33)
+    with pytest.raises(ValueError, match="model expects"):
+        evaluate(result.checkpoint, other)
+    with pytest.raises(ValueError, match="sample_index"):
+        evaluate(result.checkpoint, test_path, sample_index=24)
+    with pytest.raises(TypeError, match="DarcyDataset or a path"):
+        evaluate(result.checkpoint, 3)
