@@ -569,7 +569,8 @@ def _create(path: Path, config: GenerateConfig, attrs: Mapping[str, Any]) -> Any
         filters = {"compression": config.compression, "shuffle": True}
         if config.compression == "gzip":
             filters["compression_opts"] = config.compression_level
-    f = h5py.File(path, "w", track_order=True)
+    # every chunk is written whole, once: no chunk cache (one copy less per sample)
+    f = h5py.File(path, "w", track_order=True, rdcc_nbytes=0)
     try:
         for key, value in attrs.items():
             f.attrs[key] = value
