@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ._io import atomic_write_text
 
 __all__ = ["Experiment", "list_experiments", "register_experiment", "run_experiment"]
 
@@ -56,13 +57,6 @@ def list_experiments() -> list[Experiment]:
     return [_EXPERIMENTS[k] for k in sorted(_EXPERIMENTS)]
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
-
-
 def run_experiment(
     name: str, out_dir: str | os.PathLike, *, seed: int = 0, quick: bool = False, **kwargs: Any
 ) -> dict[str, Any]:
@@ -94,7 +88,9 @@ def run_experiment(
     start = time.perf_counter()
     results = dict(_EXPERIMENTS[name].fn(out, seed=seed, quick=quick, **kwargs))
     results.update(experiment=name, seed=seed, quick=quick, seconds=time.perf_counter() - start)
-    _write_json(out / "results.json", results)
+    atomic_write_text(
+        out / "results.json", json.dumps(results, indent=2, sort_keys=True, default=str)
+    )
     return results
 
 
