@@ -109,12 +109,19 @@ def scipy_pipeline(basis, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- timing helpers --------------------------------------------------------------------------
+_CPU: list[float] = []
+"""Process CPU seconds (all threads) of each run of the last ``_median_min``."""
+
+
 def _median_min(fn, repeats: int) -> tuple[float, float]:
+    """Median and minimum wall seconds of ``repeats`` calls (CPU seconds go to ``_CPU``)."""
     times = []
+    _CPU.clear()
     for _ in range(repeats):
-        t = time.perf_counter()
+        c, t = time.process_time(), time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
+        _CPU.append(time.process_time() - c)
     return statistics.median(times), min(times)
 
 
@@ -188,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             3,
         )
     repeats = args.repeats or repeats
+    load_start = os.getloadavg()[0]
     rng = np.random.default_rng(1234)
     basis = kle_basis(KLEConfig(grid=grid, n_modes=n_modes))  # disk cache, outside all timings
     theta = rng.standard_normal((max(n_scipy, n_stage), n_modes))
@@ -210,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     # SciPy pipeline (one core: splu is sequential)
     med, mn = _median_min(lambda: scipy_pipeline(basis, theta[:n_scipy]), repeats)
     base = med / n_scipy
-    add("scipy pipeline (1 core)", n_scipy, med, mn)
+    add(
+        "scipy pipeline (1 core)",
+        n_scipy,
+        med,
+        mn,
+        cpu_us_per_sample=round(statistics.median(_CPU) / n_scipy * 1e6),
+    )
 
     with tempfile.TemporaryDirectory(prefix="bench_generate_") as tmp:
         for threads in (1, cores):
@@ -233,7 +247,17 @@ def main(argv: list[str] | None = None) -> int:
                 label = (
                     f"darcyvae generate ({threads} thr{', ' + compression if compression else ''})"
                 )
-                add(label, n_big, med, mn, base, file_mb=round(size_mb, 1))
+                cpu_us = statistics.median(_CPU) / n_big * 1e6
+                add(
+                    label,
+                    n_big,
+                    med,
+                    mn,
+                    base,
+                    file_mb=round(size_mb, 1),
+                    cpu_us_per_sample=round(cpu_us),
+                    cpu_bound_rate=round(cores / cpu_us * 1e6),
+                )
 
         # where the time goes, per sample (chunks of 256 as generate_dataset does)
         chunks = [(a, min(a + 256, n_stage)) for a in range(0, n_stage, 256)]
@@ -241,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def stage(name, fn, threads=None):
             med, mn = _median_min(fn, repeats)
-            add(f"stage: {name}", n_stage, med, mn, base, threads=threads)
+            cpu_us = round(statistics.median(_CPU) / n_stage * 1e6)
+            add(f"stage: {name}", n_stage, med, mn, base, threads=threads, cpu_us_per_sample=cpu_us)
 
         stage("theta draw", lambda: [dist.sample_indices(np.arange(a, b), 0) for a, b in chunks])
         t64 = theta[:n_stage]
@@ -322,13 +347,23 @@ def main(argv: list[str] | None = None) -> int:
                 before_mb=round(res["before_mb"], 1),
             )
 
-    print(f"bench_generate: KLE{n_modes}, N = {grid}, {cores} cores, median of {repeats}")
+    load = (load_start, os.getloadavg()[0])
+    print(
+        f"bench_generate: KLE{n_modes}, N = {grid}, {cores} cores, median of {repeats}; "
+        f"1-min load average {load[0]:.1f} at start, {load[1]:.1f} at end"
+    )
+    print(
+        "cpu_us_per_sample: process CPU time (all threads) per sample; "
+        f"cpu_bound_rate = {cores} cores / that (the rate on otherwise idle cores)"
+    )
     header = f"{'impl':38s} {'size':>6s} {'median s':>9s} {'min s':>9s} {'samples/s':>10s} {'speed-up':>9s}  extra"
     print(header)
     print("-" * len(header))
     for r in rows:
         extra = ", ".join(
-            f"{k}={v}" for k, v in r.items() if k in ("file_mb", "peak_mb", "before_mb") and v
+            f"{k}={v}"
+            for k, v in r.items()
+            if k in ("cpu_us_per_sample", "cpu_bound_rate", "file_mb", "peak_mb", "before_mb") and v
         )
         print(
             f"{r['impl']:38s} {r['size']:6d} {r['median_s']:9.3f} {r['min_s']:9.3f} "
@@ -341,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             "n_modes": n_modes,
             "repeats": repeats,
             "quick": args.quick,
+            "load_average_1min": {"start": load[0], "end": load[1]},
             "versions": {
                 "darcyvae": darcyvae.__version__,
                 "numpy": np.__version__,
