@@ -17,10 +17,15 @@ goes, and child processes report the peak resident memory for two sizes
 
 from __future__ import annotations
 
+import os
+
+# As `darcyvae generate` does: single-threaded BLAS for the small per-chunk KLE
+# product (OpenBLAS's spinning workers otherwise take CPU from the solver).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import argparse
 import contextlib
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -354,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         "cpu_us_per_sample: process CPU time (all threads) per sample; "
-        f"cpu_bound_rate = {cores} cores / that (the rate on otherwise idle cores)"
+        f"cpu_bound_rate = {cores} cores / that (the rate on otherwise idle cores); "
+        f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}"
     )
     header = f"{'impl':38s} {'size':>6s} {'median s':>9s} {'min s':>9s} {'samples/s':>10s} {'speed-up':>9s}  extra"
     print(header)
@@ -377,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             "repeats": repeats,
             "quick": args.quick,
             "load_average_1min": {"start": load[0], "end": load[1]},
+            "openblas_num_threads": os.environ["OPENBLAS_NUM_THREADS"],
             "versions": {
                 "darcyvae": darcyvae.__version__,
                 "numpy": np.__version__,

@@ -148,6 +148,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    import os
+
+    # The KLE product per chunk is small; OpenBLAS's worker threads spin after
+    # each call and take ~30% of the CPU from the solver threads. Single-threaded
+    # BLAS unless the user chose otherwise (effective before numpy is imported).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .darcy import DarcyConfig
     from .generate import GenerateConfig, generate_dataset
     from .kle import KLEConfig
