@@ -38,6 +38,7 @@ import numpy as np
 import scipy
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from _machine import cpu_model
 from darcyvae import _core
 from darcyvae.darcy import DarcyConfig, gauge_weights, solve_batch, source_term
 
@@ -233,15 +234,7 @@ def bench(n_side: int, scheme: str, quick: bool) -> list[dict]:
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "platform": platform.platform(),
         "cpu": cpu,

@@ -34,6 +34,7 @@ import darcyvae
 import numpy as np
 import scipy
 import scipy.sparse.linalg as sla
+from _machine import cpu_model
 from darcyvae.kle import KLEConfig, kle_basis
 from scipy.spatial.distance import cdist
 
@@ -137,15 +138,7 @@ def time_case(
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {
         "platform": platform.platform(),
         "cpu": cpu,

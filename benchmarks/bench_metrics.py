@@ -36,6 +36,7 @@ import time
 import darcyvae
 import numpy as np
 import scipy
+from _machine import cpu_model
 from darcyvae.metrics import kl_divergence, s_kl
 from scipy.optimize import minimize
 from scipy.spatial import cKDTree
@@ -134,14 +135,7 @@ def timed(fn, repeats: int):
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(
-                line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     return {
         "platform": platform.platform(),
         "cpu": cpu,

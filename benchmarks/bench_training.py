@@ -35,6 +35,7 @@ import darcyvae
 import h5py
 import numpy as np
 import torch
+from _machine import cpu_model
 from darcyvae.dataset import DarcyDataset
 from darcyvae.models import DenseVAE, model_config
 from darcyvae.training import TrainConfig, train
@@ -99,15 +100,7 @@ RUNNERS = {"torch_loop": run_baseline, "darcyvae": run_darcyvae}
 
 
 def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    cpu = cpu_model()
     info = {
         "platform": platform.platform(),
         "cpu": cpu,

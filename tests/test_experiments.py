@@ -35,3 +35,19 @@ def test_reproduce_fig1_quick_via_cli(tmp_path, monkeypatch, capsys):
 def test_reproduce_lists_fig1(capsys):
     assert main(["reproduce", "--list"]) == 0
     assert "fig1" in capsys.readouterr().out
+
+
+def test_demo_runs_end_to_end_and_resumes(tmp_path):
+    from darcyvae.experiments import run_experiment
+
+    out = tmp_path / "demo"
+    res = run_experiment("demo", out, seed=0, quick=True, grid=17, n_train=64, n_test=32, epochs=2)
+    assert res["epochs"] == 2
+    for split in ("train", "test"):
+        assert res[split]["rate"] > 0
+        assert 0.5 <= res[split]["s_d"] <= 1.0
+    assert (out / "summary.txt").read_text().startswith("darcyvae demo")
+    assert {"reconstruction", "latent_vs_theta"} <= set(res["figures"])
+    # Running again reuses the finished data and checkpoint: the same numbers.
+    again = run_experiment("demo", out, seed=0, quick=True, grid=17, n_train=64, n_test=32, epochs=2)
+    assert again["test"] == res["test"]

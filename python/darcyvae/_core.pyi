@@ -69,8 +69,8 @@ class DarcySolver:
         self, k: NDArray[np.float64], source: NDArray[np.float64], repeats: int = 20
     ) -> dict[str, float]:
         """Median seconds per sample of each stage on this thread (one group of lanes samples)."""
-# --- kle (cpp/kle.cpp) ---
 
+# --- kle (cpp/kle.cpp) ---
 
 def kle_solve(
     grid: int,

@@ -342,9 +342,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     for split, m in (("train", result.train), ("test", result.test)):
         if m is not None:
             s_d = "n/a" if m.s_d is None else f"{m.s_d:.3f}"
+            skl = "n/a" if m.s_kl is None else f"{m.s_kl:.3f}"
             print(
                 f"{split}: rate {m.rate:.4g} nats, distortion {m.distortion:.6g} nats "
-                f"(bound {m.distortion_bound:.6g}), S_D {s_d}"
+                f"(bound {m.distortion_bound:.6g}), S_D {s_d}, S_KL {skl}"
             )
     verdict = "OVER-REGULARISED" if result.over_regularized else "not over-regularised"
     print(f"evaluate: {verdict}; wrote {args.out}")

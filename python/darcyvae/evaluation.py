@@ -14,6 +14,7 @@ evaluate
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from ._checks import check_int
 from ._device import resolve_device
 from ._io import atomic_write_text
 from .dataset import ChannelStats, DarcyDataset
-from .metrics import s_d
+from .metrics import s_d, s_kl
 from .models import DenseVAE
 from .training import (
     OverRegularization,
@@ -38,6 +39,9 @@ from .training import (
 )
 
 __all__ = ["Evaluation", "SplitMetrics", "evaluate"]
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,12 @@ class SplitMetrics:
     s_d : float or None
         S_D of the encoder means against theta (SPEC 5); None when
         undefined (fewer than 2 samples).
+    s_kl : float or None
+        S_KL (SPEC 5, Eq. 7) of the encoder means against the split's
+        thetas, which are samples of p(theta): ``darcyvae.metrics.s_kl``
+        (adaptive k-NN estimator, paired, over scales, shifts, permutations
+        and flips); lower is better. None when undefined (degenerate latents,
+        repeated thetas, fewer than 3 samples).
     distortion_bound : float
         Theorem 1's distortion of an over-regularised model on this split.
     over_regularization : OverRegularization
@@ -68,6 +78,7 @@ class SplitMetrics:
     distortion_bound: float
     over_regularization: OverRegularization
     n_samples: int
+    s_kl: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -77,6 +88,7 @@ class SplitMetrics:
             "loss": self.loss,
             "rate_per_dim": self.rate_per_dim,
             "s_d": self.s_d,
+            "s_kl": self.s_kl,
             "distortion_bound": self.distortion_bound,
             "over_regularized": self.over_regularization.over_regularized,
             "over_regularization": self.over_regularization.to_dict(),
@@ -175,8 +187,20 @@ def _split_metrics(
         distortion_bound=bound,
         over_regularization=over,
         n_samples=len(data),
+        s_kl=_s_kl_or_none(summary.z_mean, summary.theta, seed) if ok else None,
     )
     return metrics, summary
+
+
+def _s_kl_or_none(z: np.ndarray, theta: np.ndarray, seed: int) -> float | None:
+    """S_KL of latent means against thetas; None where the estimator is undefined."""
+    if z.shape[1] != theta.shape[1] or len(z) < 3:
+        return None
+    try:
+        return float(s_kl(z, theta, seed=seed).score)
+    except ValueError as exc:  # degenerate latents or repeated thetas: say why in the log
+        logger.info("evaluate: S_KL undefined (%s)", exc)
+        return None
 
 
 def evaluate(
