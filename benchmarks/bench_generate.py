@@ -39,6 +39,7 @@ import numpy as np
 import scipy
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from _machine import cpu_model
 from darcyvae.darcy import DarcyConfig, solve_batch
 from darcyvae.distributions import Normal
 from darcyvae.generate import (
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "machine": {
                 "platform": platform.platform(),
-                "processor": platform.processor() or platform.machine(),
+                "processor": cpu_model() or platform.machine(),
                 "cpu_count": cores,
             },
         }
