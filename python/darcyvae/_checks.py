@@ -17,6 +17,7 @@ __all__ = [
     "check_choice",
     "check_int",
     "check_real",
+    "config_kwargs",
 ]
 
 
@@ -119,3 +120,19 @@ def as_float_array(
     if positive and arr.size and not np.all(arr > 0):
         raise _fail(caller, name, "> 0 everywhere", f"minimum {arr.min()!r}")
     return arr
+
+
+def config_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for the dataclass ``cls`` from a plain dict (JSON/TOML).
+
+    Unknown keys raise ``ValueError`` naming the known ones; lists become
+    tuples (TOML and JSON have no tuples).
+    """
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        msg = f"{cls.__name__}: unknown keys {unknown}; known: {sorted(known)}."
+        raise ValueError(msg)
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

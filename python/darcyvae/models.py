@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_int
+from ._checks import check_choice, check_int, config_kwargs
 
 __all__ = [
     "DenseDecoder",
@@ -173,12 +173,7 @@ class VAEConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> VAEConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            msg = f"VAEConfig: unknown keys {unknown}; known: {sorted(known)}."
-            raise ValueError(msg)
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        kw = config_kwargs(cls, data)
         return cls(**kw)
 
 

@@ -50,7 +50,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from . import _toml
-from ._checks import check_choice, check_int, check_real
+from ._checks import check_choice, check_int, check_real, config_kwargs
 from ._device import resolve_device, to_device_async
 from ._io import atomic_path, atomic_write_text
 from .dataset import ChannelStats, DarcyDataset, make_loader
@@ -847,12 +847,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            msg = f"TrainConfig: unknown keys {unknown}; known: {sorted(known)}."
-            raise ValueError(msg)
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        kw = config_kwargs(cls, data)
         if "model" in kw:
             kw["model"] = VAEConfig.from_dict(dict(kw["model"]))
         return cls(**kw)
