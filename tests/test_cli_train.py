@@ -3,19 +3,12 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from _vae_data import write_synthetic_h5
 from darcyvae.cli import main
 from darcyvae.models import VAEConfig
 from darcyvae.training import TrainConfig, load_checkpoint
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

@@ -37,14 +37,7 @@ from torch import nn
 TINY = VAEConfig(grid=17, blocks=(2, 2, 2))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models gain nothing from two threads, and on a shared, oversubscribed
-    # machine OpenMP spin-waiting makes them several times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**kw) -> TrainConfig:
