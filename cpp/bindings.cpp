@@ -131,18 +131,24 @@ void bind_darcy(py::module_& m) {
           "Median seconds per sample of each stage on this thread (one group of lanes samples).");
 }
 
+darcyvae::KleProblem kle_problem(int grid, const std::string& kernel, double length_x,
+                                 double length_y, double variance) {
+  darcyvae::KleProblem pr;
+  pr.grid = grid;
+  pr.kernel = darcyvae::parse_kle_kernel(kernel);
+  pr.length_x = length_x;
+  pr.length_y = length_y;
+  pr.variance = variance;
+  return pr;
+}
+
 void bind_kle(py::module_& m) {
   m.def(
       "kle_solve",
       [](int grid, const std::string& kernel, double length_x, double length_y, double variance,
          int n_modes, const std::string& method, const std::string& matvec, double tol,
          int basis_size, int threads) {
-        darcyvae::KleProblem pr;
-        pr.grid = grid;
-        pr.kernel = darcyvae::parse_kle_kernel(kernel);
-        pr.length_x = length_x;
-        pr.length_y = length_y;
-        pr.variance = variance;
+        darcyvae::KleProblem pr = kle_problem(grid, kernel, length_x, length_y, variance);
         darcyvae::KleSolveOptions opt;
         opt.n_modes = n_modes;
         opt.method = method;
@@ -177,12 +183,7 @@ void bind_kle(py::module_& m) {
       "kle_matvec",
       [](int grid, const std::string& kernel, double length_x, double length_y, double variance,
          py::array_t<double, py::array::c_style | py::array::forcecast> x, int threads) {
-        darcyvae::KleProblem pr;
-        pr.grid = grid;
-        pr.kernel = darcyvae::parse_kle_kernel(kernel);
-        pr.length_x = length_x;
-        pr.length_y = length_y;
-        pr.variance = variance;
+        darcyvae::KleProblem pr = kle_problem(grid, kernel, length_x, length_y, variance);
         pr.validate();
         const py::ssize_t n = static_cast<py::ssize_t>(pr.size());
         if ((x.ndim() != 1 && x.ndim() != 2) || x.shape(x.ndim() - 1) != n)
