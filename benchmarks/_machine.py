@@ -1,8 +1,16 @@
-"""What every benchmark records about the machine it ran on (shared by bench_*.py)."""
+"""What every benchmark records about the machine it ran on (shared by bench_*.py).
+
+``machine()`` returns one key set for every benchmark's JSON:
+platform, cpu, cores, load_average, python, versions (darcyvae, numpy, scipy,
+and torch when it is imported), torch_threads and gpu when torch is there.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
+import sys
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -16,3 +24,28 @@ def cpu_model() -> str:
         pass
     return platform.processor()
 
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """The machine and library versions a benchmark ran with, plus ``extra`` keys."""
+    import numpy as np
+    import scipy
+
+    import darcyvae
+
+    versions = {"darcyvae": darcyvae.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": sys.version.split()[0],
+        "versions": versions,
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        versions["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name()
+    info.update(extra)
+    return info

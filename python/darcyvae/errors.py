@@ -1,0 +1,26 @@
+"""The exceptions darcyvae raises on purpose (besides ValueError/TypeError for bad input).
+
+The command line prints any of these, and any ``ValueError``, ``TypeError``
+or ``OSError``, as one line and exits non-zero; anything else is reported as a
+bug (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+__all__ = ["DarcyvaeError", "DataMismatchError", "FolderLockedError", "IntegrityError"]
+
+
+class DarcyvaeError(Exception):
+    """Base class of darcyvae's own failure conditions."""
+
+
+class FolderLockedError(DarcyvaeError, RuntimeError):
+    """Another process holds the lock of an output folder (see ``darcyvae._lock``)."""
+
+
+class IntegrityError(DarcyvaeError, ValueError):
+    """A file (checkpoint, dataset chunk, cache) failed its checksum or is truncated."""
+
+
+class DataMismatchError(DarcyvaeError, ValueError):
+    """Data given on resume differ from the data a run was started with."""
