@@ -27,10 +27,9 @@ def cpu_model() -> str:
 
 def machine(**extra: Any) -> dict[str, Any]:
     """The machine and library versions a benchmark ran with, plus ``extra`` keys."""
+    import darcyvae
     import numpy as np
     import scipy
-
-    import darcyvae
 
     versions = {"darcyvae": darcyvae.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
     info: dict[str, Any] = {
