@@ -1,0 +1,111 @@
+"""Seed lists for ensembles: ``parse_seeds("0-49")``, ``parse_seeds("3,7,11")``."""
+
+from __future__ import annotations
+
+import numbers
+import re
+from collections.abc import Sequence
+
+__all__ = ["check_seeds", "parse_seeds", "split_blocks"]
+
+_ITEM = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from a command-line string: ranges ``a-b`` (inclusive) and commas.
+
+    Parameters
+    ----------
+    text : str
+        Comma-separated items, each a seed ``7`` or an inclusive range
+        ``0-49``; e.g. ``"0-49"``, ``"3,7,11"``, ``"0-4,10,20-22"``.
+        Spaces around items and dashes are allowed.
+
+    Returns
+    -------
+    list of int
+        The seeds in the order given.
+
+    Raises
+    ------
+    TypeError
+        ``text`` is not a string.
+    ValueError
+        Empty text or item, a malformed item, a negative seed, a range whose
+        end is below its start, or a seed given twice.
+
+    Examples
+    --------
+    >>> parse_seeds("0-3,10")
+    [0, 1, 2, 3, 10]
+    """
+    if not isinstance(text, str):
+        msg = f"parse_seeds: seeds must be a string such as '0-49' or '3,7,11'; got {type(text).__name__}."
+        raise TypeError(msg)
+    if not text.strip():
+        msg = "parse_seeds: seeds must name at least one seed (e.g. '0-49' or '3,7,11'); got ''."
+        raise ValueError(msg)
+    seeds: list[int] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            msg = f"parse_seeds: empty item in {text!r}; expected e.g. '0-49' or '3,7,11'."
+            raise ValueError(msg)
+        if item.startswith("-"):
+            msg = f"parse_seeds: seeds must be integers >= 0; got {item!r} in {text!r}."
+            raise ValueError(msg)
+        m = _ITEM.match(item)
+        if m is None:
+            msg = (
+                f"parse_seeds: {item!r} in {text!r} is neither a seed (e.g. 7) nor an "
+                "inclusive range (e.g. 0-49)."
+            )
+            raise ValueError(msg)
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            msg = f"parse_seeds: range {item!r} ends below its start; write it as {hi}-{lo}."
+            raise ValueError(msg)
+        seeds.extend(range(lo, hi + 1))
+    return check_seeds(seeds, "parse_seeds")
+
+
+def check_seeds(seeds: Sequence[int] | str, caller: str = "train_ensemble") -> list[int]:
+    """``seeds`` as a list of distinct integers >= 0 (a string goes through ``parse_seeds``)."""
+    if isinstance(seeds, str):
+        return parse_seeds(seeds)
+    if not isinstance(seeds, Sequence):
+        msg = f"{caller}: seeds must be a sequence of integers or a string; got {type(seeds).__name__}."
+        raise TypeError(msg)
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            msg = f"{caller}: every seed must be an integer; got {type(s).__name__} {s!r}."
+            raise TypeError(msg)
+        if s < 0:
+            msg = f"{caller}: seeds must be integers >= 0; got {int(s)}."
+            raise ValueError(msg)
+        out.append(int(s))
+    if not out:
+        msg = f"{caller}: seeds must name at least one seed; got an empty list."
+        raise ValueError(msg)
+    seen: set[int] = set()
+    dup = sorted({s for s in out if s in seen or seen.add(s)})
+    if dup:
+        msg = f"{caller}: every seed must appear once; got duplicates {dup}."
+        raise ValueError(msg)
+    return out
+
+
+def split_blocks(seeds: list[int], seeds_per_block: int | None) -> list[list[int]]:
+    """Consecutive blocks of at most ``seeds_per_block`` seeds (None: one block)."""
+    if seeds_per_block is None:
+        return [list(seeds)]
+    if isinstance(seeds_per_block, bool) or not isinstance(seeds_per_block, numbers.Integral):
+        msg = f"train_ensemble: seeds_per_block must be an integer or None; got {seeds_per_block!r}."
+        raise TypeError(msg)
+    if seeds_per_block < 1:
+        msg = f"train_ensemble: seeds_per_block must be >= 1; got {seeds_per_block}."
+        raise ValueError(msg)
+    n = int(seeds_per_block)
+    return [list(seeds[i : i + n]) for i in range(0, len(seeds), n)]
