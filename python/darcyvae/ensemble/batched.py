@@ -274,9 +274,7 @@ class BatchedDenseVAE:
             w = p[prefix + "weight"]
             w = w.reshape(k * w.shape[1], *w.shape[2:])
             bias = p[prefix + "bias"].reshape(-1) if module.bias is not None else None
-            t = F.conv2d(
-                lay.nchw(x), w, bias, module.stride, module.padding, module.dilation, k
-            )
+            t = F.conv2d(lay.nchw(x), w, bias, module.stride, module.padding, module.dilation, k)
             return lay.from_nchw(t, k)
         if isinstance(module, nn.ConvTranspose2d):
             w = p[prefix + "weight"]  # K, in, out, kh, kw
@@ -376,7 +374,7 @@ class StackedAdam:
         bias_correction2 = 1 - beta2**step
         step_size = self.lr / bias_correction1
         bias_correction2_sqrt = bias_correction2**0.5
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
+        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
             if p.grad is None:
                 continue
             grad = p.grad
@@ -401,9 +399,9 @@ class StackedAdam:
         """Inverse of ``state_dict``."""
         self.step_count = int(state["step"])
         self.lr = float(state["lr"])
-        for dst, src in zip(self.exp_avg, state["exp_avg"]):
+        for dst, src in zip(self.exp_avg, state["exp_avg"], strict=True):
             dst.copy_(src)
-        for dst, src in zip(self.exp_avg_sq, state["exp_avg_sq"]):
+        for dst, src in zip(self.exp_avg_sq, state["exp_avg_sq"], strict=True):
             dst.copy_(src)
 
 
@@ -421,6 +419,6 @@ def adam_member_state(state: dict, k: int, model: DenseVAE) -> dict:
                 "exp_avg": m[k].detach().clone(),
                 "exp_avg_sq": v[k].detach().clone(),
             }
-            for i, (m, v) in enumerate(zip(state["exp_avg"], state["exp_avg_sq"]))
+            for i, (m, v) in enumerate(zip(state["exp_avg"], state["exp_avg_sq"], strict=True))
         }
     return out

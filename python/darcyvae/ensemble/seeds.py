@@ -102,7 +102,9 @@ def split_blocks(seeds: list[int], seeds_per_block: int | None) -> list[list[int
     if seeds_per_block is None:
         return [list(seeds)]
     if isinstance(seeds_per_block, bool) or not isinstance(seeds_per_block, numbers.Integral):
-        msg = f"train_ensemble: seeds_per_block must be an integer or None; got {seeds_per_block!r}."
+        msg = (
+            f"train_ensemble: seeds_per_block must be an integer or None; got {seeds_per_block!r}."
+        )
         raise TypeError(msg)
     if seeds_per_block < 1:
         msg = f"train_ensemble: seeds_per_block must be >= 1; got {seeds_per_block}."

@@ -57,7 +57,6 @@ from ..training import (
     learning_rate,
     vae_loss,
 )
-
 from .batched import BatchedDenseVAE, StackedAdam, adam_member_state
 from .seeds import check_seeds, split_blocks
 
@@ -282,12 +281,28 @@ def train_ensemble(
             members: list[MemberResult] = []
             for i, block in enumerate(blocks):
                 members += _train_block(
-                    config, block, train_set, test_set, out, names[i], dev, resume, progress,
+                    config,
+                    block,
+                    train_set,
+                    test_set,
+                    out,
+                    names[i],
+                    dev,
+                    resume,
+                    progress,
                     channels_last,
                 )
         else:
             members = _run_on_dask(
-                dask, config, blocks, names, train_data, test_data, out, device, resume,
+                dask,
+                config,
+                blocks,
+                names,
+                train_data,
+                test_data,
+                out,
+                device,
+                resume,
                 channels_last,
             )
         result = EnsembleResult(out, seed_list, members, time.perf_counter() - t0)
@@ -551,12 +566,11 @@ class _Block:
             (self.noise_gens, "noise"),
             (self.label_gens, "labels"),
         ):
-            for g, s in zip(gens, ckpt["rng"][key]):
+            for g, s in zip(gens, ckpt["rng"][key], strict=True):
                 g.set_state(s.cpu())
         self.stopped = {int(k): v for k, v in ckpt["stopped"].items()}
         self.active = [k not in self.stopped for k in range(self.k)]
         self.epoch = int(ckpt["epoch"])
-
 
 
 def _member_checkpoint(
@@ -602,13 +616,23 @@ def _train_block(
     try:
         with _deterministic_mode(config.deterministic, dev):
             return _train_block_locked(
-                config, seeds, train_set, test_set, out, ckpt_name, dev, resume, progress,
+                config,
+                seeds,
+                train_set,
+                test_set,
+                out,
+                ckpt_name,
+                dev,
+                resume,
+                progress,
                 channels_last,
             )
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         text = str(exc).lower()
-        if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text or (
-            "can't allocate memory" in text
+        if (
+            isinstance(exc, torch.OutOfMemoryError)
+            or "out of memory" in text
+            or ("can't allocate memory" in text)
         ):
             msg = (
                 f"train_ensemble: the {dev} device ran out of memory training K = {k} members "
@@ -648,7 +672,7 @@ def _train_block_locked(
     }
     dirs = [member_dir(out, s) for s in seeds]
     histories: list[list[dict[str, Any]]] = []
-    for seed, d in zip(seeds, dirs):
+    for seed, d in zip(seeds, dirs, strict=True):
         d.mkdir(parents=True, exist_ok=True)
         config.replace(seed=seed).to_toml(
             d / CONFIG_NAME, header="darcyvae training run (written by train_ensemble)"
@@ -690,9 +714,7 @@ def _train_block_locked(
                 y = torch.stack([b[0] for b in batches]).to(dev, non_blocking=True)
                 eps = torch.stack(
                     [
-                        torch.randn(
-                            (y.shape[1], n_latent), generator=g, device=dev, dtype=y.dtype
-                        )
+                        torch.randn((y.shape[1], n_latent), generator=g, device=dev, dtype=y.dtype)
                         for g in blk.noise_gens
                     ]
                 )
@@ -779,8 +801,14 @@ def _train_block_locked(
             atomic_write_text(d / SUMMARY_NAME, json.dumps(summary, indent=2, sort_keys=True))
             results.append(
                 MemberResult(
-                    s, d, "diverged", blk.stopped[m]["epoch"], None, None,
-                    blk.stopped[m]["message"], histories[m],
+                    s,
+                    d,
+                    "diverged",
+                    blk.stopped[m]["epoch"],
+                    None,
+                    None,
+                    blk.stopped[m]["message"],
+                    histories[m],
                 )
             )
             continue
@@ -815,4 +843,3 @@ def load_checkpoint_ensemble(path: str | os.PathLike, device: torch.device) -> d
     except Exception as exc:
         msg = f"train_ensemble: {str(path)!r} is not a readable torch checkpoint ({exc})."
         raise ValueError(msg) from exc
-
