@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice
-from .models import DenseVAE, HierarchicalPrior, VAEOutput
+from .models import DenseVAE, HierarchicalPrior, VAENoise, VAEOutput
 
 __all__ = [
     "BETA_MODES",
@@ -132,6 +132,7 @@ def hierarchical_bound_terms(
     logvar: Tensor,
     *,
     generator: torch.Generator | None = None,
+    noise: Tensor | None = None,
 ) -> HierarchicalTerms:
     """Monte Carlo pieces of the Jensen bound on KL(q_phi(z|y) || p(z)) (SPEC 4c).
 
@@ -150,7 +151,9 @@ def hierarchical_bound_terms(
     mu, logvar : Tensor of shape (batch, n)
         The encoder's mean and log-variance.
     generator : torch.Generator or None
-        Draws xi's reparameterisation noise.
+        Draws xi's reparameterisation noise (one randn of shape (batch, n)).
+    noise : Tensor of shape (batch, n) or None
+        That noise, pre-drawn (``VAENoise.xi``); overrides ``generator``.
 
     Returns
     -------
@@ -159,7 +162,16 @@ def hierarchical_bound_terms(
     """
     log_q = gaussian_log_prob(z, mu, logvar).sum(dim=1)
     xi_mean, xi_logvar = prior.encode(z)
-    eps = torch.randn(xi_mean.shape, generator=generator, device=z.device, dtype=z.dtype)
+    if noise is not None:
+        if tuple(noise.shape) != tuple(xi_mean.shape):
+            msg = (
+                f"hierarchical_bound_terms: noise must have shape {tuple(xi_mean.shape)}; "
+                f"got {tuple(noise.shape)}."
+            )
+            raise ValueError(msg)
+        eps = noise
+    else:
+        eps = torch.randn(xi_mean.shape, generator=generator, device=z.device, dtype=z.dtype)
     xi = xi_mean + torch.exp(0.5 * xi_logvar) * eps
     kl_xi = gaussian_kl(xi_mean, xi_logvar).sum(dim=1)
     z_mean, z_logvar = prior.decode(xi)
@@ -238,6 +250,7 @@ def vae_loss(
     reduction: str = "mean",
     include_rate: bool = True,
     generator: torch.Generator | None = None,
+    noise: VAENoise | None = None,
 ) -> LossTerms:
     """The VAE objective of one batch (SPEC 4b, 4c).
 
@@ -257,20 +270,36 @@ def vae_loss(
         False drops the rate from the objective (the released code's
         reconstruction-only phase); it is still computed and reported.
     generator : torch.Generator or None
-        Draws all reparameterisation noise.
+        Draws all reparameterisation noise: eps_z first, then (HP) eps_xi.
+    noise : VAENoise or None
+        The same noise pre-drawn (``model.draw_noise(len(y), generator)``);
+        overrides ``generator``. A batched ensemble draws each member's
+        noise from that member's generator and gets exactly its single-run
+        losses.
 
     Returns
     -------
     LossTerms
     """
     check_choice(reduction, "reduction", "vae_loss", REDUCTIONS)
-    out = model(y, generator=generator)
+    if noise is not None and not isinstance(noise, VAENoise):
+        msg = f"vae_loss: noise must be a VAENoise (model.draw_noise); got {type(noise).__name__}."
+        raise TypeError(msg)
+    out = model(y, generator=generator, noise=noise)
     distortion = reconstruction_loss(y, out.y_mean, out.y_logvar, reduction="sum")
     rec = distortion / (y.shape[-1] * y.shape[-2]) if reduction == "mean" else distortion
     prior_nll = None
     if isinstance(model.prior, HierarchicalPrior):
+        if noise is not None and noise.xi is None:
+            msg = "vae_loss: the hierarchical prior needs noise.xi (model.draw_noise draws it)."
+            raise ValueError(msg)
         terms = hierarchical_bound_terms(
-            model.prior, out.z, out.mu, out.logvar, generator=generator
+            model.prior,
+            out.z,
+            out.mu,
+            out.logvar,
+            generator=generator,
+            noise=None if noise is None else noise.xi,
         )
         rate = terms.log_q + terms.kl_xi + terms.nll_z
         reg = terms.log_q + beta_p * terms.kl_xi + terms.nll_z
