@@ -1,7 +1,48 @@
-"""Many seeds at once: K DenseVAEs trained as one batched model (issue 9)."""
+"""Many seeds at once: K DenseVAEs trained as one batched model (issue 9, part 3).
+
+Public names
+------------
+train_ensemble, EnsembleResult, MemberResult, EnsembleMemoryError
+    Train one DenseVAE per seed, all at once; member s equals the single run
+    with seed s (see ``darcyvae.ensemble.trainer``).
+parse_seeds
+    ``"0-49"`` / ``"3,7,11"`` -> list of seeds (what ``darcyvae train --seeds`` takes).
+BatchedDenseVAE, StackedAdam
+    The batched network (grouped convolutions, batched matmuls) and the
+    elementwise Adam over stacked parameters.
+load_ensemble_checkpoint, member_dir
+    The ensemble checkpoint and the member folder layout.
+"""
 
 from __future__ import annotations
 
-from .batched import BatchedDenseVAE, BatchedOutput, StackedAdam
+from .batched import BatchedDenseVAE, BatchedOutput, StackedAdam, adam_member_state
+from .seeds import check_seeds, parse_seeds, split_blocks
+from .trainer import (
+    ENSEMBLE_CHECKPOINT,
+    ENSEMBLE_SUMMARY,
+    EnsembleMemoryError,
+    EnsembleResult,
+    MemberResult,
+    load_ensemble_checkpoint,
+    member_dir,
+    train_ensemble,
+)
 
-__all__ = ["BatchedDenseVAE", "BatchedOutput", "StackedAdam"]
+__all__ = [
+    "ENSEMBLE_CHECKPOINT",
+    "ENSEMBLE_SUMMARY",
+    "BatchedDenseVAE",
+    "BatchedOutput",
+    "EnsembleMemoryError",
+    "EnsembleResult",
+    "MemberResult",
+    "StackedAdam",
+    "adam_member_state",
+    "check_seeds",
+    "load_ensemble_checkpoint",
+    "member_dir",
+    "parse_seeds",
+    "split_blocks",
+    "train_ensemble",
+]

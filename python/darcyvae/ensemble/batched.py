@@ -383,15 +383,22 @@ class StackedAdam:
             denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
             p.addcdiv_(m, denom, value=-step_size)
 
-    def state_dict(self) -> dict:
-        """Step count, moments and hyper-parameters (for the ensemble checkpoint)."""
+    def state_dict(self, *, clone: bool = True) -> dict:
+        """Step count, moments and hyper-parameters (for the ensemble checkpoint).
+
+        ``clone=False`` returns the live moment tensors (no copy).
+        """
+
+        def copy(t: Tensor) -> Tensor:
+            return t.detach().clone() if clone else t
+
         return {
             "step": self.step_count,
             "lr": self.lr,
             "betas": list(self.betas),
             "eps": self.eps,
-            "exp_avg": [m.detach().clone() for m in self.exp_avg],
-            "exp_avg_sq": [v.detach().clone() for v in self.exp_avg_sq],
+            "exp_avg": [copy(m) for m in self.exp_avg],
+            "exp_avg_sq": [copy(v) for v in self.exp_avg_sq],
         }
 
     @torch.no_grad()

@@ -15,47 +15,50 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .._device import resolve_device
 from .._io import atomic_write_text
 from .._lock import folder_lock
-from ..dataset import DarcyDataset, make_loader
-from ..errors import DarcyvaeError
-from ..models import DenseVAE, VAEOutput
+from .._vaedata import data_fingerprint, fingerprint_differences
 
 # --------------------------------------------------------------------------- single-run pieces
-# Everything this trainer borrows from the single-run code, in one place (issue 9
-# part 1 moves these names between modules; only this block has to follow).
-from ..training import (
-    _CHECKPOINT_FORMAT,
+# Everything this trainer borrows from the single-run code, in one place: a member
+# is trained, evaluated, checkpointed and summarised by the same functions as a run.
+from ..checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
     LOG_NAME,
     SUMMARY_NAME,
-    BetaSchedule,
-    OverRegularization,
-    TrainConfig,
-    _as_dataset,
-    _atomic_torch_save,
+    clean_stale_tmp,
+    load_checkpoint,
+    read_log,
+    save_checkpoint,
+)
+from ..config import TrainConfig
+from ..dataset import DarcyDataset, make_loader
+from ..errors import DarcyvaeError, DataMismatchError
+from ..evaluation import OverRegularization
+from ..losses import BetaSchedule, learning_rate, vae_loss
+from ..models import VAENoise, VAEOutput
+from ..training import (
     _build_model,
-    _check_data,
-    _check_resume,
+    _check_resume_config,
+    _datasets,
     _deterministic_mode,
     _epoch_eval,
-    _final_summary,
-    _read_log,
+    _final_metrics,
+    _Run,
+    _save,
     _seeds,
-    detect_over_regularization,
-    distortion_bound,
-    learning_rate,
-    vae_loss,
+    restart_seed,
 )
 from .batched import BatchedDenseVAE, StackedAdam, adam_member_state
 from .seeds import check_seeds, split_blocks
@@ -66,7 +69,7 @@ __all__ = [
     "EnsembleMemoryError",
     "EnsembleResult",
     "MemberResult",
-    "load_checkpoint_ensemble",
+    "load_ensemble_checkpoint",
     "member_dir",
     "train_ensemble",
 ]
@@ -78,6 +81,8 @@ ENSEMBLE_SUMMARY = "ensemble.json"
 ENSEMBLE_CHECKPOINT = "ensemble_checkpoint{block}.pt"
 """The one checkpoint of a block of members (``{block}``: empty, or ``_b<i>`` with blocks)."""
 _ENSEMBLE_FORMAT = 1
+_INIT_LOCK = threading.Lock()
+"""Serialises member initialisation between blocks running in threads of one process."""
 
 
 class EnsembleMemoryError(DarcyvaeError, MemoryError):
@@ -96,7 +101,9 @@ class MemberResult:
     Attributes
     ----------
     seed : int
+        The member's seed as asked for (its trial).
     out_dir : Path
+        The folder of the accepted attempt.
     status : {"done", "diverged"}
         ``diverged``: a NaN or inf loss stopped this member (see ``message``);
         its folder keeps the log up to the last finite epoch and the last
@@ -109,6 +116,12 @@ class MemberResult:
     message : str
     history : list of dict
         The per-epoch records (also in the member's ``metrics.jsonl``).
+    run_seed : int or None
+        The seed the accepted attempt ran with (``seed``, or a restart's).
+    restarts : int
+        Restarts of this member (over-regularised attempts before the accepted one).
+    trials : tuple of dict
+        Every attempt (``to_dict`` of each), when the member was restarted.
     """
 
     seed: int
@@ -119,6 +132,9 @@ class MemberResult:
     over_regularization: OverRegularization | None
     message: str = ""
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    run_seed: int | None = None
+    restarts: int = 0
+    trials: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
     @property
     def over_regularized(self) -> bool:
@@ -127,15 +143,20 @@ class MemberResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no history)."""
-        return {
+        out = {
             "seed": self.seed,
+            "run_seed": self.seed if self.run_seed is None else self.run_seed,
             "out_dir": str(self.out_dir),
             "status": self.status,
             "epochs": self.epochs,
             "message": self.message,
             "final": self.final,
             "over_regularized": self.over_regularized,
+            "restarts": self.restarts,
         }
+        if self.trials:
+            out["trials"] = list(self.trials)
+        return out
 
 
 @dataclass(frozen=True)
@@ -171,47 +192,60 @@ def train_ensemble(
     progress: bool = True,
     seeds_per_block: int | None = None,
     dask: str | Any | None = None,
+    max_restarts: int | None = None,
     channels_last: bool | None = None,
+    allow_data_change: bool = False,
 ) -> EnsembleResult:
     """Train one DenseVAE per seed, all at once, as one batched model.
 
     Member ``s`` is the run ``train(config.replace(seed=s), ...)`` would
-    produce (same initialisation, data order, noise, beta and Adam
-    arithmetic; equal to float32 rounding), written to ``out_dir/seed_<s>``
-    with the same files (``config.toml``, ``metrics.jsonl``,
-    ``checkpoint.pt``, ``summary.json``), so ``darcyvae evaluate`` and
-    ``train(..., resume=True)`` work on any member's folder.
+    produce (same initialisation, data order, reparameterisation noise,
+    beta schedule and Adam arithmetic; equal to float32 rounding), written
+    to ``out_dir/seed_<s>`` with the same files (``config.toml``,
+    ``metrics.jsonl``, ``checkpoint.pt``, ``summary.json``), so
+    ``darcyvae evaluate`` and ``train(..., resume=True)`` work on any
+    member's folder.
 
     Parameters
     ----------
     config : TrainConfig
-        Shared by all members; its ``seed`` is replaced by each member's.
+        Shared by all members; its seed is replaced by each member's.
     seeds : list of int or str
         Distinct seeds >= 0, or a string for ``parse_seeds`` (``"0-49"``).
     train_data, test_data : DarcyDataset, path or None
         As in ``train``.
     out_dir : path-like
         Receives one folder per member, ``ensemble.json`` and the ensemble
-        checkpoint(s) ``ensemble_checkpoint*.pt``.
+        checkpoint(s) ``ensemble_checkpoint*.pt``. Locked while training.
     device : str, torch.device or None, default="auto"
     resume : bool, default=False
         Continue from the ensemble checkpoint(s) exactly (bitwise on the
-        CPU in deterministic mode); only the run-length fields of
+        CPU in deterministic mode); only the run-length settings of
         ``config`` may change.
     progress : bool, default=True
         tqdm bar over epochs (per block).
     seeds_per_block : int or None, default=None
         Train the seeds in consecutive blocks of at most this many members
-        (one batched model per block, one after the other, or one per dask
-        worker); None: all in one block. Lower it when K members do not fit
-        in the device's memory.
+        (one batched model per block: one after the other here, or one per
+        dask worker); None: all in one block. Lower it when K members do not
+        fit in the device's memory.
     dask : str, distributed.Client or None, default=None
         Scheduler address (or a client): each block runs as one task on a
-        worker (one ensemble per worker / GPU); results land in the same
+        worker (one ensemble per worker or GPU); results land in the same
         layout. None: run here.
+    max_restarts : int or None, default=None
+        Restart each member that ends over-regularised, alone, with a seed
+        from the single run's restart stream (``restart_seed(s, r)``), up to
+        this many times (None: ``config.run.max_restarts``). Restarts of
+        all members run together as one more ensemble; restart ``r`` of seed
+        ``s`` is written to ``out_dir/seed_<s>.restart_<r>``. Every restart
+        is counted and reported (``ensemble.json``).
     channels_last : bool or None, default=None
         Activation layout of the batched model (None: channels last on the
         CPU, where it is faster; see ``BatchedDenseVAE``).
+    allow_data_change : bool, default=False
+        As in ``train``: on resume, accept training data whose fingerprint
+        differs from the checkpoint's.
 
     Returns
     -------
@@ -220,11 +254,15 @@ def train_ensemble(
     Raises
     ------
     ValueError, TypeError
-        Bad seeds, a config whose model does not fit the data (before any
+        Bad seeds or block size, data that do not fit the model (before any
         training starts), a resumed config that differs, an unsupported
-        option (hierarchical prior, semi-supervised labels).
+        option (semi-supervised labels).
     FileExistsError, FileNotFoundError
         A checkpoint already there without ``resume``; none with it.
+    FolderLockedError
+        Another process trains into ``out_dir``.
+    DataMismatchError
+        Resuming on different training data without ``allow_data_change``.
     EnsembleMemoryError
         The device ran out of memory; the message names K and suggests a
         smaller ``seeds_per_block``.
@@ -232,9 +270,10 @@ def train_ensemble(
     Notes
     -----
     A member whose epoch loss is NaN or inf stops (status ``diverged``,
-    logged with its seed and epoch); the others go on. Its parameters are
-    still carried in the batched model (they cannot affect the other
-    members) but nothing more is logged or saved for it.
+    logged with its seed and epoch; its folder keeps the log up to the last
+    finite epoch and the state of the last ensemble checkpoint before it);
+    the others go on. Losses accumulate on the device; the host reads all
+    members' losses once per epoch.
     """
     t0 = time.perf_counter()
     if not isinstance(config, TrainConfig):
@@ -242,11 +281,19 @@ def train_ensemble(
         raise TypeError(msg)
     seed_list = check_seeds(seeds)
     blocks = split_blocks(seed_list, seeds_per_block)
-    _check_supported(config)
+    restarts = config.run.max_restarts if max_restarts is None else max_restarts
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+        msg = f"train_ensemble: max_restarts must be an integer >= 0 or None; got {restarts!r}."
+        raise ValueError(msg)
+    if config.labels.n_labeled:
+        msg = (
+            "train_ensemble: semi-supervised training (labels.n_labeled > 0) is not supported "
+            "in ensembles yet; train those seeds one by one with train()."
+        )
+        raise ValueError(msg)
     out = Path(out_dir)
-    names = [_block_checkpoint_name(i, len(blocks)) for i in range(len(blocks))]
-    for name in names:
-        path = out / name
+    first = [_block_checkpoint(out, 0, i, len(blocks)) for i in range(len(blocks))]
+    for path in first:
         if resume and not path.is_file():
             msg = f"train_ensemble: resume asked for, but {str(path)!r} does not exist."
             raise FileNotFoundError(msg)
@@ -264,109 +311,140 @@ def train_ensemble(
                     "pick another out_dir."
                 )
                 raise FileExistsError(msg)
-    # Fail on data that do not fit before any training starts.
+    # Data that do not fit the model fail here, before any training starts.
     dev = resolve_device(device, "train_ensemble")
-    train_set = _as_dataset(train_data, config, dev, None, "train_ensemble")
-    test_set = (
-        None
-        if test_data is None
-        else _as_dataset(test_data, config, dev, train_set.stats, "train_ensemble")
-    )
-    _check_data(config.model, train_set, "training")
-    if test_set is not None:
-        _check_data(config.model, test_set, "test")
+    train_set, test_set = _datasets(config, train_data, test_data, dev)
+    opts = _Options(dev, resume, progress, channels_last, allow_data_change)
 
     with folder_lock(out, "darcyvae train --seeds"):
-        if dask is None:
-            members: list[MemberResult] = []
-            for i, block in enumerate(blocks):
-                members += _train_block(
-                    config,
-                    block,
-                    train_set,
-                    test_set,
-                    out,
-                    names[i],
-                    dev,
-                    resume,
-                    progress,
-                    channels_last,
-                )
-        else:
-            members = _run_on_dask(
-                dask,
-                config,
-                blocks,
-                names,
-                train_data,
-                test_data,
-                out,
-                device,
-                resume,
-                channels_last,
+        clean_stale_tmp(out, ENSEMBLE_SUMMARY)
+        trials: dict[int, list[MemberResult]] = {s: [] for s in seed_list}
+        todo = [(s, s, member_dir(out, s)) for s in seed_list]  # (trial, seed, folder)
+        for r in range(restarts + 1):
+            if not todo:
+                break
+            n = len(blocks) if r == 0 else len(split_blocks(todo, seeds_per_block))
+            specs = [
+                _BlockSpec(block, _block_checkpoint(out, r, i, n))
+                for i, block in enumerate(split_blocks(todo, seeds_per_block))
+            ]
+            if r > 0:
+                opts = opts._replace_resume(all(sp.checkpoint.is_file() for sp in specs))
+            results = _run_blocks(
+                specs, config, train_set, test_set, train_data, test_data, opts, dask
             )
+            again = []
+            for (trial, _, _), res in zip(todo, results, strict=True):
+                trials[trial].append(res)
+                if res.over_regularized and r < restarts:
+                    seed = restart_seed(trial, r + 1)
+                    log.warning(
+                        "train_ensemble: seed %d over-regularised; restart %d with seed %d "
+                        "from the restart stream",
+                        trial,
+                        r + 1,
+                        seed,
+                    )
+                    again.append((trial, seed, out / f"seed_{trial}.restart_{r + 1}"))
+            todo = again
+        members = [_accepted(trial, trials[trial]) for trial in seed_list]
         result = EnsembleResult(out, seed_list, members, time.perf_counter() - t0)
-        _write_summary(result, config, blocks, dev)
+        _write_summary(result, trials, config, blocks, dev)
     return result
 
 
-def _check_supported(config: TrainConfig) -> None:
-    if config.model.prior == "hierarchical":
-        msg = (
-            "train_ensemble: the hierarchical prior is not supported in ensembles yet; "
-            "train those seeds one by one with train()."
-        )
-        raise ValueError(msg)
-    if config.n_labeled:
-        msg = (
-            "train_ensemble: semi-supervised training (n_labeled > 0) is not supported in "
-            "ensembles yet; train those seeds one by one with train()."
-        )
-        raise ValueError(msg)
+def _accepted(trial: int, attempts: list[MemberResult]) -> MemberResult:
+    """The first attempt that is not over-regularised (or the last), with the trial's record."""
+    pick = next((a for a in attempts if a.status == "done" and not a.over_regularized), None)
+    pick = pick if pick is not None else attempts[-1]
+    record = tuple(a.to_dict() for a in attempts)
+    return MemberResult(
+        trial,
+        pick.out_dir,
+        pick.status,
+        pick.epochs,
+        pick.final,
+        pick.over_regularization,
+        pick.message,
+        pick.history,
+        run_seed=pick.run_seed,
+        restarts=len(attempts) - 1,
+        trials=record,
+    )
 
 
-def _block_checkpoint_name(i: int, n_blocks: int) -> str:
-    return ENSEMBLE_CHECKPOINT.format(block="" if n_blocks == 1 else f"_b{i}")
+def _block_checkpoint(out: Path, round_: int, i: int, n_blocks: int) -> Path:
+    tag = ("" if round_ == 0 else f"_r{round_}") + ("" if n_blocks == 1 else f"_b{i}")
+    return out / ENSEMBLE_CHECKPOINT.format(block=tag)
 
 
 def _write_summary(
-    result: EnsembleResult, config: TrainConfig, blocks: list[list[int]], dev: torch.device
+    result: EnsembleResult,
+    trials: dict[int, list[MemberResult]],
+    config: TrainConfig,
+    blocks: list[list[int]],
+    dev: torch.device,
 ) -> None:
-    done = [m for m in result.members if m.status == "done"]
+    members = result.members
     summary = {
         "seeds": result.seeds,
         "blocks": blocks,
         "device": str(dev),
         "seconds": result.seconds,
-        "n_done": len(done),
-        "n_diverged": len(result.members) - len(done),
-        "n_over_regularized": sum(m.over_regularized for m in result.members),
+        "n_members": len(members),
+        "n_done": sum(m.status == "done" for m in members),
+        "n_diverged": sum(m.status == "diverged" for m in members),
+        "n_over_regularized": sum(m.over_regularized for m in members),
+        "n_restarts": sum(m.restarts for m in members),
         "config": config.to_dict(),
-        "members": [m.to_dict() for m in result.members],
+        "members": [m.to_dict() for m in members],
     }
     atomic_write_text(
         result.out_dir / ENSEMBLE_SUMMARY, json.dumps(summary, indent=2, sort_keys=True)
     )
 
 
-# --------------------------------------------------------------------------- dask
+# --------------------------------------------------------------------------- blocks
 
 
-def _run_on_dask(
-    dask: Any,
+@dataclass(frozen=True)
+class _Options:
+    device: torch.device
+    resume: bool
+    progress: bool
+    channels_last: bool | None
+    allow_data_change: bool
+
+    def _replace_resume(self, resume: bool) -> _Options:
+        return _Options(
+            self.device, resume, self.progress, self.channels_last, self.allow_data_change
+        )
+
+
+@dataclass(frozen=True)
+class _BlockSpec:
+    members: list[tuple[int, int, Path]]  # (trial seed, run seed, folder)
+    checkpoint: Path
+
+
+def _run_blocks(
+    specs: list[_BlockSpec],
     config: TrainConfig,
-    blocks: list[list[int]],
-    names: list[str],
+    train_set: DarcyDataset,
+    test_set: DarcyDataset | None,
     train_data: Any,
     test_data: Any,
-    out: Path,
-    device: Any,
-    resume: bool,
-    channels_last: bool | None,
+    opts: _Options,
+    dask: Any,
 ) -> list[MemberResult]:
+    if dask is None:
+        out: list[MemberResult] = []
+        for spec in specs:
+            out += _train_block(config, spec, train_set, test_set, opts)
+        return out
     try:
         from distributed import Client
-    except ImportError as exc:  # pragma: no cover - dask is a dependency
+    except ImportError as exc:  # pragma: no cover - distributed is a dependency
         msg = "train_ensemble: dask=... needs the 'distributed' package."
         raise ImportError(msg) from exc
     client = dask if isinstance(dask, Client) else Client(dask)
@@ -375,18 +453,14 @@ def _run_on_dask(
             client.submit(
                 _dask_block,
                 config.to_dict(),
-                block,
+                spec,
                 _portable(train_data),
                 _portable(test_data),
-                str(out),
-                names[i],
-                str(device) if isinstance(device, torch.device) else device,
-                resume,
-                channels_last,
+                str(opts.device),
+                opts,
                 pure=False,
-                key=f"darcyvae-ensemble-{out.name}-block{i}-{os.getpid()}",
             )
-            for i, block in enumerate(blocks)
+            for spec in specs
         ]
         gathered = client.gather(futures)
     finally:
@@ -396,44 +470,59 @@ def _run_on_dask(
 
 
 def _portable(data: Any) -> Any:
-    """A path travels as a string; a DarcyDataset as itself."""
-    if isinstance(data, (str, os.PathLike)):
-        return str(data)
-    return data
+    """A path travels as a string, a DarcyDataset as itself."""
+    return str(data) if isinstance(data, (str, os.PathLike)) else data
 
 
 def _dask_block(
     config: dict[str, Any],
-    seeds: list[int],
+    spec: _BlockSpec,
     train_data: Any,
     test_data: Any,
-    out: str,
-    name: str,
-    device: Any,
-    resume: bool,
-    channels_last: bool | None,
+    device: str,
+    opts: _Options,
 ) -> list[MemberResult]:
-    """One block on a dask worker (data read there, on the worker's device)."""
+    """One block on a dask worker: the data are read there, onto the worker's device."""
     cfg = TrainConfig.from_dict(config)
-    dev = resolve_device(device, "train_ensemble")
-    train_set = _as_dataset(train_data, cfg, dev, None, "train_ensemble")
-    test_set = (
-        None
-        if test_data is None
-        else _as_dataset(test_data, cfg, dev, train_set.stats, "train_ensemble")
-    )
-    return _train_block(
-        cfg, seeds, train_set, test_set, Path(out), name, dev, resume, False, channels_last
-    )
+    dev = resolve_device("auto" if device.startswith("cuda") else device, "train_ensemble")
+    train_set, test_set = _datasets(cfg, train_data, test_data, dev)
+    worker_opts = _Options(dev, opts.resume, False, opts.channels_last, opts.allow_data_change)
+    return _train_block(cfg, spec, train_set, test_set, worker_opts)
 
 
-# --------------------------------------------------------------------------- one block
+def _train_block(
+    config: TrainConfig,
+    spec: _BlockSpec,
+    train_set: DarcyDataset,
+    test_set: DarcyDataset | None,
+    opts: _Options,
+) -> list[MemberResult]:
+    k, dev = len(spec.members), opts.device
+    try:
+        with _deterministic_mode(config.run.deterministic, dev):
+            return _EnsembleRun(config, spec, train_set, test_set, opts).train()
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        text = str(exc).lower()
+        if not isinstance(exc, torch.OutOfMemoryError) and not (
+            "out of memory" in text or "can't allocate memory" in text
+        ):
+            raise
+        seeds = [m[1] for m in spec.members]
+        msg = (
+            f"train_ensemble: the {dev.type} device ran out of memory training K = {k} members "
+            f"at once (seeds {seeds[0]}..{seeds[-1]}); pass a smaller seeds_per_block "
+            f"(--seeds-per-block), e.g. {max(1, k // 2)}."
+        )
+        raise EnsembleMemoryError(msg) from exc
+
+
+# --------------------------------------------------------------------------- one ensemble
 
 
 class _Precomputed:
-    """Stands in for one member's DenseVAE inside ``vae_loss`` (outputs already computed)."""
+    """Stands in for one member's DenseVAE inside ``vae_loss``: its outputs are already computed."""
 
-    def __init__(self, output: VAEOutput, prior: torch.nn.Module) -> None:
+    def __init__(self, output: VAEOutput, prior: nn.Module) -> None:
         self._output = output
         self.prior = prior
 
@@ -441,30 +530,51 @@ class _Precomputed:
         return self._output
 
 
-def _member_losses(
-    prior: torch.nn.Module,
-    y: Tensor,
-    out: Any,
-    beta: Tensor | float,
-    beta_p: Tensor | float,
-    reduction: str,
-    include_rate: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``vae_loss`` of every member, vmapped: (loss, rec, reg, distortion, rate), each (K,)."""
+class _MemberLoss(nn.Module):
+    """``vae_loss`` of one member from its outputs; the prior's parameters are swapped in
+    per member by ``torch.func.functional_call`` (the hierarchical prior's networks)."""
 
-    def one(y, mu, logvar, z, y_mean, y_logvar, beta, beta_p):
+    def __init__(self, prior: nn.Module) -> None:
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, y, output, noise, beta, beta_p, reduction, include_rate):
         terms = vae_loss(
-            _Precomputed(VAEOutput(mu, logvar, z, y_mean, y_logvar), prior),
+            _Precomputed(output, self.prior),
             y,
             beta=beta,
             beta_p=beta_p,
             reduction=reduction,
             include_rate=include_rate,
+            noise=noise,
         )
-        return terms.loss, terms.rec, terms.reg, terms.distortion, terms.rate
+        nll = terms.prior_nll if terms.prior_nll is not None else torch.zeros_like(terms.loss)
+        return terms.loss, terms.rec, terms.distortion, terms.rate, nll
 
-    dims = (0,) * 6 + tuple(0 if isinstance(b, Tensor) else None for b in (beta, beta_p))
-    return torch.func.vmap(one, in_dims=dims)(y, *out, beta, beta_p)
+
+def _member_losses(
+    loss_module: _MemberLoss,
+    prior_params: dict[str, Tensor],
+    y: Tensor,
+    output: Any,
+    eps_z: Tensor,
+    eps_xi: Tensor | None,
+    beta: Tensor | float,
+    beta_p: Tensor | float,
+    reduction: str,
+    include_rate: bool,
+) -> tuple[Tensor, ...]:
+    """(loss, rec, distortion, rate, prior_nll) of every member, each (K,): ``vae_loss`` vmapped."""
+
+    def one(params, y, mu, logvar, z, y_mean, y_logvar, eps_z, eps_xi, beta, beta_p):
+        out = VAEOutput(mu, logvar, z, y_mean, y_logvar)
+        args = (y, out, VAENoise(eps_z, eps_xi), beta, beta_p, reduction, include_rate)
+        return torch.func.functional_call(loss_module, params, args)
+
+    tensors = (prior_params, y, *output, eps_z, eps_xi, beta, beta_p)
+    dims = tuple(None if t is None or isinstance(t, float) else 0 for t in tensors)
+    dims = (0, *dims[1:]) if prior_params else (None, *dims[1:])
+    return torch.func.vmap(one, in_dims=dims)(*tensors)
 
 
 def _lockstep(loaders: list[Any]) -> Any:
@@ -472,7 +582,7 @@ def _lockstep(loaders: list[Any]) -> Any:
 
     Every iterator is run to its end (unlike ``zip``), so each shuffling
     generator advances exactly as in a single run (the sampler draws once
-    more when asked past the last batch).
+    more when asked past its last batch).
     """
     iterators = [iter(loader) for loader in loaders]
     while True:
@@ -482,55 +592,116 @@ def _lockstep(loaders: list[Any]) -> Any:
         yield batches
 
 
-class _Block:
-    """State of one block of members during training."""
+class _EnsembleRun:
+    """K members trained together: the batched model, stacked Adam, (K,) beta, K generators."""
 
     def __init__(
         self,
         config: TrainConfig,
-        seeds: list[int],
-        dev: torch.device,
-        channels_last: bool | None,
+        spec: _BlockSpec,
+        train_set: DarcyDataset,
+        test_set: DarcyDataset | None,
+        opts: _Options,
     ) -> None:
         self.config = config
-        self.seeds = seeds
-        self.k = len(seeds)
-        self.dev = dev
-        self.child = [_seeds(s) for s in seeds]
-        models = [_build_model(config.model, c["init"], dev) for c in self.child]
-        self.prior = models[0].prior
-        self.net = BatchedDenseVAE(models, channels_last=channels_last)
+        self.spec = spec
+        self.trial_seeds = [m[0] for m in spec.members]
+        self.seeds = [m[1] for m in spec.members]
+        self.dirs = [m[2] for m in spec.members]
+        self.k = len(self.seeds)
+        self.train_set, self.test_set = train_set, test_set
+        self.opts = opts
+        dev = self.dev = opts.device
+        child = [_seeds(s) for s in self.seeds]
+        with _INIT_LOCK:  # initialisation seeds torch's global RNG (forked): one block at a time
+            models = [_build_model(config.model, c["init"], dev) for c in child]
+        self.scratch = models[0]  # reloaded with a member's state when one is needed alone
+        self.net = BatchedDenseVAE(models, channels_last=opts.channels_last)
         del models
-        self.scratch = _build_model(config.model, 0, dev)  # for per-member evaluation
-        self.opt = StackedAdam(self.net.parameters(), lr=config.lr_values[0])
-        self.schedule = BetaSchedule(
-            rec_epochs=config.rec_epochs,
-            beta0=config.beta0,
-            mode=config.beta_mode,
-            fixed_beta=config.beta,
-            nu=config.nu,
-            tau=config.tau,
-            adaptive_beta_p=config.beta_p_adaptive,
-            device=dev,
-        )
+        self.loss_module = _MemberLoss(self.scratch.prior)
+        self.prior_params = {n: t for n, t in self.net.params.items() if n.startswith("prior.")}
+        self.opt = StackedAdam(self.net.parameters(), lr=config.optim.lr_values[0])
+        self.schedule = self._schedule()
         self.schedule.beta = self.schedule.beta.repeat(self.k)
         self.schedule.beta_p = self.schedule.beta_p.repeat(self.k)
-        self.loader_gens = [torch.Generator().manual_seed(c["loader"]) for c in self.child]
-        self.noise_gens = [torch.Generator(device=dev).manual_seed(c["noise"]) for c in self.child]
-        self.label_gens = [torch.Generator().manual_seed(c["labels"]) for c in self.child]
-        self.active = [True] * self.k
-        self.stopped: dict[int, dict[str, Any]] = {}  # member -> {"epoch", "message"}
+        self.loader_gens = [torch.Generator().manual_seed(c["loader"]) for c in child]
+        self.noise_gens = [torch.Generator(device=dev).manual_seed(c["noise"]) for c in child]
+        self.label_gens = [torch.Generator().manual_seed(c["labels"]) for c in child]
+        self.stopped: dict[int, dict[str, Any]] = {}  # member index -> {"epoch", "message"}
         self.epoch = 0
+        self.bound = _distortion_bound(train_set)
 
-    def member(self, k: int) -> DenseVAE:
-        """Member ``k`` loaded into the scratch model (train mode)."""
-        self.scratch.load_state_dict(self.net.member_state_dict(k))
-        return self.scratch.train()
+    def _schedule(self) -> BetaSchedule:
+        b = self.config.beta
+        return BetaSchedule(
+            rec_epochs=b.rec_epochs,
+            beta0=b.beta0,
+            mode=b.mode,
+            fixed_beta=b.value,
+            nu=b.nu,
+            tau=b.tau,
+            adaptive_beta_p=self.config.beta_p_adaptive,
+            device=self.dev,
+        )
 
-    def state(self, extra: dict[str, Any]) -> dict[str, Any]:
+    @property
+    def active(self) -> list[bool]:
+        return [m not in self.stopped for m in range(self.k)]
+
+    # ------------------------------------------------------------------ one member as a run
+
+    def member_run(
+        self, m: int, *, with_optimizer: bool = False, state: dict[str, Any] | None = None
+    ) -> _Run:
+        """Member ``m`` as the single run's ``_Run`` (the scratch model holds its state).
+
+        ``state``: a saved ensemble state (``load_ensemble_checkpoint``) instead of the live one.
+        """
+        live = state is None
+        model_state = self.net.state_dict() if live else state["model"]
+        model = self.scratch
+        model.load_state_dict({n: t[m] for n, t in model_state.items()})
+        model.train()
+        optimizer = None
+        if with_optimizer:
+            opt_state = self.opt.state_dict(clone=False) if live else state["optimizer"]
+            optimizer = torch.optim.Adam(model.parameters(), lr=opt_state["lr"], weight_decay=0.0)
+            optimizer.load_state_dict(adam_member_state(opt_state, m, model))
+        sched = {"beta": self.schedule.beta, "beta_p": self.schedule.beta_p}
+        sched = sched if live else state["schedule"]
+        schedule = self._schedule()
+        schedule.beta = sched["beta"][m].clone()
+        schedule.beta_p = sched["beta_p"][m].clone()
+        if live:
+            gens = [self.loader_gens[m], self.noise_gens[m], self.label_gens[m]]
+        else:
+            gens = []
+            for key in ("loader", "noise", "labels"):
+                g = torch.Generator(device=self.dev if key == "noise" else "cpu")
+                g.set_state(state["rng"][key][m].cpu())
+                gens.append(g)
+        return _Run(
+            config=self.config.replace(seed=self.seeds[m]),
+            model=model,
+            optimizer=optimizer,
+            schedule=schedule,
+            loader_gen=gens[0],
+            noise_gen=gens[1],
+            label_gen=gens[2],
+            label_idx=None,
+            train_set=self.train_set,
+            test_set=self.test_set,
+            device=self.dev,
+            bound=self.bound,
+        )
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def state(self) -> dict[str, Any]:
+        stats = self.train_set.stats
         return {
-            "format": _ENSEMBLE_FORMAT,
             "kind": "darcyvae-ensemble",
+            "ensemble_format": _ENSEMBLE_FORMAT,
             "config": self.config.to_dict(),
             "seeds": list(self.seeds),
             "epoch": self.epoch,
@@ -542,21 +713,36 @@ class _Block:
                 "noise": [g.get_state().cpu() for g in self.noise_gens],
                 "labels": [g.get_state() for g in self.label_gens],
             },
-            "stopped": {str(k): v for k, v in self.stopped.items()},
-            **extra,
+            "stopped": {str(m): v for m, v in self.stopped.items()},
+            "normalization": None if stats is None else stats.to_dict(),
+            "train_path": str(self.train_set.path),
+            "data": data_fingerprint(self.train_set),
+            "distortion_bound": self.bound,
         }
 
-    def load(self, ckpt: dict[str, Any], path: Path) -> None:
-        if ckpt.get("kind") != "darcyvae-ensemble" or ckpt.get("format") != _ENSEMBLE_FORMAT:
-            msg = f"train_ensemble: {str(path)!r} is not a darcyvae ensemble checkpoint."
-            raise ValueError(msg)
-        _check_resume(ckpt["config"], self.config)
+    def save(self) -> None:
+        save_checkpoint(self.state(), self.spec.checkpoint)
+
+    def restore(self) -> None:
+        path = self.spec.checkpoint
+        ckpt = load_ensemble_checkpoint(path, map_location=self.dev)
+        _check_resume_config(ckpt["config"], self.config)
         if list(ckpt["seeds"]) != self.seeds:
             msg = (
                 f"train_ensemble: {str(path)!r} holds seeds {list(ckpt['seeds'])}, not "
                 f"{self.seeds}; resume with the same seeds and seeds_per_block."
             )
             raise ValueError(msg)
+        differ = fingerprint_differences(ckpt["data"], data_fingerprint(self.train_set))
+        if differ:
+            msg = (
+                f"train_ensemble: the training data differ from the data {str(path)!r} was "
+                f"trained on ({', '.join(differ)} changed); pass allow_data_change=True "
+                "(--allow-data-change) to continue on the new data."
+            )
+            if not self.opts.allow_data_change:
+                raise DataMismatchError(msg)
+            log.warning("%s; continuing as allowed", msg)
         self.net.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.schedule.beta = ckpt["schedule"]["beta"].to(self.dev)
@@ -566,280 +752,219 @@ class _Block:
             (self.noise_gens, "noise"),
             (self.label_gens, "labels"),
         ):
-            for g, s in zip(gens, ckpt["rng"][key], strict=True):
-                g.set_state(s.cpu())
-        self.stopped = {int(k): v for k, v in ckpt["stopped"].items()}
-        self.active = [k not in self.stopped for k in range(self.k)]
+            for g, state in zip(gens, ckpt["rng"][key], strict=True):
+                g.set_state(state.cpu())
+        self.stopped = {int(m): v for m, v in ckpt["stopped"].items()}
         self.epoch = int(ckpt["epoch"])
 
+    # ------------------------------------------------------------------ training
 
-def _member_checkpoint(
-    state: dict[str, Any], m: int, config: TrainConfig, scratch: DenseVAE
-) -> dict[str, Any]:
-    """Member ``m`` of an ensemble state (``_Block.state``) in the single-run checkpoint format.
+    def train(self) -> list[MemberResult]:
+        from tqdm import tqdm
 
-    ``train(config.replace(seed=s), ..., resume=True)`` continues it as a single run.
-    """
-    scratch.load_state_dict({name: t[m] for name, t in state["model"].items()})
-    seed = state["seeds"][m]
-    return {
-        "format": _CHECKPOINT_FORMAT,
-        "config": config.replace(seed=seed).to_dict(),
-        "epoch": state["epoch"],
-        "model": {n: t.detach().clone() for n, t in scratch.state_dict().items()},
-        "optimizer": adam_member_state(state["optimizer"], m, scratch),
-        "schedule": {
-            "beta": float(state["schedule"]["beta"][m]),
-            "beta_p": float(state["schedule"]["beta_p"][m]),
-        },
-        "rng": {key: state["rng"][key][m] for key in ("loader", "noise", "labels")},
-        "labeled_indices": [],
-        "normalization": state["normalization"],
-        "train_path": state["train_path"],
-        "distortion_bound": state["distortion_bound"],
-    }
-
-
-def _train_block(
-    config: TrainConfig,
-    seeds: list[int],
-    train_set: DarcyDataset,
-    test_set: DarcyDataset | None,
-    out: Path,
-    ckpt_name: str,
-    dev: torch.device,
-    resume: bool,
-    progress: bool,
-    channels_last: bool | None,
-) -> list[MemberResult]:
-    k = len(seeds)
-    try:
-        with _deterministic_mode(config.deterministic, dev):
-            return _train_block_locked(
-                config,
-                seeds,
-                train_set,
-                test_set,
-                out,
-                ckpt_name,
-                dev,
-                resume,
-                progress,
-                channels_last,
+        config, k = self.config, self.k
+        if self.opts.resume:
+            self.restore()
+            log.info("train_ensemble: resuming %s at epoch %d", self.spec.checkpoint, self.epoch)
+        start = self.epoch
+        epochs = config.optim.epochs
+        histories = []
+        for seed, d in zip(self.seeds, self.dirs, strict=True):
+            d.mkdir(parents=True, exist_ok=True)
+            for name in (CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, SUMMARY_NAME):
+                clean_stale_tmp(d, name)
+            config.replace(seed=seed).to_toml(
+                d / CONFIG_NAME, header="darcyvae training run (written by train_ensemble)"
             )
-    except (torch.OutOfMemoryError, RuntimeError) as exc:
-        text = str(exc).lower()
-        if (
-            isinstance(exc, torch.OutOfMemoryError)
-            or "out of memory" in text
-            or ("can't allocate memory" in text)
-        ):
-            msg = (
-                f"train_ensemble: the {dev} device ran out of memory training K = {k} members "
-                f"(seeds {seeds[0]}..{seeds[-1]}) at once; pass a smaller seeds_per_block "
-                f"(--seeds-per-block), e.g. {max(1, k // 2)}. ({exc})"
+            hist = read_log(d / LOG_NAME, start)
+            atomic_write_text(d / LOG_NAME, "".join(json.dumps(r) + "\n" for r in hist))
+            histories.append(hist)
+        loaders = [
+            make_loader(
+                self.train_set, batch_size=config.optim.batch_size, shuffle=True, generator=g
             )
-            raise EnsembleMemoryError(msg) from exc
-        raise
-
-
-def _train_block_locked(
-    config: TrainConfig,
-    seeds: list[int],
-    train_set: DarcyDataset,
-    test_set: DarcyDataset | None,
-    out: Path,
-    ckpt_name: str,
-    dev: torch.device,
-    resume: bool,
-    progress: bool,
-    channels_last: bool | None,
-) -> list[MemberResult]:
-    from tqdm import tqdm
-
-    k = len(seeds)
-    blk = _Block(config, seeds, dev, channels_last)
-    ckpt_path = out / ckpt_name
-    if resume:
-        blk.load(load_checkpoint_ensemble(ckpt_path, dev), ckpt_path)
-        log.info("train_ensemble: resuming %s at epoch %d", ckpt_path, blk.epoch)
-    start = blk.epoch
-    bound = distortion_bound(train_set.y, reduction="sum")
-    extra = {
-        "normalization": None if train_set.stats is None else train_set.stats.to_dict(),
-        "train_path": str(train_set.path),
-        "distortion_bound": bound,
-    }
-    dirs = [member_dir(out, s) for s in seeds]
-    histories: list[list[dict[str, Any]]] = []
-    for seed, d in zip(seeds, dirs, strict=True):
-        d.mkdir(parents=True, exist_ok=True)
-        config.replace(seed=seed).to_toml(
-            d / CONFIG_NAME, header="darcyvae training run (written by train_ensemble)"
+            for g in self.loader_gens
+        ]
+        bar = tqdm(
+            range(start, epochs),
+            initial=start,
+            total=epochs,
+            disable=not self.opts.progress,
+            desc=f"train {k} seeds",
+            unit="epoch",
         )
-        hist = _read_log(d / LOG_NAME, start)
-        atomic_write_text(d / LOG_NAME, "".join(json.dumps(r) + "\n" for r in hist))
-        histories.append(hist)
+        log_files = [open(d / LOG_NAME, "a") for d in self.dirs]  # noqa: SIM115 - closed below
+        try:
+            for epoch in bar:
+                if not any(self.active):
+                    break
+                t0 = time.perf_counter()
+                lr = learning_rate(epoch, config.optim.lr_values, config.optim.lr_milestones)
+                self.opt.lr = lr
+                sums, betas, beta_ps = self._train_epoch(loaders, epoch)
+                self.epoch = epoch + 1
+                last = epoch == epochs - 1
+                every = config.run.eval_every
+                evaluate = last or (every and (epoch + 1) % every == 0)
+                seconds = time.perf_counter() - t0
+                for m in range(k):
+                    if m in self.stopped:
+                        continue
+                    vals = [row[m] for row in sums]
+                    if not all(math.isfinite(v) for v in vals):
+                        self._stop(m, epoch, vals)
+                        continue
+                    record: dict[str, Any] = {
+                        "epoch": epoch,
+                        "phase": self.schedule.phase(epoch),
+                        "lr": lr,
+                        "beta": betas[m],
+                        "loss": vals[0],
+                        "rate": vals[1],
+                        "distortion": vals[2],
+                    }
+                    if self.net.template.hierarchical:
+                        record["beta_p"] = beta_ps[m]
+                    if evaluate:
+                        record.update(_epoch_eval(self.member_run(m), epoch))
+                    record["seconds"] = seconds
+                    histories[m].append(record)
+                    log_files[m].write(json.dumps(record) + "\n")
+                    log_files[m].flush()
+                bar.set_postfix(active=sum(self.active), loss=f"{min(sums[0]):.4g}")
+                if last or (epoch + 1) % config.run.checkpoint_every == 0:
+                    self.save()
+        finally:
+            for fh in log_files:
+                fh.close()
+            bar.close()
+        if not any(self.active) and self.epoch < epochs:
+            self.save()
+        return [self._finish(m, histories[m], start) for m in range(k)]
 
-    loaders = [
-        make_loader(train_set, batch_size=config.batch_size, shuffle=True, generator=g)
-        for g in blk.loader_gens
-    ]
-    n_latent = config.model.latent_dim
-    net, opt, schedule = blk.net, blk.opt, blk.schedule
-
-    def save() -> None:
-        _atomic_torch_save(blk.state(extra), ckpt_path)
-
-    bar = tqdm(
-        range(start, config.epochs),
-        initial=start,
-        total=config.epochs,
-        disable=not progress,
-        desc=f"train {k} seeds",
-        unit="epoch",
-    )
-    log_files = [open(d / LOG_NAME, "a") for d in dirs]  # noqa: SIM115 - closed below
-    try:
-        for epoch in bar:
-            if not any(blk.active):
-                break
-            t0 = time.perf_counter()
-            lr = learning_rate(epoch, config.lr_values, config.lr_milestones)
-            opt.lr = lr
-            include_rate = config.warmup_rate or epoch >= config.rec_epochs
-            net.train()
-            acc = torch.zeros(4, k, device=dev)
-            for batches in _lockstep(loaders):
-                y = torch.stack([b[0] for b in batches]).to(dev, non_blocking=True)
-                eps = torch.stack(
-                    [
-                        torch.randn((y.shape[1], n_latent), generator=g, device=dev, dtype=y.dtype)
-                        for g in blk.noise_gens
-                    ]
-                )
-                beta, beta_p = schedule.weights(epoch)
-                output = net(y, eps)
-                loss, rec, _, distortion, rate = _member_losses(
-                    blk.prior, y, output, beta, beta_p, config.reduction, include_rate
-                )
-                opt.zero_grad()
-                loss.sum().backward()
-                opt.step()
-                schedule.step(epoch, rec, None)
-                lab = torch.zeros_like(loss)
-                acc += torch.stack([loss, rate, distortion, lab]).detach() * y.shape[1]
-            # The epoch's one host sync: losses and weights of every member.
-            weights = schedule.weights(epoch)
-            parts = [(acc / len(train_set)).flatten()]
-            parts += [w.detach().float().expand(k) for w in weights if isinstance(w, Tensor)]
-            packed = torch.cat(parts).tolist()
-            sums = [packed[i * k : (i + 1) * k] for i in range(4)]
-            rest = iter(packed[4 * k :])
-            betas, _ = (
-                [next(rest) for _ in range(k)] if isinstance(w, Tensor) else [float(w)] * k
-                for w in weights
+    def _train_epoch(
+        self, loaders: list[Any], epoch: int
+    ) -> tuple[list[list[float]], list[float], list[float]]:
+        """One epoch of all members; returns per-member (loss, rate, distortion, label) means
+        and the weights beta, beta_p after it. The epoch's one host sync."""
+        config, net, opt, schedule, dev = self.config, self.net, self.opt, self.schedule, self.dev
+        include_rate = config.beta.warmup_rate or epoch >= config.beta.rec_epochs
+        net.train()
+        acc = torch.zeros(4, self.k, device=dev)
+        for batches in _lockstep(loaders):
+            y = torch.stack([b[0] for b in batches]).to(dev, non_blocking=True)
+            noise = [
+                self.scratch.draw_noise(y.shape[1], g, device=dev, dtype=y.dtype)
+                for g in self.noise_gens
+            ]
+            eps_z = torch.stack([n.z for n in noise])
+            eps_xi = None if noise[0].xi is None else torch.stack([n.xi for n in noise])
+            beta, beta_p = schedule.weights(epoch)
+            output = net(y, eps_z)
+            loss, rec, distortion, rate, prior_nll = _member_losses(
+                self.loss_module,
+                self.prior_params,
+                y,
+                output,
+                eps_z,
+                eps_xi,
+                beta,
+                beta_p,
+                config.optim.reduction,
+                include_rate,
             )
-            blk.epoch = epoch + 1
-            last = epoch == config.epochs - 1
-            do_eval = last or (config.eval_every and (epoch + 1) % config.eval_every == 0)
-            seconds = time.perf_counter() - t0
-            for m in range(k):
-                if not blk.active[m]:
-                    continue
-                vals = [sums[i][m] for i in range(4)]
-                if not all(math.isfinite(v) for v in vals):
-                    text = (
-                        f"train_ensemble: seed {seeds[m]}: non-finite loss in epoch {epoch} "
-                        f"(loss {vals[0]}, rate {vals[1]}, distortion {vals[2]}); this member "
-                        "stopped, the others go on."
+            opt.zero_grad()
+            loss.sum().backward()  # members are independent: each gets its own gradient
+            opt.step()
+            schedule.step(epoch, rec, prior_nll if eps_xi is not None else None)
+            acc += torch.stack([loss, rate, distortion, torch.zeros_like(loss)]).detach() * len(
+                batches[0][0]
+            )
+        weights = schedule.weights(epoch)
+        parts = [(acc / len(self.train_set)).flatten()]
+        parts += [w.detach().float().expand(self.k) for w in weights if isinstance(w, Tensor)]
+        packed = torch.cat(parts).tolist()
+        k = self.k
+        sums = [packed[i * k : (i + 1) * k] for i in range(4)]
+        rest = iter(packed[4 * k :])
+        beta_lists = [
+            [next(rest) for _ in range(k)] if isinstance(w, Tensor) else [float(w)] * k
+            for w in weights
+        ]
+        return sums, beta_lists[0], beta_lists[1]
+
+    def _stop(self, m: int, epoch: int, vals: list[float]) -> None:
+        text = (
+            f"train_ensemble: seed {self.seeds[m]}: non-finite loss in epoch {epoch} (loss "
+            f"{vals[0]}, rate {vals[1]}, distortion {vals[2]}); this member stopped, the "
+            "others go on."
+        )
+        log.warning(text)
+        self.stopped[m] = {"epoch": epoch, "message": text}
+
+    def _finish(self, m: int, history: list[dict[str, Any]], start: int) -> MemberResult:
+        """Write member ``m``'s checkpoint and summary as a single run would."""
+        d, seed, trial = self.dirs[m], self.seeds[m], self.trial_seeds[m]
+        ckpt_path = d / CHECKPOINT_NAME
+        if m in self.stopped:
+            info = self.stopped[m]
+            summary = {"seed": seed, "status": "diverged", **info}
+            saved = self.spec.checkpoint
+            if saved.is_file():
+                state = load_ensemble_checkpoint(saved, map_location=self.dev)
+                if int(state["epoch"]) <= info["epoch"]:  # written before the bad epoch
+                    _save(
+                        self.member_run(m, with_optimizer=True, state=state),
+                        ckpt_path,
+                        int(state["epoch"]),
                     )
-                    log.warning(text)
-                    blk.active[m] = False
-                    blk.stopped[m] = {"epoch": epoch, "message": text}
-                    continue
-                record: dict[str, Any] = {
-                    "epoch": epoch,
-                    "phase": schedule.phase(epoch),
-                    "lr": lr,
-                    "beta": betas[m],
-                    "loss": vals[0],
-                    "rate": vals[1],
-                    "distortion": vals[2],
-                }
-                if do_eval:
-                    record.update(_epoch_eval(blk.member(m), train_set, test_set, config, epoch))
-                record["seconds"] = seconds
-                histories[m].append(record)
-                log_files[m].write(json.dumps(record) + "\n")
-                log_files[m].flush()
-            bar.set_postfix(active=sum(blk.active), loss=f"{min(sums[0]):.4g}")
-            if last or (epoch + 1) % config.checkpoint_every == 0:
-                save()
-    finally:
-        for fh in log_files:
-            fh.close()
-        bar.close()
-    if start >= config.epochs or not any(blk.active):
-        save()
-
-    final_state = blk.state(extra)
-    saved = None  # the ensemble checkpoint on disk, read once if a member diverged
-    results = []
-    for m, s in enumerate(seeds):
-        d = dirs[m]
-        if not blk.active[m]:
-            info = blk.stopped[m]
-            summary = {"seed": s, "status": "diverged", **info}
-            if saved is None and ckpt_path.is_file():
-                saved = load_checkpoint_ensemble(ckpt_path, dev)
-            if saved is not None and int(saved["epoch"]) <= info["epoch"]:
-                # The last checkpoint written before the bad epoch: its state is kept.
-                ckpt = _member_checkpoint(saved, m, config, blk.scratch)
-                _atomic_torch_save(ckpt, d / CHECKPOINT_NAME)
-                summary["checkpoint_epoch"] = int(saved["epoch"])
+                    summary["checkpoint_epoch"] = int(state["epoch"])
             atomic_write_text(d / SUMMARY_NAME, json.dumps(summary, indent=2, sort_keys=True))
-            results.append(
-                MemberResult(
-                    s,
-                    d,
-                    "diverged",
-                    blk.stopped[m]["epoch"],
-                    None,
-                    None,
-                    blk.stopped[m]["message"],
-                    histories[m],
-                )
+            return MemberResult(
+                trial,
+                d,
+                "diverged",
+                info["epoch"],
+                None,
+                None,
+                info["message"],
+                history,
+                run_seed=seed,
             )
-            continue
-        _atomic_torch_save(
-            _member_checkpoint(final_state, m, config, blk.scratch), d / CHECKPOINT_NAME
-        )
-        model = blk.member(m)
-        final = _final_summary(model, train_set, test_set, config, bound)
-        over = detect_over_regularization(
-            final["train"]["rate"],
-            final["train"]["distortion"],
-            bound,
-            latent_dim=config.model.latent_dim,
-            rate_tol=config.rate_tol,
-            rel_tol=config.rel_tol,
-        )
+        run = self.member_run(m, with_optimizer=True)
+        _save(run, ckpt_path, self.epoch)
+        metrics = _final_metrics(run)
+        final: dict[str, Any] = {"distortion_bound": self.bound}
+        final.update({name: s.to_dict() for name, s in metrics.items()})
+        over = metrics["train"].over_regularization
         final["over_regularization"] = over.to_dict()
-        final["seed"] = s
-        final["epochs"] = max(start, config.epochs)
+        final["seed"] = seed
+        final["epochs"] = max(start, self.config.optim.epochs)
         atomic_write_text(d / SUMMARY_NAME, json.dumps(final, indent=2, sort_keys=True))
-        if over.over_regularized:
-            log.warning("train_ensemble: seed %d looks over-regularised", s)
-        results.append(MemberResult(s, d, "done", final["epochs"], final, over, "", histories[m]))
-    return results
+        return MemberResult(
+            trial, d, "done", final["epochs"], final, over, "", history, run_seed=seed
+        )
 
 
-def load_checkpoint_ensemble(path: str | os.PathLike, device: torch.device) -> dict[str, Any]:
-    """Read an ensemble checkpoint (``ensemble_checkpoint*.pt``)."""
-    path = Path(path)
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:
-        msg = f"train_ensemble: {str(path)!r} is not a readable torch checkpoint ({exc})."
-        raise ValueError(msg) from exc
+def _distortion_bound(data: DarcyDataset) -> float:
+    from ..evaluation import distortion_bound
+
+    return distortion_bound(data.y, reduction="sum")
+
+
+def load_ensemble_checkpoint(
+    path: str | os.PathLike, *, map_location: Any = "cpu"
+) -> dict[str, Any]:
+    """Read and verify an ensemble checkpoint (``ensemble_checkpoint*.pt``).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, IntegrityError
+        As ``darcyvae.checkpoint.load_checkpoint``; ``ValueError`` also for a
+        single run's checkpoint.
+    """
+    ckpt = load_checkpoint(path, map_location=map_location)
+    if ckpt.get("kind") != "darcyvae-ensemble" or ckpt.get("ensemble_format") != _ENSEMBLE_FORMAT:
+        msg = f"train_ensemble: {str(path)!r} is not a darcyvae ensemble checkpoint."
+        raise ValueError(msg)
+    return ckpt

@@ -1,0 +1,325 @@
+"""K seeds trained at once (darcyvae.ensemble): equal to K single runs, isolated, resumable."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from _vae_data import write_synthetic_h5
+from darcyvae.checkpoint import load_checkpoint
+from darcyvae.config import TrainConfig
+from darcyvae.ensemble import (
+    BatchedDenseVAE,
+    parse_seeds,
+    train_ensemble,
+)
+from darcyvae.ensemble import trainer as ens_trainer
+from darcyvae.evaluation import evaluate
+from darcyvae.losses import gaussian_kl, reconstruction_loss
+from darcyvae.models import DenseVAE, model_config
+from darcyvae.training import restart_seed, train
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+SEEDS = [0, 5, 11]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ens_data")
+    train_path = write_synthetic_h5(folder / "train.h5", n=64, seed=0)
+    test_path = write_synthetic_h5(folder / "test.h5", n=32, seed=1)
+    return train_path, test_path
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = {
+        "model": model_config("dense_vae_tiny"),
+        "epochs": 5,
+        "rec_epochs": 4,
+        "batch_size": 16,
+        "lr_values": (1e-3,),
+        "lr_milestones": (),
+        "eval_every": 0,
+        "checkpoint_every": 100,
+    }
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(a), abs(b), 1e-30)
+
+
+# --------------------------------------------------------------------------- the batched model
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_batched_model_equals_each_member_in_float64(channels_last):
+    """Outputs, gradients and BatchNorm statistics of member k are the single model's."""
+    cfg = model_config("dense_vae_tiny")
+    models = []
+    for s in range(3):
+        torch.manual_seed(s)
+        models.append(DenseVAE(cfg).double())
+    net = BatchedDenseVAE(models, channels_last=channels_last)
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(3, 8, 3, 17, 17, generator=g, dtype=torch.float64)
+    eps = torch.randn(3, 8, 2, generator=g, dtype=torch.float64)
+    out = net(y, eps)
+    per_member = reconstruction_loss(
+        y.flatten(0, 1),
+        out.y_mean.flatten(0, 1),
+        out.y_logvar.repeat_interleave(8, 0).flatten(0, 1),
+    ).view(3, 8).mean(1) + gaussian_kl(out.mu, out.logvar).sum((1, 2))
+    per_member.sum().backward()
+    for k, model in enumerate(models):
+        single = model(y[k], noise=eps[k])
+        loss = reconstruction_loss(y[k], single.y_mean, single.y_logvar).mean()
+        loss = loss + gaussian_kl(single.mu, single.logvar).sum()
+        loss.backward()
+        torch.testing.assert_close(out.y_mean[k], single.y_mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out.mu[k], single.mu, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(per_member[k], loss, rtol=1e-12, atol=0)
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(net.params[name].grad[k], p.grad, rtol=1e-9, atol=1e-12)
+        for name, b in model.named_buffers():
+            torch.testing.assert_close(net.buffers[name][k], b, rtol=1e-12, atol=1e-12)
+
+
+def test_batched_model_rejects_mixed_members():
+    a = DenseVAE(model_config("dense_vae_tiny"))
+    b = DenseVAE(model_config("dense_vae_tiny", latent_dim=3))
+    with pytest.raises(ValueError, match="same VAEConfig"):
+        BatchedDenseVAE([a, b])
+    with pytest.raises(ValueError, match="at least one"):
+        BatchedDenseVAE([])
+    with pytest.raises(ValueError, match="K=1"):
+        BatchedDenseVAE([a])(torch.zeros(2, 4, 3, 17, 17), torch.zeros(2, 4, 2))
+
+
+# --------------------------------------------------------------------------- equal to single runs
+
+
+@pytest.mark.slow
+def test_ensemble_equals_three_single_runs(data, tmp_path):
+    """20 steps (16 reconstruction-only, 4 with the beta rule): same losses, beta, parameters."""
+    train_path, _ = data
+    cfg = tiny_config()
+    res = train_ensemble(cfg, SEEDS, train_path, out_dir=tmp_path / "ens", progress=False)
+    assert [m.status for m in res.members] == ["done"] * 3
+    for s in SEEDS:
+        single = train(cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False)
+        member = res.member(s)
+        assert len(member.history) == len(single.history) == 5
+        for a, b in zip(single.history, member.history, strict=True):
+            assert a["phase"] == b["phase"]
+            assert a["lr"] == b["lr"]
+            for key in ("loss", "distortion", "beta"):
+                assert rel(a[key], b[key]) < 1e-5, (s, a["epoch"], key, a[key], b[key])
+            assert abs(a["rate"] - b["rate"]) < 1e-3 * abs(a["rate"]) + 1e-5
+        assert rel(single.final["train"]["distortion"], member.final["train"]["distortion"]) < 1e-5
+        p_single = load_checkpoint(single.checkpoint)["model"]
+        p_member = load_checkpoint(member.out_dir)["model"]
+        assert p_single.keys() == p_member.keys()
+        for name, t in p_single.items():
+            if t.is_floating_point():
+                scale = t.abs().max().item() + 1e-12
+                assert (t - p_member[name]).abs().max().item() < 2e-3 * scale, name
+            else:
+                assert torch.equal(t, p_member[name]), name
+
+
+def test_member_folders_are_runs(data, tmp_path):
+    """Each member folder has a single run's files; evaluate() reads it; ensemble.json sums up."""
+    train_path, test_path = data
+    cfg = tiny_config(epochs=2)
+    res = train_ensemble(cfg, "3,4", train_path, test_path, out_dir=tmp_path / "e", progress=False)
+    summary = json.loads((tmp_path / "e" / "ensemble.json").read_text())
+    assert summary["seeds"] == [3, 4]
+    assert summary["n_done"] == 2
+    assert summary["n_restarts"] == 0
+    for m in res.members:
+        names = {p.name for p in m.out_dir.iterdir()}
+        assert {"config.toml", "metrics.jsonl", "checkpoint.pt", "summary.json"} <= names
+        assert TrainConfig.from_toml(m.out_dir / "config.toml").run.seed == m.seed
+        ev = evaluate(m.out_dir, test_path)
+        assert rel(ev.test.distortion, m.final["test"]["distortion"]) < 1e-6
+        lines = (m.out_dir / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["epoch"] for x in lines] == [0, 1]
+
+
+# --------------------------------------------------------------------------- isolation and resume
+
+
+def test_nan_member_stops_alone(data, tmp_path, monkeypatch):
+    """A member with a NaN parameter stops; the others train exactly as without it."""
+    train_path, _ = data
+    cfg = tiny_config(epochs=2)
+    clean = train_ensemble(cfg, [0, 11], train_path, out_dir=tmp_path / "clean", progress=False)
+
+    real_build = ens_trainer._build_model
+    bad_init = ens_trainer._seeds(5)["init"]
+
+    def build(config, seed, device):
+        model = real_build(config, seed, device)
+        if seed == bad_init:
+            with torch.no_grad():
+                model.decoder.output_logvar.fill_(float("nan"))
+        return model
+
+    monkeypatch.setattr(ens_trainer, "_build_model", build)
+    res = train_ensemble(cfg, [0, 5, 11], train_path, out_dir=tmp_path / "nan", progress=False)
+    bad = res.member(5)
+    assert bad.status == "diverged"
+    assert "seed 5" in bad.message
+    assert "epoch 0" in bad.message
+    assert bad.history == []
+    assert not (bad.out_dir / "checkpoint.pt").exists()
+    assert json.loads((bad.out_dir / "summary.json").read_text())["status"] == "diverged"
+    for s in (0, 11):
+        assert res.member(s).status == "done"
+        for a, b in zip(clean.member(s).history, res.member(s).history, strict=True):
+            assert rel(a["loss"], b["loss"]) < 1e-6
+    summary = json.loads((tmp_path / "nan" / "ensemble.json").read_text())
+    assert summary["n_diverged"] == 1
+    assert summary["n_done"] == 2
+
+
+def test_resume_is_bitwise(data, tmp_path):
+    """Stop after 2 epochs, resume to 4: the same logs and parameters as 4 epochs in one go."""
+    train_path, _ = data
+    cfg = tiny_config(epochs=4, rec_epochs=2, deterministic=True, checkpoint_every=1)
+    full = train_ensemble(cfg, [1, 2], train_path, out_dir=tmp_path / "full", progress=False)
+    part = tmp_path / "part"
+    train_ensemble(cfg.replace(epochs=2), [1, 2], train_path, out_dir=part, progress=False)
+    with pytest.raises(FileExistsError, match="resume"):
+        train_ensemble(cfg, [1, 2], train_path, out_dir=part, progress=False)
+    resumed = train_ensemble(cfg, [1, 2], train_path, out_dir=part, resume=True, progress=False)
+    for s in (1, 2):
+        a = [(r["loss"], r["rate"], r["distortion"], r["beta"]) for r in full.member(s).history]
+        b = [(r["loss"], r["rate"], r["distortion"], r["beta"]) for r in resumed.member(s).history]
+        assert a == b
+        pa = load_checkpoint(full.member(s).out_dir)["model"]
+        pb = load_checkpoint(resumed.member(s).out_dir)["model"]
+        assert all(torch.equal(pa[n], pb[n]) for n in pa)
+
+
+def test_restarts_use_the_restart_stream(data, tmp_path):
+    """With thresholds that call every run over-regularised, each member restarts once, alone."""
+    train_path, _ = data
+    cfg = tiny_config(epochs=1, rate_tol=1e9, rel_tol=1e9, max_restarts=1)
+    res = train_ensemble(cfg, [7, 8], train_path, out_dir=tmp_path / "r", progress=False)
+    for m in res.members:
+        assert m.restarts == 1
+        assert m.run_seed == restart_seed(m.seed, 1)
+        assert m.out_dir.name == f"seed_{m.seed}.restart_1"
+        assert [t["run_seed"] for t in m.trials] == [m.seed, restart_seed(m.seed, 1)]
+    single = train(
+        cfg.replace(seed=restart_seed(7, 1)), train_path, out_dir=tmp_path / "one", progress=False
+    )
+    assert rel(single.history[0]["loss"], res.member(7).history[0]["loss"]) < 1e-5
+    assert json.loads((tmp_path / "r" / "ensemble.json").read_text())["n_restarts"] == 2
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_grid_mismatch_fails_before_training(data, tmp_path):
+    train_path, _ = data
+    cfg = tiny_config(model=model_config("dense_vae_tiny", grid=33))
+    with pytest.raises(ValueError, match="33"):
+        train_ensemble(cfg, [0, 1], train_path, out_dir=tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("", "at least one"),
+        ("  ", "at least one"),
+        ("3,,4", "empty item"),
+        ("a", "neither a seed"),
+        ("3-", "neither a seed"),
+        ("1.5", "neither a seed"),
+        ("-3", ">= 0"),
+        ("5-3", "ends below"),
+        ("3,3", "duplicates \\[3\\]"),
+        ("0-4,2", "duplicates \\[2\\]"),
+    ],
+)
+def test_parse_seeds_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_seeds(text)
+
+
+def test_parse_seeds_examples_and_types(data, tmp_path):
+    assert parse_seeds("0-49") == list(range(50))
+    assert parse_seeds("3,7,11") == [3, 7, 11]
+    assert parse_seeds(" 0 - 2 , 10 ") == [0, 1, 2, 10]
+    with pytest.raises(TypeError):
+        parse_seeds(7)
+    train_path, _ = data
+    for bad, err in (
+        ([], ValueError),
+        ([1, 1], ValueError),
+        ([-1], ValueError),
+        ([1.0], TypeError),
+    ):
+        with pytest.raises(err):
+            train_ensemble(tiny_config(), bad, train_path, out_dir=tmp_path / "b", progress=False)
+    with pytest.raises(ValueError, match="seeds_per_block"):
+        train_ensemble(tiny_config(), [0], train_path, out_dir=tmp_path / "b", seeds_per_block=0)
+
+
+@given(st.lists(st.integers(0, 10**6), min_size=1, max_size=20, unique=True))
+def test_parse_seeds_round_trip(seeds):
+    """Any list of distinct seeds written with commas (and runs as ranges) parses back."""
+    items, i = [], 0
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
+            j += 1
+        items.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
+        i = j + 1
+    assert parse_seeds(",".join(items)) == seeds
+
+
+# --------------------------------------------------------------------------- dask
+
+
+@pytest.mark.slow
+def test_dask_blocks_match_local(data, tmp_path):
+    """Blocks on a loopback LocalCluster give the local ensemble's results in the same layout."""
+    distributed = pytest.importorskip("distributed")
+    train_path, _ = data
+    cfg = tiny_config(epochs=1)
+    local = train_ensemble(cfg, [0, 1, 2], train_path, out_dir=tmp_path / "local", progress=False)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        remote = train_ensemble(
+            cfg,
+            [0, 1, 2],
+            train_path,
+            out_dir=tmp_path / "dask",
+            seeds_per_block=2,
+            dask=client,
+            progress=False,
+            device="cpu",
+        )
+    assert [m.seed for m in remote.members] == [0, 1, 2]
+    summary = json.loads((tmp_path / "dask" / "ensemble.json").read_text())
+    assert summary["blocks"] == [[0, 1], [2]]
+    for s in (0, 1, 2):
+        assert (tmp_path / "dask" / f"seed_{s}" / "checkpoint.pt").is_file()
+        a, b = local.member(s).history[0], remote.member(s).history[0]
+        assert rel(a["loss"], b["loss"]) < 1e-5
+    assert np.isfinite(remote.member(2).final["train"]["distortion"])
