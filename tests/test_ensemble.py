@@ -134,6 +134,20 @@ def test_ensemble_equals_three_single_runs(data, tmp_path):
                 assert torch.equal(t, p_member[name]), name
 
 
+@pytest.mark.parametrize("variant", ["const", "full"])
+def test_hierarchical_prior_members_equal_single_runs(data, tmp_path, variant):
+    """The HP networks are per member (functional_call); beta_p follows the rule per member."""
+    train_path, _ = data
+    model = model_config("dense_vae_tiny", prior="hierarchical", hp_variant=variant)
+    cfg = tiny_config(model=model, epochs=3, rec_epochs=1)
+    res = train_ensemble(cfg, [0, 5], train_path, out_dir=tmp_path / "hp", progress=False)
+    for s in (0, 5):
+        single = train(cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False)
+        for a, b in zip(single.history, res.member(s).history, strict=True):
+            for key in ("loss", "distortion", "beta", "beta_p"):
+                assert rel(a[key], b[key]) < 1e-5, (s, a["epoch"], key, a[key], b[key])
+
+
 def test_member_folders_are_runs(data, tmp_path):
     """Each member folder has a single run's files; evaluate() reads it; ensemble.json sums up."""
     train_path, test_path = data

@@ -11,6 +11,7 @@ the single-run code applied to each member.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -47,7 +48,7 @@ from ..dataset import DarcyDataset, make_loader
 from ..errors import DarcyvaeError, DataMismatchError
 from ..evaluation import OverRegularization
 from ..losses import BetaSchedule, learning_rate, vae_loss
-from ..models import VAENoise, VAEOutput
+from ..models import HierarchicalPrior, VAENoise, VAEOutput
 from ..training import (
     _build_model,
     _check_resume_config,
@@ -530,6 +531,30 @@ class _Precomputed:
         return self._output
 
 
+class _FunctionalHierarchicalPrior(HierarchicalPrior):
+    """HierarchicalPrior whose constant log-variances may be plain tensors.
+
+    ``functional_call`` swaps parameters for plain (batched) tensors, which
+    ``HierarchicalPrior._logvar`` would try to call (it tests for
+    ``nn.Parameter``). Testing for ``nn.Module`` instead in models.py would
+    make this class unnecessary.
+    """
+
+    @staticmethod
+    def _logvar(part: nn.Module | Tensor, x: Tensor) -> Tensor:
+        if isinstance(part, nn.Module):
+            return part(x)
+        return part.expand_as(x)
+
+
+def _functional_prior(prior: nn.Module) -> nn.Module:
+    """The prior used inside ``functional_call`` (a copy; see ``_FunctionalHierarchicalPrior``)."""
+    if type(prior) is HierarchicalPrior:
+        prior = copy.deepcopy(prior)
+        prior.__class__ = _FunctionalHierarchicalPrior
+    return prior
+
+
 class _MemberLoss(nn.Module):
     """``vae_loss`` of one member from its outputs; the prior's parameters are swapped in
     per member by ``torch.func.functional_call`` (the hierarchical prior's networks)."""
@@ -618,7 +643,7 @@ class _EnsembleRun:
         self.scratch = models[0]  # reloaded with a member's state when one is needed alone
         self.net = BatchedDenseVAE(models, channels_last=opts.channels_last)
         del models
-        self.loss_module = _MemberLoss(self.scratch.prior)
+        self.loss_module = _MemberLoss(_functional_prior(self.scratch.prior))
         self.prior_params = {n: t for n, t in self.net.params.items() if n.startswith("prior.")}
         self.opt = StackedAdam(self.net.parameters(), lr=config.optim.lr_values[0])
         self.schedule = self._schedule()
