@@ -142,6 +142,11 @@ class MemberResult:
         """Whether the member ended over-regularised (False if it diverged)."""
         return bool(self.over_regularization and self.over_regularization.over_regularized)
 
+    def splits(self) -> list[tuple[str, dict[str, Any]]]:
+        """``[("train", metrics dict), ("test", ...)]`` as ``TrainResult.splits`` (empty if diverged)."""
+        final = self.final or {}
+        return [(s, final[s]) for s in ("train", "test") if s in final]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no history)."""
         out = {
