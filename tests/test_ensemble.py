@@ -165,6 +165,11 @@ def test_member_folders_are_runs(data, tmp_path):
         assert rel(ev.test.distortion, m.final["test"]["distortion"]) < 1e-6
         lines = (m.out_dir / "metrics.jsonl").read_text().splitlines()
         assert [json.loads(x)["epoch"] for x in lines] == [0, 1]
+    # A member folder continues as a single run, exactly where a single run would be.
+    more = cfg.replace(seed=3, epochs=3)
+    cont = train(more, train_path, out_dir=res.member(3).out_dir, resume=True, progress=False)
+    alone = train(more, train_path, out_dir=tmp_path / "alone", progress=False)
+    assert rel(cont.history[2]["loss"], alone.history[2]["loss"]) < 1e-5
 
 
 # --------------------------------------------------------------------------- isolation and resume
