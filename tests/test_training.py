@@ -271,7 +271,8 @@ def test_beta_schedule_phases():
     assert fixed.weights(3)[0] == 5.0
     hp = BetaSchedule(rec_epochs=0, beta0=0.1, adaptive_beta_p=True)
     hp.step(0, torch.tensor(1.0), torch.tensor(-2.0))
-    assert float(hp.beta_p) == pytest.approx(update_beta(0.1, -2.0), rel=1e-6)
+    # beta_p starts at 1e-8 and is driven by L = +log p = -prior_nll (SPEC 4c).
+    assert float(hp.beta_p) == pytest.approx(update_beta(1e-8, 2.0, cap=None), rel=1e-6)
     assert float(hp.beta) == pytest.approx(update_beta(0.1, 1.0), rel=1e-6)
 
 

@@ -74,6 +74,7 @@ from .losses import (
     LossTerms,
     gaussian_kl,
     gaussian_log_prob,
+    guarded_loss,
     hierarchical_bound_terms,
     label_loss,
     learning_rate,
@@ -258,6 +259,7 @@ class _Run:
             nu=b.nu,
             tau=b.tau,
             adaptive_beta_p=config.beta_p_adaptive,
+            beta_p0=b.beta_p0,
             device=device,
         )
         return cls(
@@ -369,14 +371,19 @@ def _label_term(
 def _train_epoch(
     run: _Run, loader: Any, epoch: int, labeled: tuple[Tensor, Tensor] | None
 ) -> list[float]:
-    """One epoch of optimiser steps; returns the epoch means (loss, rate, distortion, label).
+    """One epoch of optimiser steps.
 
-    Losses accumulate on the device; this is the epoch's one host sync.
+    Returns the epoch means of loss, rate, distortion and label loss, and
+    the number of steps where the phase-1 guard fired. Losses accumulate on
+    the device; this is the epoch's one host sync.
     """
     config, model, schedule, dev = run.config, run.model, run.schedule, run.device
-    include_rate = config.beta.warmup_rate or epoch >= config.beta.rec_epochs
+    phase1 = epoch < config.beta.rec_epochs
+    include_rate = config.beta.warmup_rate or not phase1
+    guard = config.beta.phase1_guard and phase1
     model.train()
     acc = torch.zeros(4, device=dev)
+    fired = torch.zeros(1, device=dev)
     for y, _ in loader:
         y = y.to(dev, non_blocking=True)
         beta, beta_p = schedule.weights(epoch)
@@ -390,6 +397,9 @@ def _train_epoch(
             generator=run.noise_gen,
         )
         loss = terms.loss
+        if guard:
+            loss, triggered = guarded_loss(terms, config.beta.guard_threshold)
+            fired += triggered
         lab = torch.zeros((), device=dev)
         if labeled is not None and config.labels.weight > 0:
             lab = _label_term(model, labeled, config, run.label_gen)
@@ -399,7 +409,7 @@ def _train_epoch(
         run.optimizer.step()
         schedule.step(epoch, terms.rec, terms.prior_nll)
         acc += torch.stack([loss, terms.rate, terms.distortion, lab]).detach() * len(y)
-    return (acc / len(run.train_set)).tolist()
+    return torch.cat([acc / len(run.train_set), fired]).tolist()
 
 
 def _epoch_eval(run: _Run, epoch: int) -> dict[str, Any]:
@@ -614,7 +624,7 @@ def _loop(run: _Run, out: Path, start: int, progress: bool) -> list[dict[str, An
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             sums = _train_epoch(run, loader, epoch, labeled)
-            if not all(math.isfinite(v) for v in sums):
+            if not all(math.isfinite(v) for v in sums[:4]):
                 msg = (
                     f"train: non-finite loss in epoch {epoch} (loss {sums[0]}, rate "
                     f"{sums[1]}, distortion {sums[2]}); stopped. The last good checkpoint "
@@ -635,6 +645,8 @@ def _loop(run: _Run, out: Path, start: int, progress: bool) -> list[dict[str, An
                 record["beta_p"] = beta_p_now
             if labeled is not None:
                 record["label_loss"] = sums[3]
+            if config.beta.phase1_guard and epoch < config.beta.rec_epochs:
+                record["guard_steps"] = int(sums[4])
             last = epoch == epochs - 1
             every = config.run.eval_every
             if last or (every and (epoch + 1) % every == 0):
