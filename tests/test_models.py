@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 import torch
 from _vae_data import cpu_and_cuda
-from hypothesis import given
-from hypothesis import strategies as st
 from darcyvae.models import (
     DenseVAE,
     HierarchicalPrior,
@@ -23,6 +21,8 @@ from darcyvae.models import (
     model_config,
     register_model,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 

@@ -34,11 +34,11 @@ from torch import Tensor, nn
 from ._checks import check_choice, check_int, config_kwargs
 
 __all__ = [
+    "HP_DECODERS",
+    "HP_VARIANTS",
     "DenseDecoder",
     "DenseEncoder",
     "DenseVAE",
-    "HP_DECODERS",
-    "HP_VARIANTS",
     "HierarchicalPrior",
     "ScaledGaussianPrior",
     "StandardNormalPrior",
