@@ -69,6 +69,7 @@ def test_train_without_config_or_preset_is_a_usage_error(capsys):
     assert "one of --config FILE or --preset NAME is required" in err
 
 
+@pytest.mark.slow
 def test_train_resume_and_evaluate(setup, capsys):
     tmp, config, train, test = setup
     run = tmp / "run"

@@ -6,7 +6,6 @@ import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
-from _vae_data import cpu_and_cuda
 from darcyvae.models import (
     DenseVAE,
     HierarchicalPrior,
@@ -67,7 +66,6 @@ def test_paper_parameter_count_matches_spec():
     assert counts["total"] == pytest.approx(8.0e6, rel=0.005)
 
 
-@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize(
     ("grid", "bottleneck"), [(65, (9, 16, 16)), (33, (9, 8, 8)), (17, (9, 4, 4))]
 )
@@ -212,13 +210,12 @@ def test_hierarchical_prior_is_a_tiny_addition():
     assert 0 < counts["prior"] < 1e-3 * counts["total"]
 
 
-@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize(
     "config",
     [
-        VAEConfig(grid=17, blocks=(2, 2, 2)),
-        VAEConfig(grid=17, blocks=(2, 2, 2), prior="scaled_gaussian", prior_variance=(1.0, 4.0)),
-        VAEConfig(grid=17, blocks=(2, 2, 2), prior="hierarchical", hp_variant="full"),
+        model_config("dense_vae_tiny"),
+        model_config("dense_vae_tiny", prior="scaled_gaussian", prior_variance=(1.0, 4.0)),
+        model_config("dense_vae_tiny", prior="hierarchical", hp_variant="full"),
     ],
     ids=["std_norm", "scaled", "hp_full"],
 )
