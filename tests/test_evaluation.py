@@ -134,7 +134,7 @@ def test_evaluate_errors(run, tmp_path, synthetic_h5):
 
 
 def test_split_metrics_margin_trained_and_s_kl_on_the_aggregated_posterior(run):
-    result, train_path, test_path = run
+    result, _, test_path = run
     model = load_model(result.checkpoint)
     stats = load_checkpoint(result.checkpoint)["normalization"]
     data = DarcyDataset(test_path, normalize="channel", stats=stats["source"])
