@@ -390,8 +390,7 @@ class TrainConfig:
                 and isinstance(value, (int, float))
                 and not isinstance(value, bool)
             ):
-                changes["beta"] = value
-                value = None
+                value = {"value": value}  # the old flat ``beta``: the fixed-mode value
             current = getattr(self, section)
             if isinstance(value, dict):
                 value = dataclasses.replace(current, **value)
