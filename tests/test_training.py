@@ -26,6 +26,7 @@ from darcyvae.training import (
     load_preset,
     reconstruction_loss,
     restart_seed,
+    run_training,
     train,
     train_with_restarts,
     update_beta,
@@ -552,6 +553,13 @@ def test_over_regularised_run_is_flagged_and_restarted(data, tmp_path):
     record = json.loads((tmp_path / "or" / "trials.json").read_text())
     assert record["restarts"] == 1
     assert record["attempts"][1]["attempt"] == 1
+    # Resuming the trial reruns nothing (no restarts left) and reports the same attempts.
+    again = run_training(
+        cfg, data[0], out_dir=tmp_path / "or", resume=True, device="cpu", progress=False
+    )
+    assert again.restarts == 1
+    assert [t["seed"] for t in again.trials] == [0, restart_seed(0, 1)]
+    assert again.history == result.history
 
 
 @pytest.mark.slow

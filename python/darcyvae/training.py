@@ -95,6 +95,8 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
+    "build_model",
+    "child_seeds",
     "detect_over_regularization",
     "distortion_bound",
     "evaluate_losses",
@@ -192,14 +194,21 @@ def _deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = prev_bench
 
 
-def _seeds(seed: int) -> dict[str, int]:
-    """Independent child seeds for initialisation, shuffling, noise, labels."""
+def child_seeds(seed: int) -> dict[str, int]:
+    """The independent seeds a run with ``seed`` uses: ``init``, ``loader``, ``noise``, ``labels``.
+
+    ``init`` seeds parameter initialisation (``build_model``), ``loader`` the
+    shuffling generator, ``noise`` the reparameterisation generator (on the
+    training device), ``labels`` the labelled subset and batches. A batched
+    ensemble that uses them per member reproduces each member's single run.
+    """
     states = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
     s = [int(v >> np.uint64(1)) for v in states]  # torch wants < 2**63
     return {"init": s[0], "loader": s[1], "noise": s[2], "labels": s[3]}
 
 
-def _build_model(config: VAEConfig, seed: int, device: torch.device) -> DenseVAE:
+def build_model(config: VAEConfig, seed: int, device: torch.device) -> DenseVAE:
+    """The DenseVAE a run initialises from ``child_seeds(seed)["init"]`` (global RNG untouched)."""
     # Parameter initialisation draws from torch's global RNG; fork it so the
     # caller's global state is left exactly as it was.
     with torch.random.fork_rng(devices=[]):
@@ -245,8 +254,8 @@ class _Run:
         test_set: DarcyDataset | None,
         device: torch.device,
     ) -> _Run:
-        seeds = _seeds(config.run.seed)
-        model = _build_model(config.model, seeds["init"], device)
+        seeds = child_seeds(config.run.seed)
+        model = build_model(config.model, seeds["init"], device)
         optimizer = torch.optim.Adam(
             model.parameters(), lr=config.optim.lr_values[0], weight_decay=0.0
         )
@@ -735,10 +744,11 @@ def train_with_restarts(
             raise FileExistsError(msg)
         result = None
         first = len(trials)
-        if trials and not trials[-1]["over_regularized"]:
-            first = len(trials) - 1  # finished and accepted: resume it (e.g. more epochs)
+        if trials and (not trials[-1]["over_regularized"] or first > restarts):
+            # Accepted, or no restarts left: resume the last attempt (e.g. more epochs).
+            first = len(trials) - 1
             trials = trials[:-1]
-        for k in range(first, restarts + 1):
+        for k in range(first, max(restarts, first) + 1):
             seed = config.run.seed if k == 0 else restart_seed(config.run.seed, k)
             cfg = config.replace(seed=seed)
             folder = out / f"attempt_{k}"
