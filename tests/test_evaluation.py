@@ -10,6 +10,7 @@ from darcyvae.checkpoint import load_checkpoint, load_model
 from darcyvae.config import TrainConfig
 from darcyvae.dataset import DarcyDataset
 from darcyvae.evaluation import (
+    SplitMetrics,
     aggregated_posterior_sample,
     distortion_bound,
     evaluate,
@@ -159,3 +160,4 @@ def test_split_metrics_margin_trained_and_s_kl_on_the_aggregated_posterior(run):
     for key in ("distortion_margin", "relative_margin", "trained", "s_kl", "s_kl_in_sample"):
         assert key in d
     assert "margin" in m.line()
+    assert SplitMetrics.from_dict(json.loads(json.dumps(d))) == m

@@ -149,6 +149,8 @@ class TrainResult:
         Restarts before this run (``train_with_restarts``).
     trials : tuple of dict, default=()
         Every attempt of ``train_with_restarts`` (empty for a single run).
+    metrics : dict of str to SplitMetrics
+        ``final``'s splits as ``SplitMetrics`` (``splits()`` lists them).
     """
 
     out_dir: Path
@@ -160,15 +162,19 @@ class TrainResult:
     over_regularization: OverRegularization
     restarts: int = 0
     trials: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    metrics: dict[str, SplitMetrics] = field(default_factory=dict, repr=False)
 
     @property
     def over_regularized(self) -> bool:
         """Whether the run ended over-regularised."""
         return self.over_regularization.over_regularized
 
-    def splits(self) -> list[tuple[str, dict[str, Any]]]:
-        """``[("train", metrics dict), ("test", ...)]`` for the splits evaluated at the end."""
-        return [(s, self.final[s]) for s in ("train", "test") if s in self.final]
+    def splits(self) -> list[tuple[str, SplitMetrics]]:
+        """``[("train", SplitMetrics), ("test", ...)]`` for the splits evaluated at the end."""
+        metrics = self.metrics or {
+            s: SplitMetrics.from_dict(self.final[s]) for s in ("train", "test") if s in self.final
+        }
+        return [(s, metrics[s]) for s in ("train", "test") if s in metrics]
 
 
 # --------------------------------------------------------------------------- pieces of a run
@@ -600,7 +606,16 @@ def train(
             over.distortion,
             over.bound,
         )
-    return TrainResult(out, ckpt_path, final["epochs"], config.run.seed, history, final, over)
+    return TrainResult(
+        out,
+        ckpt_path,
+        final["epochs"],
+        config.run.seed,
+        history,
+        final,
+        over,
+        metrics=final_metrics,
+    )
 
 
 def _loop(run: _Run, out: Path, start: int, progress: bool) -> list[dict[str, Any]]:
@@ -808,6 +823,7 @@ def train_with_restarts(
         result.over_regularization,
         restarts=len(trials) - 1,
         trials=tuple(trials),
+        metrics=result.metrics,
     )
     return final, trials
 
