@@ -20,6 +20,8 @@ from darcyvae.config import TrainConfig
 from darcyvae.errors import DataMismatchError, FolderLockedError, IntegrityError
 from darcyvae.models import model_config
 from darcyvae.training import train
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -172,3 +174,21 @@ def test_wrong_tensor_shape_is_a_clear_error(run_copy):
     ckpt["model"][name] = torch.zeros(3, 3)
     with pytest.raises(ValueError, match="does not fit the configured model"):
         load_model(ckpt)
+
+
+@given(
+    epochs=st.lists(st.integers(0, 50), max_size=8),
+    tail=st.text(alphabet='{}":,0123456789.epochlsa ', max_size=30),
+    before=st.integers(0, 60),
+)
+def test_read_log_keeps_whole_records_and_drops_any_torn_tail(tmp_path, epochs, tail, before):
+    log = tmp_path / "metrics.jsonl"
+    records = [{"epoch": e, "loss": e / 7} for e in epochs]
+    text = "".join(json.dumps(r) + "\n" for r in records)
+    try:
+        parsed = json.loads(tail)
+    except ValueError:
+        parsed = None
+    torn = isinstance(tail, str) and tail.strip() and parsed is None
+    log.write_text(text + (tail if torn else ""))
+    assert read_log(log, before) == [r for r in records if r["epoch"] < before]

@@ -8,6 +8,8 @@ import pickle
 import pytest
 from darcyvae.config import FLAT_KEYS, TrainConfig, load_preset
 from darcyvae.models import VAEConfig
+from hypothesis import given
+from hypothesis import strategies as st
 
 # The kle2_mixture4_hp preset as it was written before the sections existed.
 OLD_FLAT_TOML = """\
@@ -84,3 +86,43 @@ def test_config_errors():
     with pytest.raises(ValueError, match="beta_p0"):
         TrainConfig(beta_p0=0.0)
     assert TrainConfig(model={"grid": 17}).model == VAEConfig(grid=17)
+
+
+_VALUES = {
+    "epochs": st.integers(0, 10**6),
+    "batch_size": st.integers(1, 4096),
+    "rec_epochs": st.integers(0, 10**6),
+    "beta_mode": st.sampled_from(["adaptive", "fixed"]),
+    "beta": st.floats(0, 1e3),
+    "beta0": st.floats(1e-12, 1.0),
+    "warmup_rate": st.booleans(),
+    "nu": st.floats(0, 1),
+    "adaptive_beta_p": st.none() | st.booleans(),
+    "beta_p0": st.floats(1e-12, 1.0),
+    "phase1_guard": st.booleans(),
+    "reduction": st.sampled_from(["mean", "sum"]),
+    "n_labeled": st.integers(0, 512),
+    "label_loss": st.sampled_from(["nll", "mse"]),
+    "label_seed": st.none() | st.integers(0, 2**32),
+    "normalize": st.sampled_from(["none", "channel"]),
+    "seed": st.integers(0, 2**62),
+    "deterministic": st.booleans(),
+    "eval_every": st.integers(0, 100),
+    "max_restarts": st.integers(0, 9),
+}
+
+
+@given(flat=st.fixed_dictionaries({}, optional=_VALUES))
+def test_flat_and_sectioned_forms_agree(flat):
+    cfg = TrainConfig.from_dict(dict(flat))
+    nested: dict = {}
+    for key, value in flat.items():
+        section, name = FLAT_KEYS[key]
+        nested.setdefault(section, {})[name] = value
+    assert TrainConfig.from_dict(nested) == cfg
+    assert TrainConfig(**flat) == cfg
+    assert TrainConfig.from_dict(cfg.to_flat_dict()) == cfg
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    for key, value in flat.items():
+        section, name = FLAT_KEYS[key]
+        assert getattr(getattr(cfg, section), name) == value
