@@ -312,27 +312,11 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _print_splits(verb: str, splits, over_regularized: bool, where) -> None:
-    """The one place that prints the metrics of splits (``SplitMetrics`` or their dicts)."""
-    from .evaluation import SplitMetrics
-
-    for split, m in splits:
-        if isinstance(m, dict):
-            m = _split_from_dict(m, SplitMetrics)
-        print(f"{split}: {m.line()}")
+    """The one place that prints the metrics of splits (``SplitMetrics.line``)."""
+    for split, metrics in splits:
+        print(f"{split}: {metrics.line()}")
     verdict = "OVER-REGULARISED" if over_regularized else "not over-regularised"
     print(f"{verb}: {verdict}; wrote {where}")
-
-
-def _split_from_dict(d: dict, cls):
-    from .evaluation import OverRegularization
-
-    kw = {k: d.get(k) for k in cls.__dataclass_fields__}
-    kw["over_regularization"] = OverRegularization(**d["over_regularization"])
-    for key in ("rate", "distortion", "loss", "rate_per_dim", "distortion_bound"):
-        kw[key] = float("nan") if kw[key] is None else kw[key]
-    for key in ("distortion_margin", "relative_margin"):
-        kw[key] = float("nan") if kw[key] is None else kw[key]
-    return cls(**kw)
 
 
 def _set_threads(threads: int | None) -> None:

@@ -331,6 +331,19 @@ class SplitMetrics:
         out["over_regularized"] = self.over_regularized
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SplitMetrics:
+        """Inverse of ``to_dict`` (e.g. a split of ``summary.json``); None numbers become NaN."""
+        kw = {}
+        for f in dataclasses.fields(cls):
+            value = data.get(f.name)
+            if f.name == "over_regularization":
+                value = OverRegularization(**value)
+            elif f.type == "float" and value is None:
+                value = math.nan
+            kw[f.name] = value
+        return cls(**kw)
+
     def line(self) -> str:
         """One human-readable line (what the command line prints)."""
 
