@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _vae_data import write_synthetic_h5
+from darcyvae import training
 from darcyvae.checkpoint import load_checkpoint
 from darcyvae.config import TrainConfig
 from darcyvae.ensemble import (
@@ -15,7 +15,6 @@ from darcyvae.ensemble import (
     parse_seeds,
     train_ensemble,
 )
-from darcyvae.ensemble import trainer as ens_trainer
 from darcyvae.evaluation import evaluate
 from darcyvae.losses import gaussian_kl, reconstruction_loss
 from darcyvae.models import DenseVAE, model_config
@@ -28,12 +27,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SEEDS = [0, 5, 11]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ens_data")
-    train_path = write_synthetic_h5(folder / "train.h5", n=64, seed=0)
-    test_path = write_synthetic_h5(folder / "test.h5", n=32, seed=1)
-    return train_path, test_path
+@pytest.fixture
+def data(vae_data):
+    """(train, test): 64 and 32 synthetic fields on the 17 grid."""
+    return vae_data.train, vae_data.test
 
 
 def tiny_config(**changes) -> TrainConfig:
@@ -148,6 +145,18 @@ def test_hierarchical_prior_members_equal_single_runs(data, tmp_path, variant):
                 assert rel(a[key], b[key]) < 1e-5, (s, a["epoch"], key, a[key], b[key])
 
 
+def test_phase1_guard_per_member(data, tmp_path):
+    """The released loop's phase-1 guard fires per member as in the single run."""
+    train_path, _ = data
+    cfg = tiny_config(epochs=1, rec_epochs=1, phase1_guard=True, guard_threshold=1e-3)
+    res = train_ensemble(cfg, [0, 5], train_path, out_dir=tmp_path / "g", progress=False)
+    for s in (0, 5):
+        single = train(cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False)
+        a, b = single.history[0], res.member(s).history[0]
+        assert a["guard_steps"] == b["guard_steps"] > 0
+        assert rel(a["loss"], b["loss"]) < 1e-5
+
+
 def test_member_folders_are_runs(data, tmp_path):
     """Each member folder has a single run's files; evaluate() reads it; ensemble.json sums up."""
     train_path, test_path = data
@@ -181,8 +190,8 @@ def test_nan_member_stops_alone(data, tmp_path, monkeypatch):
     cfg = tiny_config(epochs=2)
     clean = train_ensemble(cfg, [0, 11], train_path, out_dir=tmp_path / "clean", progress=False)
 
-    real_build = ens_trainer._build_model
-    bad_init = ens_trainer._seeds(5)["init"]
+    real_build = training.build_model
+    bad_init = training.child_seeds(5)["init"]
 
     def build(config, seed, device):
         model = real_build(config, seed, device)
@@ -191,7 +200,7 @@ def test_nan_member_stops_alone(data, tmp_path, monkeypatch):
                 model.decoder.output_logvar.fill_(float("nan"))
         return model
 
-    monkeypatch.setattr(ens_trainer, "_build_model", build)
+    monkeypatch.setattr(training, "build_model", build)
     res = train_ensemble(cfg, [0, 5, 11], train_path, out_dir=tmp_path / "nan", progress=False)
     bad = res.member(5)
     assert bad.status == "diverged"

@@ -12,6 +12,7 @@ the single-run code applied to each member.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -47,10 +48,9 @@ from ..config import TrainConfig
 from ..dataset import DarcyDataset, make_loader
 from ..errors import DarcyvaeError, DataMismatchError
 from ..evaluation import OverRegularization
-from ..losses import BetaSchedule, learning_rate, vae_loss
+from ..losses import guarded_loss, learning_rate, vae_loss
 from ..models import HierarchicalPrior, VAENoise, VAEOutput
 from ..training import (
-    _build_model,
     _check_resume_config,
     _datasets,
     _deterministic_mode,
@@ -58,7 +58,6 @@ from ..training import (
     _final_metrics,
     _Run,
     _save,
-    _seeds,
     restart_seed,
 )
 from .batched import BatchedDenseVAE, StackedAdam, adam_member_state
@@ -568,7 +567,7 @@ class _MemberLoss(nn.Module):
         super().__init__()
         self.prior = prior
 
-    def forward(self, y, output, noise, beta, beta_p, reduction, include_rate):
+    def forward(self, y, output, noise, beta, beta_p, reduction, include_rate, guard):
         terms = vae_loss(
             _Precomputed(output, self.prior),
             y,
@@ -579,7 +578,11 @@ class _MemberLoss(nn.Module):
             noise=noise,
         )
         nll = terms.prior_nll if terms.prior_nll is not None else torch.zeros_like(terms.loss)
-        return terms.loss, terms.rec, terms.distortion, terms.rate, nll
+        loss, fired = terms.loss, torch.zeros_like(terms.loss)
+        if guard is not None:  # the released loop's phase-1 guard (SPEC 4d)
+            loss, triggered = guarded_loss(terms, guard)
+            fired = triggered.to(loss.dtype)
+        return loss, terms.rec, terms.distortion, terms.rate, nll, fired
 
 
 def _member_losses(
@@ -593,12 +596,16 @@ def _member_losses(
     beta_p: Tensor | float,
     reduction: str,
     include_rate: bool,
+    guard: float | None,
 ) -> tuple[Tensor, ...]:
-    """(loss, rec, distortion, rate, prior_nll) of every member, each (K,): ``vae_loss`` vmapped."""
+    """(loss, rec, distortion, rate, prior_nll, guard fired) of every member, each (K,).
+
+    ``vae_loss`` (and ``guarded_loss`` with a ``guard`` threshold) vmapped over members.
+    """
 
     def one(params, y, mu, logvar, z, y_mean, y_logvar, eps_z, eps_xi, beta, beta_p):
         out = VAEOutput(mu, logvar, z, y_mean, y_logvar)
-        args = (y, out, VAENoise(eps_z, eps_xi), beta, beta_p, reduction, include_rate)
+        args = (y, out, VAENoise(eps_z, eps_xi), beta, beta_p, reduction, include_rate, guard)
         return torch.func.functional_call(loss_module, params, args)
 
     tensors = (prior_params, y, *output, eps_z, eps_xi, beta, beta_p)
@@ -642,37 +649,29 @@ class _EnsembleRun:
         self.train_set, self.test_set = train_set, test_set
         self.opts = opts
         dev = self.dev = opts.device
-        child = [_seeds(s) for s in self.seeds]
+        # Each member starts as the single run with its seed (model, beta schedule, generators).
         with _INIT_LOCK:  # initialisation seeds torch's global RNG (forked): one block at a time
-            models = [_build_model(config.model, c["init"], dev) for c in child]
+            self.runs = [
+                _Run.build(config.replace(seed=s), train_set, test_set, dev) for s in self.seeds
+            ]
+        models = [r.model for r in self.runs]
         self.scratch = models[0]  # reloaded with a member's state when one is needed alone
         self.net = BatchedDenseVAE(models, channels_last=opts.channels_last)
+        for r in self.runs:  # the batched model holds the parameters now
+            r.model = r.optimizer = None
         del models
         self.loss_module = _MemberLoss(_functional_prior(self.scratch.prior))
         self.prior_params = {n: t for n, t in self.net.params.items() if n.startswith("prior.")}
         self.opt = StackedAdam(self.net.parameters(), lr=config.optim.lr_values[0])
-        self.schedule = self._schedule()
-        self.schedule.beta = self.schedule.beta.repeat(self.k)
-        self.schedule.beta_p = self.schedule.beta_p.repeat(self.k)
-        self.loader_gens = [torch.Generator().manual_seed(c["loader"]) for c in child]
-        self.noise_gens = [torch.Generator(device=dev).manual_seed(c["noise"]) for c in child]
-        self.label_gens = [torch.Generator().manual_seed(c["labels"]) for c in child]
+        self.schedule = copy.copy(self.runs[0].schedule)  # the rule on (K,) tensors
+        self.schedule.beta = torch.stack([r.schedule.beta for r in self.runs])
+        self.schedule.beta_p = torch.stack([r.schedule.beta_p for r in self.runs])
+        self.loader_gens = [r.loader_gen for r in self.runs]
+        self.noise_gens = [r.noise_gen for r in self.runs]
+        self.label_gens = [r.label_gen for r in self.runs]
         self.stopped: dict[int, dict[str, Any]] = {}  # member index -> {"epoch", "message"}
         self.epoch = 0
-        self.bound = _distortion_bound(train_set)
-
-    def _schedule(self) -> BetaSchedule:
-        b = self.config.beta
-        return BetaSchedule(
-            rec_epochs=b.rec_epochs,
-            beta0=b.beta0,
-            mode=b.mode,
-            fixed_beta=b.value,
-            nu=b.nu,
-            tau=b.tau,
-            adaptive_beta_p=self.config.beta_p_adaptive,
-            device=self.dev,
-        )
+        self.bound = self.runs[0].bound
 
     @property
     def active(self) -> list[bool]:
@@ -699,7 +698,7 @@ class _EnsembleRun:
             optimizer.load_state_dict(adam_member_state(opt_state, m, model))
         sched = {"beta": self.schedule.beta, "beta_p": self.schedule.beta_p}
         sched = sched if live else state["schedule"]
-        schedule = self._schedule()
+        schedule = copy.copy(self.runs[m].schedule)
         schedule.beta = sched["beta"][m].clone()
         schedule.beta_p = sched["beta_p"][m].clone()
         if live:
@@ -710,19 +709,14 @@ class _EnsembleRun:
                 g = torch.Generator(device=self.dev if key == "noise" else "cpu")
                 g.set_state(state["rng"][key][m].cpu())
                 gens.append(g)
-        return _Run(
-            config=self.config.replace(seed=self.seeds[m]),
+        return dataclasses.replace(
+            self.runs[m],
             model=model,
             optimizer=optimizer,
             schedule=schedule,
             loader_gen=gens[0],
             noise_gen=gens[1],
             label_gen=gens[2],
-            label_idx=None,
-            train_set=self.train_set,
-            test_set=self.test_set,
-            device=self.dev,
-            bound=self.bound,
         )
 
     # ------------------------------------------------------------------ checkpoint
@@ -840,7 +834,7 @@ class _EnsembleRun:
                 for m in range(k):
                     if m in self.stopped:
                         continue
-                    vals = [row[m] for row in sums]
+                    vals = [row[m] for row in sums[:4]]
                     if not all(math.isfinite(v) for v in vals):
                         self._stop(m, epoch, vals)
                         continue
@@ -855,6 +849,8 @@ class _EnsembleRun:
                     }
                     if self.net.template.hierarchical:
                         record["beta_p"] = beta_ps[m]
+                    if config.beta.phase1_guard and epoch < config.beta.rec_epochs:
+                        record["guard_steps"] = int(sums[4][m])
                     if evaluate:
                         record.update(_epoch_eval(self.member_run(m), epoch))
                     record["seconds"] = seconds
@@ -875,12 +871,18 @@ class _EnsembleRun:
     def _train_epoch(
         self, loaders: list[Any], epoch: int
     ) -> tuple[list[list[float]], list[float], list[float]]:
-        """One epoch of all members; returns per-member (loss, rate, distortion, label) means
-        and the weights beta, beta_p after it. The epoch's one host sync."""
+        """One epoch of all members; the epoch's one host sync.
+
+        Returns per-member rows (loss, rate, distortion, label means; guard steps)
+        and the weights beta, beta_p after it.
+        """
         config, net, opt, schedule, dev = self.config, self.net, self.opt, self.schedule, self.dev
-        include_rate = config.beta.warmup_rate or epoch >= config.beta.rec_epochs
+        phase1 = epoch < config.beta.rec_epochs
+        include_rate = config.beta.warmup_rate or not phase1
+        guard = config.beta.guard_threshold if config.beta.phase1_guard and phase1 else None
         net.train()
         acc = torch.zeros(4, self.k, device=dev)
+        fired = torch.zeros(self.k, device=dev)
         for batches in _lockstep(loaders):
             y = torch.stack([b[0] for b in batches]).to(dev, non_blocking=True)
             noise = [
@@ -891,7 +893,7 @@ class _EnsembleRun:
             eps_xi = None if noise[0].xi is None else torch.stack([n.xi for n in noise])
             beta, beta_p = schedule.weights(epoch)
             output = net(y, eps_z)
-            loss, rec, distortion, rate, prior_nll = _member_losses(
+            loss, rec, distortion, rate, prior_nll, triggered = _member_losses(
                 self.loss_module,
                 self.prior_params,
                 y,
@@ -902,7 +904,9 @@ class _EnsembleRun:
                 beta_p,
                 config.optim.reduction,
                 include_rate,
+                guard,
             )
+            fired += triggered.detach()
             opt.zero_grad()
             loss.sum().backward()  # members are independent: each gets its own gradient
             opt.step()
@@ -911,12 +915,12 @@ class _EnsembleRun:
                 batches[0][0]
             )
         weights = schedule.weights(epoch)
-        parts = [(acc / len(self.train_set)).flatten()]
+        parts = [(acc / len(self.train_set)).flatten(), fired]
         parts += [w.detach().float().expand(self.k) for w in weights if isinstance(w, Tensor)]
         packed = torch.cat(parts).tolist()
         k = self.k
-        sums = [packed[i * k : (i + 1) * k] for i in range(4)]
-        rest = iter(packed[4 * k :])
+        sums = [packed[i * k : (i + 1) * k] for i in range(5)]
+        rest = iter(packed[5 * k :])
         beta_lists = [
             [next(rest) for _ in range(k)] if isinstance(w, Tensor) else [float(w)] * k
             for w in weights
@@ -974,12 +978,6 @@ class _EnsembleRun:
         return MemberResult(
             trial, d, "done", final["epochs"], final, over, "", history, run_seed=seed
         )
-
-
-def _distortion_bound(data: DarcyDataset) -> float:
-    from ..evaluation import distortion_bound
-
-    return distortion_bound(data.y, reduction="sum")
 
 
 def load_ensemble_checkpoint(
