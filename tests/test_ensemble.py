@@ -157,6 +157,21 @@ def test_phase1_guard_per_member(data, tmp_path):
         assert rel(a["loss"], b["loss"]) < 1e-5
 
 
+def test_semi_supervised_members_equal_single_runs(data, tmp_path):
+    """Labelled subsets and batches per member (own label generator), as in the single run."""
+    train_path, _ = data
+    cfg = tiny_config(epochs=2, rec_epochs=1, n_labeled=5, label_batch_size=3)
+    res = train_ensemble(cfg, [0, 5], train_path, out_dir=tmp_path / "ss", progress=False)
+    for s in (0, 5):
+        single = train(cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False)
+        for a, b in zip(single.history, res.member(s).history, strict=True):
+            for key in ("loss", "distortion", "label_loss", "beta"):
+                assert rel(a[key], b[key]) < 1e-5, (s, a["epoch"], key, a[key], b[key])
+        saved = load_checkpoint(res.member(s).out_dir)["labeled_indices"]
+        assert saved == load_checkpoint(single.checkpoint)["labeled_indices"]
+        assert len(saved) == 5
+
+
 def test_member_folders_are_runs(data, tmp_path):
     """Each member folder has a single run's files; evaluate() reads it; ensemble.json sums up."""
     train_path, test_path = data

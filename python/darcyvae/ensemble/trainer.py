@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._device import resolve_device
+from .._device import resolve_device, to_device_async
 from .._io import atomic_write_text
 from .._lock import folder_lock
 from .._vaedata import data_fingerprint, fingerprint_differences
@@ -48,7 +48,7 @@ from ..config import TrainConfig
 from ..dataset import DarcyDataset, make_loader
 from ..errors import DarcyvaeError, DataMismatchError
 from ..evaluation import OverRegularization
-from ..losses import guarded_loss, learning_rate, vae_loss
+from ..losses import guarded_loss, label_loss, learning_rate, vae_loss
 from ..models import HierarchicalPrior, VAENoise, VAEOutput
 from ..training import (
     _check_resume_config,
@@ -260,8 +260,7 @@ def train_ensemble(
     ------
     ValueError, TypeError
         Bad seeds or block size, data that do not fit the model (before any
-        training starts), a resumed config that differs, an unsupported
-        option (semi-supervised labels).
+        training starts), a resumed config that differs.
     FileExistsError, FileNotFoundError
         A checkpoint already there without ``resume``; none with it.
     FolderLockedError
@@ -289,12 +288,6 @@ def train_ensemble(
     restarts = config.run.max_restarts if max_restarts is None else max_restarts
     if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
         msg = f"train_ensemble: max_restarts must be an integer >= 0 or None; got {restarts!r}."
-        raise ValueError(msg)
-    if config.labels.n_labeled:
-        msg = (
-            "train_ensemble: semi-supervised training (labels.n_labeled > 0) is not supported "
-            "in ensembles yet; train those seeds one by one with train()."
-        )
         raise ValueError(msg)
     out = Path(out_dir)
     first = [_block_checkpoint(out, 0, i, len(blocks)) for i in range(len(blocks))]
@@ -672,6 +665,14 @@ class _EnsembleRun:
         self.stopped: dict[int, dict[str, Any]] = {}  # member index -> {"epoch", "message"}
         self.epoch = 0
         self.bound = self.runs[0].bound
+        # Semi-supervised (SPEC 4f): each member's labelled pairs, (K, n_l, ...).
+        self.labeled = None
+        if self.runs[0].label_idx is not None:
+            pairs = [r.labeled() for r in self.runs]
+            self.labeled = (
+                torch.stack([p[0] for p in pairs]),
+                torch.stack([p[1] for p in pairs]),
+            )
 
     @property
     def active(self) -> list[bool]:
@@ -849,6 +850,8 @@ class _EnsembleRun:
                     }
                     if self.net.template.hierarchical:
                         record["beta_p"] = beta_ps[m]
+                    if self.labeled is not None:
+                        record["label_loss"] = vals[3]
                     if config.beta.phase1_guard and epoch < config.beta.rec_epochs:
                         record["guard_steps"] = int(sums[4][m])
                     if evaluate:
@@ -907,13 +910,15 @@ class _EnsembleRun:
                 guard,
             )
             fired += triggered.detach()
+            lab = torch.zeros_like(loss)
+            if self.labeled is not None and config.labels.weight > 0:
+                lab = self._label_terms()
+                loss = loss + config.labels.weight * lab
             opt.zero_grad()
             loss.sum().backward()  # members are independent: each gets its own gradient
             opt.step()
             schedule.step(epoch, rec, prior_nll if eps_xi is not None else None)
-            acc += torch.stack([loss, rate, distortion, torch.zeros_like(loss)]).detach() * len(
-                batches[0][0]
-            )
+            acc += torch.stack([loss, rate, distortion, lab]).detach() * len(batches[0][0])
         weights = schedule.weights(epoch)
         parts = [(acc / len(self.train_set)).flatten(), fired]
         parts += [w.detach().float().expand(self.k) for w in weights if isinstance(w, Tensor)]
@@ -926,6 +931,37 @@ class _EnsembleRun:
             for w in weights
         ]
         return sums, beta_lists[0], beta_lists[1]
+
+    def _label_terms(self) -> Tensor:
+        """The label term of every member, (K,): the single run's ``_label_term`` batched.
+
+        Each member draws its labelled batch from its own label generator; the
+        encoder runs once more on those fields (as in the single run).
+        """
+        y_l, theta_l = self.labeled
+        cfg = self.config
+        if y_l.shape[1] > cfg.labels.batch_size:
+            picks = [
+                to_device_async(
+                    torch.randperm(y_l.shape[1], generator=g)[: cfg.labels.batch_size], self.dev
+                )
+                for g in self.label_gens
+            ]
+            y_l = torch.stack([y_l[m, p] for m, p in enumerate(picks)])
+            theta_l = torch.stack([theta_l[m, p] for m, p in enumerate(picks)])
+        mu, logvar = self.net.encode(y_l)
+
+        def one(mu: Tensor, logvar: Tensor, theta: Tensor) -> Tensor:
+            return label_loss(
+                mu,
+                logvar,
+                theta,
+                kind=cfg.labels.loss,
+                reduction=cfg.optim.reduction,
+                hierarchical=self.scratch.hierarchical,
+            ).mean()
+
+        return torch.func.vmap(one)(mu, logvar, theta_l)
 
     def _stop(self, m: int, epoch: int, vals: list[float]) -> None:
         text = (
