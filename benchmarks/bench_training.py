@@ -16,7 +16,9 @@ Side by side in one process, on the same device and the same random fields
   elementwise stacked Adam): what the single loop would gain from them.
 
 Each repeat is one epoch; the first epoch (warm-up) and the last (which
-evaluates and checkpoints) are not timed; medians are reported.
+evaluates and checkpoints) are not timed; medians are reported, over
+``--rounds`` turns through all implementations (on a shared machine,
+alternating keeps a drifting load from favouring one of them).
 ``vs_authors`` = samples/s / authors_loop samples/s; ``vs_sequential`` (for
 ensembles) = aggregate samples/s / darcyvae's single-run samples/s, i.e.
 against K sequential single runs.
@@ -136,7 +138,12 @@ def run_ensemble(
 
 
 def benchmark(
-    models: list[str], ks: list[int], n: int, repeats: int, device: torch.device
+    models: list[str],
+    ks: list[int],
+    n: int,
+    repeats: int,
+    device: torch.device,
+    rounds: int = 1,
 ) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -145,15 +152,19 @@ def benchmark(
             data = DarcyDataset(make_data(Path(folder), config.grid, n), device=device)
             epochs = repeats + 2
             runs = [("authors_loop", 1), ("darcyvae", 1)] + [(f"ensemble K={k}", k) for k in ks]
+            timed: dict[str, list[float]] = {impl: [] for impl, _ in runs}
+            for _ in range(rounds):  # alternate, so that a drifting machine load hits all alike
+                for impl, k in runs:
+                    if impl == "authors_loop":
+                        times = run_authors_loop(config, data, epochs, device)
+                    elif impl == "darcyvae":
+                        times = run_darcyvae(config, data, epochs, device)
+                    else:
+                        times = run_ensemble(config, data, epochs, device, k)
+                    timed[impl] += times[1:-1]
             base: dict[str, float] = {}
             for impl, k in runs:
-                if impl == "authors_loop":
-                    times = run_authors_loop(config, data, epochs, device)
-                elif impl == "darcyvae":
-                    times = run_darcyvae(config, data, epochs, device)
-                else:
-                    times = run_ensemble(config, data, epochs, device, k)
-                times = times[1:-1]
+                times = timed[impl]
                 med = statistics.median(times)
                 sps = k * n / med
                 base.setdefault(impl, sps)
@@ -206,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write the rows here")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per implementation")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run the implementations in turn this many times"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     logging.getLogger("darcyvae").setLevel(logging.ERROR)  # random fields: verdicts are noise
@@ -223,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         ks = [int(k) for k in args.ks.split(",")]
     if args.n_samples:
         n = args.n_samples
-    rows = benchmark(models, ks, n, args.repeats, device)
+    rows = benchmark(models, ks, n, args.repeats, device, args.rounds)
     print(table(rows))
     if args.json:
         payload = {"rows": rows, "machine": machine(device=str(device))}

@@ -4,30 +4,29 @@ Public names
 ------------
 train_ensemble, EnsembleResult, MemberResult, EnsembleMemoryError
     Train one DenseVAE per seed, all at once; member s equals the single run
-    with seed s (see ``darcyvae.ensemble.trainer``).
+    with seed s (``darcyvae.ensemble.trainer``, ``results``).
 parse_seeds
     ``"0-49"`` / ``"3,7,11"`` -> list of seeds (what ``darcyvae train --seeds`` takes).
 BatchedDenseVAE, StackedAdam
     The batched network (grouped convolutions, batched matmuls) and the
-    elementwise Adam over stacked parameters.
+    elementwise Adam over stacked parameters (``darcyvae.ensemble.batched``).
 load_ensemble_checkpoint, member_dir
     The ensemble checkpoint and the member folder layout.
 """
 
 from __future__ import annotations
 
+from ._engine import ENSEMBLE_CHECKPOINT, load_ensemble_checkpoint
 from .batched import BatchedDenseVAE, BatchedOutput, StackedAdam, adam_member_state
-from .seeds import check_seeds, parse_seeds, split_blocks
-from .trainer import (
-    ENSEMBLE_CHECKPOINT,
+from .results import (
     ENSEMBLE_SUMMARY,
     EnsembleMemoryError,
     EnsembleResult,
     MemberResult,
-    load_ensemble_checkpoint,
     member_dir,
-    train_ensemble,
 )
+from .seeds import check_seeds, parse_seeds, split_blocks
+from .trainer import train_ensemble
 
 __all__ = [
     "ENSEMBLE_CHECKPOINT",

@@ -1,0 +1,636 @@
+"""One block of members trained together: the engine behind ``train_ensemble``.
+
+Each member starts as the single run with its seed (``darcyvae.training._Run.build``:
+model, beta schedule, generators, labelled subset); the block stacks them into a
+``BatchedDenseVAE``, a ``StackedAdam`` and (K,) beta tensors, computes every
+member's loss with ``darcyvae.losses.vae_loss`` vmapped over members, and hands a
+member back as a ``_Run`` (the single run's state) to evaluate, checkpoint and
+summarise it with the single run's own functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .._device import to_device_async
+from .._io import atomic_write_text
+from .._vaedata import data_fingerprint, fingerprint_differences
+
+# --------------------------------------------------------------------------- single-run pieces
+# Everything the ensemble borrows from the single-run code, in one place: a member
+# is trained, evaluated, checkpointed and summarised by the same functions as a run.
+from ..checkpoint import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    LOG_NAME,
+    SUMMARY_NAME,
+    clean_stale_tmp,
+    load_checkpoint,
+    read_log,
+    save_checkpoint,
+)
+from ..config import TrainConfig
+from ..dataset import DarcyDataset, make_loader
+from ..errors import DataMismatchError
+from ..losses import guarded_loss, label_loss, learning_rate, vae_loss
+from ..models import HierarchicalPrior, VAENoise, VAEOutput
+from ..training import (
+    _check_resume_config,
+    _deterministic_mode,
+    _epoch_eval,
+    _final_metrics,
+    _Run,
+    _save,
+)
+from .batched import BatchedDenseVAE, StackedAdam, adam_member_state
+from .results import EnsembleMemoryError, MemberResult
+
+__all__ = ["ENSEMBLE_CHECKPOINT", "load_ensemble_checkpoint"]
+
+log = logging.getLogger("darcyvae.ensemble.trainer")
+
+ENSEMBLE_CHECKPOINT = "ensemble_checkpoint{block}.pt"
+"""The one checkpoint of a block of members: ``{block}`` is empty for one block, ``_b<i>``
+for block i, with ``_r<r>`` in front for the r-th round of restarts."""
+_ENSEMBLE_FORMAT = 1
+_INIT_LOCK = threading.Lock()
+"""Serialises member initialisation between blocks running in threads of one process."""
+
+
+@dataclass(frozen=True)
+class _Options:
+    device: torch.device
+    resume: bool
+    progress: bool
+    channels_last: bool | None
+    allow_data_change: bool
+
+    def _replace_resume(self, resume: bool) -> _Options:
+        return _Options(
+            self.device, resume, self.progress, self.channels_last, self.allow_data_change
+        )
+
+
+@dataclass(frozen=True)
+class _BlockSpec:
+    members: list[tuple[int, int, Path]]  # (trial seed, run seed, folder)
+    checkpoint: Path
+
+
+def _train_block(
+    config: TrainConfig,
+    spec: _BlockSpec,
+    train_set: DarcyDataset,
+    test_set: DarcyDataset | None,
+    opts: _Options,
+) -> list[MemberResult]:
+    k, dev = len(spec.members), opts.device
+    try:
+        with _deterministic_mode(config.run.deterministic, dev):
+            return _EnsembleRun(config, spec, train_set, test_set, opts).train()
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        text = str(exc).lower()
+        if not isinstance(exc, torch.OutOfMemoryError) and not (
+            "out of memory" in text or "can't allocate memory" in text
+        ):
+            raise
+        seeds = [m[1] for m in spec.members]
+        msg = (
+            f"train_ensemble: the {dev.type} device ran out of memory training K = {k} members "
+            f"at once (seeds {seeds[0]}..{seeds[-1]}); pass a smaller seeds_per_block "
+            f"(--seeds-per-block), e.g. {max(1, k // 2)}."
+        )
+        raise EnsembleMemoryError(msg) from exc
+
+
+# --------------------------------------------------------------------------- one ensemble
+
+
+class _Precomputed:
+    """Stands in for one member's DenseVAE inside ``vae_loss``: its outputs are already computed."""
+
+    def __init__(self, output: VAEOutput, prior: nn.Module) -> None:
+        self._output = output
+        self.prior = prior
+
+    def __call__(self, y: Tensor, **_: Any) -> VAEOutput:
+        return self._output
+
+
+class _FunctionalHierarchicalPrior(HierarchicalPrior):
+    """HierarchicalPrior whose constant log-variances may be plain tensors.
+
+    ``functional_call`` swaps parameters for plain (batched) tensors, which
+    ``HierarchicalPrior._logvar`` would try to call (it tests for
+    ``nn.Parameter``). Testing for ``nn.Module`` instead in models.py would
+    make this class unnecessary.
+    """
+
+    @staticmethod
+    def _logvar(part: nn.Module | Tensor, x: Tensor) -> Tensor:
+        if isinstance(part, nn.Module):
+            return part(x)
+        return part.expand_as(x)
+
+
+def _functional_prior(prior: nn.Module) -> nn.Module:
+    """The prior used inside ``functional_call`` (a copy; see ``_FunctionalHierarchicalPrior``)."""
+    if type(prior) is HierarchicalPrior:
+        prior = copy.deepcopy(prior)
+        prior.__class__ = _FunctionalHierarchicalPrior
+    return prior
+
+
+class _MemberLoss(nn.Module):
+    """``vae_loss`` of one member from its outputs; the prior's parameters are swapped in
+    per member by ``torch.func.functional_call`` (the hierarchical prior's networks)."""
+
+    def __init__(self, prior: nn.Module) -> None:
+        super().__init__()
+        self.prior = prior
+
+    def forward(self, y, output, noise, beta, beta_p, reduction, include_rate, guard):
+        terms = vae_loss(
+            _Precomputed(output, self.prior),
+            y,
+            beta=beta,
+            beta_p=beta_p,
+            reduction=reduction,
+            include_rate=include_rate,
+            noise=noise,
+        )
+        nll = terms.prior_nll if terms.prior_nll is not None else torch.zeros_like(terms.loss)
+        loss, fired = terms.loss, torch.zeros_like(terms.loss)
+        if guard is not None:  # the released loop's phase-1 guard (SPEC 4d)
+            loss, triggered = guarded_loss(terms, guard)
+            fired = triggered.to(loss.dtype)
+        return loss, terms.rec, terms.distortion, terms.rate, nll, fired
+
+
+def _member_losses(
+    loss_module: _MemberLoss,
+    prior_params: dict[str, Tensor],
+    y: Tensor,
+    output: Any,
+    eps_z: Tensor,
+    eps_xi: Tensor | None,
+    beta: Tensor | float,
+    beta_p: Tensor | float,
+    reduction: str,
+    include_rate: bool,
+    guard: float | None,
+) -> tuple[Tensor, ...]:
+    """(loss, rec, distortion, rate, prior_nll, guard fired) of every member, each (K,).
+
+    ``vae_loss`` (and ``guarded_loss`` with a ``guard`` threshold) vmapped over members.
+    """
+
+    def one(params, y, mu, logvar, z, y_mean, y_logvar, eps_z, eps_xi, beta, beta_p):
+        out = VAEOutput(mu, logvar, z, y_mean, y_logvar)
+        args = (y, out, VAENoise(eps_z, eps_xi), beta, beta_p, reduction, include_rate, guard)
+        return torch.func.functional_call(loss_module, params, args)
+
+    tensors = (prior_params, y, *output, eps_z, eps_xi, beta, beta_p)
+    dims = tuple(None if t is None or isinstance(t, float) else 0 for t in tensors)
+    dims = (0, *dims[1:]) if prior_params else (None, *dims[1:])
+    return torch.func.vmap(one, in_dims=dims)(*tensors)
+
+
+def _lockstep(loaders: list[Any]) -> Any:
+    """Batches of all members' loaders side by side.
+
+    Every iterator is run to its end (unlike ``zip``), so each shuffling
+    generator advances exactly as in a single run (the sampler draws once
+    more when asked past its last batch).
+    """
+    iterators = [iter(loader) for loader in loaders]
+    while True:
+        batches = [next(it, None) for it in iterators]
+        if all(b is None for b in batches):
+            return
+        yield batches
+
+
+class _EnsembleRun:
+    """K members trained together: the batched model, stacked Adam, (K,) beta, K generators."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        spec: _BlockSpec,
+        train_set: DarcyDataset,
+        test_set: DarcyDataset | None,
+        opts: _Options,
+    ) -> None:
+        self.config = config
+        self.spec = spec
+        self.trial_seeds = [m[0] for m in spec.members]
+        self.seeds = [m[1] for m in spec.members]
+        self.dirs = [m[2] for m in spec.members]
+        self.k = len(self.seeds)
+        self.train_set, self.test_set = train_set, test_set
+        self.opts = opts
+        dev = self.dev = opts.device
+        # Each member starts as the single run with its seed (model, beta schedule, generators).
+        with _INIT_LOCK:  # initialisation seeds torch's global RNG (forked): one block at a time
+            self.runs = [
+                _Run.build(config.replace(seed=s), train_set, test_set, dev) for s in self.seeds
+            ]
+        models = [r.model for r in self.runs]
+        self.scratch = models[0]  # reloaded with a member's state when one is needed alone
+        self.net = BatchedDenseVAE(models, channels_last=opts.channels_last)
+        for r in self.runs:  # the batched model holds the parameters now
+            r.model = r.optimizer = None
+        del models
+        self.loss_module = _MemberLoss(_functional_prior(self.scratch.prior))
+        self.prior_params = {n: t for n, t in self.net.params.items() if n.startswith("prior.")}
+        self.opt = StackedAdam(self.net.parameters(), lr=config.optim.lr_values[0])
+        self.schedule = copy.copy(self.runs[0].schedule)  # the rule on (K,) tensors
+        self.schedule.beta = torch.stack([r.schedule.beta for r in self.runs])
+        self.schedule.beta_p = torch.stack([r.schedule.beta_p for r in self.runs])
+        self.loader_gens = [r.loader_gen for r in self.runs]
+        self.noise_gens = [r.noise_gen for r in self.runs]
+        self.label_gens = [r.label_gen for r in self.runs]
+        self.stopped: dict[int, dict[str, Any]] = {}  # member index -> {"epoch", "message"}
+        self.epoch = 0
+        self.bound = self.runs[0].bound
+        # Semi-supervised (SPEC 4f): each member's labelled pairs, (K, n_l, ...).
+        self.labeled = None
+        if self.runs[0].label_idx is not None:
+            pairs = [r.labeled() for r in self.runs]
+            self.labeled = (
+                torch.stack([p[0] for p in pairs]),
+                torch.stack([p[1] for p in pairs]),
+            )
+
+    @property
+    def active(self) -> list[bool]:
+        return [m not in self.stopped for m in range(self.k)]
+
+    # ------------------------------------------------------------------ one member as a run
+
+    def member_run(
+        self, m: int, *, with_optimizer: bool = False, state: dict[str, Any] | None = None
+    ) -> _Run:
+        """Member ``m`` as the single run's ``_Run`` (the scratch model holds its state).
+
+        ``state``: a saved ensemble state (``load_ensemble_checkpoint``) instead of the live one.
+        """
+        live = state is None
+        model_state = self.net.state_dict() if live else state["model"]
+        model = self.scratch
+        model.load_state_dict({n: t[m] for n, t in model_state.items()})
+        model.train()
+        optimizer = None
+        if with_optimizer:
+            opt_state = self.opt.state_dict(clone=False) if live else state["optimizer"]
+            optimizer = torch.optim.Adam(model.parameters(), lr=opt_state["lr"], weight_decay=0.0)
+            optimizer.load_state_dict(adam_member_state(opt_state, m, model))
+        sched = {"beta": self.schedule.beta, "beta_p": self.schedule.beta_p}
+        sched = sched if live else state["schedule"]
+        schedule = copy.copy(self.runs[m].schedule)
+        schedule.beta = sched["beta"][m].clone()
+        schedule.beta_p = sched["beta_p"][m].clone()
+        if live:
+            gens = [self.loader_gens[m], self.noise_gens[m], self.label_gens[m]]
+        else:
+            gens = []
+            for key in ("loader", "noise", "labels"):
+                g = torch.Generator(device=self.dev if key == "noise" else "cpu")
+                g.set_state(state["rng"][key][m].cpu())
+                gens.append(g)
+        return dataclasses.replace(
+            self.runs[m],
+            model=model,
+            optimizer=optimizer,
+            schedule=schedule,
+            loader_gen=gens[0],
+            noise_gen=gens[1],
+            label_gen=gens[2],
+        )
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def state(self) -> dict[str, Any]:
+        stats = self.train_set.stats
+        return {
+            "kind": "darcyvae-ensemble",
+            "ensemble_format": _ENSEMBLE_FORMAT,
+            "config": self.config.to_dict(),
+            "seeds": list(self.seeds),
+            "epoch": self.epoch,
+            "model": self.net.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "schedule": {"beta": self.schedule.beta, "beta_p": self.schedule.beta_p},
+            "rng": {
+                "loader": [g.get_state() for g in self.loader_gens],
+                "noise": [g.get_state().cpu() for g in self.noise_gens],
+                "labels": [g.get_state() for g in self.label_gens],
+            },
+            "stopped": {str(m): v for m, v in self.stopped.items()},
+            "normalization": None if stats is None else stats.to_dict(),
+            "train_path": str(self.train_set.path),
+            "data": data_fingerprint(self.train_set),
+            "distortion_bound": self.bound,
+        }
+
+    def save(self) -> None:
+        save_checkpoint(self.state(), self.spec.checkpoint)
+
+    def restore(self) -> None:
+        path = self.spec.checkpoint
+        ckpt = load_ensemble_checkpoint(path, map_location=self.dev)
+        _check_resume_config(ckpt["config"], self.config)
+        if list(ckpt["seeds"]) != self.seeds:
+            msg = (
+                f"train_ensemble: {str(path)!r} holds seeds {list(ckpt['seeds'])}, not "
+                f"{self.seeds}; resume with the same seeds and seeds_per_block."
+            )
+            raise ValueError(msg)
+        differ = fingerprint_differences(ckpt["data"], data_fingerprint(self.train_set))
+        if differ:
+            msg = (
+                f"train_ensemble: the training data differ from the data {str(path)!r} was "
+                f"trained on ({', '.join(differ)} changed); pass allow_data_change=True "
+                "(--allow-data-change) to continue on the new data."
+            )
+            if not self.opts.allow_data_change:
+                raise DataMismatchError(msg)
+            log.warning("%s; continuing as allowed", msg)
+        self.net.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.schedule.beta = ckpt["schedule"]["beta"].to(self.dev)
+        self.schedule.beta_p = ckpt["schedule"]["beta_p"].to(self.dev)
+        for gens, key in (
+            (self.loader_gens, "loader"),
+            (self.noise_gens, "noise"),
+            (self.label_gens, "labels"),
+        ):
+            for g, state in zip(gens, ckpt["rng"][key], strict=True):
+                g.set_state(state.cpu())
+        self.stopped = {int(m): v for m, v in ckpt["stopped"].items()}
+        self.epoch = int(ckpt["epoch"])
+
+    # ------------------------------------------------------------------ training
+
+    def train(self) -> list[MemberResult]:
+        from tqdm import tqdm
+
+        config, k = self.config, self.k
+        if self.opts.resume:
+            self.restore()
+            log.info("train_ensemble: resuming %s at epoch %d", self.spec.checkpoint, self.epoch)
+        start = self.epoch
+        epochs = config.optim.epochs
+        histories = []
+        for seed, d in zip(self.seeds, self.dirs, strict=True):
+            d.mkdir(parents=True, exist_ok=True)
+            for name in (CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, SUMMARY_NAME):
+                clean_stale_tmp(d, name)
+            config.replace(seed=seed).to_toml(
+                d / CONFIG_NAME, header="darcyvae training run (written by train_ensemble)"
+            )
+            hist = read_log(d / LOG_NAME, start)
+            atomic_write_text(d / LOG_NAME, "".join(json.dumps(r) + "\n" for r in hist))
+            histories.append(hist)
+        loaders = [
+            make_loader(
+                self.train_set, batch_size=config.optim.batch_size, shuffle=True, generator=g
+            )
+            for g in self.loader_gens
+        ]
+        bar = tqdm(
+            range(start, epochs),
+            initial=start,
+            total=epochs,
+            disable=not self.opts.progress,
+            desc=f"train {k} seeds",
+            unit="epoch",
+        )
+        log_files = [open(d / LOG_NAME, "a") for d in self.dirs]  # noqa: SIM115 - closed below
+        try:
+            for epoch in bar:
+                if not any(self.active):
+                    break
+                t0 = time.perf_counter()
+                lr = learning_rate(epoch, config.optim.lr_values, config.optim.lr_milestones)
+                self.opt.lr = lr
+                sums, betas, beta_ps = self._train_epoch(loaders, epoch)
+                self.epoch = epoch + 1
+                last = epoch == epochs - 1
+                every = config.run.eval_every
+                evaluate = last or (every and (epoch + 1) % every == 0)
+                seconds = time.perf_counter() - t0
+                for m in range(k):
+                    if m in self.stopped:
+                        continue
+                    vals = [row[m] for row in sums[:4]]
+                    if not all(math.isfinite(v) for v in vals):
+                        self._stop(m, epoch, vals)
+                        continue
+                    record: dict[str, Any] = {
+                        "epoch": epoch,
+                        "phase": self.schedule.phase(epoch),
+                        "lr": lr,
+                        "beta": betas[m],
+                        "loss": vals[0],
+                        "rate": vals[1],
+                        "distortion": vals[2],
+                    }
+                    if self.net.template.hierarchical:
+                        record["beta_p"] = beta_ps[m]
+                    if self.labeled is not None:
+                        record["label_loss"] = vals[3]
+                    if config.beta.phase1_guard and epoch < config.beta.rec_epochs:
+                        record["guard_steps"] = int(sums[4][m])
+                    if evaluate:
+                        record.update(_epoch_eval(self.member_run(m), epoch))
+                    record["seconds"] = seconds
+                    histories[m].append(record)
+                    log_files[m].write(json.dumps(record) + "\n")
+                    log_files[m].flush()
+                bar.set_postfix(active=sum(self.active), loss=f"{min(sums[0]):.4g}")
+                if last or (epoch + 1) % config.run.checkpoint_every == 0:
+                    self.save()
+        finally:
+            for fh in log_files:
+                fh.close()
+            bar.close()
+        if not any(self.active) and self.epoch < epochs:
+            self.save()
+        return [self._finish(m, histories[m], start) for m in range(k)]
+
+    def _train_epoch(
+        self, loaders: list[Any], epoch: int
+    ) -> tuple[list[list[float]], list[float], list[float]]:
+        """One epoch of all members; the epoch's one host sync.
+
+        Returns per-member rows (loss, rate, distortion, label means; guard steps)
+        and the weights beta, beta_p after it.
+        """
+        config, net, opt, schedule, dev = self.config, self.net, self.opt, self.schedule, self.dev
+        phase1 = epoch < config.beta.rec_epochs
+        include_rate = config.beta.warmup_rate or not phase1
+        guard = config.beta.guard_threshold if config.beta.phase1_guard and phase1 else None
+        net.train()
+        acc = torch.zeros(4, self.k, device=dev)
+        fired = torch.zeros(self.k, device=dev)
+        for batches in _lockstep(loaders):
+            y = torch.stack([b[0] for b in batches]).to(dev, non_blocking=True)
+            noise = [
+                self.scratch.draw_noise(y.shape[1], g, device=dev, dtype=y.dtype)
+                for g in self.noise_gens
+            ]
+            eps_z = torch.stack([n.z for n in noise])
+            eps_xi = None if noise[0].xi is None else torch.stack([n.xi for n in noise])
+            beta, beta_p = schedule.weights(epoch)
+            output = net(y, eps_z)
+            loss, rec, distortion, rate, prior_nll, triggered = _member_losses(
+                self.loss_module,
+                self.prior_params,
+                y,
+                output,
+                eps_z,
+                eps_xi,
+                beta,
+                beta_p,
+                config.optim.reduction,
+                include_rate,
+                guard,
+            )
+            fired += triggered.detach()
+            lab = torch.zeros_like(loss)
+            if self.labeled is not None and config.labels.weight > 0:
+                lab = self._label_terms()
+                loss = loss + config.labels.weight * lab
+            opt.zero_grad()
+            loss.sum().backward()  # members are independent: each gets its own gradient
+            opt.step()
+            schedule.step(epoch, rec, prior_nll if eps_xi is not None else None)
+            acc += torch.stack([loss, rate, distortion, lab]).detach() * len(batches[0][0])
+        weights = schedule.weights(epoch)
+        parts = [(acc / len(self.train_set)).flatten(), fired]
+        parts += [w.detach().float().expand(self.k) for w in weights if isinstance(w, Tensor)]
+        packed = torch.cat(parts).tolist()
+        k = self.k
+        sums = [packed[i * k : (i + 1) * k] for i in range(5)]
+        rest = iter(packed[5 * k :])
+        beta_lists = [
+            [next(rest) for _ in range(k)] if isinstance(w, Tensor) else [float(w)] * k
+            for w in weights
+        ]
+        return sums, beta_lists[0], beta_lists[1]
+
+    def _label_terms(self) -> Tensor:
+        """The label term of every member, (K,): the single run's ``_label_term`` batched.
+
+        Each member draws its labelled batch from its own label generator; the
+        encoder runs once more on those fields (as in the single run).
+        """
+        y_l, theta_l = self.labeled
+        cfg = self.config
+        if y_l.shape[1] > cfg.labels.batch_size:
+            picks = [
+                to_device_async(
+                    torch.randperm(y_l.shape[1], generator=g)[: cfg.labels.batch_size], self.dev
+                )
+                for g in self.label_gens
+            ]
+            y_l = torch.stack([y_l[m, p] for m, p in enumerate(picks)])
+            theta_l = torch.stack([theta_l[m, p] for m, p in enumerate(picks)])
+        mu, logvar = self.net.encode(y_l)
+
+        def one(mu: Tensor, logvar: Tensor, theta: Tensor) -> Tensor:
+            return label_loss(
+                mu,
+                logvar,
+                theta,
+                kind=cfg.labels.loss,
+                reduction=cfg.optim.reduction,
+                hierarchical=self.scratch.hierarchical,
+            ).mean()
+
+        return torch.func.vmap(one)(mu, logvar, theta_l)
+
+    def _stop(self, m: int, epoch: int, vals: list[float]) -> None:
+        text = (
+            f"train_ensemble: seed {self.seeds[m]}: non-finite loss in epoch {epoch} (loss "
+            f"{vals[0]}, rate {vals[1]}, distortion {vals[2]}); this member stopped, the "
+            "others go on."
+        )
+        log.warning(text)
+        self.stopped[m] = {"epoch": epoch, "message": text}
+
+    def _finish(self, m: int, history: list[dict[str, Any]], start: int) -> MemberResult:
+        """Write member ``m``'s checkpoint and summary as a single run would."""
+        d, seed, trial = self.dirs[m], self.seeds[m], self.trial_seeds[m]
+        ckpt_path = d / CHECKPOINT_NAME
+        if m in self.stopped:
+            info = self.stopped[m]
+            summary = {"seed": seed, "status": "diverged", **info}
+            saved = self.spec.checkpoint
+            if saved.is_file():
+                state = load_ensemble_checkpoint(saved, map_location=self.dev)
+                if int(state["epoch"]) <= info["epoch"]:  # written before the bad epoch
+                    _save(
+                        self.member_run(m, with_optimizer=True, state=state),
+                        ckpt_path,
+                        int(state["epoch"]),
+                    )
+                    summary["checkpoint_epoch"] = int(state["epoch"])
+            atomic_write_text(d / SUMMARY_NAME, json.dumps(summary, indent=2, sort_keys=True))
+            return MemberResult(
+                trial,
+                d,
+                "diverged",
+                info["epoch"],
+                None,
+                None,
+                info["message"],
+                history,
+                run_seed=seed,
+            )
+        run = self.member_run(m, with_optimizer=True)
+        _save(run, ckpt_path, self.epoch)
+        metrics = _final_metrics(run)
+        final: dict[str, Any] = {"distortion_bound": self.bound}
+        final.update({name: s.to_dict() for name, s in metrics.items()})
+        over = metrics["train"].over_regularization
+        final["over_regularization"] = over.to_dict()
+        final["seed"] = seed
+        final["epochs"] = max(start, self.config.optim.epochs)
+        atomic_write_text(d / SUMMARY_NAME, json.dumps(final, indent=2, sort_keys=True))
+        return MemberResult(
+            trial, d, "done", final["epochs"], final, over, "", history, run_seed=seed
+        )
+
+
+def load_ensemble_checkpoint(
+    path: str | os.PathLike, *, map_location: Any = "cpu"
+) -> dict[str, Any]:
+    """Read and verify an ensemble checkpoint (``ensemble_checkpoint*.pt``).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, IntegrityError
+        As ``darcyvae.checkpoint.load_checkpoint``; ``ValueError`` also for a
+        single run's checkpoint.
+    """
+    ckpt = load_checkpoint(path, map_location=map_location)
+    if ckpt.get("kind") != "darcyvae-ensemble" or ckpt.get("ensemble_format") != _ENSEMBLE_FORMAT:
+        msg = f"train_ensemble: {str(path)!r} is not a darcyvae ensemble checkpoint."
+        raise ValueError(msg)
+    return ckpt
