@@ -272,6 +272,22 @@ def test_restarts_use_the_restart_stream(data, tmp_path):
 # --------------------------------------------------------------------------- bad input
 
 
+def test_bfloat16_is_opt_in_and_close(data, tmp_path):
+    """precision="bfloat16" changes the arithmetic (not the float32 result) but stays close."""
+    train_path, _ = data
+    cfg = tiny_config(epochs=1)
+    f32 = train_ensemble(cfg, [0], train_path, out_dir=tmp_path / "a", progress=False)
+    bf16 = train_ensemble(
+        cfg, [0], train_path, out_dir=tmp_path / "b", progress=False, precision="bfloat16"
+    )
+    a, b = f32.members[0].history[0]["loss"], bf16.members[0].history[0]["loss"]
+    assert a != b
+    assert rel(a, b) < 2e-2
+    assert json.loads((tmp_path / "b" / "ensemble.json").read_text())["precision"] == "bfloat16"
+    with pytest.raises(ValueError, match="precision"):
+        train_ensemble(cfg, [0], train_path, out_dir=tmp_path / "c", precision="float16")
+
+
 def test_grid_mismatch_fails_before_training(data, tmp_path):
     train_path, _ = data
     cfg = tiny_config(model=model_config("dense_vae_tiny", grid=33))

@@ -77,11 +77,7 @@ class _Options:
     progress: bool
     channels_last: bool | None
     allow_data_change: bool
-
-    def _replace_resume(self, resume: bool) -> _Options:
-        return _Options(
-            self.device, resume, self.progress, self.channels_last, self.allow_data_change
-        )
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -275,6 +271,11 @@ class _EnsembleRun:
                 torch.stack([p[0] for p in pairs]),
                 torch.stack([p[1] for p in pairs]),
             )
+
+    def _autocast(self) -> Any:
+        """bfloat16 autocast of the network (opt-in ``precision="bfloat16"``), else a no-op."""
+        enabled = self.opts.precision == "bfloat16"
+        return torch.autocast(self.dev.type, dtype=torch.bfloat16, enabled=enabled)
 
     @property
     def active(self) -> list[bool]:
@@ -497,7 +498,10 @@ class _EnsembleRun:
             eps_z = torch.stack([n.z for n in noise])
             eps_xi = None if noise[0].xi is None else torch.stack([n.xi for n in noise])
             beta, beta_p = schedule.weights(epoch)
-            output = net(y, eps_z)
+            with self._autocast():
+                output = net(y, eps_z)
+            if self.opts.precision != "float32":  # the losses in float32
+                output = type(output)(*(t.float() for t in output))
             loss, rec, distortion, rate, prior_nll, triggered = _member_losses(
                 self.loss_module,
                 self.prior_params,
@@ -551,7 +555,9 @@ class _EnsembleRun:
             ]
             y_l = torch.stack([y_l[m, p] for m, p in enumerate(picks)])
             theta_l = torch.stack([theta_l[m, p] for m, p in enumerate(picks)])
-        mu, logvar = self.net.encode(y_l)
+        with self._autocast():
+            mu, logvar = self.net.encode(y_l)
+        mu, logvar = mu.float(), logvar.float()
 
         def one(mu: Tensor, logvar: Tensor, theta: Tensor) -> Tensor:
             return label_loss(
