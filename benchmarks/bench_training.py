@@ -13,7 +13,9 @@ Side by side in one process, on the same device and the same random fields
 - ``ensemble K=k``: ``darcyvae.ensemble.train_ensemble`` with k seeds at once
   (aggregate samples/s = k x samples / epoch time). ``K=1`` is the batched
   code path for one model (channels-last activations on the CPU, the
-  elementwise stacked Adam): what the single loop would gain from them.
+  elementwise stacked Adam): what the single loop would gain from them;
+  with ``--bf16`` also ``ensemble K=k bf16`` (opt-in bfloat16 autocast of
+  the network; not equal to the float32 runs).
 
 Each repeat is one epoch; the first epoch (warm-up) and the last (which
 evaluates and checkpoints) are not timed; medians are reported, over
@@ -123,7 +125,7 @@ def run_darcyvae(config, data: DarcyDataset, epochs: int, device: torch.device) 
 
 
 def run_ensemble(
-    config, data: DarcyDataset, epochs: int, device: torch.device, k: int
+    config, data: DarcyDataset, epochs: int, device: torch.device, k: int, precision: str
 ) -> list[float]:
     with tempfile.TemporaryDirectory() as out:
         res = train_ensemble(
@@ -133,6 +135,7 @@ def run_ensemble(
             out_dir=out,
             device=device,
             progress=False,
+            precision=precision,
         )
     return [r["seconds"] for r in res.members[0].history]
 
@@ -144,6 +147,7 @@ def benchmark(
     repeats: int,
     device: torch.device,
     rounds: int = 1,
+    bf16: bool = False,
 ) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as folder:
@@ -152,6 +156,8 @@ def benchmark(
             data = DarcyDataset(make_data(Path(folder), config.grid, n), device=device)
             epochs = repeats + 2
             runs = [("authors_loop", 1), ("darcyvae", 1)] + [(f"ensemble K={k}", k) for k in ks]
+            if bf16:
+                runs += [(f"ensemble K={k} bf16", k) for k in ks]
             timed: dict[str, list[float]] = {impl: [] for impl, _ in runs}
             for _ in range(rounds):  # alternate, so that a drifting machine load hits all alike
                 for impl, k in runs:
@@ -160,7 +166,8 @@ def benchmark(
                     elif impl == "darcyvae":
                         times = run_darcyvae(config, data, epochs, device)
                     else:
-                        times = run_ensemble(config, data, epochs, device, k)
+                        precision = "bfloat16" if impl.endswith("bf16") else "float32"
+                        times = run_ensemble(config, data, epochs, device, k, precision)
                     timed[impl] += times[1:-1]
             base: dict[str, float] = {}
             for impl, k in runs:
@@ -183,7 +190,7 @@ def benchmark(
                 }
                 rows.append(row)
                 print(
-                    f"  {impl:14s} {name:16s} {sps:9.1f} samples/s  x{row['vs_authors']:.2f} "
+                    f"  {impl:19s} {name:16s} {sps:9.1f} samples/s  x{row['vs_authors']:.2f} "
                     "authors",
                     file=sys.stderr,
                     flush=True,
@@ -193,14 +200,14 @@ def benchmark(
 
 def table(rows: list[dict]) -> str:
     head = (
-        f"{'impl':14s} {'model':16s} {'N':>3s} {'s/epoch':>9s} {'samples/s':>10s} "
+        f"{'impl':19s} {'model':16s} {'N':>3s} {'s/epoch':>9s} {'samples/s':>10s} "
         f"{'vs authors':>10s} {'vs K sequential':>15s}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
         seq = "" if r["impl"] == "authors_loop" else f"{r['vs_sequential']:.2f}"
         lines.append(
-            f"{r['impl']:14s} {r['model']:16s} {r['grid']:3d} {r['median_s']:9.3f} "
+            f"{r['impl']:19s} {r['model']:16s} {r['grid']:3d} {r['median_s']:9.3f} "
             f"{r['samples_per_s']:10.1f} {r['vs_authors']:10.2f} {seq:>15s}"
         )
     return "\n".join(lines)
@@ -220,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=1, help="run the implementations in turn this many times"
     )
+    parser.add_argument(
+        "--bf16", action="store_true", help="also the ensembles with precision='bfloat16'"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     logging.getLogger("darcyvae").setLevel(logging.ERROR)  # random fields: verdicts are noise
@@ -237,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         ks = [int(k) for k in args.ks.split(",")]
     if args.n_samples:
         n = args.n_samples
-    rows = benchmark(models, ks, n, args.repeats, device, args.rounds)
+    rows = benchmark(models, ks, n, args.repeats, device, args.rounds, args.bf16)
     print(table(rows))
     if args.json:
         payload = {"rows": rows, "machine": machine(device=str(device))}
