@@ -233,6 +233,43 @@ def test_nan_member_stops_alone(data, tmp_path, monkeypatch):
     assert summary["n_done"] == 2
 
 
+def test_member_diverging_later_keeps_its_last_checkpoint(data, tmp_path, monkeypatch):
+    """NaN data for one member from epoch 1: it stops there; its folder keeps epoch 1's state."""
+    from darcyvae.ensemble import _engine
+
+    train_path, _ = data
+    real_loader = _engine.make_loader
+    bad_seed = training.child_seeds(5)["loader"]
+
+    class PoisonedLoader:
+        def __init__(self, loader):
+            self.loader, self.epoch = loader, 0
+
+        def __iter__(self):
+            for y, theta in self.loader:
+                yield (y * float("nan") if self.epoch >= 1 else y), theta
+            self.epoch += 1
+
+    def make_loader(dataset, **kw):
+        loader = real_loader(dataset, **kw)
+        return PoisonedLoader(loader) if kw["generator"].initial_seed() == bad_seed else loader
+
+    monkeypatch.setattr(_engine, "make_loader", make_loader)
+    cfg = tiny_config(epochs=3, checkpoint_every=1)
+    res = train_ensemble(cfg, [0, 5], train_path, out_dir=tmp_path / "late", progress=False)
+    bad = res.member(5)
+    assert bad.status == "diverged"
+    assert "epoch 1" in bad.message
+    assert [r["epoch"] for r in bad.history] == [0]
+    summary = json.loads((bad.out_dir / "summary.json").read_text())
+    assert summary["checkpoint_epoch"] == 1
+    kept = load_checkpoint(bad.out_dir)
+    assert kept["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+    assert res.member(0).status == "done"
+    assert res.member(0).epochs == 3
+
+
 def test_resume_is_bitwise(data, tmp_path):
     """Stop after 2 epochs, resume to 4: the same logs and parameters as 4 epochs in one go."""
     train_path, _ = data

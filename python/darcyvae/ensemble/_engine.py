@@ -579,6 +579,15 @@ class _EnsembleRun:
         )
         log.warning(text)
         self.stopped[m] = {"epoch": epoch, "message": text}
+        # Keep the member's last good state: the ensemble checkpoint on disk is the
+        # last one written before this epoch (saving comes after this check).
+        saved = self.spec.checkpoint
+        if saved.is_file():
+            state = load_ensemble_checkpoint(saved, map_location=self.dev)
+            if int(state["epoch"]) <= epoch:
+                run = self.member_run(m, with_optimizer=True, state=state)
+                _save(run, self.dirs[m] / CHECKPOINT_NAME, int(state["epoch"]))
+                self.stopped[m]["checkpoint_epoch"] = int(state["epoch"])
 
     def _finish(self, m: int, history: list[dict[str, Any]], start: int) -> MemberResult:
         """Write member ``m``'s checkpoint and summary as a single run would."""
@@ -587,16 +596,6 @@ class _EnsembleRun:
         if m in self.stopped:
             info = self.stopped[m]
             summary = {"seed": seed, "status": "diverged", **info}
-            saved = self.spec.checkpoint
-            if saved.is_file():
-                state = load_ensemble_checkpoint(saved, map_location=self.dev)
-                if int(state["epoch"]) <= info["epoch"]:  # written before the bad epoch
-                    _save(
-                        self.member_run(m, with_optimizer=True, state=state),
-                        ckpt_path,
-                        int(state["epoch"]),
-                    )
-                    summary["checkpoint_epoch"] = int(state["epoch"])
             atomic_write_text(d / SUMMARY_NAME, json.dumps(summary, indent=2, sort_keys=True))
             return MemberResult(
                 trial,

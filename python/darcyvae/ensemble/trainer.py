@@ -182,7 +182,8 @@ def train_ensemble(
     opts = _Options(dev, resume, progress, channels_last, allow_data_change, precision)
 
     with folder_lock(out, "darcyvae train --seeds"):
-        clean_stale_tmp(out, ENSEMBLE_SUMMARY)
+        for name in (ENSEMBLE_SUMMARY, *(path.name for path in first)):
+            clean_stale_tmp(out, name)  # left by an interrupted atomic save
         trials: dict[int, list[MemberResult]] = {s: [] for s in seed_list}
         todo = [(s, s, member_dir(out, s)) for s in seed_list]  # (trial, seed, folder)
         for r in range(restarts + 1):
