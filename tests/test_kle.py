@@ -436,6 +436,7 @@ def test_config_defaults_and_normalisation():
         ({"variance": 0.0}, "variance must be a finite float"),
         ({"variance": -1.0}, "variance must be a finite float"),
         ({"variance": float("nan")}, "variance must be a finite float"),
+        ({"variance": 1e300}, r"variance must be a finite float in \(0.0, 1e\+100\]; got 1e\+300"),
     ],
 )
 def test_config_bad_values(kwargs, match):
@@ -454,8 +455,10 @@ def test_config_bad_types(kwargs):
 
 
 def test_kle_basis_bad_arguments():
-    with pytest.raises(TypeError, match="unknown KLEConfig field"):
+    with pytest.raises(TypeError, match=r"KLEConfig: unknown keys \['modes'\]; known: .*'grid'"):
         kle_basis(grid=9, n_modes=2, modes=3, cache=False)
+    with pytest.raises(TypeError, match=r"KLEConfig: unknown keys \['lengthscale'\]"):
+        covariance_matvec(np.zeros((9, 9)), grid=9, lengthscale=0.2)
     with pytest.raises(TypeError, match="config must be a KLEConfig"):
         kle_basis({"grid": 9}, cache=False)
     with pytest.raises(TypeError, match="threads must be an integer"):

@@ -102,7 +102,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="generate a Darcy flow dataset (train.h5 and test.h5)",
         description="Draw thetas from p(theta), build K = exp(KLE field) and solve Darcy flow; "
-        "write OUT/train.h5 and OUT/test.h5 (SPEC 1c layout). Resumable; Dask optional.",
+        "write OUT/train.h5 and OUT/test.h5 (SPEC 1c layout). Settings and thetas are checked "
+        "before any file is written; OUT is locked while the run lasts. Resumable (finished "
+        "files are verified against their checksums); Dask optional.",
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--kle", type=int, default=100, metavar="S", help="KLE modes s (default 100)")
@@ -149,8 +151,16 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compression-level", type=int, default=4, help="gzip level 0-9")
     p.add_argument("--threads", type=int, default=None, help="solver threads (default: all)")
     p.add_argument("--dask", default=None, metavar="ADDRESS", help="Dask scheduler address")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (finished files are verified against their checksums)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="remove existing outputs of both splits first (also a split not written now)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_generate)
 
@@ -163,6 +173,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     # BLAS unless the user chose otherwise (effective before numpy is imported).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .darcy import DarcyConfig
+    from .errors import DarcyvaeError
     from .generate import GenerateConfig, generate_dataset
     from .kle import KLEConfig
 
@@ -209,7 +220,9 @@ def _run_generate(args: argparse.Namespace) -> int:
             dask_address=args.dask,
             progress=not args.no_progress,
         )
-    except (PermissionError, NotADirectoryError, IsADirectoryError) as exc:
+    except (DarcyvaeError, OSError, ImportError) as exc:
+        # another run holds the folder, a damaged output, a full disk, no 'distributed':
+        # one line; the library's message says what to do
         print(f"darcyvae generate: error: {exc}", file=sys.stderr)
         return 2
     for split, path in paths.items():
