@@ -18,6 +18,8 @@ from darcyvae.distributions import (
     get_distribution,
     list_distributions,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import optimize, stats
 
 N_MOMENTS = 40_000
@@ -406,3 +408,95 @@ def test_lhs_bad_arguments():
     with pytest.raises(ValueError, match="seed must be an integer in"):
         Normal(2).sample_lhs(4, seed=-1)
     assert Normal(2).sample_lhs(0, seed=0).shape == (0, 2)
+
+
+# -- property-based: the Python boundary never crashes -----------------------------------
+_ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True)
+_VALUES = st.one_of(
+    _ANY_FLOAT,
+    st.integers(-3, 3),
+    st.lists(_ANY_FLOAT, max_size=4),
+    st.lists(st.lists(st.floats(-10, 10), min_size=1, max_size=3), min_size=1, max_size=4),
+    st.text(max_size=2),
+    st.none(),
+    st.booleans(),
+)
+
+
+@given(
+    name=st.sampled_from(["normal", "gaussian", "mixture4", "uniform", "array", "bimodal", 3]),
+    n_modes=st.one_of(st.integers(-1, 4), st.floats(0, 3), st.text(max_size=1)),
+    params=st.dictionaries(
+        st.sampled_from(["mean", "sd", "loc", "scale", "low", "high", "theta", "bogus"]),
+        _VALUES,
+        max_size=3,
+    ),
+    sampling=st.sampled_from(["mc", "lhs"]),
+    seed=st.one_of(st.integers(-2, 2**64), st.floats(0, 1), st.none()),
+)
+def test_get_distribution_and_sample_never_crash(name, n_modes, params, sampling, seed):
+    """Random names, sizes, parameters and seeds: a ValueError/TypeError, or valid samples."""
+    try:
+        dist = get_distribution(name, n_modes, **params)
+    except (ValueError, TypeError):
+        return
+    n = min(len(dist), 6) if isinstance(dist, ThetaArray) else 6
+    try:
+        x = dist.sample(n, seed, sampling=sampling)
+    except (ValueError, TypeError):
+        return
+    except NotImplementedError:
+        assert isinstance(dist, ThetaArray)
+        assert sampling == "lhs"
+        return
+    assert x.shape == (n, dist.n_modes)
+    assert x.dtype == np.float64
+    assert not np.isnan(x).any()
+    if sampling == "lhs":  # strata of every coordinate's CDF, whatever the parameters
+        u = dist.cdf(x)
+        assert np.all((u >= 0) & (u <= 1))
+
+
+@given(
+    u=st.one_of(
+        st.lists(st.lists(_ANY_FLOAT, min_size=0, max_size=3), max_size=4),
+        st.lists(_ANY_FLOAT, max_size=3),
+        _ANY_FLOAT,
+        st.text(max_size=2),
+    ),
+    index=st.integers(0, 3),
+)
+def test_ppf_and_cdf_never_crash(u, index):
+    """Random probabilities and thetas: a ValueError/TypeError, or values of the right kind."""
+    dist = _all(2)[index]
+    try:
+        x = dist.ppf(u)
+    except (ValueError, TypeError):
+        pass
+    else:  # accepted: probabilities in [0, 1] of width 2, quantiles without NaN
+        assert x.shape[1] == 2
+        assert not np.isnan(x).any()
+    try:
+        c = dist.cdf(u)
+    except (ValueError, TypeError):
+        return
+    given_nan = np.isnan(np.asarray(u, dtype=float).reshape(c.shape))
+    assert np.all((c[~given_nan] >= 0) & (c[~given_nan] <= 1))
+
+
+@given(
+    indices=st.one_of(
+        st.lists(st.integers(-(2**65), 2**65), max_size=5),
+        st.lists(st.floats(allow_nan=True), max_size=3),
+        st.lists(st.booleans(), max_size=3),
+        st.text(max_size=2),
+    ),
+    stream=st.one_of(st.integers(-1, 2**40), st.floats(0, 2)),
+)
+def test_sample_indices_never_crashes(indices, stream):
+    try:
+        x = Mixture4(2).sample_indices(indices, 3, stream=stream)
+    except (ValueError, TypeError):
+        return
+    assert x.shape == (len(indices), 2)
+    assert np.isfinite(x).all()

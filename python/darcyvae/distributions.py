@@ -657,6 +657,9 @@ class Uniform(Distribution):
         if any(a >= b for a, b in zip(lo, hi, strict=True)):
             msg = f"{caller}: low must be < high in every coordinate; got low={lo}, high={hi}."
             raise ValueError(msg)
+        if not all(math.isfinite(b - a) for a, b in zip(lo, hi, strict=True)):
+            msg = f"{caller}: high - low must be finite (a float64); got low={lo}, high={hi}."
+            raise ValueError(msg)
         object.__setattr__(self, "low", lo)
         object.__setattr__(self, "high", hi)
 

@@ -215,6 +215,12 @@ class GenerateConfig:
         if self.kle.grid < _MIN_GRID:
             msg = f"{caller}: the Darcy solver needs grid N >= {_MIN_GRID}; got {self.kle.grid}."
             raise ValueError(msg)
+        if not isinstance(self.dist_params, Mapping):
+            msg = (
+                f"{caller}: dist_params must be a mapping of parameter names to values; "
+                f"got {type(self.dist_params).__name__}."
+            )
+            raise TypeError(msg)
         s = self.kle.n_modes
         if isinstance(self.distribution, Distribution):
             if self.dist_params:
