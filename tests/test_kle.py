@@ -15,6 +15,8 @@ from darcyvae.kle import (
     default_cache_dir,
     kle_basis,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
 # ---------------------------------------------------------------------------
@@ -452,6 +454,36 @@ def test_config_bad_values(kwargs, match):
 def test_config_bad_types(kwargs):
     with pytest.raises(TypeError, match="must be"):
         KLEConfig(**kwargs)
+
+
+_KLE_VALUE = st.one_of(
+    st.integers(-3, 10_000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=3),
+    st.sampled_from(["exponential", "squared_exponential", "gauss", ""]),
+    st.none(),
+    st.booleans(),
+)
+
+
+@given(
+    kwargs=st.dictionaries(
+        st.sampled_from(["grid", "n_modes", "kernel", "length_scale", "variance"]),
+        _KLE_VALUE,
+        max_size=3,
+    )
+)
+def test_config_validation_never_crashes(kwargs):
+    """Random settings: a ValueError/TypeError in the message template, or a valid config."""
+    try:
+        cfg = KLEConfig(**kwargs)
+    except (ValueError, TypeError) as exc:
+        assert str(exc).startswith("KLEConfig: ")  # noqa: PT017 (the template, for any input)
+        return
+    assert 2 <= cfg.grid <= 8193
+    assert 1 <= cfg.n_modes <= cfg.grid**2
+    assert all(0 < v < np.inf for v in cfg.length_xy)
+    assert 0 < cfg.variance <= 1e100
 
 
 def test_kle_basis_bad_arguments():

@@ -495,9 +495,6 @@ def _check_log_permeability(basis: KLEBasis, thetas: _Thetas, n: int, split: str
 # -- check ---------------------------------------------------------------------------------
 def _prepare_out_dir(out_dir: Path) -> None:
     """Create ``out_dir`` and check that a file can be written there."""
-    if out_dir.exists() and not out_dir.is_dir():
-        msg = f"generate_dataset: out_dir {str(out_dir)!r} exists and is not a folder."
-        raise NotADirectoryError(msg)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".darcyvae-write-test-{os.getpid()}"
