@@ -141,7 +141,7 @@ def ref33():
     return reference_eigh(33)
 
 
-@pytest.mark.parametrize("n", [17, 33])
+@pytest.mark.parametrize("n", [17, pytest.param(33, marks=pytest.mark.slow)])
 def test_all_modes_match_numpy_eigh(n, ref17, ref33):
     c, w, v = ref17 if n == 17 else ref33
     basis = kle_basis(grid=n, n_modes=n * n, cache=False)
@@ -222,6 +222,7 @@ def test_other_kernels_match_numpy_eigh(length, kernel, variance):
     compare_bases(part, c, w, v, use_swap=length[0] == length[1], s=s_det, ev_atol=1e-13)
 
 
+@pytest.mark.slow
 def test_anisotropic_lanczos_needs_more_rounds_and_matches_eigh():
     # Strong anisotropy: the top modes are mostly even in x, so the first share
     # per symmetry block is too small and the solver must ask blocks for more.
