@@ -45,6 +45,7 @@ __all__ = [
     "FORMAT",
     "OUTPUT",
     "PERMEABILITY",
+    "SPLITS",
     "THETA",
     "Chunk",
     "chunk_crc",
@@ -60,6 +61,10 @@ __all__ = [
     "write_checksum",
     "write_chunk",
 ]
+
+SPLITS = ("train", "test")
+"""The files of a dataset, ``<split>.h5``, in the order they are written; split k
+draws its thetas from stream k of the seed."""
 
 FORMAT = "darcyvae.generate/1"
 """Value of the ``format`` attribute of every generated file."""

@@ -10,9 +10,10 @@ and a checksum of its data.
 
 A run is planned, checked, then run:
 
-1. plan (:func:`_plan`): the KLE basis, each split's attributes, thetas and
-   files; every setting and every theta is validated here (e.g. a
-   log-permeability too large for float32), before any file is created;
+1. plan (:mod:`darcyvae._generate_plan`): the KLE basis, each split's
+   attributes, thetas and files; every setting and every theta is validated
+   here (e.g. a log-permeability too large for float32), before any file is
+   created;
 2. check (:func:`_check_outputs`), holding the output folder's lock
    (:func:`darcyvae._lock.folder_lock`) for the rest of the run: existing
    outputs are refused, replaced (``overwrite``) or verified against their
@@ -46,25 +47,25 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import math
 import os
 import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from . import __version__
 from ._checks import check_choice, check_int
+from ._generate_plan import RunPlan, SplitPlan, plan_run
 from ._hdf5_layout import (
     CHECKSUM_ATTR,
     COMPRESSIONS,
     FORMAT,
+    SPLITS,
     Chunk,
     create_file,
     decode_attrs,
@@ -77,18 +78,16 @@ from ._hdf5_layout import (
 )
 from ._lock import folder_lock
 from ._pipeline import DaskPipeline, Encoding, LocalPipeline, computed_blocks, require_distributed
-from ._resume_log import SplitFiles, log_header, read_log, replay_partial, start_log
+from ._resume_log import SplitFiles, read_log, replay_partial, start_log
 from .darcy import DarcyConfig
 from .distributions import (
-    BLOCK_SIZE,
-    LHS_KEY,
     SAMPLINGS,
     Distribution,
     ThetaArray,
     get_distribution,
 )
 from .errors import FolderLockedError, IntegrityError
-from .kle import KLEBasis, KLEConfig, kle_basis
+from .kle import KLEConfig
 
 __all__ = [
     "FORMAT",
@@ -101,20 +100,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "test")
-"""The splits, in the order they are written; split k draws from stream k of the seed."""
-
 _MIN_GRID = 3
 """The Darcy solver needs N >= 3."""
 
 _MAX_SEED = 2**63 - 1
 """Seeds are stored as 64-bit HDF5 attributes."""
-
-_LOG_K_RANGE = (
-    math.log(float(np.finfo(np.float32).tiny)),
-    math.log(float(np.finfo(np.float32).max)),
-)
-"""K = exp(G) is stored as float32: G must lie in [-87.3, 88.7] (normal, finite K)."""
 
 
 @dataclass(frozen=True)
@@ -303,195 +293,6 @@ class GenerateConfig:
         }
 
 
-# -- plan ----------------------------------------------------------------------------------
-_THETA_RNG = {
-    "mc": (
-        f"sample i = row i of block i // {BLOCK_SIZE} drawn by "
-        "PCG64(SeedSequence(seed, spawn_key=(stream, block))); rounded to float32 "
-        "before the KLE"
-    ),
-    "lhs": (
-        "Latin hypercube: coordinate k of sample i = F_k^-1((perm_k[i] + (m_ik + 0.5) / 2**32) "
-        f"/ n), perm_k and m_ik drawn by PCG64(SeedSequence(seed, spawn_key=(stream, {LHS_KEY}, "
-        "n, k))); rounded to float32 before the KLE"
-    ),
-}
-
-
-def _attrs(config: GenerateConfig, basis: KLEBasis, split: str) -> dict[str, Any]:
-    """Root attributes of a split's file, in the order they are written."""
-    kle, darcy, dist = config.kle, config.darcy, config.dist
-    first = (0 if split == "train" else config.n_train) if isinstance(dist, ThetaArray) else 0
-    return {
-        "format": FORMAT,
-        "darcyvae_version": __version__,
-        "numpy_version": np.__version__,
-        "split": split,
-        "n_samples": config.n_samples(split),
-        "grid": int(kle.grid),
-        "n_modes": int(kle.n_modes),
-        "kernel": str(kle.kernel),
-        "length_scale": np.asarray(kle.length_scale, dtype=np.float64),
-        "variance": float(kle.variance),
-        "kle_variance_fraction": float(basis.variance_fraction),
-        "distribution": dist.name,
-        "distribution_params": to_json(dist.params()),
-        "sampling": config.sampling(split),
-        "seed": int(config.seed),
-        "stream": SPLITS.index(split),
-        "first_index": first,
-        "theta_rng": _THETA_RNG[config.sampling(split)],
-        "scheme": str(darcy.scheme),
-        "well_width": float(darcy.well_width),
-        "rate": float(darcy.rate),
-        "kle_config": to_json(asdict(kle)),
-        "darcy_config": to_json(asdict(darcy)),
-    }
-
-
-class _Thetas:
-    """The float32 thetas of one split, block by block (a Latin hypercube design is held)."""
-
-    def __init__(self, config: GenerateConfig, split: str) -> None:
-        self.dist, self.seed = config.dist, config.seed
-        self.stream = SPLITS.index(split)
-        self.offset = config.n_train if split == "test" else 0  # rows of a ThetaArray
-        self.design: NDArray[np.float32] | None = None
-        if config.sampling(split) == "lhs":
-            n = config.n_samples(split)
-            design = self.dist.sample_lhs(n, self.seed, stream=self.stream)
-            self.design = design.astype(np.float32)
-
-    def __call__(self, start: int, stop: int) -> NDArray[np.float32]:
-        """Thetas of samples ``start..stop-1``, rounded to float32."""
-        if self.design is not None:
-            return self.design[start:stop]
-        if isinstance(self.dist, ThetaArray):
-            rows = np.arange(self.offset + start, self.offset + stop)
-            return self.dist.sample_indices(rows).astype(np.float32)
-        idx = np.arange(start, stop)
-        return self.dist.sample_indices(idx, self.seed, stream=self.stream).astype(np.float32)
-
-
-@dataclass
-class _SplitPlan:
-    """What one split's file will be: its samples, blocks, attributes, thetas and files."""
-
-    split: str
-    n_samples: int
-    bounds: list[tuple[int, int]]
-    attrs: dict[str, Any]
-    thetas: _Thetas
-    files: SplitFiles
-    header: dict[str, Any]
-    encoding: Encoding
-
-
-@dataclass
-class _Plan:
-    """A checked run: the basis and the plans of the splits to write (in order)."""
-
-    config: GenerateConfig
-    out_dir: Path
-    basis: KLEBasis
-    splits: list[_SplitPlan]
-    unused: list[SplitFiles] = field(default_factory=list)
-
-    @property
-    def paths(self) -> dict[str, Path]:
-        return {p.split: p.files.final for p in self.splits}
-
-    def create(self, plan: _SplitPlan, path: Path) -> Any:
-        """A new, empty, open file of the split at ``path``."""
-        cfg = self.config
-        return create_file(
-            path,
-            n_samples=plan.n_samples,
-            n_modes=cfg.n_modes,
-            grid=cfg.grid,
-            theta_rows=plan.encoding.theta_rows,
-            compression=cfg.compression,
-            compression_level=cfg.compression_level,
-            attrs=plan.attrs,
-        )
-
-
-def _blocks(n: int, size: int) -> list[tuple[int, int]]:
-    return [(a, min(a + size, n)) for a in range(0, n, size)]
-
-
-def _plan(config: GenerateConfig, out_dir: Path) -> _Plan:
-    """The basis and every split's plan; validates every theta. Creates no file."""
-    basis = kle_basis(config.kle)
-    plans, unused = [], []
-    for split in SPLITS:
-        n = config.n_samples(split)
-        files = SplitFiles.of(out_dir, split)
-        if n == 0:
-            unused.append(files)
-            continue
-        attrs = _attrs(config, basis, split)
-        thetas = _Thetas(config, split)
-        _check_log_permeability(basis, thetas, n, split)
-        plans.append(
-            _SplitPlan(
-                split=split,
-                n_samples=n,
-                bounds=_blocks(n, config.chunk_size),
-                attrs=attrs,
-                thetas=thetas,
-                files=files,
-                header=log_header(attrs, config.write_settings),
-                encoding=Encoding(
-                    config.compression, config.compression_level, min(n, config.chunk_size)
-                ),
-            )
-        )
-    return _Plan(config, out_dir, basis, plans, unused)
-
-
-def _check_log_permeability(basis: KLEBasis, thetas: _Thetas, n: int, split: str) -> None:
-    """Refuse thetas whose log-permeability G leaves the float32 range of K = exp(G).
-
-    Cheap bounds first: with ``a_i = sqrt(lambda_i) |theta_i|``, ``|G(x)| <=
-    sum_i a_i max|phi_i|`` and ``|G(x)| <= ||a||_2 max_x (sum_i phi_i(x)^2)^(1/2)``
-    (Cauchy-Schwarz); the field itself is computed only for the samples whose
-    bound exceeds the range.
-    """
-    lo, hi = _LOG_K_RANGE
-    limit = min(-lo, hi)
-    s = basis.n_modes
-    modes = basis.modes.reshape(s, -1)
-    scale = np.sqrt(np.clip(basis.eigenvalues, 0.0, None))
-    peak = np.abs(modes).max(axis=1)
-    energy = float(np.sqrt(np.einsum("ij,ij->j", modes, modes).max()))
-    for a, b in _blocks(n, 4096):
-        theta = thetas(a, b)
-        if not np.all(np.isfinite(theta)):
-            i = a + int(np.argmax(~np.isfinite(theta).all(axis=1)))
-            msg = f"generate: theta of {split} sample {i} is not finite in float32."
-            raise ValueError(msg)
-        weights = np.abs(theta.astype(np.float64)) * scale
-        bound = np.minimum(weights @ peak, energy * np.linalg.norm(weights, axis=1))
-        suspects = np.flatnonzero(bound > limit)
-        if suspects.size == 0:
-            continue
-        g = basis.field(theta[suspects].astype(np.float64)).reshape(len(suspects), -1)
-        g_min, g_max = g.min(axis=1), g.max(axis=1)
-        bad = np.flatnonzero((g_min < lo) | (g_max > hi))
-        if bad.size:
-            k = int(bad[0])
-            i = a + int(suspects[k])
-            msg = (
-                f"generate: {split} sample {i} (theta {theta[suspects[k]].tolist()}) gives a "
-                f"log-permeability G from {g_min[k]:.4g} to {g_max[k]:.4g}, and {bad.size} of "
-                f"samples {a}..{b - 1} leave the range; K = exp(G) is stored as float32, so G "
-                f"must lie in [{lo:.1f}, {hi:.1f}]. Lower the KLE variance (now "
-                f"{basis.config.variance:g}) or the spread of theta."
-            )
-            raise ValueError(msg)
-
-
 # -- check ---------------------------------------------------------------------------------
 def _prepare_out_dir(out_dir: Path) -> None:
     """Create ``out_dir`` and check that a file can be written there."""
@@ -510,7 +311,7 @@ def _stats_cache(files: SplitFiles) -> Path:
     return files.final.with_name(files.final.name + ".stats.json")
 
 
-def _check_outputs(plan: _Plan, *, resume: bool, overwrite: bool) -> list[_SplitPlan]:
+def _check_outputs(plan: RunPlan, *, resume: bool, overwrite: bool) -> list[SplitPlan]:
     """Decide what to do with existing outputs (under the folder lock); returns the splits to write.
 
     Without ``resume`` or ``overwrite`` any output or partial, of this run's
@@ -586,8 +387,8 @@ def _check_finished(path: Path, attrs: Mapping[str, Any]) -> None:
 
 # -- run -----------------------------------------------------------------------------------
 def _write_split(
-    plan: _Plan,
-    split: _SplitPlan,
+    plan: RunPlan,
+    split: SplitPlan,
     backend: LocalPipeline | DaskPipeline,
     *,
     resume: bool,
@@ -629,7 +430,7 @@ def _write_split(
     files.progress.unlink(missing_ok=True)
 
 
-def _open_partial(plan: _Plan, split: _SplitPlan, *, resume: bool) -> tuple[Any, list[int]]:
+def _open_partial(plan: RunPlan, split: SplitPlan, *, resume: bool) -> tuple[Any, list[int]]:
     """The open partial file and the CRCs of the blocks it holds (a replay, or a new file)."""
     files = split.files
     old_header, crcs = read_log(files.progress) if resume else (None, [])
@@ -803,7 +604,7 @@ def generate_dataset(
     """
     out_dir = Path(out_dir)
     _check_arguments(config, resume, overwrite, callback, out_dir, dask_address)
-    plan = _plan(config, out_dir)
+    plan = plan_run(config, out_dir)
     _prepare_out_dir(out_dir)
     with folder_lock(out_dir, "darcyvae generate"):
         todo = _check_outputs(plan, resume=resume, overwrite=overwrite)
