@@ -227,9 +227,9 @@ def check_log_permeability(basis: KLEBasis, thetas: ThetaSource, n: int, split: 
             i = a + int(suspects[k])
             msg = (
                 f"generate: {split} sample {i} (theta {theta[suspects[k]].tolist()}) gives a "
-                f"log-permeability G from {g_min[k]:.4g} to {g_max[k]:.4g}, and {bad.size} of "
-                f"samples {a}..{b - 1} leave the range; K = exp(G) is stored as float32, so G "
-                f"must lie in [{lo:.1f}, {hi:.1f}]. Lower the KLE variance (now "
+                f"log-permeability G from {g_min[k]:.4g} to {g_max[k]:.4g} ({bad.size} of the "
+                f"samples {a}..{b - 1} are out of range); K = exp(G) is stored as float32, so "
+                f"G must lie in [{lo:.1f}, {hi:.1f}]. Lower the KLE variance (now "
                 f"{basis.config.variance:g}) or the spread of theta."
             )
             raise ValueError(msg)
