@@ -197,6 +197,30 @@ def test_wrong_layout(tmp_path, arrays, match):
         DarcyDataset(path)
 
 
+def test_output_that_is_a_group(tmp_path):
+    """An HDF5 'output' that is a group (not a dataset): a clear ValueError, not a crash."""
+    path = tmp_path / "group.h5"
+    with h5py.File(path, "w") as fh:
+        fh.create_group("output")
+        fh["generative_params"] = np.zeros((2, 2))
+    for read in (DarcyDataset, channel_stats):
+        with pytest.raises(ValueError, match="'output' is a Group"):
+            read(path)
+
+
+def test_attributes_are_decoded_as_read_attrs(tmp_path):
+    """DarcyDataset.attrs and generate.read_attrs decode the same way (one layout module)."""
+    from darcyvae.generate import GenerateConfig, generate_dataset, read_attrs
+    from darcyvae.kle import KLEConfig
+
+    cfg = GenerateConfig(KLEConfig(grid=9, n_modes=2), n_train=3, n_test=0)
+    paths = generate_dataset(cfg, tmp_path, progress=False)
+    ds = DarcyDataset(paths["train"])
+    assert ds.attrs == read_attrs(paths["train"])
+    assert ds.attrs["distribution_params"] == {}
+    assert ds.attrs["kle_config"]["grid"] == 9
+
+
 def test_not_hdf5(tmp_path):
     path = tmp_path / "text.h5"
     path.write_text("not hdf5")

@@ -12,11 +12,12 @@ darcy
 kle
     Karhunen-Loeve expansion of the log-permeability field.
 distributions
-    Generative parameter distributions p(theta).
-dataset
-    Bulk dataset generation to HDF5 and the torch dataset.
+    Generative parameter distributions p(theta), Monte Carlo or Latin hypercube.
 generate
-    Bulk dataset generation to HDF5: resumable, byte-reproducible, local or Dask.
+    Bulk dataset generation to HDF5: resumable, byte-reproducible, checksummed,
+    local or Dask.
+dataset
+    Reading generated HDF5 datasets: the torch dataset, loaders, channel statistics.
 models
     DenseVAE and its priors.
 training

@@ -122,17 +122,20 @@ def as_float_array(
     return arr
 
 
-def config_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for the dataclass ``cls`` from a plain dict (JSON/TOML).
+def config_kwargs(
+    cls: type, data: dict[str, Any], *, error: type[Exception] = ValueError
+) -> dict[str, Any]:
+    """Keyword arguments for the dataclass ``cls`` from a plain dict (JSON/TOML or ``**kwargs``).
 
-    Unknown keys raise ``ValueError`` naming the known ones; lists become
-    tuples (TOML and JSON have no tuples).
+    Unknown keys raise ``error`` (``ValueError`` for file contents; pass
+    ``TypeError`` for keyword arguments, as Python does) naming the known
+    ones; lists become tuples (TOML and JSON have no tuples).
     """
     from dataclasses import fields
 
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls) if f.init}
     unknown = sorted(set(data) - known)
     if unknown:
         msg = f"{cls.__name__}: unknown keys {unknown}; known: {sorted(known)}."
-        raise ValueError(msg)
+        raise error(msg)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
