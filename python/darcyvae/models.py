@@ -9,8 +9,9 @@ DenseEncoder, DenseDecoder
     p_psi(y|z) (a mean network plus a learned constant N x N log-variance).
 StandardNormalPrior, ScaledGaussianPrior, HierarchicalPrior
     The priors: N(0, I), N(0, diag v) and the hierarchical prior of SPEC 4c.
-DenseVAE, VAEOutput
-    The model and the named tuple its ``forward`` returns.
+DenseVAE, VAEOutput, VAENoise
+    The model, the named tuple its ``forward`` returns and its pre-drawn
+    noise (``DenseVAE.draw_noise``).
 count_parameters
     Parameter totals per part (encoder networks, decoder, output
     log-variances, prior).
@@ -33,6 +34,8 @@ from torch import Tensor, nn
 from ._checks import check_choice, check_int, config_kwargs
 
 __all__ = [
+    "HP_DECODERS",
+    "HP_VARIANTS",
     "DenseDecoder",
     "DenseEncoder",
     "DenseVAE",
@@ -40,6 +43,7 @@ __all__ = [
     "ScaledGaussianPrior",
     "StandardNormalPrior",
     "VAEConfig",
+    "VAENoise",
     "VAEOutput",
     "count_parameters",
     "dense_vae_paper",
@@ -56,6 +60,11 @@ PRIORS = ("std_norm", "scaled_gaussian", "hierarchical")
 
 HP_VARIANTS = ("const", "full")
 """Hierarchical-prior log-variance variants: learned constants or MLP outputs."""
+
+HP_DECODERS = ("mlp", "released")
+"""Hierarchical-prior decoder networks (SPEC 4c): ``mlp``, the described n -> 8n -> 8n -> n
+MLP without output activation; ``released``, the network the authors' released code
+actually runs, Linear(n, 8n) -> ReLU -> Linear(8n, n) -> ReLU (outputs >= 0)."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,14 @@ class VAEConfig:
     hp_width : int, default=8
         Hidden width of the hierarchical prior MLPs as a multiple of n
         (n -> 8n -> 8n -> n).
+    hp_decoder : {"mlp", "released"}, default="mlp"
+        The prior decoder p_pi(z|xi) (SPEC 4c): ``"mlp"`` is the network the
+        paper describes (n -> 8n -> 8n -> n, no output activation);
+        ``"released"`` is what the authors' released code runs (its module
+        name 'FullConn2' is registered twice, so the network is Linear(n, 8n)
+        -> ReLU -> Linear(8n, n) -> ReLU: the prior mean, and in the "full"
+        variant t_z, are >= 0). The presets that reproduce paper figures use
+        ``"released"``.
     xavier_init : bool, default=False
         Xavier-uniform weights and zero biases in every convolution and
         linear layer (the loss-landscape experiment's initialisation);
@@ -113,6 +130,7 @@ class VAEConfig:
     hp_variant: str = "const"
     hp_width: int = 8
     xavier_init: bool = False
+    hp_decoder: str = "mlp"
 
     def __post_init__(self) -> None:
         caller = "VAEConfig"
@@ -136,6 +154,7 @@ class VAEConfig:
         check_choice(self.prior, "prior", caller, PRIORS)
         check_choice(self.hp_variant, "hp_variant", caller, HP_VARIANTS)
         check_int(self.hp_width, "hp_width", caller, low=1)
+        check_choice(self.hp_decoder, "hp_decoder", caller, HP_DECODERS)
         if not isinstance(self.xavier_init, bool):
             msg = f"{caller}: xavier_init must be a bool; got {self.xavier_init!r}."
             raise TypeError(msg)
@@ -283,6 +302,23 @@ class _LastDecoding(nn.Sequential):
             mid, channels, 4, stride=2, padding=1, output_padding=1, bias=False
         )
         self.conv3 = nn.Conv2d(channels, channels, 5, padding=2, bias=False)
+
+
+def _released_mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    """The released prior decoder: n_in -> hidden -> n_out with ReLU after both layers.
+
+    The authors' code adds FullConn1, ReLU1, FullConn2 (hidden -> hidden),
+    ReLU2, FullConn2 (hidden -> n_out); the second 'FullConn2' replaces the
+    first in place, leaving Linear -> ReLU -> Linear -> ReLU (SPEC 4c).
+    """
+    return nn.Sequential(
+        OrderedDict(
+            fc1=nn.Linear(n_in, hidden),
+            relu1=nn.ReLU(),
+            fc2=nn.Linear(hidden, n_out),
+            relu2=nn.ReLU(),
+        )
+    )
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -463,6 +499,10 @@ class HierarchicalPrior(nn.Module):
         Log-variances t_xi, t_z as learned constants or as MLP outputs.
     width : int, default=8
         Hidden width of the MLPs as a multiple of n.
+    decoder : {"mlp", "released"}, default="mlp"
+        The prior decoder networks (m_pi, and t_z in the "full" variant):
+        the described MLP or the released code's Linear -> ReLU -> Linear ->
+        ReLU (see ``VAEConfig.hp_decoder``).
 
     Attributes
     ----------
@@ -470,21 +510,28 @@ class HierarchicalPrior(nn.Module):
         m_gamma: z -> mean of q_gamma(xi|z), an MLP n -> 8n -> 8n -> n with
         ReLU between layers and no output activation.
     dec_mean : nn.Sequential
-        m_pi: xi -> mean of p_pi(z|xi), the same shape.
+        m_pi: xi -> mean of p_pi(z|xi): the same shape (``mlp``) or
+        Linear(n, 8n) -> ReLU -> Linear(8n, n) -> ReLU (``released``).
     enc_logvar, dec_logvar : nn.Parameter of shape (n,) or nn.Sequential
-        t_xi and t_z: constants (initialised to 0) or MLPs of the same shape.
+        t_xi and t_z: constants (initialised to 0) or networks of the same
+        shape as ``enc_mean`` and ``dec_mean``.
     """
 
-    def __init__(self, latent_dim: int, variant: str = "const", width: int = 8) -> None:
+    def __init__(
+        self, latent_dim: int, variant: str = "const", width: int = 8, decoder: str = "mlp"
+    ) -> None:
         super().__init__()
         check_choice(variant, "variant", "HierarchicalPrior", HP_VARIANTS)
+        check_choice(decoder, "decoder", "HierarchicalPrior", HP_DECODERS)
         n, hidden = latent_dim, width * latent_dim
         self.variant = variant
+        self.decoder = decoder
+        dec_net = _released_mlp if decoder == "released" else _mlp
         self.enc_mean = _mlp(n, hidden, n)
-        self.dec_mean = _mlp(n, hidden, n)
+        self.dec_mean = dec_net(n, hidden, n)
         if variant == "full":
             self.enc_logvar: nn.Module | nn.Parameter = _mlp(n, hidden, n)
-            self.dec_logvar: nn.Module | nn.Parameter = _mlp(n, hidden, n)
+            self.dec_logvar: nn.Module | nn.Parameter = dec_net(n, hidden, n)
         else:
             self.enc_logvar = nn.Parameter(torch.zeros(n))
             self.dec_logvar = nn.Parameter(torch.zeros(n))
@@ -519,6 +566,16 @@ class HierarchicalPrior(nn.Module):
 
 
 # --------------------------------------------------------------------------- the VAE
+
+
+class VAENoise(NamedTuple):
+    """Pre-drawn reparameterisation noise of one batch (see ``DenseVAE.draw_noise``)."""
+
+    z: Tensor
+    """Standard normal eps of z = mu + exp(logvar / 2) * eps, (batch, n); drawn first."""
+    xi: Tensor | None
+    """Standard normal eps of xi ~ q_gamma(xi|z) in the HP bound, (batch, n), drawn
+    second; None without the hierarchical prior."""
 
 
 class VAEOutput(NamedTuple):
@@ -566,7 +623,7 @@ class DenseVAE(nn.Module):
         self.decoder = DenseDecoder(c)
         self.prior: nn.Module
         if c.prior == "hierarchical":
-            self.prior = HierarchicalPrior(c.latent_dim, c.hp_variant, c.hp_width)
+            self.prior = HierarchicalPrior(c.latent_dim, c.hp_variant, c.hp_width, c.hp_decoder)
         elif c.prior == "scaled_gaussian":
             self.prior = ScaledGaussianPrior(c.prior_variance)
         else:
@@ -587,14 +644,71 @@ class DenseVAE(nn.Module):
         """``(mean, logvar)`` of p_psi(y|z): (batch, C, N, N) and (1, 1, N, N)."""
         return self.decoder(z)
 
-    def forward(self, y: Tensor, *, generator: torch.Generator | None = None) -> VAEOutput:
+    def draw_noise(
+        self,
+        batch: int,
+        generator: torch.Generator | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> VAENoise:
+        """The noise one training step draws, as explicit tensors (for batched ensembles).
+
+        Draw order (the same as ``vae_loss(model, y, generator=g)``): first
+        eps_z = randn(batch, n) in ``forward``, then, with the hierarchical
+        prior, eps_xi = randn(batch, n) in ``hierarchical_bound_terms``.
+        So ``vae_loss(model, y, noise=model.draw_noise(len(y), g))`` gives
+        exactly what ``vae_loss(model, y, generator=g2)`` gives when ``g2``
+        starts in the state ``g`` had, and leaves both generators in the
+        same state.
+
+        Parameters
+        ----------
+        batch : int
+        generator : torch.Generator or None
+            None: torch's global generator.
+        device, dtype : optional
+            Default: the device and dtype of the model's parameters.
+
+        Returns
+        -------
+        VAENoise
+        """
+        check_int(batch, "batch", "DenseVAE.draw_noise", low=1)
+        param = next(self.parameters())
+        device = param.device if device is None else torch.device(device)
+        dtype = param.dtype if dtype is None else dtype
+        shape = (batch, self.config.latent_dim)
+        eps_z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        eps_xi = None
+        if self.hierarchical:
+            eps_xi = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return VAENoise(eps_z, eps_xi)
+
+    def forward(
+        self,
+        y: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        noise: VAENoise | Tensor | None = None,
+    ) -> VAEOutput:
         """Encode ``y`` (batch, C, N, N), draw one z per sample, decode it.
 
         ``generator`` draws the reparameterisation noise (None: torch's
-        global generator).
+        global generator); ``noise`` gives it instead (a ``VAENoise`` or
+        the eps_z tensor, shape (batch, n); see ``draw_noise``).
         """
         mu, logvar = self.encoder(y)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if noise is not None:
+            eps = noise.z if isinstance(noise, VAENoise) else noise
+            if tuple(eps.shape) != tuple(mu.shape):
+                msg = (
+                    f"DenseVAE.forward: noise must have shape {tuple(mu.shape)} "
+                    f"(batch, latent_dim); got {tuple(eps.shape)}."
+                )
+                raise ValueError(msg)
+        else:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps
         y_mean, y_logvar = self.decoder(z)
         return VAEOutput(mu, logvar, z, y_mean, y_logvar)
