@@ -85,8 +85,9 @@ class KDTree:
     overflow. Limits, each a ``ValueError``: weights spanning more than
     ``MAX_WEIGHT_RATIO`` = 1e100 (max / min of |w|), and distances beyond
     the largest float64 (about 1.8e308). As in any float64 sum of squares,
-    an axis whose (weighted) offset is below about 1e-150 of the largest
-    offset of that query adds nothing.
+    squared offsets underflow below about 1e-308 in the tree's units: an
+    offset below about 1e-154 times the points' largest |coordinate| (1
+    when every point is 0) times the largest |weight| counts as 0.
 
     Examples
     --------
