@@ -730,3 +730,47 @@ def test_standard_metrics_bad_input():
         dci(theta, theta[:, :1])
     with pytest.raises(ValueError, match="alpha"):
         dci(theta, theta, alpha=0.0)
+
+
+# ------------------------------------------- scale (issue 11, items 5 and 12)
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e-160, 1e300, 1e-300])
+def test_kl_divergence_is_scale_free(scale):
+    # before: 1e160 gave NaN, 1e-160 (or smaller) "repeated points"
+    rng = np.random.default_rng(20)
+    x, y = rng.standard_normal((300, 2)), 0.5 + rng.standard_normal((250, 2))
+    for method in ("fixed", "adaptive"):
+        ref = kl_divergence(x, y, method=method)
+        got = kl_divergence(scale * x, scale * y, method=method)
+        assert got == pytest.approx(ref, abs=1e-12)
+        # powers of two rescale exactly: the very same number
+        assert kl_divergence(2.0**900 * x, 2.0**900 * y, method=method) == ref
+
+
+@pytest.mark.parametrize("scale", [1e200, 1e-200])
+def test_s_d_sap_dci_mig_are_scale_free(scale):
+    # before: dci/sap on data scaled by 1e200 returned 0 and NaN
+    rng = np.random.default_rng(21)
+    theta = rng.standard_normal((2000, 2))
+    z = theta @ np.array([[1.0, 0.4], [0.1, 1.0]]).T + 0.3 * rng.standard_normal((2000, 2))
+    per_var = np.array([scale, 1.0])  # one variable huge or tiny, one not
+    assert s_d(z * per_var, scale * theta) == pytest.approx(s_d(z, theta), rel=1e-12)
+    assert sap(z * per_var, theta * per_var) == pytest.approx(sap(z, theta), rel=1e-12)
+    assert mig(z * per_var, theta * per_var) == pytest.approx(mig(z, theta), abs=1e-12)
+    got, ref = dci(z * per_var, theta * per_var), dci(z, theta)
+    for name in ("disentanglement", "completeness", "informativeness"):
+        assert getattr(got, name) == pytest.approx(getattr(ref, name), rel=1e-9)
+    assert 0.3 < ref.disentanglement < 0.9
+
+
+def test_mig_bounds_n_bins():
+    # before: n_bins = 10**6 tried to allocate n_bins^2 counts (terabytes)
+    theta = np.random.default_rng(22).standard_normal((50, 2))
+    with pytest.raises(ValueError, match=r"n_bins must be an integer in \[2, 1000\]; got 1000000"):
+        mig(theta, theta, n_bins=10**6)
+    # at the bound it still works (and with 50 samples each one has its own
+    # bin for either latent: no gap)
+    got = mig(theta, theta, n_bins=1000)
+    assert got == pytest.approx(mig_reference(theta, theta, 1000), abs=1e-12)
+    assert got < 0.05
