@@ -66,6 +66,11 @@ def test_s_d_bad_input():
         s_d(np.full((5, 2), np.nan), np.zeros((5, 2)))
     with pytest.raises(ValueError, match="at least 2 samples"):
         s_d(np.zeros((1, 2)), np.zeros((1, 2)))
+    for fn in (s_d, mig, sap, dci):  # before: s_d and mig crashed on zero columns
+        with pytest.raises(ValueError, match="theta must have at least"):
+            fn(np.ones((5, 2)), np.zeros((5, 0)))
+        with pytest.raises(ValueError, match="z must have at least"):
+            fn(np.zeros((5, 0)), np.ones((5, 2)))
 
 
 # ------------------------------------------------------ brute-force references

@@ -81,6 +81,10 @@ def _paired_samples(z: ArrayLike, theta: ArrayLike, caller: str) -> tuple[np.nda
     if len(z) < 2:
         msg = f"{caller}: need at least 2 samples; got {len(z)}."
         raise ValueError(msg)
+    for name, arr in (("z", z), ("theta", theta)):
+        if arr.shape[1] < 1:
+            msg = f"{caller}: {name} must have at least one coordinate; got shape {arr.shape}."
+            raise ValueError(msg)
     return z, theta
 
 
@@ -422,7 +426,7 @@ def s_kl(
         samples must allow it (n >= 2k + 2).
     paired : bool, optional
         z_i encodes the sample theta_i: z_i is left out of the neighbours of
-        theta_i, and the halves split the pairs. Default: True when z and
+        theta_i, and the cross-fit halves keep pairs together. Default: True when z and
         theta have the same length.
     options : SKLOptions, optional
         Optimiser settings (restarts, bounds, tolerances, orientation
@@ -444,7 +448,10 @@ def s_kl(
     ValueError
         Bad shapes or values, too few samples for the halves, duplicated
         theta samples, a coordinate of z or theta constant (in all samples
-        or in a half), or no finite evaluation.
+        or in a half), no finite evaluation, or a fitted scale beyond the
+        float64 range.
+    TypeError
+        ``options`` not an :class:`SKLOptions`, non-integer ``k``.
 
     Notes
     -----
@@ -455,7 +462,12 @@ def s_kl(
     keep their pairs); (a, b, permutation, signs) fitted on A are scored on
     B and vice versa, and ``score`` is the mean of the two. A held-out
     divergence has no selection bias, so an aligned latent scores about 0
-    (measured in ``tests/test_metrics.py``) and ``in_sample`` below it.
+    (mixture4, n = 512, 10 seeds: +0.04 +- 0.08; ``in_sample`` -0.21 +-
+    0.07; ``tests/test_metrics.py``). It does not remove the estimator's
+    own bias, which grows with d and with dependence between paired
+    samples: a near-deterministic encoding (z = f(theta) + 2% noise, paired)
+    of 9 uniform factors at n = 300 still scores about -0.45, because the
+    search finds contractions the k-NN estimate favours on both halves.
 
     Search. For each orientation (permutation pi and signs s) the start is
     moment-matched: |a| = sd(theta) / sd(z_pi), b = mean(z_pi) - mean(theta) / a,
