@@ -136,7 +136,7 @@ class KDTree:
         ex = None
         if exclude is not None:
             raw = np.asarray(exclude)
-            if raw.dtype.kind not in "iu":
+            if raw.dtype.kind not in "iu" and raw.size:
                 msg = f"{caller}: exclude must hold integer indices; got dtype {raw.dtype}."
                 raise TypeError(msg)
             raw = raw.reshape(-1)
