@@ -104,7 +104,9 @@ def as_float_array(
     if arr.dtype.kind not in "biuf":
         msg = f"{caller}: {name} must be a numeric array; got dtype {arr.dtype}."
         raise TypeError(msg)
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    # np.asarray(order="C"), not np.ascontiguousarray: the latter turns 0-d input
+    # into shape (1,), and the error below would report the wrong shape.
+    arr = np.asarray(arr, dtype=dtype, order="C")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if arr.ndim not in allowed:
