@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <memory>
 #include <optional>
@@ -226,6 +227,12 @@ void bind_kle(py::module_& m) {
             ops[static_cast<std::size_t>(w)]->apply(src + i * n, dst + i * n);
           });
         }
+        const double* out = y.data();
+        for (std::size_t i = 0; i < k * static_cast<std::size_t>(n); ++i)
+          if (!std::isfinite(out[i]))
+            throw std::invalid_argument(
+                "kle_matvec: C x overflows double precision (x or the variance too large); "
+                "scale x down");
         return y;
       },
       "grid"_a, "kernel"_a, "length_x"_a, "length_y"_a, "variance"_a, "x"_a, "threads"_a = 0,

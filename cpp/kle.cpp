@@ -706,9 +706,21 @@ int KleCovarianceFFT::grid() const { return impl_->N; }
 void KleCovarianceFFT::apply(const double* x, double* y) {
   Impl& d = *impl_;
   const int N = d.N, M = d.M;
+  // Inputs of extreme magnitude are scaled by a power of two (exact) so
+  // that the transforms neither overflow nor lose subnormal digits; others
+  // (|x| within 2^+-400) go through unscaled, bit for bit as before.
+  double amax = 0.0;
+  for (Index i = 0; i < static_cast<Index>(N) * N; ++i) amax = std::max(amax, std::abs(x[i]));
+  int shift = 0;
+  if (std::isfinite(amax) && amax > 0.0) {
+    const int e = std::ilogb(amax);
+    if (e > 400 || e < -400) shift = e;
+  }
   // Rows (x direction): real FFT of the zero-padded row, half spectrum fx = 0..N-1.
   for (int iy = 0; iy < N; ++iy) {
     std::copy(x + static_cast<Index>(iy) * N, x + static_cast<Index>(iy + 1) * N, d.row.begin());
+    if (shift != 0)
+      for (int ix = 0; ix < N; ++ix) d.row[ix] = std::ldexp(d.row[ix], -shift);
     std::fill(d.row.begin() + N, d.row.end(), 0.0);
     d.fft.fwd(&d.spec[static_cast<std::size_t>(iy) * N], d.row.data(), M);
   }
@@ -725,6 +737,8 @@ void KleCovarianceFFT::apply(const double* x, double* y) {
     d.fft.inv(d.row.data(), &d.spec[static_cast<std::size_t>(iy) * N], M);
     std::copy(d.row.begin(), d.row.begin() + N, y + static_cast<Index>(iy) * N);
   }
+  if (shift != 0)
+    for (Index i = 0; i < static_cast<Index>(N) * N; ++i) y[i] = std::ldexp(y[i], shift);
 }
 
 // ---------------------------------------------------------------------------

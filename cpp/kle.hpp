@@ -92,7 +92,9 @@ class KleCovarianceFFT {
   ~KleCovarianceFFT();
   KleCovarianceFFT(const KleCovarianceFFT&) = delete;
   KleCovarianceFFT& operator=(const KleCovarianceFFT&) = delete;
-  // y = C x, x and y of length N^2 (may not alias).
+  // y = C x, x and y of length N^2 (may not alias). x of extreme magnitude
+  // is scaled by a power of two internally; y is inf where C x itself
+  // overflows.
   void apply(const double* x, double* y);
   int grid() const;
 

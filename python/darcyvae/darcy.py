@@ -271,9 +271,7 @@ def _check_accuracy(
     `RESIDUAL_TOLERANCE` (or is NaN) after the core's pivoting fallback, or
     when its output is not finite (e.g. a pressure beyond float32's range).
     """
-    bad = ~(bordered <= RESIDUAL_TOLERANCE)
-    if out.dtype != np.float64 or bad.any():
-        bad |= ~np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+    bad = ~(bordered <= RESIDUAL_TOLERANCE) | ~np.isfinite(out).all(axis=(1, 2, 3))
     if not bad.any():
         return
     idx = np.flatnonzero(bad)
