@@ -22,7 +22,7 @@ from darcyvae._lock import LOCK_NAME
 from darcyvae.cli import main
 from darcyvae.darcy import DarcyConfig, solve_batch
 from darcyvae.distributions import Mixture4, ThetaArray
-from darcyvae.errors import FolderLockedError, IntegrityError
+from darcyvae.errors import FolderLockedError, IntegrityError, MissingDependencyError
 from darcyvae.generate import FORMAT, GenerateConfig, generate_dataset, read_attrs, verify_dataset
 from darcyvae.kle import KLEConfig, kle_basis
 from hypothesis import given, settings
@@ -841,8 +841,9 @@ def test_theta_overflowing_permeability_is_refused_up_front(tmp_path):
 
 def test_dask_without_distributed_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
-    with pytest.raises(ImportError, match=r"pip install 'darcyvae\[dask\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'darcyvae\[dask\]'") as info:
         generate_dataset(small(), tmp_path / "out", dask_address="tcp://localhost:1")
+    assert isinstance(info.value, ImportError)  # what callers catching ImportError expect
     assert main(["generate", *SMALL_CLI, "--out", str(tmp_path / "out"), "--dask", "x:1"]) == 2
     assert "darcyvae[dask]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

@@ -576,8 +576,9 @@ def generate_dataset(
         partial made with other settings.
     TypeError
         ``config`` is not a GenerateConfig, ``callback`` not callable.
-    ImportError
-        ``dask_address`` without the optional package ``distributed``.
+    darcyvae.errors.MissingDependencyError
+        ``dask_address`` without the optional package ``distributed`` (an
+        ``ImportError``).
     OSError
         ``out_dir`` is not a folder or cannot be written; a write failed
         (e.g. the disk is full): the message says so, and the partial file
