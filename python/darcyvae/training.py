@@ -22,6 +22,7 @@ TrainConfig, vae_loss, ...``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -820,18 +821,7 @@ def train_with_restarts(
     if result is None:  # pragma: no cover - restarts >= 0 always runs one attempt
         msg = "train_with_restarts: no attempt ran."
         raise RuntimeError(msg)
-    final = TrainResult(
-        result.out_dir,
-        result.checkpoint,
-        result.epochs,
-        result.seed,
-        result.history,
-        result.final,
-        result.over_regularization,
-        restarts=len(trials) - 1,
-        trials=tuple(trials),
-        metrics=result.metrics,
-    )
+    final = dataclasses.replace(result, restarts=len(trials) - 1, trials=tuple(trials))
     return final, trials
 
 
