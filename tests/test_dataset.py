@@ -7,14 +7,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from _vae_data import cpu_and_cuda, write_synthetic_h5
 from darcyvae.dataset import ChannelStats, DarcyDataset, channel_stats, make_loader, make_loaders
 
 
 @pytest.fixture
-def files(tmp_path):
-    train = write_synthetic_h5(tmp_path / "train.h5", n=40, grid=9, seed=0)
-    test = write_synthetic_h5(tmp_path / "test.h5", n=24, grid=9, seed=1)
+def files(tmp_path, synthetic_h5):
+    train = synthetic_h5(tmp_path / "train.h5", n=40, grid=9, seed=0)
+    test = synthetic_h5(tmp_path / "test.h5", n=24, grid=9, seed=1)
     return train, test
 
 
@@ -112,7 +111,6 @@ def test_constant_channel_gets_unit_std(tmp_path):
     assert stats.std[1] == pytest.approx(np.std(np.arange(4)))
 
 
-@pytest.mark.parametrize("device", cpu_and_cuda())
 def test_resident_on_device(files, device):
     ds = DarcyDataset(files[0], device=device)
     assert ds.y.device.type == ds.theta.device.type == torch.device(device).type
@@ -242,8 +240,8 @@ def test_bad_arguments(files):
         make_loader(DarcyDataset(files[0]), batch_size=0)
 
 
-def test_train_test_shape_mismatch(tmp_path):
-    a = write_synthetic_h5(tmp_path / "a.h5", n=8, grid=9)
-    b = write_synthetic_h5(tmp_path / "b.h5", n=8, grid=17)
+def test_train_test_shape_mismatch(tmp_path, synthetic_h5):
+    a = synthetic_h5(tmp_path / "a.h5", n=8, grid=9)
+    b = synthetic_h5(tmp_path / "b.h5", n=8, grid=17)
     with pytest.raises(ValueError, match="same shape"):
         make_loaders(a, b)

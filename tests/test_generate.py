@@ -22,7 +22,7 @@ from darcyvae._lock import LOCK_NAME
 from darcyvae.cli import main
 from darcyvae.darcy import DarcyConfig, solve_batch
 from darcyvae.distributions import Mixture4, ThetaArray
-from darcyvae.errors import FolderLockedError, IntegrityError
+from darcyvae.errors import FolderLockedError, IntegrityError, MissingDependencyError
 from darcyvae.generate import FORMAT, GenerateConfig, generate_dataset, read_attrs, verify_dataset
 from darcyvae.kle import KLEConfig, kle_basis
 from hypothesis import given, settings
@@ -269,27 +269,30 @@ def test_resume_in_the_test_split_keeps_train(reference, tmp_path):
     assert generate_dataset(small(), tmp_path, resume=True, progress=False) == paths
 
 
-def test_kill_9_then_resume(reference, tmp_path):
-    """A run killed by SIGKILL after 2 chunks resumes to the identical file."""
-    script = textwrap.dedent(
+def _signalled_run(out: Path, sig: str, split: str, done: int) -> subprocess.CompletedProcess:
+    """``generate_dataset(small())`` in a fresh process that sends itself ``signal.<sig>``
+    once ``split`` holds ``done`` samples."""
+    return _run_python(
         f"""
         import os, signal
         from darcyvae.generate import GenerateConfig, generate_dataset
         from darcyvae.kle import KLEConfig
 
-        def die(split, done, n):
-            if done >= 16:
-                os.kill(os.getpid(), signal.SIGKILL)
+        def interrupt(split, done, n):
+            if split == {split!r} and done >= {done}:
+                os.kill(os.getpid(), signal.{sig})
 
         cfg = GenerateConfig(KLEConfig(grid={GRID}, n_modes=3), distribution="mixture4",
                              n_train=40, n_test=20, chunk_size=8)
-        generate_dataset(cfg, {str(tmp_path)!r}, progress=False, callback=die)
+        generate_dataset(cfg, {str(out)!r}, progress=False, callback=interrupt)
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, timeout=120
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+
+
+def test_kill_9_then_resume(reference, tmp_path):
+    """A run killed by SIGKILL after 2 chunks resumes to the identical file."""
+    proc = _signalled_run(tmp_path, "SIGKILL", "train", 16)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (tmp_path / "train.h5.partial").exists()
     assert not (tmp_path / "train.h5").exists()
     paths = generate_dataset(small(), tmp_path, resume=True, progress=False)
@@ -298,26 +301,9 @@ def test_kill_9_then_resume(reference, tmp_path):
 
 def test_ctrl_c_then_resume(reference, tmp_path):
     """SIGINT (Ctrl-C) mid-run: KeyboardInterrupt leaves a partial that resumes identically."""
-    script = textwrap.dedent(
-        f"""
-        import os, signal
-        from darcyvae.generate import GenerateConfig, generate_dataset
-        from darcyvae.kle import KLEConfig
-
-        def ctrl_c(split, done, n):
-            if split == "test" and done == 8:
-                os.kill(os.getpid(), signal.SIGINT)
-
-        cfg = GenerateConfig(KLEConfig(grid={GRID}, n_modes=3), distribution="mixture4",
-                             n_train=40, n_test=20, chunk_size=8)
-        generate_dataset(cfg, {str(tmp_path)!r}, progress=False, callback=ctrl_c)
-        """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, timeout=120
-    )
+    proc = _signalled_run(tmp_path, "SIGINT", "test", 8)
     assert proc.returncode != 0
-    assert b"KeyboardInterrupt" in proc.stderr
+    assert "KeyboardInterrupt" in proc.stderr
     assert listing(tmp_path) == ["test.h5.partial", "test.h5.progress", "train.h5"]
     paths = generate_dataset(small(), tmp_path, resume=True, progress=False)
     for split in ("train", "test"):
@@ -841,8 +827,9 @@ def test_theta_overflowing_permeability_is_refused_up_front(tmp_path):
 
 def test_dask_without_distributed_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
-    with pytest.raises(ImportError, match=r"pip install 'darcyvae\[dask\]'"):
+    with pytest.raises(MissingDependencyError, match=r"pip install 'darcyvae\[dask\]'") as info:
         generate_dataset(small(), tmp_path / "out", dask_address="tcp://localhost:1")
+    assert isinstance(info.value, ImportError)  # what callers catching ImportError expect
     assert main(["generate", *SMALL_CLI, "--out", str(tmp_path / "out"), "--dask", "x:1"]) == 2
     assert "darcyvae[dask]" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

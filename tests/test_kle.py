@@ -548,3 +548,12 @@ def test_residual_check_is_enforced():
         _core.kle_solve(
             33, "exponential", 0.1, 0.1, 1.0, 40, method="lanczos", tol=0.9, basis_size=12
         )
+
+
+def test_variance_at_its_bound_passes_the_residual_check():
+    # issue 11, item 12: 1e300 used to fail in the eigen-residual check; now
+    # validation refuses it (test_config_bad_values) and the bound itself works
+    a = kle_basis(grid=9, n_modes=4, cache=False)
+    b = kle_basis(grid=9, n_modes=4, variance=1e100, cache=False)
+    np.testing.assert_allclose(b.eigenvalues, 1e100 * a.eigenvalues, rtol=1e-10)
+    assert np.all(np.isfinite(b.modes))

@@ -11,6 +11,7 @@ before it creates a file.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,9 @@ __all__ = [
     "blocks",
     "check_log_permeability",
     "file_attrs",
+    "new_file",
     "plan_run",
+    "theta_rows",
 ]
 
 LOG_K_RANGE = (
@@ -145,17 +148,26 @@ class RunPlan:
 
     def create(self, plan: SplitPlan, path: Path) -> Any:
         """A new, empty, open file of the split at ``path``."""
-        cfg = self.config
-        return create_file(
-            path,
-            n_samples=plan.n_samples,
-            n_modes=cfg.n_modes,
-            grid=cfg.grid,
-            theta_rows=plan.encoding.theta_rows,
-            compression=cfg.compression,
-            compression_level=cfg.compression_level,
-            attrs=plan.attrs,
-        )
+        return new_file(self.config, path, plan.n_samples, plan.attrs)
+
+
+def new_file(config: GenerateConfig, path: Path, n_samples: int, attrs: Mapping[str, Any]) -> Any:
+    """A new, empty, open file of ``n_samples`` in ``config``'s layout, with ``attrs``."""
+    return create_file(
+        path,
+        n_samples=n_samples,
+        n_modes=config.n_modes,
+        grid=config.grid,
+        theta_rows=theta_rows(config, n_samples),
+        compression=config.compression,
+        compression_level=config.compression_level,
+        attrs=attrs,
+    )
+
+
+def theta_rows(config: GenerateConfig, n_samples: int) -> int:
+    """Rows per HDF5 chunk of ``generative_params`` (one block, at most the whole split)."""
+    return min(n_samples, config.chunk_size)
 
 
 def blocks(n: int, size: int) -> list[tuple[int, int]]:
@@ -186,7 +198,7 @@ def plan_run(config: GenerateConfig, out_dir: Path) -> RunPlan:
                 files=files,
                 header=log_header(attrs, config.write_settings),
                 encoding=Encoding(
-                    config.compression, config.compression_level, min(n, config.chunk_size)
+                    config.compression, config.compression_level, theta_rows(config, n)
                 ),
             )
         )

@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from ._hdf5_layout import Chunk, make_chunk
 from .darcy import DarcyConfig, solve_batch
+from .errors import MissingDependencyError
 from .kle import KLEBasis
 
 __all__ = ["DaskPipeline", "Encoding", "LocalPipeline", "computed_blocks", "require_distributed"]
@@ -155,7 +156,13 @@ class LocalPipeline:
 
 
 def require_distributed() -> None:
-    """Raise ImportError naming the extra to install when ``distributed`` is missing."""
+    """Raise ``MissingDependencyError`` (an ``ImportError``) naming the extra to install.
+
+    Raises
+    ------
+    darcyvae.errors.MissingDependencyError
+        The optional package ``distributed`` is not installed.
+    """
     try:
         import distributed  # noqa: F401
     except ImportError as exc:
@@ -163,7 +170,7 @@ def require_distributed() -> None:
             "generate: dask_address (--dask) needs the optional package 'distributed', "
             "which is not installed; pip install 'darcyvae[dask]'."
         )
-        raise ImportError(msg) from exc
+        raise MissingDependencyError(msg) from exc
 
 
 def _dask_block(

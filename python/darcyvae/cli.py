@@ -181,7 +181,6 @@ def _run_generate(args: argparse.Namespace) -> int:
     # BLAS unless the user chose otherwise (effective before numpy is imported).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from .darcy import DarcyConfig
-    from .errors import DarcyvaeError
     from .generate import GenerateConfig, generate_dataset
     from .kle import KLEConfig
 
@@ -219,20 +218,16 @@ def _run_generate(args: argparse.Namespace) -> int:
         train_sampling=args.train_sampling,
         test_sampling=args.test_sampling,
     )
-    try:
-        paths = generate_dataset(
-            config,
-            args.out,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            dask_address=args.dask,
-            progress=not args.no_progress,
-        )
-    except (DarcyvaeError, OSError, ImportError) as exc:
-        # another run holds the folder, a damaged output, a full disk, no 'distributed':
-        # one line; the library's message says what to do
-        print(f"darcyvae generate: error: {exc}", file=sys.stderr)
-        return 2
+    # another run holds the folder, a damaged output, a full disk, no 'distributed'
+    # (MissingDependencyError): main() prints the library's message as one line
+    paths = generate_dataset(
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        dask_address=args.dask,
+        progress=not args.no_progress,
+    )
     for split, path in paths.items():
         print(f"{split}: {path} ({config.n_samples(split)} samples)")
     return 0
@@ -407,10 +402,12 @@ BUG_REPORT = (
 )
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, command: str = "") -> str:
+    """The message of ``exc`` on one line, without a repeated ``darcyvae <command>:`` prefix."""
     text = " ".join(str(exc).split())
     if isinstance(exc, OSError) and not text:
         text = exc.strerror or type(exc).__name__
+    text = text.removeprefix(f"darcyvae {command}: ") if command else text
     return text or type(exc).__name__
 
 
@@ -446,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DarcyvaeError, ValueError, TypeError, OSError) as exc:
         if debug:
             traceback.print_exc()
-        print(f"darcyvae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"darcyvae {args.command}: error: {_one_line(exc, args.command)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - reported as a bug, see the docstring
         from .training import TrainingDivergedError

@@ -86,10 +86,6 @@ def _file_signature(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
-
-
 def channel_stats(path: str | os.PathLike, *, cache: bool = True) -> ChannelStats:
     """Per-channel mean and standard deviation of the ``output`` of a file.
 
@@ -153,7 +149,8 @@ def channel_stats(path: str | os.PathLike, *, cache: bool = True) -> ChannelStat
     if cache:
         # A read-only folder only loses the cache; the statistics are still returned.
         with contextlib.suppress(OSError):
-            _write_json_atomic(stats_path, {"signature": signature, "stats": stats.to_dict()})
+            record = {"signature": signature, "stats": stats.to_dict()}
+            atomic_write_text(stats_path, json.dumps(record, indent=2, sort_keys=True))
     return stats
 
 

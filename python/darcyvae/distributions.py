@@ -105,10 +105,9 @@ def _as_indices(indices: ArrayLike, caller: str) -> NDArray[np.int64]:
 
 def _vector(value: Any, name: str, caller: str, n_modes: int) -> tuple[float, ...]:
     """A scalar (broadcast to n_modes) or a vector of length n_modes, as a tuple of floats."""
-    scalar = np.ndim(value) == 0
-    arr = as_float_array(value, name, caller, ndim=1 if scalar else (1,))
-    if scalar:  # as_float_array returns at least 1-D
-        arr = np.full(n_modes, float(arr[0]))
+    arr = as_float_array(value, name, caller, ndim=0 if np.ndim(value) == 0 else 1)
+    if arr.ndim == 0:
+        arr = np.full(n_modes, float(arr))
     if arr.shape != (n_modes,):
         msg = (
             f"{caller}: {name} must be a scalar or have length n_modes = {n_modes}; "

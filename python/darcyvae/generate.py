@@ -60,14 +60,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._checks import check_choice, check_int
-from ._generate_plan import RunPlan, SplitPlan, plan_run
+from ._generate_plan import RunPlan, SplitPlan, new_file, plan_run
 from ._hdf5_layout import (
     CHECKSUM_ATTR,
     COMPRESSIONS,
     FORMAT,
     SPLITS,
     Chunk,
-    create_file,
     decode_attrs,
     open_h5,
     read_attrs,
@@ -576,8 +575,9 @@ def generate_dataset(
         partial made with other settings.
     TypeError
         ``config`` is not a GenerateConfig, ``callback`` not callable.
-    ImportError
-        ``dask_address`` without the optional package ``distributed``.
+    darcyvae.errors.MissingDependencyError
+        ``dask_address`` without the optional package ``distributed`` (an
+        ``ImportError``).
     OSError
         ``out_dir`` is not a folder or cannot be written; a write failed
         (e.g. the disk is full): the message says so, and the partial file
@@ -649,17 +649,7 @@ def verify_dataset(path: str | os.PathLike) -> None:
 # -- names kept for benchmarks/bench_generate.py --------------------------------------------
 def _create(path: Path, config: GenerateConfig, attrs: Mapping[str, Any]) -> Any:
     """A new file of ``config``'s layout for the split ``attrs["split"]`` (benchmark helper)."""
-    n = config.n_samples(attrs["split"])
-    return create_file(
-        path,
-        n_samples=n,
-        n_modes=config.n_modes,
-        grid=config.grid,
-        theta_rows=min(n, config.chunk_size),
-        compression=config.compression,
-        compression_level=config.compression_level,
-        attrs=attrs,
-    )
+    return new_file(config, path, config.n_samples(attrs["split"]), attrs)
 
 
 def _make_chunk(
