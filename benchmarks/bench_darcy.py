@@ -26,108 +26,40 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import darcyvae
 import numpy as np
-import scipy
-import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from _machine import cpu_model
+from _machine import machine
 from darcyvae import _core
 from darcyvae.darcy import DarcyConfig, gauge_weights, solve_batch, source_term
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import scipy_reference as ref  # tests/scipy_reference.py: the shared SciPy baseline
+
 # ---------------------------------------------------------------------------
-# SciPy baseline (both schemes), written the vectorised way.
-
-
-def _fd_matrix(k: np.ndarray) -> sp.csr_matrix:
-    n_side = k.shape[0]
-    h = 1.0 / (n_side - 1)
-    idx = np.arange(n_side * n_side).reshape(n_side, n_side)
-    kx = np.zeros_like(k)
-    kx[:, 1:-1] = (k[:, 2:] - k[:, :-2]) / (2 * h)
-    east, west = -k / h**2 - kx / (2 * h), -k / h**2 + kx / (2 * h)
-    east[:, 0] = -2 * k[:, 0] / h**2
-    west[:, -1] = -2 * k[:, -1] / h**2
-    ky = np.zeros_like(k)
-    ky[1:-1, :] = (k[2:, :] - k[:-2, :]) / (2 * h)
-    north, south = -k / h**2 - ky / (2 * h), -k / h**2 + ky / (2 * h)
-    north[0, :] = -2 * k[0, :] / h**2
-    south[-1, :] = -2 * k[-1, :] / h**2
-    rows = [
-        idx.ravel(),
-        idx[:, :-1].ravel(),
-        idx[:, 1:].ravel(),
-        idx[:-1, :].ravel(),
-        idx[1:, :].ravel(),
-    ]
-    cols = [
-        idx.ravel(),
-        idx[:, 1:].ravel(),
-        idx[:, :-1].ravel(),
-        idx[1:, :].ravel(),
-        idx[:-1, :].ravel(),
-    ]
-    vals = [
-        (4 * k / h**2).ravel(),
-        east[:, :-1].ravel(),
-        west[:, 1:].ravel(),
-        north[:-1, :].ravel(),
-        south[1:, :].ravel(),
-    ]
-    n = n_side * n_side
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-    )
-
-
-def _fv_matrix(k: np.ndarray) -> sp.csr_matrix:
-    n_side = k.shape[0]
-    idx = np.arange(n_side * n_side).reshape(n_side, n_side)
-    tx = 2 * k[:, 1:] * k[:, :-1] / (k[:, 1:] + k[:, :-1])
-    tx[[0, -1], :] *= 0.5
-    ty = 2 * k[1:, :] * k[:-1, :] / (k[1:, :] + k[:-1, :])
-    ty[:, [0, -1]] *= 0.5
-    a = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
-    b = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
-    t = np.concatenate([tx.ravel(), ty.ravel()])
-    n = n_side * n_side
-    return sp.csr_matrix(
-        (
-            np.concatenate([-t, -t, t, t]),
-            (np.concatenate([a, b, a, b]), np.concatenate([b, a, a, b])),
-        ),
-        shape=(n, n),
-    )
+# SciPy baseline (both schemes): tests/scipy_reference.py, timed by stage.
 
 
 def scipy_solve(
     k: np.ndarray, scheme: str, f: np.ndarray, w: np.ndarray
 ) -> tuple[np.ndarray, dict]:
     """One sample the SciPy way; returns (output, seconds per stage)."""
+    del w  # the reference builds its own trapezoid weights
     n_side = k.shape[0]
-    h = 1.0 / (n_side - 1)
     t0 = time.perf_counter()
-    a = _fd_matrix(k) if scheme == "fd" else _fv_matrix(k)
-    b = f.ravel() if scheme == "fd" else (f * w).ravel()
-    wc = w.reshape(-1, 1)
-    border = sp.bmat([[a, sp.csr_matrix(wc)], [sp.csr_matrix(wc.T), None]], format="csc")
+    border, rhs = ref.bordered_system(k, scheme, f)
     t1 = time.perf_counter()
     lu = spla.splu(border)
     t2 = time.perf_counter()
-    z = lu.solve(np.append(b, 0.0))
+    z = lu.solve(rhs)
     t3 = time.perf_counter()
     p = z[:-1].reshape(n_side, n_side)
-    out = np.zeros((3, n_side, n_side))
-    out[0] = p
-    out[1][:, 1:-1] = -k[:, 1:-1] * (p[:, 2:] - p[:, :-2]) / (2 * h)
-    out[2][1:-1, :] = -k[1:-1, :] * (p[2:, :] - p[:-2, :]) / (2 * h)
+    out = np.stack([p, *ref.velocities(k, p)])
     t4 = time.perf_counter()
     return out, {"assembly": t1 - t0, "factor": t2 - t1, "solve": t3 - t2, "velocity": t4 - t3}
 
@@ -136,13 +68,7 @@ def lognormal_fields(
     n: int, n_side: int, rng: np.random.Generator, length: float = 0.1
 ) -> np.ndarray:
     """exp of smooth unit-variance Gaussian fields (spectral filter of white noise)."""
-    freq = np.fft.fftfreq(2 * n_side) * 2 * n_side
-    kk = freq[:, None] ** 2 + freq[None, :] ** 2
-    spectrum = (1.0 / length**2 + np.pi**2 * kk) ** -0.75
-    noise = rng.standard_normal((n, 2 * n_side, 2 * n_side))
-    g = np.fft.ifft2(np.fft.fft2(noise) * spectrum).real[:, :n_side, :n_side]
-    g /= g.std(axis=(1, 2), keepdims=True)
-    return np.exp(g)
+    return ref.lognormal_fields(n, n_side, rng, length=length)
 
 
 # ---------------------------------------------------------------------------
@@ -233,21 +159,6 @@ def bench(n_side: int, scheme: str, quick: bool) -> list[dict]:
     return rows
 
 
-def machine() -> dict:
-    cpu = cpu_model()
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "darcyvae": darcyvae.__version__,
-        "kernel_isa": _core.DarcySolver(3).isa,
-        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-    }
-
-
 def print_table(rows: list[dict]) -> None:
     head = (
         f"{'impl':<14} {'scheme':<6} {'N':>4} {'median ms':>10} {'min ms':>9} {'speed-up':>9}"
@@ -306,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.extend(bench(n_side, scheme, args.quick))
     print_table(rows)
     if args.json:
-        write_json(args.json, {"benchmark": "darcy", "rows": rows, "machine": machine()})
+        info = machine(kernel_isa=_core.DarcySolver(3).isa, max_threads=_core.max_threads())
+        write_json(args.json, {"benchmark": "darcy", "rows": rows, "machine": info})
     return 0
 
 

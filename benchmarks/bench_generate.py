@@ -26,7 +26,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import contextlib
 import json
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,12 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import darcyvae
 import numpy as np
-import scipy
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
-from _machine import cpu_model
+from _machine import machine
 from darcyvae.darcy import DarcyConfig, solve_batch
 from darcyvae.distributions import Normal
 from darcyvae.generate import (
@@ -51,58 +46,11 @@ from darcyvae.generate import (
 )
 from darcyvae.kle import KLEConfig, kle_basis
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+import scipy_reference as ref  # tests/scipy_reference.py: the shared SciPy baseline
 
 # -- the SciPy pipeline ----------------------------------------------------------------------
-def scipy_fd_system(k: np.ndarray, well_width: float = 0.125, rate: float = 10.0):
-    """Bordered fd system [[A, w], [w^T, 0]] and right-hand side (SPEC 1a) of K[iy, ix]."""
-    n = k.shape[0]
-    h = 1.0 / (n - 1)
-    idx = np.arange(n * n).reshape(n, n)
-    inv = 1.0 / h**2
-    kx = np.zeros_like(k)
-    kx[:, 1:-1] = (k[:, 2:] - k[:, :-2]) / (2 * h)
-    ky = np.zeros_like(k)
-    ky[1:-1, :] = (k[2:, :] - k[:-2, :]) / (2 * h)
-    inner_x, inner_y = np.s_[:, 1:-1], np.s_[1:-1, :]
-    entries = [
-        (idx, idx, 4.0 * k * inv),
-        (idx[inner_x], idx[:, 2:], -k[inner_x] * inv - kx[inner_x] / (2 * h)),  # east
-        (idx[inner_x], idx[:, :-2], -k[inner_x] * inv + kx[inner_x] / (2 * h)),  # west
-        (idx[:, 0], idx[:, 1], -2.0 * k[:, 0] * inv),  # left edge: inward neighbour
-        (idx[:, -1], idx[:, -2], -2.0 * k[:, -1] * inv),  # right edge
-        (idx[inner_y], idx[2:, :], -k[inner_y] * inv - ky[inner_y] / (2 * h)),  # north
-        (idx[inner_y], idx[:-2, :], -k[inner_y] * inv + ky[inner_y] / (2 * h)),  # south
-        (idx[0, :], idx[1, :], -2.0 * k[0, :] * inv),  # bottom edge
-        (idx[-1, :], idx[-2, :], -2.0 * k[-1, :] * inv),  # top edge
-    ]
-    w = np.full((n, n), 4.0)
-    w[0, :] = w[-1, :] = w[:, 0] = w[:, -1] = 2.0
-    w[0, 0] = w[0, -1] = w[-1, 0] = w[-1, -1] = 1.0
-    w = (w * h * h / 4.0).ravel()
-    m = n * n
-    rows = np.concatenate([e[0].ravel() for e in entries] + [np.full(m, m), np.arange(m)])
-    cols = np.concatenate([e[1].ravel() for e in entries] + [np.arange(m), np.full(m, m)])
-    vals = np.concatenate([e[2].ravel() for e in entries] + [w, w])
-    a = sp.csc_matrix((vals, (rows, cols)), shape=(m + 1, m + 1))
-    x = np.arange(n) * h
-    xx, yy = np.meshgrid(x, x)
-    half, tol = well_width / 2, 1e-12
-    f = np.zeros((n, n))
-    f[(np.abs(xx - half) <= half + tol) & (np.abs(yy - half) <= half + tol)] = rate
-    f[(np.abs(xx - 1 + half) <= half + tol) & (np.abs(yy - 1 + half) <= half + tol)] = -rate
-    return a, np.r_[f.ravel(), 0.0]
-
-
-def scipy_fd_solve(k: np.ndarray) -> np.ndarray:
-    """(p, u_x, u_y) of one field by sparse LU of the bordered fd system."""
-    n = k.shape[0]
-    h = 1.0 / (n - 1)
-    a, rhs = scipy_fd_system(k)
-    p = spla.splu(a).solve(rhs)[:-1].reshape(n, n)
-    ux, uy = np.zeros_like(p), np.zeros_like(p)
-    ux[:, 1:-1] = -k[:, 1:-1] * (p[:, 2:] - p[:, :-2]) / (2 * h)  # zero on left/right edges
-    uy[1:-1, :] = -k[1:-1, :] * (p[2:, :] - p[:-2, :]) / (2 * h)  # zero on bottom/top edges
-    return np.stack([p, ux, uy])
+# The fd system and its bordered SuperLU solve are tests/scipy_reference.py (ref.solve).
 
 
 def scipy_pipeline(basis, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +58,7 @@ def scipy_pipeline(basis, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s, n = basis.modes.shape[0], basis.modes.shape[1]
     field = (theta * np.sqrt(basis.eigenvalues)) @ basis.modes.reshape(s, -1)
     k = np.exp(field).reshape(-1, n, n)
-    out = np.stack([scipy_fd_solve(ki) for ki in k]).astype(np.float32)
+    out = np.stack([ref.solve(ki, "fd")[0] for ki in k]).astype(np.float32)
     return k.astype(np.float32), out
 
 
@@ -385,17 +333,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "load_average_1min": {"start": load[0], "end": load[1]},
             "openblas_num_threads": os.environ["OPENBLAS_NUM_THREADS"],
-            "versions": {
-                "darcyvae": darcyvae.__version__,
-                "numpy": np.__version__,
-                "scipy": scipy.__version__,
-                "python": platform.python_version(),
-            },
-            "machine": {
-                "platform": platform.platform(),
-                "processor": cpu_model() or platform.machine(),
-                "cpu_count": cores,
-            },
+            "machine": machine(),
         }
         Path(args.json).write_text(json.dumps({**meta, "rows": rows}, indent=2))
     return 0

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -30,11 +29,9 @@ import sys
 import tempfile
 import time
 
-import darcyvae
 import numpy as np
-import scipy
 import scipy.sparse.linalg as sla
-from _machine import cpu_model
+from _machine import machine
 from darcyvae.kle import KLEConfig, kle_basis
 from scipy.spatial.distance import cdist
 
@@ -135,21 +132,6 @@ def time_case(
         if sum(times) > budget:
             break
     return times, values
-
-
-def machine() -> dict:
-    cpu = cpu_model()
-    return {
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "loadavg": os.getloadavg(),
-        "python": platform.python_version(),
-    }
-
-
-def versions() -> dict:
-    return {"darcyvae": darcyvae.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
 
 
 def benchmark(cases, repeats: int, budget: float, memory: bool) -> list[dict]:
@@ -313,7 +295,7 @@ def main(argv=None) -> int:
     if args._worker:
         _worker(args._worker)
         return 0
-    result = {"benchmark": "kle", "versions": versions(), "machine": machine()}
+    result = {"benchmark": "kle", "machine": machine()}
     if args.solvers:
         rows = compare_solvers()
         print(f"{'solver':40s} {'products':>9s} {'seconds':>9s}")

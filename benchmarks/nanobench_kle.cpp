@@ -33,11 +33,12 @@ int main() {
       full.apply(x.data(), y.data());
       nb::doNotOptimizeAway(y[0]);
     });
-    for (const char* kind : {"trig", "fft"}) {
-      darcyvae::KleSectorProduct sector(pr, -1, 1, kind);
+    for (const darcyvae::KleMatvec matvec : {darcyvae::KleMatvec::trig, darcyvae::KleMatvec::fft}) {
+      const std::string kind = darcyvae::kle_matvec_name(matvec);
+      darcyvae::KleSectorProduct sector(pr, -1, 1, matvec);
       std::vector<double> u(static_cast<std::size_t>(sector.size())), w(u.size());
       for (double& v : u) v = normal(rng);
-      products.run(std::string("odd-even sector, ") + kind + ", N=" + std::to_string(n), [&] {
+      products.run("odd-even sector, " + kind + ", N=" + std::to_string(n), [&] {
         sector.apply(u.data(), w.data());
         nb::doNotOptimizeAway(w[0]);
       });

@@ -7,11 +7,18 @@
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
-#include "darcy.hpp"
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "darcy.hpp"
+#include "index.hpp"
 #include "kle.hpp"
 #include "knn_kl.hpp"
 #include "parallel.hpp"
@@ -26,7 +33,10 @@ namespace {
 
 void bind_parallel(py::module_& m) {
   m.def("resolve_threads", &darcyvae::resolve_threads, "threads"_a,
-        "Number of worker threads used for `threads` (<= 0 means all cores).");
+        "Number of worker threads used for `threads` (<= 0 means all cores; capped at "
+        "max_threads()).");
+  m.def("max_threads", &darcyvae::max_threads,
+        "Largest number of worker threads any call uses: 4 x the hardware threads, in [4, 256].");
 }
 
 void bind_darcy(py::module_& m) {
@@ -51,12 +61,16 @@ void bind_darcy(py::module_& m) {
   py::class_<DarcySolver>(m, "DarcySolver",
                           "Darcy solver for one (grid, scheme); use darcyvae.darcy.solve/solve_batch.")
       .def(py::init([](int grid, const std::string& scheme, int leaf_size, int block,
-                       const std::string& isa, double check_tolerance) {
+                       const std::string& isa, double check_tolerance,
+                       double residual_tolerance) {
              return std::make_unique<DarcySolver>(grid, darcyvae::parse_darcy_scheme(scheme),
-                                                  leaf_size, block, isa, check_tolerance);
+                                                  leaf_size, block,
+                                                  darcyvae::parse_kernel_isa(isa),
+                                                  check_tolerance, residual_tolerance);
            }),
            "grid"_a, "scheme"_a = "fd", "leaf_size"_a = 0, "block"_a = 0, "isa"_a = "auto",
-           "check_tolerance"_a = 1e-10)
+           "check_tolerance"_a = 1e-10,
+           "residual_tolerance"_a = darcyvae::kDefaultResidualTolerance)
       .def_property_readonly("grid", &DarcySolver::grid, "Nodes per side N.")
       .def_property_readonly(
           "scheme", [](const DarcySolver& s) { return darcyvae::darcy_scheme_name(s.scheme()); },
@@ -70,9 +84,14 @@ void bind_darcy(py::module_& m) {
                              "Dense flops of one sample's factorisation (model).")
       .def_property_readonly("fallbacks", &DarcySolver::fallbacks,
                              "Samples re-solved with partial pivoting so far.")
+      .def_property_readonly("residual_tolerance", &DarcySolver::residual_tolerance,
+                             "Bordered relative residual above which a sample is re-solved.")
+      .def_property_readonly("pooled_workspaces", &DarcySolver::pooled_workspaces,
+                             "Per-thread workspaces kept for the next call (<= hardware threads).")
       .def(
           "solve_into",
-          [](const DarcySolver& s, Grid k, Grid source, py::array out, int threads) {
+          [](const DarcySolver& s, Grid k, Grid source, py::array out, int threads,
+             std::optional<py::array_t<double>> bordered) {
             const int N = s.grid();
             if (k.ndim() != 3 || k.shape(1) != N || k.shape(2) != N)
               throw std::invalid_argument("DarcySolver.solve_into: k must have shape (n, N, N)");
@@ -87,8 +106,14 @@ void bind_darcy(py::module_& m) {
                 !(out.flags() & py::array::c_style) || !out.writeable())
               throw std::invalid_argument(
                   "DarcySolver.solve_into: out must be a writeable C-contiguous (n, 3, N, N) array");
+            if (bordered && (bordered->ndim() != 1 ||
+                             static_cast<std::size_t>(bordered->shape(0)) != n ||
+                             !bordered->writeable() || !(bordered->flags() & py::array::c_style)))
+              throw std::invalid_argument(
+                  "DarcySolver.solve_into: bordered_residual must be a writeable float64 (n,) array");
             py::array_t<double> lambda(static_cast<py::ssize_t>(n));
             py::array_t<double> residual(static_cast<py::ssize_t>(n));
+            double* bp = bordered ? bordered->mutable_data() : nullptr;
             const double* kp = k.data();
             const double* sp = source.data();
             void* op = out.mutable_data();
@@ -97,14 +122,15 @@ void bind_darcy(py::module_& m) {
             {
               py::gil_scoped_release release;
               if (f32)
-                s.solve(kp, n, sp, static_cast<float*>(op), lp, rp, threads);
+                s.solve(kp, n, sp, static_cast<float*>(op), lp, rp, threads, bp);
               else
-                s.solve(kp, n, sp, static_cast<double*>(op), lp, rp, threads);
+                s.solve(kp, n, sp, static_cast<double*>(op), lp, rp, threads, bp);
             }
             return py::make_tuple(lambda, residual);
           },
-          "k"_a, "source"_a, "out"_a, "threads"_a = 0,
-          "Solve n samples into out (n, 3, N, N); returns (lambda, relative_residual).")
+          "k"_a, "source"_a, "out"_a, "threads"_a = 0, "bordered_residual"_a = py::none(),
+          "Solve n samples into out (n, 3, N, N); returns (lambda, relative_residual) and fills "
+          "bordered_residual (n,) with ||A p + lambda w - b|| / ||b|| when given.")
       .def(
           "profile",
           [](const DarcySolver& s, Grid k, Grid source, int repeats) {
@@ -151,8 +177,8 @@ void bind_kle(py::module_& m) {
         darcyvae::KleProblem pr = kle_problem(grid, kernel, length_x, length_y, variance);
         darcyvae::KleSolveOptions opt;
         opt.n_modes = n_modes;
-        opt.method = method;
-        opt.matvec = matvec;
+        opt.method = darcyvae::parse_kle_method(method);
+        opt.matvec = darcyvae::parse_kle_matvec(matvec);
         opt.tol = tol;
         opt.basis_size = basis_size;
         opt.threads = threads;
@@ -201,6 +227,12 @@ void bind_kle(py::module_& m) {
             ops[static_cast<std::size_t>(w)]->apply(src + i * n, dst + i * n);
           });
         }
+        const double* out = y.data();
+        for (std::size_t i = 0; i < k * static_cast<std::size_t>(n); ++i)
+          if (!std::isfinite(out[i]))
+            throw std::invalid_argument(
+                "kle_matvec: C x overflows double precision (x or the variance too large); "
+                "scale x down");
         return y;
       },
       "grid"_a, "kernel"_a, "length_x"_a, "length_y"_a, "variance"_a, "x"_a, "threads"_a = 0,
@@ -225,11 +257,6 @@ void bind_knn_kl(py::module_& m) {
     if (len != want) {
       throw std::invalid_argument(std::string(what) + " must have length " + std::to_string(want));
     }
-  };
-  auto method_of = [](const std::string& name) {
-    if (name == "fixed") return KLMethod::fixed;
-    if (name == "adaptive") return KLMethod::adaptive;
-    throw std::invalid_argument("method must be 'fixed' or 'adaptive'");
   };
 
   py::class_<KDTree>(m, "KDTree", "Exact KD-tree over a (n, d) array (see darcyvae.metrics.KDTree).")
@@ -293,10 +320,10 @@ void bind_knn_kl(py::module_& m) {
 
   py::class_<KLEstimator>(m, "KLEstimator",
                           "Wang-Kulkarni-Verdu k-NN KL estimator (see darcyvae.metrics).")
-      .def(py::init([check_rows, method_of](const Rows& x, Index k, const std::string& method,
-                                            Index leaf_size, int threads) {
+      .def(py::init([check_rows](const Rows& x, Index k, const std::string& method,
+                                 Index leaf_size, int threads) {
              check_rows(x, 0, "x");
-             const KLMethod mm = method_of(method);
+             const KLMethod mm = darcyvae::parse_kl_method(method);
              py::gil_scoped_release release;
              return std::make_unique<KLEstimator>(x.data(), x.shape(0), x.shape(1), k, mm,
                                                   leaf_size, threads);
@@ -307,9 +334,7 @@ void bind_knn_kl(py::module_& m) {
       .def_property_readonly("k", &KLEstimator::k, "Neighbour order k.")
       .def_property_readonly(
           "method",
-          [](const KLEstimator& e) {
-            return e.method() == KLMethod::fixed ? std::string("fixed") : std::string("adaptive");
-          },
+          [](const KLEstimator& e) { return std::string(darcyvae::kl_method_name(e.method())); },
           "'fixed' or 'adaptive'.")
       .def_property_readonly(
           "rho", [](const KLEstimator& e) { return py::array_t<double>(py::cast(e.rho())); },

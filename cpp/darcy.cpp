@@ -3,12 +3,18 @@
 #include <Eigen/SparseLU>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
-#include <cstdlib>
+#include <limits>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "darcy_kernels.hpp"
 #include "parallel.hpp"
@@ -66,8 +72,8 @@ constexpr int kDefaultScatter = 24;
 
 // A front of the separator tree before indexing.
 struct Proto {
-  int x0, x1, y0, y1;  // region (inclusive node ranges)
-  int depth;
+  int x0 = 0, x1 = -1, y0 = 0, y1 = -1;  // region (inclusive node ranges)
+  int depth = 0;
   int parent = -1;
   std::vector<int> children;
   std::vector<int> sep;  // nodes eliminated here, in order
@@ -80,7 +86,12 @@ struct Proto {
 int dissect(int N, int leaf, int x0, int x1, int y0, int y1, int depth, std::vector<Proto>& out) {
   if (x1 < x0 || y1 < y0) return -1;
   const int nx = x1 - x0 + 1, ny = y1 - y0 + 1;
-  Proto p{x0, x1, y0, y1, depth, -1, {}, {}};
+  Proto p;
+  p.x0 = x0;
+  p.x1 = x1;
+  p.y0 = y0;
+  p.y1 = y1;
+  p.depth = depth;
   if (nx * ny <= leaf) {
     for (int iy = y0; iy <= y1; ++iy)
       for (int ix = x0; ix <= x1; ++ix) p.sep.push_back(iy * N + ix);
@@ -345,22 +356,26 @@ std::unique_ptr<DarcyWorkspace> make_workspace(const detail::PlanView& P) {
     ptr[a] = base + off * kLanes;
     off += (sizes[a] + 1) / 2 * 2;
   }
-  ws->view = {ptr[0], ptr[1], ptr[2], ptr[3], ptr[3] + P.store_size * kLanes, ptr[4], ptr[5]};
+  detail::WorkView& V = ws->view;
+  V.k = ptr[0];
+  V.coef = ptr[1];
+  V.x = ptr[2];
+  V.store = ptr[3];
+  V.levels = ptr[3] + P.store_size * kLanes;
+  V.xf = ptr[4];
+  V.scratch = ptr[5];
   return ws;
 }
 
-detail::Kernels select_kernels(const std::string& isa) {
-  if (isa == "generic") return detail::kernels_generic();
+detail::Kernels select_kernels(KernelIsa isa) {
+  if (isa == KernelIsa::generic) return detail::kernels_generic();
   bool have_avx2 = false;
 #if defined(DARCYVAE_HAVE_AVX2_KERNELS)
   __builtin_cpu_init();
   have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
-  if (isa == "avx2") {
-    if (!have_avx2) fail("isa 'avx2' is not available (not built in, or the CPU lacks AVX2/FMA)");
-  } else if (isa != "auto") {
-    fail("isa must be one of 'auto', 'avx2', 'generic'; got '" + isa + "'");
-  }
+  if (isa == KernelIsa::avx2 && !have_avx2)
+    fail("isa 'avx2' is not available (not built in, or the CPU lacks AVX2/FMA)");
 #if defined(DARCYVAE_HAVE_AVX2_KERNELS)
   if (have_avx2) return detail::kernels_avx2();
 #endif
@@ -389,6 +404,13 @@ DarcyScheme parse_darcy_scheme(const std::string& name) {
 
 const char* darcy_scheme_name(DarcyScheme scheme) {
   return scheme == DarcyScheme::fd ? "fd" : "fv";
+}
+
+KernelIsa parse_kernel_isa(const std::string& name) {
+  if (name == "auto") return KernelIsa::automatic;
+  if (name == "avx2") return KernelIsa::avx2;
+  if (name == "generic") return KernelIsa::generic;
+  fail("isa must be one of 'auto', 'avx2', 'generic'; got '" + name + "'");
 }
 
 std::vector<double> darcy_source(int grid, double well_width, double rate) {
@@ -463,13 +485,17 @@ std::vector<double> darcy_rhs(const double* source, int grid, DarcyScheme scheme
 
 // ---------------------------------------------------------------------------
 
-DarcySolver::DarcySolver(int grid, DarcyScheme scheme, int leaf_size, int block,
-                         const std::string& isa, double check_tolerance)
-    : grid_(grid), scheme_(scheme), check_tolerance_(check_tolerance) {
+DarcySolver::DarcySolver(int grid, DarcyScheme scheme, int leaf_size, int block, KernelIsa isa,
+                         double check_tolerance, double residual_tolerance)
+    : grid_(grid),
+      scheme_(scheme),
+      check_tolerance_(check_tolerance),
+      residual_tolerance_(residual_tolerance) {
   if (grid < 3) fail("grid must be >= 3; got " + std::to_string(grid));
   if (leaf_size < 0) fail("leaf_size must be >= 0");
   if (block < 0 || block > 64) fail("block must be in [0, 64]");
   if (std::isnan(check_tolerance)) fail("check_tolerance must not be NaN");
+  if (!(residual_tolerance > 0.0)) fail("residual_tolerance must be > 0");
   kernels_ = std::make_unique<detail::Kernels>(select_kernels(isa));
   const bool fv = scheme == DarcyScheme::fv;
   plan_ = build_plan(grid, /*symmetric=*/fv, fv, leaf_size > 0 ? leaf_size : kDefaultLeaf,
@@ -488,6 +514,12 @@ int DarcySolver::block() const { return plan_->block; }
 int DarcySolver::fronts() const { return plan_->view.nfronts; }
 double DarcySolver::factor_flops() const { return plan_->flops; }
 std::size_t DarcySolver::fallbacks() const { return fallbacks_.load(); }
+double DarcySolver::residual_tolerance() const { return residual_tolerance_; }
+
+std::size_t DarcySolver::pooled_workspaces() const {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  return pool_.size();
+}
 
 std::vector<int> DarcySolver::elimination_order() const {
   std::vector<int> order;
@@ -510,24 +542,29 @@ std::unique_ptr<DarcyWorkspace> DarcySolver::acquire() const {
   return make_workspace(plan_->view);
 }
 
+// Workspaces beyond one per hardware thread (left by a call with more
+// threads) are freed rather than kept: a default call never needs more.
 void DarcySolver::release(std::unique_ptr<DarcyWorkspace> ws) const {
+  const auto keep = static_cast<std::size_t>(resolve_threads(0));
   std::lock_guard<std::mutex> lock(pool_mutex_);
-  pool_.push_back(std::move(ws));
+  if (pool_.size() < keep) pool_.push_back(std::move(ws));
 }
 
 void DarcySolver::solve(const double* k, std::size_t n, const double* source, double* out,
-                        double* lambda, double* relative_residual, int threads) const {
-  solve_impl(k, n, source, out, false, lambda, relative_residual, threads);
+                        double* lambda, double* relative_residual, int threads,
+                        double* bordered_residual) const {
+  solve_impl(k, n, source, out, false, lambda, relative_residual, bordered_residual, threads);
 }
 
 void DarcySolver::solve(const double* k, std::size_t n, const double* source, float* out,
-                        double* lambda, double* relative_residual, int threads) const {
-  solve_impl(k, n, source, out, true, lambda, relative_residual, threads);
+                        double* lambda, double* relative_residual, int threads,
+                        double* bordered_residual) const {
+  solve_impl(k, n, source, out, true, lambda, relative_residual, bordered_residual, threads);
 }
 
 void DarcySolver::solve_impl(const double* k, std::size_t n, const double* source, void* out,
                              bool f32, double* lambda, double* relative_residual,
-                             int threads) const {
+                             double* bordered_residual, int threads) const {
   if (n == 0) return;
   const std::size_t nn = static_cast<std::size_t>(grid_) * grid_;
   const std::vector<double> rhs = darcy_rhs(source, grid_, scheme_);
@@ -566,28 +603,74 @@ void DarcySolver::solve_impl(const double* k, std::size_t n, const double* sourc
         for (int l = 0; l < kLanes && first + l < n; ++l) {
           const std::size_t s = first + l;
           double lam = io.lambda[l], res = io.relative_residual[l];
-          if (!(io.backward_error[l] <= check_tolerance_)) {
-            fallback(io.k[l], rhs.data(), io.out[l], f32, &lam, &res);
+          double bres = io.bordered_residual[l];
+          if (!(io.backward_error[l] <= check_tolerance_) || !(bres <= residual_tolerance_)) {
+            fallback(io.k[l], rhs.data(), io.out[l], f32, &lam, &res, &bres);
           }
           if (lambda) lambda[s] = lam;
           if (relative_residual) relative_residual[s] = res;
+          if (bordered_residual) bordered_residual[s] = bres;
         }
       },
       1);
 }
 
-// Partial-pivoting path for a sample whose fast solve failed its check:
-// the same bordered-system algebra on Eigen's SparseLU of M = A + c e_q e_q^T.
+// Partial-pivoting path for a sample whose fast solve failed a check: the
+// same bordered-system algebra on Eigen's SparseLU of M = A + c e_q e_q^T,
+// pinned at the node q of largest |diagonal| (any q and c != 0 give the same
+// p and lambda in exact arithmetic; a large c keeps M well away from
+// singular where one node's K is tiny). Never throws for a hard sample: it
+// writes the best answer found and its bordered residual, or NaN output and
+// an infinite residual when the system has non-finite coefficients or cannot
+// be factorised (the caller decides what to do with inaccurate samples).
 void DarcySolver::fallback(const double* k, const double* rhs, void* out, bool f32,
-                           double* lambda, double* relative_residual) const {
-  const int N = grid_, n = N * N, q = plan_->view.pin;
+                           double* lambda, double* relative_residual,
+                           double* bordered_residual) const {
+  const int N = grid_, n = N * N;
   const Eigen::SparseMatrix<double, Eigen::RowMajor> A = darcy_matrix(k, N, scheme_);
+  fallbacks_.fetch_add(1);
+  auto write = [&](int i, double p, double ux, double uy) {
+    if (!out) return;
+    if (f32) {
+      float* o = static_cast<float*>(out);
+      o[i] = static_cast<float>(p);
+      o[n + i] = static_cast<float>(ux);
+      o[2 * n + i] = static_cast<float>(uy);
+    } else {
+      double* o = static_cast<double*>(out);
+      o[i] = p;
+      o[n + i] = ux;
+      o[2 * n + i] = uy;
+    }
+  };
+  auto give_up = [&]() {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    for (int i = 0; i < n; ++i) write(i, nan, nan, nan);
+    *lambda = nan;
+    *relative_residual = std::numeric_limits<double>::infinity();
+    *bordered_residual = std::numeric_limits<double>::infinity();
+  };
+  int q = 0;
+  double dmax = -1.0;
+  for (int i = 0; i < A.outerSize(); ++i) {
+    for (Eigen::SparseMatrix<double, Eigen::RowMajor>::InnerIterator it(A, i); it; ++it) {
+      if (!std::isfinite(it.value())) {
+        give_up();
+        return;
+      }
+      if (it.col() == i && std::abs(it.value()) > dmax) {
+        dmax = std::abs(it.value());
+        q = i;
+      }
+    }
+  }
   Eigen::SparseMatrix<double> M = A;
   M.coeffRef(q, q) += A.coeff(q, q);
   M.makeCompressed();
   Eigen::SparseLU<Eigen::SparseMatrix<double>, Eigen::COLAMDOrdering<int>> lu(M);
   if (lu.info() != Eigen::Success) {
-    throw std::runtime_error("darcy: the pivoting fallback could not factorise the system");
+    give_up();
+    return;
   }
   const Eigen::Map<const Eigen::VectorXd> b(rhs, n), w(weights_.data(), n);
   const Eigen::VectorXd a = lu.solve(b), d = lu.solve(w);
@@ -595,41 +678,14 @@ void DarcySolver::fallback(const double* k, const double* rhs, void* out, bool f
   Eigen::VectorXd p = a - lam * d;
   p.array() -= w.dot(p) / w.sum();
   const Eigen::VectorXd r = b - A * p;
-  double anorm = 0;
-  for (int i = 0; i < n; ++i) {
-    double row = 0;
-    for (Eigen::SparseMatrix<double, Eigen::RowMajor>::InnerIterator it(A, i); it; ++it)
-      row += std::abs(it.value());
-    anorm = std::max(anorm, row);
-  }
-  const double be = (r - lam * w).cwiseAbs().maxCoeff() /
-                    (anorm * p.cwiseAbs().maxCoeff() + w.maxCoeff() * std::abs(lam) +
-                     b.cwiseAbs().maxCoeff());
-  if (!(be <= 1e-6)) {
-    throw std::runtime_error("darcy: the linear system could not be solved accurately "
-                             "(backward error " + std::to_string(be) + ")");
-  }
-  fallbacks_.fetch_add(1);
   std::vector<double> ux(n), uy(n);
   kernels_->velocities(k, p.data(), N, ux.data(), uy.data());
-  if (out) {
-    for (int i = 0; i < n; ++i) {
-      if (f32) {
-        float* o = static_cast<float*>(out);
-        o[i] = static_cast<float>(p[i]);
-        o[n + i] = static_cast<float>(ux[i]);
-        o[2 * n + i] = static_cast<float>(uy[i]);
-      } else {
-        double* o = static_cast<double*>(out);
-        o[i] = p[i];
-        o[n + i] = ux[i];
-        o[2 * n + i] = uy[i];
-      }
-    }
-  }
+  for (int i = 0; i < n; ++i) write(i, p[i], ux[i], uy[i]);
   *lambda = lam;
   const double bn = b.norm();
-  *relative_residual = bn > 0 ? r.norm() / bn : r.norm();
+  const double rn = r.norm(), rbn = (r - lam * w).norm();
+  *relative_residual = bn > 0 ? rn / bn : rn;
+  *bordered_residual = bn > 0 ? rbn / bn : rbn;
 }
 
 DarcyStageTimes DarcySolver::profile(const double* k, std::size_t n, const double* source,

@@ -22,13 +22,16 @@
 // each front's Schur complement added straight into its ancestors' rows.
 // Only the numeric part runs per sample, on kLanes samples at once (one per
 // SIMD lane, darcy_kernels.inc), with AVX2+FMA kernels chosen at run time.
-// Each result is checked by its backward error; a sample above the tolerance
-// (a tiny pivot, say) is solved again by Eigen's SparseLU with partial pivoting.
+// Each result is checked by its backward error and by the relative residual
+// of the bordered system; a sample above either tolerance (a tiny pivot, say)
+// is solved again by Eigen's SparseLU with partial pivoting, pinned at the
+// node of largest diagonal. The bordered residual after that is reported per
+// sample (solve's bordered_residual), so that the caller can refuse a sample
+// that no method solved accurately (extreme permeability contrasts).
 #pragma once
 
 #include <Eigen/Sparse>
 
-#include <array>
 #include <atomic>
 #include <cstddef>
 #include <memory>
@@ -43,6 +46,18 @@ enum class DarcyScheme { fd, fv };
 // "fd" or "fv"; anything else throws std::invalid_argument.
 DarcyScheme parse_darcy_scheme(const std::string& name);
 const char* darcy_scheme_name(DarcyScheme scheme);
+
+// Instruction set of the numeric kernels: automatic (AVX2+FMA when built in
+// and the CPU has both, else generic), avx2 (an error when unavailable) or
+// generic (the build's baseline).
+enum class KernelIsa { automatic, avx2, generic };
+// "auto", "avx2" or "generic"; anything else throws std::invalid_argument.
+KernelIsa parse_kernel_isa(const std::string& name);
+
+// Default relative residual ||A p + lambda w - b||_2 / ||b||_2 of the
+// bordered system above which a sample is re-solved with pivoting (and
+// reported as inaccurate if it stays above).
+constexpr double kDefaultResidualTolerance = 1e-6;
 
 // SPEC 1 source, [iy, ix]: +rate in the square |x - ws/2| <= ws/2,
 // |y - ws/2| <= ws/2 at (0, 0), -rate in the mirrored square at (1, 1).
@@ -80,10 +95,12 @@ class DarcySolver {
  public:
   // grid >= 3. leaf_size: largest region (nodes) factorised as one dense
   // front, 0 for the default. block: panel width (1..64), 0 for the default.
-  // isa: "auto", "avx2" or "generic". check_tolerance: backward error above
-  // which a sample is re-solved with partial pivoting (negative: always).
+  // check_tolerance: backward error above which a sample is re-solved with
+  // partial pivoting (negative: always). residual_tolerance (> 0): relative
+  // bordered residual above which a sample is re-solved likewise.
   DarcySolver(int grid, DarcyScheme scheme, int leaf_size = 0, int block = 0,
-              const std::string& isa = "auto", double check_tolerance = 1e-10);
+              KernelIsa isa = KernelIsa::automatic, double check_tolerance = 1e-10,
+              double residual_tolerance = kDefaultResidualTolerance);
   ~DarcySolver();
   DarcySolver(const DarcySolver&) = delete;
   DarcySolver& operator=(const DarcySolver&) = delete;
@@ -97,18 +114,25 @@ class DarcySolver {
   int fronts() const;           // number of fronts in the separator tree
   double factor_flops() const;  // dense flops of one sample's factorisation (model)
   std::size_t fallbacks() const;  // samples re-solved with pivoting so far
+  double residual_tolerance() const;
+  // Per-thread workspaces kept for the next call: at most the number of
+  // hardware threads (more are freed when a call with more threads ends).
+  std::size_t pooled_workspaces() const;
   // Nodes (iy * N + ix) in elimination order (the nested dissection); the
   // last one is the pinned node.
   std::vector<int> elimination_order() const;
 
   // Solves n samples: k holds n * N * N permeabilities ([sample, iy, ix]),
   // source N * N values of f, out n * 3 * N * N values (p, u_x, u_y).
-  // lambda and relative_residual (n values each) may be null. Threads as in
-  // parallel_for (<= 0: all cores). Thread-safe.
+  // lambda, relative_residual (||A p - b|| / ||b||, the scheme's own) and
+  // bordered_residual (||A p + lambda w - b|| / ||b||, after any fallback;
+  // inf or NaN where the pivoting solve failed outright, its output then
+  // NaN) hold n values each and may be null. Threads as in parallel_for
+  // (<= 0: all cores; capped at max_threads()). Thread-safe.
   void solve(const double* k, std::size_t n, const double* source, double* out, double* lambda,
-             double* relative_residual, int threads) const;
+             double* relative_residual, int threads, double* bordered_residual = nullptr) const;
   void solve(const double* k, std::size_t n, const double* source, float* out, double* lambda,
-             double* relative_residual, int threads) const;
+             double* relative_residual, int threads, double* bordered_residual = nullptr) const;
 
   // Median seconds per sample of each stage over `repeats` runs of one group
   // (lanes() samples taken from k, n >= 1, repeated if fewer) on this thread.
@@ -117,15 +141,17 @@ class DarcySolver {
 
  private:
   void solve_impl(const double* k, std::size_t n, const double* source, void* out, bool f32,
-                  double* lambda, double* relative_residual, int threads) const;
+                  double* lambda, double* relative_residual, double* bordered_residual,
+                  int threads) const;
   void fallback(const double* k, const double* rhs, void* out, bool f32, double* lambda,
-                double* relative_residual) const;
+                double* relative_residual, double* bordered_residual) const;
   std::unique_ptr<detail::DarcyWorkspace> acquire() const;
   void release(std::unique_ptr<detail::DarcyWorkspace> ws) const;
 
   int grid_;
   DarcyScheme scheme_;
   double check_tolerance_;
+  double residual_tolerance_;
   std::unique_ptr<detail::DarcyPlan> plan_;
   std::unique_ptr<detail::Kernels> kernels_;
   std::vector<double> weights_;

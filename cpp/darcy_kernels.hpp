@@ -106,6 +106,7 @@ struct GroupIO {
   const double* weights;    // n: gauge weights w (trapezoid rule)
   double lambda[kLanes];          // out: Lagrange multiplier of the gauge
   double relative_residual[kLanes];  // out: ||A p - b|| / ||b||
+  double bordered_residual[kLanes];  // out: ||A p + lambda w - b|| / ||b||
   double backward_error[kLanes];     // out: normwise backward error of the bordered system
 };
 

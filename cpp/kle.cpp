@@ -7,12 +7,15 @@
 #include <array>
 #include <cmath>
 #include <complex>
+#include <cstddef>
+#include <cstdint>
 #include <functional>
-#include <limits>
-#include <numeric>
+#include <memory>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "parallel.hpp"
 
@@ -20,7 +23,6 @@ namespace darcyvae {
 
 namespace {
 
-using Eigen::Index;
 using Eigen::MatrixXd;
 using Eigen::VectorXd;
 using RowMat = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -592,6 +594,30 @@ KleKernel parse_kle_kernel(const std::string& name) {
                               name + "'.");
 }
 
+KleMethod parse_kle_method(const std::string& name) {
+  if (name == "auto") return KleMethod::automatic;
+  if (name == "dense") return KleMethod::dense;
+  if (name == "lanczos") return KleMethod::lanczos;
+  throw std::invalid_argument("kle: method must be 'auto', 'dense' or 'lanczos'; got '" + name +
+                              "'.");
+}
+
+KleMatvec parse_kle_matvec(const std::string& name) {
+  if (name == "auto") return KleMatvec::automatic;
+  if (name == "trig") return KleMatvec::trig;
+  if (name == "fft") return KleMatvec::fft;
+  throw std::invalid_argument("kle: matvec must be 'auto', 'trig' or 'fft'; got '" + name + "'.");
+}
+
+const char* kle_matvec_name(KleMatvec matvec) {
+  switch (matvec) {
+    case KleMatvec::trig: return "trig";
+    case KleMatvec::fft: return "fft";
+    case KleMatvec::automatic: break;
+  }
+  return "auto";
+}
+
 void KleProblem::validate() const {
   if (grid < 2 || grid > 8193)
     throw std::invalid_argument("kle: grid must be an integer in [2, 8193]; got " +
@@ -604,6 +630,10 @@ void KleProblem::validate() const {
   positive(length_x, "length_x");
   positive(length_y, "length_y");
   positive(variance, "variance");
+  if (!std::isfinite(variance * static_cast<double>(size())))
+    throw std::invalid_argument("kle: variance * grid^2 (the trace of the covariance) must be "
+                                "finite; got variance " + num(variance) + " on a grid of " +
+                                std::to_string(grid) + ".");
 }
 
 MatrixXd kle_lag_table(const KleProblem& pr) {
@@ -676,9 +706,21 @@ int KleCovarianceFFT::grid() const { return impl_->N; }
 void KleCovarianceFFT::apply(const double* x, double* y) {
   Impl& d = *impl_;
   const int N = d.N, M = d.M;
+  // Inputs of extreme magnitude are scaled by a power of two (exact) so
+  // that the transforms neither overflow nor lose subnormal digits; others
+  // (|x| within 2^+-400) go through unscaled, bit for bit as before.
+  double amax = 0.0;
+  for (Index i = 0; i < static_cast<Index>(N) * N; ++i) amax = std::max(amax, std::abs(x[i]));
+  int shift = 0;
+  if (std::isfinite(amax) && amax > 0.0) {
+    const int e = std::ilogb(amax);
+    if (e > 400 || e < -400) shift = e;
+  }
   // Rows (x direction): real FFT of the zero-padded row, half spectrum fx = 0..N-1.
   for (int iy = 0; iy < N; ++iy) {
     std::copy(x + static_cast<Index>(iy) * N, x + static_cast<Index>(iy + 1) * N, d.row.begin());
+    if (shift != 0)
+      for (int ix = 0; ix < N; ++ix) d.row[ix] = std::ldexp(d.row[ix], -shift);
     std::fill(d.row.begin() + N, d.row.end(), 0.0);
     d.fft.fwd(&d.spec[static_cast<std::size_t>(iy) * N], d.row.data(), M);
   }
@@ -695,6 +737,8 @@ void KleCovarianceFFT::apply(const double* x, double* y) {
     d.fft.inv(d.row.data(), &d.spec[static_cast<std::size_t>(iy) * N], M);
     std::copy(d.row.begin(), d.row.begin() + N, y + static_cast<Index>(iy) * N);
   }
+  if (shift != 0)
+    for (Index i = 0; i < static_cast<Index>(N) * N; ++i) y[i] = std::ldexp(y[i], shift);
 }
 
 // ---------------------------------------------------------------------------
@@ -703,18 +747,16 @@ struct KleSectorProduct::Impl {
   Index size = 0;
 };
 
-KleSectorProduct::KleSectorProduct(const KleProblem& pr, int px, int py, const std::string& kind)
+KleSectorProduct::KleSectorProduct(const KleProblem& pr, int px, int py, KleMatvec kind)
     : impl_(std::make_unique<Impl>()) {
   pr.validate();
   if ((px != 1 && px != -1) || (py != 1 && py != -1))
     throw std::invalid_argument("KleSectorProduct: px and py must be +1 or -1");
-  if (kind != "trig" && kind != "fft")
-    throw std::invalid_argument("KleSectorProduct: kind must be 'trig' or 'fft'; got '" + kind +
-                                "'.");
   Block b;
   b.px = px;
   b.py = py;
-  const bool fft = kind == "fft";
+  const bool fft =
+      kind == KleMatvec::fft || (kind == KleMatvec::automatic && pr.grid > kTrigMaxGrid);
   impl_->op = make_operator(pr, fft ? MatrixXd() : kle_embedding_spectrum(pr), b, fft);
   impl_->size = half_size(pr.grid, px) * half_size(pr.grid, py);
 }
@@ -743,223 +785,331 @@ MatrixXd kle_cluster_rotation(const MatrixXd& V, int grid, bool use_swap) {
   return Qo;
 }
 
-KleSolveResult kle_solve(const KleProblem& pr, const KleSolveOptions& opt) {
-  pr.validate();
-  const int N = pr.grid;
+// ---------------------------------------------------------------------------
+// kle_solve, stage by stage.
+
+namespace {
+
+// What every stage of kle_solve shares: the unit-variance problem, the
+// options and what is derived from them once.
+struct SolveSetup {
+  KleProblem pr;             // the problem with variance 1 (eigenvectors do not depend on it)
+  const KleSolveOptions* opt = nullptr;
+  bool use_fft = false;      // sector products through the FFT
+  bool all_dense = false;    // every block solved densely (method dense, or s = N^2)
+  MatrixXd T;                // lag table
+  MatrixXd lambda;           // embedding spectrum (empty with FFT products)
+  std::vector<Block> blocks;
+};
+
+// A computed eigenpair in the merged (descending) order.
+struct MergedPair {
+  double lambda;
+  int block;
+  Index idx;   // column of the block's solution
+  int image;   // 1: the S-image of the block's vector
+};
+
+// The selected pairs as full-grid vectors, before the basis and sign rules.
+struct ModeSet {
+  RowMat modes;      // (sel, N^2)
+  VectorXd values;   // (sel)
+  VectorXd resid;    // (sel) bounds on ||C phi - lambda phi||
+};
+
+void validate_options(const KleProblem& pr, const KleSolveOptions& opt) {
   const Index n = pr.size();
   const Index s = opt.n_modes;
   if (s < 1 || s > n)
     throw std::invalid_argument("kle: n_modes must be an integer in [1, " + std::to_string(n) +
                                 "]; got " + std::to_string(s) + ".");
-  if (opt.method != "auto" && opt.method != "dense" && opt.method != "lanczos")
-    throw std::invalid_argument("kle: method must be 'auto', 'dense' or 'lanczos'; got '" +
-                                opt.method + "'.");
-  if (opt.matvec != "auto" && opt.matvec != "trig" && opt.matvec != "fft")
-    throw std::invalid_argument("kle: matvec must be 'auto', 'trig' or 'fft'; got '" +
-                                opt.matvec + "'.");
   if (!(opt.tol > 0.0 && opt.tol < 1.0) || !(opt.check_tol > 0.0) || !(opt.cluster_tol >= 0.0))
     throw std::invalid_argument("kle: tol, check_tol must be in (0, 1), cluster_tol >= 0");
   if (opt.basis_size < 0 || opt.max_restarts < 0)
     throw std::invalid_argument("kle: basis_size and max_restarts must be >= 0");
+}
 
-  const bool use_fft = opt.matvec == "fft" || (opt.matvec == "auto" && N > kTrigMaxGrid);
-  const MatrixXd T = kle_lag_table(pr);
-  const MatrixXd lambda = use_fft ? MatrixXd() : kle_embedding_spectrum(pr);
-  const std::vector<Block> blocks = make_blocks(pr);
-  const std::size_t nb = blocks.size();
+SolveSetup make_setup(const KleProblem& problem, const KleSolveOptions& opt) {
+  SolveSetup S;
+  S.pr = problem;
+  S.pr.variance = 1.0;
+  S.opt = &opt;
+  S.use_fft = opt.matvec == KleMatvec::fft ||
+              (opt.matvec == KleMatvec::automatic && problem.grid > kTrigMaxGrid);
+  S.all_dense = opt.method == KleMethod::dense || opt.n_modes == problem.size();
+  S.T = kle_lag_table(S.pr);
+  if (!S.use_fft) S.lambda = kle_embedding_spectrum(S.pr);
+  S.blocks = make_blocks(S.pr);
+  return S;
+}
 
-  KleSolveResult res;
-  res.blocks = static_cast<int>(nb);
-  res.trace = static_cast<double>(n) * T(0, 0);
-  res.matvec = use_fft ? "fft" : "trig";
-
-  // Wanted pairs per block: its share of s plus a margin; grown when short.
-  const bool all_dense = opt.method == "dense" || s == n;
-  std::vector<Index> nev(nb);
-  for (std::size_t b = 0; b < nb; ++b) {
-    const double share = static_cast<double>(s) * blocks[b].dim / static_cast<double>(n);
+// Pairs wanted from each block in the first round: its share of s plus a margin.
+std::vector<Index> initial_pair_counts(const SolveSetup& S) {
+  const Index n = S.pr.size();
+  const Index s = S.opt->n_modes;
+  std::vector<Index> nev(S.blocks.size());
+  for (std::size_t b = 0; b < S.blocks.size(); ++b) {
+    const Index dim = S.blocks[b].dim;
+    const double share = static_cast<double>(s) * dim / static_cast<double>(n);
     const Index want = static_cast<Index>(std::ceil(1.1 * share)) + 4;
-    nev[b] = all_dense ? blocks[b].dim : std::min(blocks[b].dim, want);
+    nev[b] = S.all_dense ? dim : std::min(dim, want);
   }
-  auto use_dense = [&](const Block& b, Index k, Index m) {
-    if (opt.method == "dense" || all_dense) return true;
-    if (opt.method == "lanczos") return m >= b.dim;  // Lanczos needs m < dim
-    return b.dim <= kDenseMaxDim || 10 * k >= 3 * b.dim || m >= b.dim;
-  };
-  auto basis_size = [&](const Block& b, Index k) {
-    Index m = opt.basis_size > 0 ? static_cast<Index>(opt.basis_size)
-                                 : std::max<Index>(2 * k + 8, k + 24);
-    m = std::max(m, k + 2);
-    return std::min(m, b.dim);
-  };
+  return nev;
+}
 
-  std::vector<BlockSolution> sol(nb);
-  std::vector<char> todo(nb, 1);
-  struct Entry {
-    double lambda;
-    int block;
-    Index idx;
-    int image;
-  };
-  std::vector<Entry> merged;
-  Index last = 0;  // index of the last selected entry (end of the cluster holding s - 1)
-  for (;;) {
-    ++res.rounds;
-    std::vector<std::size_t> work;
-    for (std::size_t b = 0; b < nb; ++b)
-      if (todo[b]) work.push_back(b);
-    std::sort(work.begin(), work.end(), [&](std::size_t a, std::size_t c) {
-      return blocks[a].dim * nev[a] > blocks[c].dim * nev[c];
-    });
-    parallel_for(work.size(), opt.threads, [&](std::size_t i, int) {
-      const std::size_t b = work[i];
-      const Block& blk = blocks[b];
-      const Index m = basis_size(blk, nev[b]);
-      if (use_dense(blk, nev[b], m)) {
-        sol[b] = solve_dense(pr, T, blk, nev[b]);
-        return;
-      }
-      auto op = make_operator(pr, lambda, blk, use_fft);
-      std::function<void(double*)> project;
-      if (blk.sym != 0) {
-        const Index q = blk.nx;
-        const int sym = blk.sym;
-        project = [q, sym](double* w) { project_sym(w, q, sym); };
-      }
-      const std::uint64_t seed = 1000003ULL * (b + 1);
-      VectorXd v0(blk.qsize());
-      for (Index j = 0; j < v0.size(); ++j) v0(j) = uniform_pm_half(seed, static_cast<std::uint64_t>(j));
-      sol[b] = thick_restart_lanczos(blk.qsize(), nev[b], m, *op, project, v0, opt.tol,
-                                     opt.max_restarts, seed);
-    });
-    for (std::size_t b : work) {
-      res.matvecs += sol[b].matvecs;
-      res.restarts += sol[b].restarts;
-    }
-    std::fill(todo.begin(), todo.end(), 0);
+Index lanczos_basis_size(const KleSolveOptions& opt, const Block& b, Index k) {
+  Index m = opt.basis_size > 0 ? static_cast<Index>(opt.basis_size)
+                               : std::max<Index>(2 * k + 8, k + 24);
+  m = std::max(m, k + 2);
+  return std::min(m, b.dim);
+}
 
-    merged.clear();
-    for (std::size_t b = 0; b < nb; ++b)
-      for (Index i = 0; i < sol[b].values.size(); ++i) {
-        merged.push_back({sol[b].values(i), static_cast<int>(b), i, 0});
-        if (blocks[b].image) merged.push_back({sol[b].values(i), static_cast<int>(b), i, 1});
-      }
-    std::sort(merged.begin(), merged.end(), [](const Entry& a, const Entry& c) {
-      if (a.lambda != c.lambda) return a.lambda > c.lambda;
-      if (a.block != c.block) return a.block < c.block;
-      if (a.idx != c.idx) return a.idx < c.idx;
-      return a.image < c.image;
-    });
-    if (static_cast<Index>(merged.size()) < s)
-      throw std::runtime_error("kle: internal error, too few eigenpairs computed");
-    std::vector<double> lam(merged.size());
-    for (std::size_t i = 0; i < merged.size(); ++i) lam[i] = merged[i].lambda;
-    last = -1;
-    while (last < s - 1) last = cluster_end(lam, last + 1, opt.cluster_tol);
-    // Every block that is not exhausted must have its smallest computed
-    // eigenvalue strictly after the selected clusters; else ask it for more.
-    std::vector<Index> pos_last(nb, -1);
-    for (Index i = 0; i < static_cast<Index>(merged.size()); ++i) {
-      const Entry& e = merged[i];
-      if (e.idx + 1 == sol[e.block].values.size()) pos_last[e.block] = std::max(pos_last[e.block], i);
-    }
-    bool more = false;
-    for (std::size_t b = 0; b < nb; ++b) {
-      if (sol[b].values.size() >= blocks[b].dim) continue;
-      if (pos_last[b] <= last) {
-        nev[b] = std::min(blocks[b].dim, nev[b] + std::max<Index>(nev[b] / 2, 4));
-        todo[b] = 1;
-        more = true;
-      }
-    }
-    if (!more) break;
+bool block_uses_dense(const SolveSetup& S, const Block& b, Index k, Index m) {
+  if (S.all_dense) return true;
+  if (S.opt->method == KleMethod::lanczos) return m >= b.dim;  // Lanczos needs m < dim
+  return b.dim <= kDenseMaxDim || 10 * k >= 3 * b.dim || m >= b.dim;
+}
+
+// The top `nev` pairs of block b, densely or by thick-restart Lanczos from a
+// fixed pseudo-random start.
+BlockSolution solve_block(const SolveSetup& S, std::size_t b, Index nev) {
+  const Block& blk = S.blocks[b];
+  const Index m = lanczos_basis_size(*S.opt, blk, nev);
+  if (block_uses_dense(S, blk, nev, m)) return solve_dense(S.pr, S.T, blk, nev);
+  auto op = make_operator(S.pr, S.lambda, blk, S.use_fft);
+  std::function<void(double*)> project;
+  if (blk.sym != 0) {
+    const Index q = blk.nx;
+    const int sym = blk.sym;
+    project = [q, sym](double* w) { project_sym(w, q, sym); };
   }
+  const std::uint64_t seed = 1000003ULL * (b + 1);
+  VectorXd v0(blk.qsize());
+  for (Index j = 0; j < v0.size(); ++j)
+    v0(j) = uniform_pm_half(seed, static_cast<std::uint64_t>(j));
+  return thick_restart_lanczos(blk.qsize(), nev, m, *op, project, v0, S.opt->tol,
+                               S.opt->max_restarts, seed);
+}
 
-  // Selected pairs: explicit residuals with the sector products, then full-grid vectors.
-  const Index sel = last + 1;
-  RowMat modes(sel, n);
-  VectorXd values(sel), resid(sel);
-  {
-    std::vector<std::vector<Index>> by_block(nb);
-    for (Index i = 0; i < sel; ++i) by_block[merged[i].block].push_back(i);
-    parallel_for(nb, opt.threads, [&](std::size_t b, int) {
-      if (by_block[b].empty()) return;
-      const Block& blk = blocks[b];
-      auto op = make_operator(pr, lambda, blk, use_fft);
-      VectorXd y(blk.qsize()), full(n);
-      for (Index i : by_block[b]) {
-        const Entry& e = merged[i];
-        const auto u = sol[b].vectors.col(e.idx);
-        op->apply(u.data(), y.data());
-        resid(i) = (y - e.lambda * u).norm() / u.norm();
-        values(i) = e.lambda;
-        const double scale = 1.0 / u.norm();
-        if (e.image == 0) {
-          expand_quarter(N, blk.px, blk.py, u.data(), modes.row(i).data());
-        } else {
-          // S-image: sector (py, px) with the transposed quarter grid.
-          expand_quarter(N, blk.px, blk.py, u.data(), full.data());
-          reflect(full.data(), modes.row(i).data(), N, 2);
-        }
-        modes.row(i) *= scale;
-      }
-    });
+// One round: (re)solves every block marked in `todo`, largest work first,
+// in parallel, and clears the marks.
+void solve_round(const SolveSetup& S, const std::vector<Index>& nev, std::vector<char>* todo,
+                 std::vector<BlockSolution>* sol, KleSolveResult* res) {
+  std::vector<std::size_t> work;
+  for (std::size_t b = 0; b < S.blocks.size(); ++b)
+    if ((*todo)[b]) work.push_back(b);
+  std::sort(work.begin(), work.end(), [&](std::size_t a, std::size_t c) {
+    return S.blocks[a].dim * nev[a] > S.blocks[c].dim * nev[c];
+  });
+  parallel_for(work.size(), S.opt->threads, [&](std::size_t i, int) {
+    const std::size_t b = work[i];
+    (*sol)[b] = solve_block(S, b, nev[b]);
+  });
+  for (std::size_t b : work) {
+    res->matvecs += (*sol)[b].matvecs;
+    res->restarts += (*sol)[b].restarts;
   }
+  std::fill(todo->begin(), todo->end(), 0);
+}
 
-  // Basis rule inside clusters.
-  const std::vector<double> sel_values(values.data(), values.data() + sel);
+// All computed pairs (S-images included), descending, ties in a fixed order.
+std::vector<MergedPair> merge_pairs(const SolveSetup& S, const std::vector<BlockSolution>& sol) {
+  std::vector<MergedPair> merged;
+  for (std::size_t b = 0; b < S.blocks.size(); ++b)
+    for (Index i = 0; i < sol[b].values.size(); ++i) {
+      merged.push_back({sol[b].values(i), static_cast<int>(b), i, 0});
+      if (S.blocks[b].image) merged.push_back({sol[b].values(i), static_cast<int>(b), i, 1});
+    }
+  std::sort(merged.begin(), merged.end(), [](const MergedPair& a, const MergedPair& c) {
+    if (a.lambda != c.lambda) return a.lambda > c.lambda;
+    if (a.block != c.block) return a.block < c.block;
+    if (a.idx != c.idx) return a.idx < c.idx;
+    return a.image < c.image;
+  });
+  return merged;
+}
+
+// Index of the last selected pair: the end of the cluster holding pair s - 1.
+Index select_pairs(const std::vector<MergedPair>& merged, Index s, double cluster_tol) {
+  if (static_cast<Index>(merged.size()) < s)
+    throw std::runtime_error("kle: internal error, too few eigenpairs computed");
+  std::vector<double> lam(merged.size());
+  for (std::size_t i = 0; i < merged.size(); ++i) lam[i] = merged[i].lambda;
+  Index last = -1;
+  while (last < s - 1) last = cluster_end(lam, last + 1, cluster_tol);
+  return last;
+}
+
+// Every block that is not exhausted must have its smallest computed
+// eigenvalue strictly after the selected clusters; else it is asked for more
+// pairs (marked in `todo`). Returns whether another round is needed.
+bool request_more_pairs(const SolveSetup& S, const std::vector<BlockSolution>& sol,
+                        const std::vector<MergedPair>& merged, Index last,
+                        std::vector<Index>* nev, std::vector<char>* todo) {
+  const std::size_t nb = S.blocks.size();
+  std::vector<Index> pos_last(nb, -1);
+  for (Index i = 0; i < static_cast<Index>(merged.size()); ++i) {
+    const MergedPair& e = merged[static_cast<std::size_t>(i)];
+    if (e.idx + 1 == sol[e.block].values.size())
+      pos_last[e.block] = std::max(pos_last[e.block], i);
+  }
+  bool more = false;
+  for (std::size_t b = 0; b < nb; ++b) {
+    if (sol[b].values.size() >= S.blocks[b].dim) continue;
+    if (pos_last[b] <= last) {
+      (*nev)[b] = std::min(S.blocks[b].dim, (*nev)[b] + std::max<Index>((*nev)[b] / 2, 4));
+      (*todo)[b] = 1;
+      more = true;
+    }
+  }
+  return more;
+}
+
+// The selected pairs as unit full-grid vectors, with explicit residuals from
+// the sector products.
+ModeSet assemble_modes(const SolveSetup& S, const std::vector<BlockSolution>& sol,
+                       const std::vector<MergedPair>& merged, Index sel) {
+  const int N = S.pr.grid;
+  const Index n = S.pr.size();
+  const std::size_t nb = S.blocks.size();
+  ModeSet out;
+  out.modes.resize(sel, n);
+  out.values.resize(sel);
+  out.resid.resize(sel);
+  std::vector<std::vector<Index>> by_block(nb);
+  for (Index i = 0; i < sel; ++i) by_block[merged[static_cast<std::size_t>(i)].block].push_back(i);
+  parallel_for(nb, S.opt->threads, [&](std::size_t b, int) {
+    if (by_block[b].empty()) return;
+    const Block& blk = S.blocks[b];
+    auto op = make_operator(S.pr, S.lambda, blk, S.use_fft);
+    VectorXd y(blk.qsize()), full(n);
+    for (Index i : by_block[b]) {
+      const MergedPair& e = merged[static_cast<std::size_t>(i)];
+      const auto u = sol[b].vectors.col(e.idx);
+      op->apply(u.data(), y.data());
+      out.resid(i) = (y - e.lambda * u).norm() / u.norm();
+      out.values(i) = e.lambda;
+      const double scale = 1.0 / u.norm();
+      if (e.image == 0) {
+        expand_quarter(N, blk.px, blk.py, u.data(), out.modes.row(i).data());
+      } else {
+        // S-image: sector (py, px) with the transposed quarter grid.
+        expand_quarter(N, blk.px, blk.py, u.data(), full.data());
+        reflect(full.data(), out.modes.row(i).data(), N, 2);
+      }
+      out.modes.row(i) *= scale;
+    }
+  });
+  return out;
+}
+
+// SPEC 2 basis rule inside every (near-)degenerate cluster of the selected
+// pairs (kle_cluster_rotation), with the rotated pairs' Rayleigh quotients
+// and residual bounds. Returns the number of clusters of two or more pairs.
+int apply_cluster_rule(const SolveSetup& S, ModeSet* m) {
+  const Index sel = m->values.size();
+  const std::vector<double> sel_values(m->values.data(), m->values.data() + sel);
+  int clusters = 0;
   Index start = 0;
   while (start < sel) {
-    const Index end = cluster_end(sel_values, start, opt.cluster_tol);
+    const Index end = cluster_end(sel_values, start, S.opt->cluster_tol);
     const Index d = end - start + 1;
     if (d > 1) {
-      ++res.clusters;
-      MatrixXd Vc = modes.middleRows(start, d).transpose();
-      const MatrixXd Q = kle_cluster_rotation(Vc, N, pr.isotropic());
-      const VectorXd lam = values.segment(start, d);
-      const VectorXd rr = resid.segment(start, d);
-      modes.middleRows(start, d) = (Vc * Q).transpose();
+      ++clusters;
+      const MatrixXd Vc = m->modes.middleRows(start, d).transpose();
+      const MatrixXd Q = kle_cluster_rotation(Vc, S.pr.grid, S.pr.isotropic());
+      const VectorXd lam = m->values.segment(start, d);
+      const VectorXd rr = m->resid.segment(start, d);
+      m->modes.middleRows(start, d) = (Vc * Q).transpose();
       const double lam_min = lam.minCoeff();
       for (Index i = 0; i < d; ++i) {
         // Rayleigh quotient, exact when the cluster's eigenvalues are equal.
         const VectorXd q2 = Q.col(i).cwiseAbs2();
         const double mu = lam_min + q2.dot((lam.array() - lam_min).matrix()) / q2.sum();
-        values(start + i) = mu;
-        resid(start + i) = Q.col(i).cwiseAbs().dot(rr) +
-                           std::sqrt(q2.dot((lam.array() - mu).square().matrix()));
+        m->values(start + i) = mu;
+        m->resid(start + i) = Q.col(i).cwiseAbs().dot(rr) +
+                              std::sqrt(q2.dot((lam.array() - mu).square().matrix()));
       }
     }
     start = end + 1;
   }
+  return clusters;
+}
 
-  // Truncate, fix signs, check residuals.
-  res.eigenvalues = values.head(s);
-  res.residuals = resid.head(s);
-  res.modes = modes.topRows(s);
-  // Sign rule r . phi > 0. Where r . phi vanishes exactly (r has exact
-  // integer relations, e.g. r_0 - r_1 - r_2 + r_3 = 0 decides nothing for the
-  // checkerboard mode of N = 2), the quadratic sequence r2 decides instead.
+// SPEC 2 sign rule r . phi > 0 on every row. Where r . phi vanishes exactly
+// (r has exact integer relations, e.g. r_0 - r_1 - r_2 + r_3 = 0 decides
+// nothing for the checkerboard mode of N = 2), the quadratic sequence r2
+// decides instead.
+void apply_sign_rule(RowMat* modes) {
+  const Index n = modes->cols();
   const VectorXd r = sign_vector(n);
   VectorXd r2(n);
   for (Index j = 0; j < n; ++j) r2(j) = kle_sign_entry_fallback(j);
   const double tiny = 1e-10 * r.norm();
-  for (Index i = 0; i < s; ++i) {
-    double p = res.modes.row(i).dot(r.transpose());
-    if (std::abs(p) <= tiny) p = res.modes.row(i).dot(r2.transpose());
-    if (p < 0) res.modes.row(i) *= -1.0;
+  for (Index i = 0; i < modes->rows(); ++i) {
+    double p = modes->row(i).dot(r.transpose());
+    if (std::abs(p) <= tiny) p = modes->row(i).dot(r2.transpose());
+    if (p < 0) modes->row(i) *= -1.0;
   }
-  for (std::size_t b = 0; b < nb; ++b) res.dense_blocks += sol[b].dense ? 1 : 0;
-  if (std::all_of(sol.begin(), sol.end(), [](const BlockSolution& x) { return x.dense; }))
-    res.matvec = "dense";
+}
+
+// ||C phi_i - lambda_i phi_i|| <= check_tol * lambda_1 for every returned pair.
+void check_residuals(const KleSolveResult& res, double check_tol) {
   const double lam1 = res.eigenvalues.maxCoeff();
   Index worst = 0;
   res.residuals.maxCoeff(&worst);
-  if (!(res.residuals(worst) <= opt.check_tol * lam1)) {
+  if (!(res.residuals(worst) <= check_tol * lam1)) {
     throw std::runtime_error("kle: eigenpair " + std::to_string(worst + 1) +
                              " failed the residual check: ||C v - lambda v|| = " +
-                             num(res.residuals(worst)) + " > " + num(opt.check_tol) +
-                             " * lambda_1 = " + num(opt.check_tol * lam1) + ".");
+                             num(res.residuals(worst)) + " > " + num(check_tol) +
+                             " * lambda_1 = " + num(check_tol * lam1) + ".");
   }
+}
+
+}  // namespace
+
+KleSolveResult kle_solve(const KleProblem& pr, const KleSolveOptions& opt) {
+  pr.validate();
+  validate_options(pr, opt);
+  const SolveSetup S = make_setup(pr, opt);
+  const Index s = opt.n_modes;
+  const std::size_t nb = S.blocks.size();
+
+  KleSolveResult res;
+  res.blocks = static_cast<int>(nb);
+  res.matvec = kle_matvec_name(S.use_fft ? KleMatvec::fft : KleMatvec::trig);
+
+  // Rounds: solve the blocks that need it, merge, select the clusters that
+  // hold the top s pairs, and ask blocks for more pairs until every block's
+  // last computed pair lies beyond the selection.
+  std::vector<Index> nev = initial_pair_counts(S);
+  std::vector<BlockSolution> sol(nb);
+  std::vector<char> todo(nb, 1);
+  std::vector<MergedPair> merged;
+  Index last = 0;
+  for (;;) {
+    ++res.rounds;
+    solve_round(S, nev, &todo, &sol, &res);
+    merged = merge_pairs(S, sol);
+    last = select_pairs(merged, s, opt.cluster_tol);
+    if (!request_more_pairs(S, sol, merged, last, &nev, &todo)) break;
+  }
+
+  ModeSet m = assemble_modes(S, sol, merged, last + 1);
+  res.clusters = apply_cluster_rule(S, &m);
+
+  res.eigenvalues = m.values.head(s);
+  res.residuals = m.resid.head(s);
+  res.modes = m.modes.topRows(s);
+  apply_sign_rule(&res.modes);
+  for (std::size_t b = 0; b < nb; ++b) res.dense_blocks += sol[b].dense ? 1 : 0;
+  if (std::all_of(sol.begin(), sol.end(), [](const BlockSolution& x) { return x.dense; }))
+    res.matvec = "dense";
+  check_residuals(res, opt.check_tol);
+  // Back to the problem's variance (exact scaling of the unit covariance).
+  res.eigenvalues *= pr.variance;
+  res.residuals *= pr.variance;
+  res.trace = static_cast<double>(pr.size()) * pr.variance;
   return res;
 }
 

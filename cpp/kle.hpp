@@ -29,14 +29,35 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <vector>
+#include <type_traits>
+
+#include "index.hpp"
 
 namespace darcyvae {
+
+static_assert(std::is_same<Index, Eigen::Index>::value,
+              "darcyvae::Index must be Eigen::Index (both std::ptrdiff_t)");
 
 enum class KleKernel { exponential, squared_exponential };
 
 // "exponential" or "squared_exponential"; throws std::invalid_argument.
 KleKernel parse_kle_kernel(const std::string& name);
+
+// Eigensolver of the symmetry blocks: automatic (dense for small blocks and
+// for blocks that want more than 30% of their pairs, else Lanczos), dense, or
+// thick-restart Lanczos.
+enum class KleMethod { automatic, dense, lanczos };
+// "auto", "dense" or "lanczos"; throws std::invalid_argument.
+KleMethod parse_kle_method(const std::string& name);
+
+// Sector product of the Lanczos iterations: automatic (trig up to
+// kTrigMaxGrid nodes a side, FFT above), trig (the embedding's real eigenbasis
+// restricted to the sector, four small GEMMs) or fft (through
+// KleCovarianceFFT).
+enum class KleMatvec { automatic, trig, fft };
+// "auto", "trig" or "fft"; throws std::invalid_argument.
+KleMatvec parse_kle_matvec(const std::string& name);
+const char* kle_matvec_name(KleMatvec matvec);
 
 // The covariance: sigma^2 k(r), r^2 = (dx / length_x)^2 + (dy / length_y)^2,
 // k = exp(-r) (exponential) or exp(-r^2 / 2) (squared exponential), on the
@@ -48,9 +69,12 @@ struct KleProblem {
   double length_y = 0.1;
   double variance = 1.0;
 
-  void validate() const;  // throws std::invalid_argument
+  // Throws std::invalid_argument for a grid outside [2, 8193], a length or
+  // variance that is not finite and > 0, or a variance whose trace
+  // (grid^2 variance) overflows.
+  void validate() const;
   bool isotropic() const { return length_x == length_y; }
-  Eigen::Index size() const { return static_cast<Eigen::Index>(grid) * grid; }
+  Index size() const { return static_cast<Index>(grid) * grid; }
 };
 
 // Lag table T[dy, dx] = C between nodes dy rows and dx columns apart (N x N).
@@ -68,7 +92,9 @@ class KleCovarianceFFT {
   ~KleCovarianceFFT();
   KleCovarianceFFT(const KleCovarianceFFT&) = delete;
   KleCovarianceFFT& operator=(const KleCovarianceFFT&) = delete;
-  // y = C x, x and y of length N^2 (may not alias).
+  // y = C x, x and y of length N^2 (may not alias). x of extreme magnitude
+  // is scaled by a power of two internally; y is inf where C x itself
+  // overflows.
   void apply(const double* x, double* y);
   int grid() const;
 
@@ -79,16 +105,16 @@ class KleCovarianceFFT {
 
 // Product with one reflection sector of C (parities px, py: +1 even, -1 odd,
 // in x and y) on its quarter-grid coordinates, the building block of
-// kle_solve. kind: "trig" (the embedding's real eigenbasis restricted to the
-// sector, four small GEMMs) or "fft" (through KleCovarianceFFT). One object
-// per thread.
+// kle_solve. kind: KleMatvec::trig or KleMatvec::fft (automatic picks by
+// grid size as kle_solve does). One object per thread.
 class KleSectorProduct {
  public:
-  KleSectorProduct(const KleProblem& problem, int px, int py, const std::string& kind = "trig");
+  KleSectorProduct(const KleProblem& problem, int px, int py,
+                   KleMatvec kind = KleMatvec::trig);
   ~KleSectorProduct();
   KleSectorProduct(const KleSectorProduct&) = delete;
   KleSectorProduct& operator=(const KleSectorProduct&) = delete;
-  Eigen::Index size() const;  // quarter-grid size n_y * n_x
+  Index size() const;  // quarter-grid size n_y * n_x
   // y = P^T C P u, u and y of length size() (may not alias).
   void apply(const double* u, double* y);
 
@@ -105,8 +131,8 @@ double kle_sign_entry_fallback(std::int64_t j);
 
 struct KleSolveOptions {
   int n_modes = 100;
-  std::string method = "auto";  // "auto" | "dense" | "lanczos"
-  std::string matvec = "auto";  // "auto" | "trig" | "fft" (sector products)
+  KleMethod method = KleMethod::automatic;
+  KleMatvec matvec = KleMatvec::automatic;  // sector products of the Lanczos iterations
   double tol = 1e-12;           // Lanczos: ||C v - theta v|| <= tol * theta_max(block)
   double check_tol = 1e-8;      // returned pairs: ||C v - lambda v|| <= check_tol * lambda_1
   double cluster_tol = 1e-8;    // cluster: eigenvalues within cluster_tol * |head| of its head
@@ -130,7 +156,9 @@ struct KleSolveResult {
 };
 
 // Top n_modes eigenpairs of the covariance with the SPEC 2 basis and sign
-// rules. Throws std::invalid_argument for bad input, std::runtime_error when a
+// rules. The eigenvectors do not depend on the variance: the solve runs on
+// the unit-variance covariance and the eigenvalues and residuals are scaled
+// by sigma^2 at the end (so tiny and huge variances lose no accuracy). Throws std::invalid_argument for bad input, std::runtime_error when a
 // returned pair misses the residual check.
 KleSolveResult kle_solve(const KleProblem& problem, const KleSolveOptions& options);
 

@@ -2,10 +2,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "parallel.hpp"
 
@@ -65,17 +70,17 @@ inline double dist2(const double* q, const double* p, const double* w2, Index d)
 // along s only replaces off[s].
 template <int D, bool W>
 struct KnnSearch {
-  const Node* nodes;
-  const double* pts;
-  const Index* ids;
-  Index d;
-  const double* q;
-  const double* w2;
-  Index excl;
-  Index k;
-  double* bd;  // k best squared distances, ascending
-  Index* bi;
-  double* off;
+  const Node* nodes = nullptr;
+  const double* pts = nullptr;
+  const Index* ids = nullptr;
+  Index d = 0;
+  const double* q = nullptr;   // the query (set per query)
+  const double* w2 = nullptr;  // squared axis weights (W only)
+  Index excl = -1;             // original index to skip (set per query), -1: none
+  Index k = 0;
+  double* bd = nullptr;  // k best squared distances, ascending
+  Index* bi = nullptr;   // their original indices
+  double* off = nullptr;  // d values of scratch
 
   void run() {
     for (Index c = 0; c < dims<D>(d); ++c) off[c] = 0.0;
@@ -139,19 +144,19 @@ struct KnnSearch {
 
 template <int D, bool W>
 struct RadiusSearch {
-  const Node* nodes;
-  const double* pts;
-  const Index* ids;
-  const Index* rows;  // row of each original index (exclusion in coincident leaves)
-  Index d;
-  const double* q;
-  const double* w2;
-  Index excl;
-  double r2;
-  double* off;
-  double prune;
-  Index count;
-  double max_d2;
+  const Node* nodes = nullptr;
+  const double* pts = nullptr;
+  const Index* ids = nullptr;
+  const Index* rows = nullptr;  // row of each original index (exclusion in coincident leaves)
+  Index d = 0;
+  const double* q = nullptr;   // the query (set per query)
+  const double* w2 = nullptr;  // squared axis weights (W only)
+  Index excl = -1;             // original index to skip (set per query), -1: none
+  double r2 = 0.0;             // squared radius (set per query); < 0: empty ball
+  double* off = nullptr;       // d values of scratch
+  double prune = 0.0;
+  Index count = 0;             // out: points in the closed ball
+  double max_d2 = 0.0;         // out: largest squared distance among them
 
   void run() {
     for (Index c = 0; c < dims<D>(d); ++c) off[c] = 0.0;
@@ -208,6 +213,39 @@ struct RadiusSearch {
     }
   }
 };
+
+// A k-NN search of `tree` for k neighbours into bd / bi (k values each), with
+// d values of scratch in off; the query and exclusion are set per query.
+template <int D, bool W>
+KnnSearch<D, W> knn_search(const KDTree& tree, Index k, const double* w2, double* bd, Index* bi,
+                           double* off) {
+  KnnSearch<D, W> s;
+  s.nodes = tree.nodes().data();
+  s.pts = tree.points();
+  s.ids = tree.indices();
+  s.d = tree.dim();
+  s.w2 = w2;
+  s.k = k;
+  s.bd = bd;
+  s.bi = bi;
+  s.off = off;
+  return s;
+}
+
+// A closed-ball count over `tree` with d values of scratch in off; the query,
+// exclusion and radius are set per query.
+template <int D, bool W>
+RadiusSearch<D, W> radius_search(const KDTree& tree, const double* w2, double* off) {
+  RadiusSearch<D, W> s;
+  s.nodes = tree.nodes().data();
+  s.pts = tree.points();
+  s.ids = tree.indices();
+  s.rows = tree.rows();
+  s.d = tree.dim();
+  s.w2 = w2;
+  s.off = off;
+  return s;
+}
 
 // Calls f(D, W) with D a std::integral_constant holding the compile-time
 // dimension for d <= 3 (0: run-time dimension) and W whether weights are used.
@@ -483,8 +521,7 @@ void KDTree::knn(const double* queries, Index nq, Index k, const Index* exclude,
     parallel_blocks(nq, threads, [&](Index r0, Index r1) {
       std::vector<double> off(static_cast<std::size_t>(d_)), bd(static_cast<std::size_t>(k));
       std::vector<Index> bi(static_cast<std::size_t>(k));
-      KnnSearch<D, W> s{nodes_.data(), pts_.data(), ids_.data(), d_, nullptr, w2.data(),
-                        -1, k, bd.data(), bi.data(), off.data()};
+      auto s = knn_search<D, W>(*this, k, w2.data(), bd.data(), bi.data(), off.data());
       for (Index r = r0; r < r1; ++r) {
         s.q = queries + r * d_;
         s.excl = exclude != nullptr ? exclude[r] : -1;
@@ -507,8 +544,7 @@ void KDTree::count_within(const double* queries, Index nq, const double* radius,
     constexpr bool W = decltype(Wc)::value;
     parallel_blocks(nq, threads, [&](Index r0, Index r1) {
       std::vector<double> off(static_cast<std::size_t>(d_));
-      RadiusSearch<D, W> s{nodes_.data(), pts_.data(), ids_.data(), pos_.data(), d_, nullptr, w2.data(),
-                           -1, 0.0, off.data(), 0.0, 0, 0.0};
+      auto s = radius_search<D, W>(*this, w2.data(), off.data());
       for (Index r = r0; r < r1; ++r) {
         s.q = queries + r * d_;
         // an index outside [0, n) excludes nothing (and must not index rows)
@@ -565,15 +601,13 @@ KLEstimator::KLEstimator(const double* x, Index n, Index d, Index k, KLMethod me
   rx2_.resize(static_cast<std::size_t>(n * kx_));
   const double* P = xtree_.points();
   const Index* ids = xtree_.indices();
-  const auto& nodes = xtree_.nodes();
   dispatch(d, false, [&](auto Dc, auto Wc) {
     constexpr int D = decltype(Dc)::value;
     constexpr bool W = decltype(Wc)::value;
     parallel_blocks(n, threads, [&](Index r0, Index r1) {
       std::vector<double> off(static_cast<std::size_t>(d));
       std::vector<Index> bi(static_cast<std::size_t>(kx_));
-      KnnSearch<D, W> s{nodes.data(), P, ids, d, nullptr, nullptr, -1, kx_,
-                        nullptr, bi.data(), off.data()};
+      auto s = knn_search<D, W>(xtree_, kx_, nullptr, nullptr, bi.data(), off.data());
       for (Index r = r0; r < r1; ++r) {
         s.q = P + r * d;
         s.excl = ids[r];  // self-query: exclude by index, duplicates stay
@@ -594,151 +628,198 @@ std::vector<double> KLEstimator::rho() const {
   return out;
 }
 
-KLValue KLEstimator::divergence(const KDTree& y, const double* scale, const double* shift,
-                                const Index* perm, bool paired, double min_ratio,
-                                int threads) const {
-  const Index n = xtree_.size();
-  const Index d = xtree_.dim();
+namespace {
+
+// The affine map of the samples of q, y'_c = a_c (y_{perm[c]} - b_c), turned
+// into a map of the queries: x_c goes to axis e = perm[c] as
+// x_c / a_c + b_c, searched with weights w2_e = a_c^2 (SPEC 5a, performance
+// note). Inactive (no scale): queries are the samples of p themselves.
+struct QueryMap {
+  bool active = false;
+  std::vector<Index> axis;     // e = perm[c]
+  std::vector<double> inv_a;   // 1 / a_c
+  std::vector<double> shift;   // b_c
+  std::vector<double> w2;      // a_c^2 on axis e
+
+  // The query of sample x (d values) into q (d values of scratch); returns
+  // the pointer to search with.
+  const double* apply(const double* x, double* q) const {
+    if (!active) return x;
+    for (std::size_t c = 0; c < axis.size(); ++c)
+      q[static_cast<std::size_t>(axis[c])] = x[c] * inv_a[c] + shift[c];
+    return q;
+  }
+};
+
+QueryMap make_query_map(const double* scale, const double* shift, const Index* perm, Index d) {
+  QueryMap map;
+  if (perm != nullptr && scale == nullptr) {
+    throw std::invalid_argument("KLEstimator: perm needs scale");
+  }
+  if (scale == nullptr) return map;
+  const auto dd = static_cast<std::size_t>(d);
+  map.active = true;
+  map.axis.resize(dd);
+  map.inv_a.resize(dd);
+  map.shift.assign(dd, 0.0);
+  map.w2.resize(dd);
+  std::vector<char> seen(dd, 0);
+  for (std::size_t c = 0; c < dd; ++c) {
+    const Index e = perm != nullptr ? perm[c] : static_cast<Index>(c);
+    if (e < 0 || e >= d || seen[static_cast<std::size_t>(e)]) {
+      throw std::invalid_argument("KLEstimator: perm must be a permutation of 0..d-1");
+    }
+    seen[static_cast<std::size_t>(e)] = 1;
+    map.axis[c] = e;
+    const double a = scale[c];
+    if (!std::isfinite(a) || a == 0.0) {
+      throw std::invalid_argument("KLEstimator: scale must be finite and non-zero");
+    }
+    map.inv_a[c] = 1.0 / a;
+    map.w2[static_cast<std::size_t>(e)] = a * a;
+    if (shift != nullptr) {
+      if (!std::isfinite(shift[c])) throw std::invalid_argument("KLEstimator: shift must be finite");
+      map.shift[c] = shift[c];
+    }
+  }
+  return map;
+}
+
+// Number of samples of q the estimator sees (m, or m - 1 when paired), after
+// checking the arguments of KLEstimator::divergence.
+Index effective_m(const KDTree& x, const KDTree& y, Index k, bool paired, double min_ratio) {
   const Index m = y.size();
-  if (y.dim() != d) throw std::invalid_argument("KLEstimator: x and y differ in dimension");
-  if (paired && m != n) {
+  if (y.dim() != x.dim()) throw std::invalid_argument("KLEstimator: x and y differ in dimension");
+  if (paired && m != x.size()) {
     throw std::invalid_argument("KLEstimator: paired samples need as many y as x");
   }
   const Index m_eff = paired ? m - 1 : m;
-  if (k_ > m_eff) {
+  if (k > m_eff) {
     throw std::invalid_argument("KLEstimator: k must be <= m (m - 1 when paired)");
   }
   if (!(min_ratio >= 0.0) || !std::isfinite(min_ratio)) {
     throw std::invalid_argument("KLEstimator: min_ratio must be finite and >= 0");
   }
-  if (perm != nullptr && scale == nullptr) {
-    throw std::invalid_argument("KLEstimator: perm needs scale");
+  return m_eff;
+}
+
+// One sample's term of the estimator: (d/2) log(num2 / den2) + t with num2,
+// den2 the squared nu / rho distances; zero bit 0: den2 is 0 (duplicate x),
+// bit 1: num2 is 0 (x coincides with a y) unless min_ratio clips it.
+struct SampleTerm {
+  double value = 0.0;
+  unsigned char zero = 0;
+};
+
+SampleTerm sample_term(double num2, double den2, double t, double half_d, double min_ratio2) {
+  SampleTerm out;
+  if (!(den2 > 0.0)) out.zero |= 1;
+  if (!(num2 > 0.0) && min_ratio2 == 0.0) out.zero |= 2;
+  out.value = out.zero ? 0.0 : half_d * std::log(std::max(num2 / den2, min_ratio2)) + t;
+  return out;
+}
+
+// A closed ball counted from a sorted neighbour list, or, when the list does
+// not settle it, by a radius query.
+template <int D, bool W>
+BallFromList count_ball(const double* list, Index len, bool whole, double eps2,
+                        RadiusSearch<D, W>* search, const double* q, Index excl) {
+  const BallFromList from_list = ball_from_list(list, len, eps2, whole);
+  if (from_list.complete) return from_list;
+  search->q = q;
+  search->excl = excl;
+  search->r2 = eps2;
+  search->run();
+  return {search->count, search->max_d2, true};
+}
+
+// Sum of the per-sample terms (in original order, so the value does not
+// depend on the thread count) plus log(m / (n - 1)), or NaN with the counts
+// of zero distances.
+KLValue combine_terms(const std::vector<SampleTerm>& terms, Index m_eff) {
+  KLValue out;
+  double sum = 0.0;
+  for (const SampleTerm& t : terms) {
+    sum += t.value;
+    out.zero_x += (t.zero & 1) ? 1 : 0;
+    out.zero_y += (t.zero & 2) ? 1 : 0;
   }
-  // Query map, indexed by the axis of y: q_e = x_c * inv_a_e + b_e with
-  // e = perm[c], weights w2_e = a_c^2.
-  std::vector<Index> axis(static_cast<std::size_t>(d));
-  std::vector<double> inv_a, w2;
-  std::vector<double> b(static_cast<std::size_t>(d), 0.0);
-  if (scale != nullptr) {
-    std::vector<char> seen(static_cast<std::size_t>(d), 0);
-    inv_a.resize(static_cast<std::size_t>(d));
-    w2.resize(static_cast<std::size_t>(d));
-    for (Index c = 0; c < d; ++c) {
-      const Index e = perm != nullptr ? perm[c] : c;
-      if (e < 0 || e >= d || seen[static_cast<std::size_t>(e)]) {
-        throw std::invalid_argument("KLEstimator: perm must be a permutation of 0..d-1");
-      }
-      seen[static_cast<std::size_t>(e)] = 1;
-      axis[static_cast<std::size_t>(c)] = e;
-      const double a = scale[c];
-      if (!std::isfinite(a) || a == 0.0) {
-        throw std::invalid_argument("KLEstimator: scale must be finite and non-zero");
-      }
-      inv_a[static_cast<std::size_t>(c)] = 1.0 / a;
-      w2[static_cast<std::size_t>(e)] = a * a;
-      if (shift != nullptr) {
-        if (!std::isfinite(shift[c])) throw std::invalid_argument("KLEstimator: shift must be finite");
-        b[static_cast<std::size_t>(c)] = shift[c];
-      }
-    }
-  }
+  const auto n = static_cast<Index>(terms.size());
+  out.value = (out.zero_x + out.zero_y) > 0
+                  ? std::numeric_limits<double>::quiet_NaN()
+                  : sum / static_cast<double>(n) +
+                        std::log(static_cast<double>(m_eff) / static_cast<double>(n - 1));
+  return out;
+}
+
+}  // namespace
+
+KLMethod parse_kl_method(const std::string& name) {
+  if (name == "fixed") return KLMethod::fixed;
+  if (name == "adaptive") return KLMethod::adaptive;
+  throw std::invalid_argument("method must be 'fixed' or 'adaptive'; got '" + name + "'");
+}
+
+const char* kl_method_name(KLMethod method) {
+  return method == KLMethod::fixed ? "fixed" : "adaptive";
+}
+
+KLValue KLEstimator::divergence(const KDTree& y, const double* scale, const double* shift,
+                                const Index* perm, bool paired, double min_ratio,
+                                int threads) const {
+  const Index n = xtree_.size();
+  const Index d = xtree_.dim();
+  const Index m_eff = effective_m(xtree_, y, k_, paired, min_ratio);
+  const QueryMap map = make_query_map(scale, shift, perm, d);
   const double min_ratio2 = min_ratio * min_ratio;
   const bool adaptive = method_ == KLMethod::adaptive;
   const Index k = k_;
+  // Neighbours looked up on the y side: k, plus kExtra for the adaptive balls.
   const Index kq = adaptive ? std::min(k + kExtra, m_eff) : k;
   const Index kx = kx_;
   const Index n_other = n - 1;
   const double* P = xtree_.points();
   const Index* ids = xtree_.indices();
-  const auto& xnodes = xtree_.nodes();
-  const auto& ynodes = y.nodes();
-  // Per-sample terms stored by original index and summed in that order, so
-  // the value is the same for any number of threads.
-  std::vector<double> term(static_cast<std::size_t>(n));
-  std::vector<unsigned char> zero(static_cast<std::size_t>(n), 0);  // bit 0: x side, bit 1: y side
   const double half_d = 0.5 * static_cast<double>(d);
+  std::vector<SampleTerm> terms(static_cast<std::size_t>(n));  // by original index
 
-  dispatch(d, scale != nullptr, [&](auto Dc, auto Wc) {
+  dispatch(d, map.active, [&](auto Dc, auto Wc) {
     constexpr int D = decltype(Dc)::value;
     constexpr bool W = decltype(Wc)::value;
     parallel_blocks(n, threads, [&](Index r0, Index r1) {
       std::vector<double> off(static_cast<std::size_t>(d)), bd(static_cast<std::size_t>(kq));
       std::vector<double> qbuf(static_cast<std::size_t>(d));
       std::vector<Index> bi(static_cast<std::size_t>(kq));
-      KnnSearch<D, W> ys{ynodes.data(), y.points(), y.indices(), d, nullptr, w2.data(),
-                         -1, kq, bd.data(), bi.data(), off.data()};
-      RadiusSearch<D, W> yr{ynodes.data(), y.points(), y.indices(), y.rows(), d, nullptr, w2.data(),
-                            -1, 0.0, off.data(), 0.0, 0, 0.0};
-      RadiusSearch<D, false> xr{xnodes.data(), P, ids, xtree_.rows(), d, nullptr, nullptr,
-                                -1, 0.0, off.data(), 0.0, 0, 0.0};
+      auto ys = knn_search<D, W>(y, kq, map.w2.data(), bd.data(), bi.data(), off.data());
+      auto yr = radius_search<D, W>(y, map.w2.data(), off.data());
+      auto xr = radius_search<D, false>(xtree_, nullptr, off.data());
       for (Index r = r0; r < r1; ++r) {
         const double* xq = P + r * d;
-        const double* q = xq;
-        if constexpr (W) {
-          for (Index c = 0; c < d; ++c) {
-            qbuf[static_cast<std::size_t>(axis[static_cast<std::size_t>(c)])] =
-                xq[c] * inv_a[static_cast<std::size_t>(c)] + b[static_cast<std::size_t>(c)];
-          }
-          q = qbuf.data();
-        }
+        const double* q = map.apply(xq, qbuf.data());
         const Index id = ids[r];
         const Index excl = paired ? id : -1;
         ys.q = q;
         ys.excl = excl;
         ys.run();
         const double* rx = rx2_.data() + r * kx;
-        const double nu2 = bd[static_cast<std::size_t>(k - 1)];
-        const double rho2 = rx[k - 1];
+        double num2 = bd[static_cast<std::size_t>(k - 1)];  // squared nu_k, then nu_{k_i}
+        double den2 = rx[k - 1];                             // squared rho_k, then rho_{l_i}
         double t = 0.0;
-        double num2 = nu2;   // squared nu_{k_i}
-        double den2 = rho2;  // squared rho_{l_i}
         if (adaptive) {
           // eps(i)^2 and the closed-ball counts l_i (x, self excluded) and
           // k_i (y); the l_i-th / k_i-th distances are the largest in the ball.
-          const double eps2 = std::max(rho2, nu2);
-          BallFromList bx = ball_from_list(rx, kx, eps2, kx == n_other);
-          if (!bx.complete) {
-            xr.q = xq;
-            xr.excl = id;
-            xr.r2 = eps2;
-            xr.run();
-            bx = {xr.count, xr.max_d2, true};
-          }
-          BallFromList by = ball_from_list(bd.data(), kq, eps2, kq == m_eff);
-          if (!by.complete) {
-            yr.q = q;
-            yr.excl = excl;
-            yr.r2 = eps2;
-            yr.run();
-            by = {yr.count, yr.max_d2, true};
-          }
+          const double eps2 = std::max(den2, num2);
+          const BallFromList bx = count_ball(rx, kx, kx == n_other, eps2, &xr, xq, id);
+          const BallFromList by = count_ball(bd.data(), kq, kq == m_eff, eps2, &yr, q, excl);
           den2 = bx.max_d2;
           num2 = by.max_d2;
           t = digamma_count(bx.count) - digamma_count(by.count);
         }
-        unsigned char z = 0;
-        if (!(den2 > 0.0)) z |= 1;
-        if (!(num2 > 0.0) && min_ratio2 == 0.0) z |= 2;
-        zero[static_cast<std::size_t>(id)] = z;
-        term[static_cast<std::size_t>(id)] =
-            z ? 0.0 : half_d * std::log(std::max(num2 / den2, min_ratio2)) + t;
+        terms[static_cast<std::size_t>(id)] = sample_term(num2, den2, t, half_d, min_ratio2);
       }
     });
   });
-
-  KLValue out;
-  double sum = 0.0;
-  for (Index i = 0; i < n; ++i) {
-    sum += term[static_cast<std::size_t>(i)];
-    const unsigned char z = zero[static_cast<std::size_t>(i)];
-    out.zero_x += (z & 1) ? 1 : 0;
-    out.zero_y += (z & 2) ? 1 : 0;
-  }
-  out.value = (out.zero_x + out.zero_y) > 0
-                  ? std::numeric_limits<double>::quiet_NaN()
-                  : sum / static_cast<double>(n) +
-                        std::log(static_cast<double>(m_eff) / static_cast<double>(n - 1));
-  return out;
+  return combine_terms(terms, m_eff);
 }
 
 }  // namespace darcyvae

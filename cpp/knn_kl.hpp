@@ -15,13 +15,13 @@
 // against any tree over samples of q, optionally through the affine map above.
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
-namespace darcyvae {
+#include "index.hpp"
 
-using Index = std::ptrdiff_t;
+namespace darcyvae {
 
 // Exact KD-tree over a row-major (n, d) array. Sliding-midpoint splits of the
 // widest side of each node's tight bounding box (median split when the
@@ -91,6 +91,10 @@ class KDTree {
 };
 
 enum class KLMethod { fixed, adaptive };
+
+// "fixed" or "adaptive"; throws std::invalid_argument.
+KLMethod parse_kl_method(const std::string& name);
+const char* kl_method_name(KLMethod method);
 
 // One evaluation of the estimator. value is NaN when some sample's log term
 // has a zero distance; zero_x counts samples whose rho-side distance is 0

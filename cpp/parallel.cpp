@@ -4,15 +4,28 @@
 #include <atomic>
 #include <exception>
 #include <mutex>
+#include <new>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 namespace darcyvae {
 
-int resolve_threads(int threads) {
-  if (threads > 0) return threads;
+namespace {
+
+int hardware_threads() {
   const unsigned hw = std::thread::hardware_concurrency();
-  return hw == 0 ? 1 : static_cast<int>(hw);
+  return hw == 0 ? 1 : static_cast<int>(std::min(hw, 1u << 20));
+}
+
+}  // namespace
+
+int max_threads() { return std::max(4, std::min(4 * hardware_threads(), 256)); }
+
+int resolve_threads(int threads) {
+  return std::min(threads > 0 ? threads : hardware_threads(), max_threads());
 }
 
 int workers_for(std::size_t n, int threads) {
@@ -49,10 +62,23 @@ void parallel_for(std::size_t n, int threads,
     }
   };
   std::vector<std::thread> pool;
-  pool.reserve(static_cast<std::size_t>(nworkers - 1));
-  for (int w = 1; w < nworkers; ++w) pool.emplace_back(work, w);
-  work(0);
+  std::string start_error;
+  try {
+    pool.reserve(static_cast<std::size_t>(nworkers - 1));
+    for (int w = 1; w < nworkers; ++w) pool.emplace_back(work, w);
+  } catch (const std::system_error& e) {
+    start_error = "could not start worker thread " + std::to_string(pool.size() + 2) + " of " +
+                  std::to_string(nworkers) + " (" + e.what() +
+                  "); the system is out of threads or memory: use fewer threads";
+    failed.store(true, std::memory_order_relaxed);
+  } catch (const std::bad_alloc&) {
+    start_error = "could not start " + std::to_string(nworkers) +
+                  " worker threads (out of memory): use fewer threads";
+    failed.store(true, std::memory_order_relaxed);
+  }
+  if (start_error.empty()) work(0);
   for (auto& t : pool) t.join();
+  if (!start_error.empty()) throw std::runtime_error(start_error);
   if (error) std::rethrow_exception(error);
 }
 

@@ -1,11 +1,9 @@
-"""Synthetic SPEC 1c files and device parameters shared by the VAE test modules."""
+"""The writer of synthetic SPEC 1c files behind the `synthetic_h5` and `vae_data` fixtures."""
 
 from __future__ import annotations
 
 import h5py
 import numpy as np
-import pytest
-import torch
 
 
 def synthetic_fields(theta: np.ndarray, grid: int, noise: float, rng) -> np.ndarray:
@@ -48,17 +46,3 @@ def write_synthetic_h5(
             }
         )
     return str(path)
-
-
-def cpu_and_cuda() -> list:
-    """``cpu``, plus ``cuda`` (marked gpu, skipped without a device)."""
-    return [
-        "cpu",
-        pytest.param(
-            "cuda",
-            marks=[
-                pytest.mark.gpu,
-                pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
-            ],
-        ),
-    ]

@@ -3,30 +3,36 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 from darcyvae import training
 from darcyvae.checkpoint import load_checkpoint, save_checkpoint
 from darcyvae.cli import main
 from darcyvae.config import TrainConfig
+from darcyvae.generate import GenerateConfig, generate_dataset
+from darcyvae.kle import KLEConfig
 from darcyvae.models import model_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def _tiny(**kw) -> TrainConfig:
+    """The tiny model with one reconstruction epoch and a constant learning rate."""
+    base = {"model": model_config("dense_vae_tiny"), "rec_epochs": 1, "lr_values": (5e-3,)}
+    return TrainConfig(**{**base, "lr_milestones": (), **kw})
+
+
 @pytest.fixture
 def setup(tmp_path, vae_data, synthetic_h5):
     train = synthetic_h5(tmp_path / "train.h5", n=32, grid=17, seed=0)
-    cfg = TrainConfig(
-        model=model_config("dense_vae_tiny"),
-        epochs=3,
-        rec_epochs=1,
-        batch_size=16,
-        lr_values=(5e-3,),
-        lr_milestones=(),
-        eval_every=1,
-    )
-    config = cfg.to_toml(tmp_path / "tiny.toml")
+    config = _tiny(epochs=3, batch_size=16, eval_every=1).to_toml(tmp_path / "tiny.toml")
     return tmp_path, str(config), train, vae_data.test
 
 
@@ -198,3 +204,148 @@ def test_keyboard_interrupt_exits_130(setup, capsys, monkeypatch):
     monkeypatch.setattr(training, "run_training", interrupted)
     assert main(_quick(config, train, tmp / "r")) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+# ------------------------------------------------ issue 11, item 9: every failure is one line
+# Each scenario prepares its own folder, then `darcyvae ...` runs in a fresh process
+# (as a user runs it) through a small wrapper that can limit the file size (a full
+# disk) or make `import distributed` fail (the optional package not installed).
+_RUNNER = """
+import resource, runpy, signal, sys
+limit, blocked, *argv = sys.argv[1:]
+if limit != "-":
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes beyond the limit fail with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (int(limit), int(limit)))
+if blocked != "-":
+    class Blocked:
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] == blocked:
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+    sys.meta_path.insert(0, Blocked())
+sys.argv = ["darcyvae", *argv]
+runpy.run_module("darcyvae.cli", run_name="__main__", alter_sys=True)
+"""
+
+_GEN = ["generate", "--kle", "2", "--grid", "9", "--n-train", "8", "--n-test", "4"]
+_GEN += ["--chunk-size", "4", "--no-progress"]
+
+
+def _darcyvae(argv, *, limit=None, blocked=None, env=None):
+    return subprocess.run(
+        [sys.executable, "-c", _RUNNER, str(limit or "-"), blocked or "-", *map(str, argv)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, vae_data):
+    """A finished one-epoch run of the tiny model on the shared synthetic data."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    cfg = _tiny(epochs=1, batch_size=32, eval_every=0)
+    training.train(cfg, vae_data.train, out_dir=out, device="cpu", progress=False)
+    cfg.to_toml(out.parent / "tiny.toml")
+    return out
+
+
+def _train_args(trained, run, data):
+    config = trained.parent / "tiny.toml"
+    return ["train", "--config", config, "--train", data, "--out", run, "--device", "cpu"]
+
+
+def _copy_run(trained, tmp):
+    return Path(shutil.copytree(trained, tmp / "run"))
+
+
+def _disk_full(tmp, trained, data):
+    return {"argv": [*_GEN, "--out", tmp / "out"], "limit": 20_000}
+
+
+def _truncated_then_resume(tmp, trained, data):
+    cfg = GenerateConfig(KLEConfig(grid=9, n_modes=2), n_train=8, n_test=4, chunk_size=4)
+    paths = generate_dataset(cfg, tmp / "out", progress=False)
+    good = paths["train"].read_bytes()
+    paths["train"].write_bytes(good[: len(good) // 2])
+    return {"argv": [*_GEN, "--out", tmp / "out", "--resume"]}
+
+
+def _theta_1e3(tmp, trained, data):
+    np.save(tmp / "theta.npy", np.full((12, 2), 1e3))
+    argv = [*_GEN, "--dist", "array", "--theta-file", tmp / "theta.npy", "--out", tmp / "out"]
+    return {"argv": argv}
+
+
+def _variance_1e6(tmp, trained, data):
+    return {"argv": [*_GEN, "--variance", "1e6", "--out", tmp / "out"]}
+
+
+def _dask_without_distributed(tmp, trained, data):
+    argv = [*_GEN, "--dask", "tcp://127.0.0.1:1", "--out", tmp / "out"]
+    return {"argv": argv, "blocked": "distributed"}
+
+
+def _checkpoint_tensor_of_the_wrong_shape(tmp, trained, data):
+    run = _copy_run(trained, tmp)
+    ckpt = load_checkpoint(run)
+    name = next(k for k, v in ckpt["model"].items() if v.ndim == 2)
+    ckpt["model"][name] = ckpt["model"][name][:, :3].clone()
+    body = {k: v for k, v in ckpt.items() if k not in ("format", "checksum")}
+    save_checkpoint(body, run / "checkpoint.pt")  # a consistent checksum: only the shape is off
+    return {"argv": ["evaluate", run, data.test, "--out", tmp / "ev"]}
+
+
+def _metrics_line_without_epoch(tmp, trained, data):
+    run = _copy_run(trained, tmp)
+    log = run / "metrics.jsonl"
+    log.write_text('{"loss": 1.0}\n' + log.read_text())
+    return {"argv": [*_train_args(trained, run, data.train), "--epochs", "2", "--resume"]}
+
+
+def _output_that_is_a_group(tmp, trained, data):
+    bad = Path(shutil.copy(data.train, tmp / "group.h5"))
+    with h5py.File(bad, "r+") as f:
+        del f["output"]
+        f.create_group("output")
+    return {"argv": _train_args(trained, tmp / "run", bad)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("scenario", "names"),
+    [
+        (_disk_full, ["File too large", "--resume"]),
+        (_truncated_then_resume, ["train.h5' is damaged", "--overwrite"]),
+        (_theta_1e3, ["theta [1000.0, 1000.0]", "log-permeability"]),
+        (_variance_1e6, ["log-permeability", "variance (now 1e+06)"]),
+        (_dask_without_distributed, ["'distributed'", "pip install 'darcyvae[dask]'"]),
+        (_checkpoint_tensor_of_the_wrong_shape, ["does not fit the configured model"]),
+        (_metrics_line_without_epoch, ["metrics.jsonl", 'has no integer "epoch"']),
+        (_output_that_is_a_group, ["group.h5", "'output' is a Group"]),
+    ],
+    ids=lambda v: v.__name__.strip("_") if callable(v) else "",
+)
+def test_every_failure_is_one_line_and_debug_shows_the_traceback(
+    scenario, names, tmp_path, trained, vae_data
+):
+    """Issue 11, item 9: exit 2, one line on stderr naming the problem; --debug: traceback."""
+    for debug in (False, True):
+        folder = tmp_path / ("debug" if debug else "plain")
+        folder.mkdir()
+        case = scenario(folder, trained, vae_data)
+        argv = ["--debug", *case.pop("argv")] if debug else case.pop("argv")
+        # a fresh KLE cache, as on a new machine: its writes, too, must stay quiet
+        proc = _darcyvae(argv, env={"DARCYVAE_CACHE_DIR": str(folder / "cache")}, **case)
+        assert proc.returncode == 2, proc.stderr
+        verb = str(argv[1] if debug else argv[0])
+        if debug:
+            assert "Traceback (most recent call last)" in proc.stderr
+            last = proc.stderr.strip().splitlines()[-1]
+        else:
+            last = _one_error_line(proc.stderr)
+        assert last.startswith(f"darcyvae {verb}: error: "), last
+        assert "internal error" not in last
+        for name in names:
+            assert name in last, last

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
-from darcyvae import _core
+import scipy_reference as ref
+from darcyvae import _core, darcy
 from darcyvae.darcy import (
     DarcyConfig,
     SolveDiagnostics,
@@ -14,117 +19,8 @@ from darcyvae.darcy import (
     source_term,
 )
 
-# ---------------------------------------------------------------------------
-# Independent reference: vectorised scipy.sparse assembly of both schemes
-# (SPEC 1a, 1b) and a direct solve of the bordered system.
-
-
-def ref_weights(n_side):
-    h = 1.0 / (n_side - 1)
-    w1 = np.full(n_side, 2.0)
-    w1[[0, -1]] = 1.0
-    return np.outer(w1, w1) * h * h / 4
-
-
-def ref_source(n_side, width=0.125, rate=10.0):
-    x = np.linspace(0.0, 1.0, n_side)
-    xx, yy = np.meshgrid(x, x)
-    tol = 1e-12
-    f = np.zeros((n_side, n_side))
-    f[
-        (np.abs(xx - width / 2) <= width / 2 + tol) & (np.abs(yy - width / 2) <= width / 2 + tol)
-    ] += rate
-    lo = 1 - width / 2
-    f[(np.abs(xx - lo) <= width / 2 + tol) & (np.abs(yy - lo) <= width / 2 + tol)] -= rate
-    return f
-
-
-def ref_fd_matrix(k):
-    n_side = k.shape[0]
-    h = 1.0 / (n_side - 1)
-    idx = np.arange(n_side * n_side).reshape(n_side, n_side)
-    rows, cols, vals = [idx.ravel()], [idx.ravel()], [(4 * k / h**2).ravel()]
-    kx = np.zeros_like(k)
-    kx[:, 1:-1] = (k[:, 2:] - k[:, :-2]) / (2 * h)
-    east, west = -k / h**2 - kx / (2 * h), -k / h**2 + kx / (2 * h)
-    east[:, 0] = -2 * k[:, 0] / h**2
-    west[:, -1] = -2 * k[:, -1] / h**2
-    ky = np.zeros_like(k)
-    ky[1:-1, :] = (k[2:, :] - k[:-2, :]) / (2 * h)
-    north, south = -k / h**2 - ky / (2 * h), -k / h**2 + ky / (2 * h)
-    north[0, :] = -2 * k[0, :] / h**2
-    south[-1, :] = -2 * k[-1, :] / h**2
-    for r, c, v in [
-        (idx[:, :-1], idx[:, 1:], east[:, :-1]),
-        (idx[:, 1:], idx[:, :-1], west[:, 1:]),
-        (idx[:-1, :], idx[1:, :], north[:-1, :]),
-        (idx[1:, :], idx[:-1, :], south[1:, :]),
-    ]:
-        rows.append(r.ravel())
-        cols.append(c.ravel())
-        vals.append(v.ravel())
-    n = n_side * n_side
-    return sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-    )
-
-
-def ref_fv_matrix(k):
-    n_side = k.shape[0]
-    idx = np.arange(n_side * n_side).reshape(n_side, n_side)
-    tx = 2 * k[:, 1:] * k[:, :-1] / (k[:, 1:] + k[:, :-1])
-    tx[[0, -1], :] *= 0.5  # faces of half control volumes on the bottom/top walls
-    ty = 2 * k[1:, :] * k[:-1, :] / (k[1:, :] + k[:-1, :])
-    ty[:, [0, -1]] *= 0.5
-    a = np.concatenate([idx[:, :-1].ravel(), idx[:-1, :].ravel()])
-    b = np.concatenate([idx[:, 1:].ravel(), idx[1:, :].ravel()])
-    t = np.concatenate([tx.ravel(), ty.ravel()])
-    n = n_side * n_side
-    return sp.csr_matrix(
-        (
-            np.concatenate([-t, -t, t, t]),
-            (np.concatenate([a, b, a, b]), np.concatenate([b, a, a, b])),
-        ),
-        shape=(n, n),
-    )
-
-
-def ref_system(k, scheme, f):
-    w = ref_weights(k.shape[0]).ravel()
-    if scheme == "fd":
-        return ref_fd_matrix(k), f.ravel(), w
-    return ref_fv_matrix(k), (f * ref_weights(k.shape[0])).ravel(), w
-
-
-def ref_solve(k, scheme="fd", f=None):
-    n_side = k.shape[0]
-    f = ref_source(n_side) if f is None else f
-    a, b, w = ref_system(k, scheme, f)
-    n = a.shape[0]
-    border = sp.bmat(
-        [[a, sp.csr_matrix(w.reshape(-1, 1))], [sp.csr_matrix(w.reshape(1, -1)), None]],
-        format="csc",
-    )
-    z = spla.spsolve(border, np.append(b, 0.0))
-    p = z[:n].reshape(n_side, n_side)
-    h = 1.0 / (n_side - 1)
-    ux = np.zeros_like(p)
-    uy = np.zeros_like(p)
-    ux[:, 1:-1] = -k[:, 1:-1] * (p[:, 2:] - p[:, :-2]) / (2 * h)
-    uy[1:-1, :] = -k[1:-1, :] * (p[2:, :] - p[:-2, :]) / (2 * h)
-    return np.stack([p, ux, uy]), z[n]
-
-
-def lognormal_fields(n, n_side, seed, length=0.1, sigma=1.0):
-    """exp of a smooth Gaussian field (spectral filter of white noise, exponential-like)."""
-    rng = np.random.default_rng(seed)
-    freq = np.fft.fftfreq(2 * n_side) * 2 * n_side
-    kk = freq[:, None] ** 2 + freq[None, :] ** 2
-    spectrum = (1.0 / length**2 + (np.pi**2) * kk) ** -0.75
-    noise = rng.standard_normal((n, 2 * n_side, 2 * n_side))
-    g = np.fft.ifft2(np.fft.fft2(noise) * spectrum).real[:, :n_side, :n_side]
-    g /= g.std(axis=(1, 2), keepdims=True)
-    return np.exp(sigma * g)
+# The independent reference: scipy.sparse assembly of both schemes and SuperLU
+# of the bordered system (tests/scipy_reference.py, shared with the benchmarks).
 
 
 def rel_err(a, b):
@@ -141,7 +37,7 @@ ISAS = ["generic"] + (["avx2"] if _core.DarcySolver(3).isa == "avx2" else [])
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize("n_side", [3, 4, 17, 33])
 def test_matches_scipy_bordered_solve(scheme, n_side):
-    k = lognormal_fields(3, n_side, seed=n_side)
+    k = ref.lognormal_fields(3, n_side, seed=n_side)
     out, diag = solve_batch(k, DarcyConfig(scheme=scheme), return_diagnostics=True)
     f = (
         source_term(n_side)
@@ -151,8 +47,8 @@ def test_matches_scipy_bordered_solve(scheme, n_side):
     if n_side < 9:
         out, diag = solve_batch(k, DarcyConfig(scheme=scheme), source=f, return_diagnostics=True)
     for i in range(len(k)):
-        ref, lam = ref_solve(k[i], scheme, f)
-        assert rel_err(out[i], ref) < 1e-8
+        expected, lam = ref.solve(k[i], scheme, f)
+        assert rel_err(out[i], expected) < 1e-8
         assert abs(diag.lagrange_multiplier[i] - lam) <= 1e-8 * max(abs(lam), 1.0)
 
 
@@ -164,8 +60,8 @@ def test_matches_scipy_at_65_rough_field(scheme, isa):
     solver = _core.DarcySolver(65, scheme, isa=isa)
     out = np.empty((1, 3, 65, 65))
     lam, _ = solver.solve_into(k, source_term(65), out, 1)
-    ref, ref_lam = ref_solve(k[0], scheme)
-    assert rel_err(out[0], ref) < 1e-8
+    expected, ref_lam = ref.solve(k[0], scheme)
+    assert rel_err(out[0], expected) < 1e-8
     assert abs(lam[0] - ref_lam) <= 1e-8 * max(abs(ref_lam), 1.0)
     assert solver.fallbacks == 0
 
@@ -174,7 +70,7 @@ def test_matches_scipy_at_65_rough_field(scheme, isa):
 def test_instruction_sets_agree(scheme):
     if len(ISAS) < 2:
         pytest.skip("no AVX2 kernels on this machine")
-    k = lognormal_fields(5, 33, seed=3)
+    k = ref.lognormal_fields(5, 33, seed=3)
     outs = []
     for isa in ISAS:
         out = np.empty((5, 3, 33, 33))
@@ -186,7 +82,7 @@ def test_instruction_sets_agree(scheme):
 @pytest.mark.parametrize("scheme", SCHEMES)
 @pytest.mark.parametrize(("leaf", "block"), [(1, 1), (9, 3), (40, 64)])
 def test_tree_and_panel_shapes_give_the_same_solution(scheme, leaf, block):
-    k = lognormal_fields(4, 21, seed=11)
+    k = ref.lognormal_fields(4, 21, seed=11)
     f = source_term(21)
     base = solve_batch(k, DarcyConfig(scheme=scheme), threads=1)
     out = np.empty_like(base)
@@ -196,7 +92,7 @@ def test_tree_and_panel_shapes_give_the_same_solution(scheme, leaf, block):
 
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_pivoting_fallback_matches_fast_path(scheme):
-    k = lognormal_fields(6, 17, seed=5)
+    k = ref.lognormal_fields(6, 17, seed=5)
     f = source_term(17)
     fast, slow = np.empty((6, 3, 17, 17)), np.empty((6, 3, 17, 17))
     lam_fast, _ = _core.DarcySolver(17, scheme).solve_into(k, f, fast, 1)
@@ -255,7 +151,7 @@ def test_manufactured_solution_converges_at_second_order(scheme):
 
 @pytest.fixture(scope="module")
 def fields():
-    return lognormal_fields(9, 33, seed=1234)
+    return ref.lognormal_fields(9, 33, seed=1234)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
@@ -274,7 +170,7 @@ def test_zero_mean_pressure_and_no_flux_walls(fields, scheme):
 def test_discrete_residual(fields, scheme):
     out, diag = solve_batch(fields, DarcyConfig(scheme=scheme), return_diagnostics=True)
     for i, y in enumerate(out):
-        a, b, w = ref_system(fields[i], scheme, ref_source(33))
+        a, b, w = ref.scheme_system(fields[i], scheme, ref.source(33))
         p = y[0].ravel()
         bordered = a @ p + w * diag.lagrange_multiplier[i] - b
         assert np.linalg.norm(bordered) < 1e-11 * np.linalg.norm(b)
@@ -349,23 +245,23 @@ def test_diagnostics_of_single_solve(fields):
     _out, diag = solve(fields[2], return_diagnostics=True)
     assert isinstance(diag, SolveDiagnostics)
     assert isinstance(diag.lagrange_multiplier, float)
-    _, ref_lam = ref_solve(fields[2], "fd")
+    _, ref_lam = ref.solve(fields[2], "fd")
     assert diag.lagrange_multiplier == pytest.approx(ref_lam, rel=1e-8)
 
 
 def test_source_term():
     f = source_term(65)
-    assert np.array_equal(f, ref_source(65))
+    assert np.array_equal(f, ref.source(65))
     assert (f == 10.0).sum() == 81
     assert (f == -10.0).sum() == 81
     assert np.array_equal(f[::-1, ::-1], -f)
     g = source_term(33, well_width=0.25, rate=-2.0)
-    assert np.array_equal(g, ref_source(33, 0.25, -2.0))
+    assert np.array_equal(g, ref.source(33, 0.25, -2.0))
     assert (g == -2.0).sum() == 81
 
 
 def test_custom_source_with_nonzero_mean_is_made_consistent():
-    k = lognormal_fields(1, 17, seed=9)[0]
+    k = ref.lognormal_fields(1, 17, seed=9)[0]
     f = np.ones((17, 17))
     out, diag = solve(k, DarcyConfig(scheme="fv"), source=f, return_diagnostics=True)
     # lambda is the trapezoid mean of f, and p is then constant: zero.
@@ -376,7 +272,7 @@ def test_custom_source_with_nonzero_mean_is_made_consistent():
 def test_gauge_weights():
     w = gauge_weights(5)
     assert w.sum() == pytest.approx(1.0, rel=1e-15)
-    assert np.array_equal(w, ref_weights(5))
+    assert np.array_equal(w, ref.weights(5))
 
 
 def test_solver_is_cached_per_grid_and_scheme():
@@ -504,3 +400,147 @@ def test_core_guards_its_invariants():
     times = solver.profile(np.ones((1, 5, 5)), np.zeros((5, 5)), 3)
     assert set(times) == {"assembly", "factorization", "solve", "velocity", "check", "total"}
     assert all(v >= 0 for v in times.values())
+
+
+# ---------------------------------------------------------------------------
+# Reliability (issue 11): threads, extreme permeability, odd input
+
+
+def test_threads_are_capped_and_spare_workspaces_are_freed():
+    cap = _core.max_threads()
+    assert cap == darcy.MAX_THREADS
+    assert 4 <= cap <= 256
+    assert _core.resolve_threads(10**6) == cap
+    assert _core.resolve_threads(0) <= cap
+    k = np.ones((2000, 17, 17))
+    k[::7] = 2.0
+    solver = _core.DarcySolver(17)
+    many, one = np.empty((2000, 3, 17, 17)), np.empty((2000, 3, 17, 17))
+    solver.solve_into(k, source_term(17), many, 200)
+    # No more than one workspace per hardware thread outlives the call.
+    assert 1 <= solver.pooled_workspaces <= _core.resolve_threads(0)
+    solver.solve_into(k, source_term(17), one, 1)
+    assert np.array_equal(many, one)
+    assert np.array_equal(solve_batch(k[:9], threads=200), one[:9])
+
+
+_THREAD_LIMIT_CHILD = r"""
+import resource, sys
+import numpy as np
+from darcyvae.darcy import solve_batch
+k = np.ones((2000, 17, 17))
+expected = solve_batch(k[:4], threads=1)
+out = np.empty((2000, 3, 17, 17))
+with open("/proc/self/status") as fh:
+    vm = next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmSize"))
+limit = vm + int(sys.argv[1]) * 2**20
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+try:
+    solve_batch(k, threads=200, out=out)
+except (RuntimeError, MemoryError) as e:
+    print(type(e).__name__, str(e).replace("\n", " "))
+else:
+    print("ok", bool(np.array_equal(out[:4], expected)))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs RLIMIT_AS and /proc")
+def test_refused_worker_threads_raise_instead_of_aborting():
+    # Under an address-space limit thread creation fails (std::system_error);
+    # it used to reach std::terminate (SIGABRT). Now: a clean Python error or,
+    # with room for the threads, the right answer.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    outcomes = []
+    for megabytes in (24, 100, 2048):  # 100 MB aborted the process before
+        res = subprocess.run(
+            [sys.executable, "-c", _THREAD_LIMIT_CHILD, str(megabytes)],
+            check=False,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert res.returncode == 0, res.stderr[-2000:]
+        line = res.stdout.strip().splitlines()[-1]
+        outcomes.append(line)
+        assert line == "ok True" or line.startswith(("RuntimeError", "MemoryError")), line
+    assert outcomes[-1] == "ok True"
+    if outcomes[0].startswith("RuntimeError"):
+        assert "could not start worker thread" in outcomes[0]
+        assert "use fewer threads" in outcomes[0]
+
+
+def test_extreme_permeability_is_refused_naming_the_sample():
+    k = np.ones((3, 17, 17))
+    k[1, 8, 8] = 1e-50  # fv: a nearly disconnected cell, p ~ 1e32 used to come back silently
+    config = DarcyConfig(scheme="fv")
+    with pytest.raises(ValueError, match=r"solve_batch: sample 1 could not be solved accurately"):
+        solve_batch(k, config)
+    with pytest.raises(ValueError, match=r"relative residual of the bordered system is 1"):
+        solve(k[1], config)
+    with pytest.warns(RuntimeWarning, match="sample 1 could not be solved accurately"):
+        out, diag = solve_batch(k, config, on_inaccurate="warn", return_diagnostics=True)
+    assert diag.bordered_residual[1] > darcy.RESIDUAL_TOLERANCE
+    assert np.all(diag.bordered_residual[[0, 2]] < 1e-12)
+    assert np.array_equal(out[0], solve(k[0], config))
+    with pytest.raises(ValueError, match="on_inaccurate must be one of 'raise', 'warn'"):
+        solve(k[0], on_inaccurate="ignore")
+
+
+@pytest.mark.parametrize("value", [1e8, 1e20])
+def test_fd_spike_is_solved_by_the_pivoting_fallback(value):
+    # fd with one cell at 1e20 used to return a residual of 3.7e4 silently;
+    # the bordered residual now sends it to the pivoting solve, which is exact.
+    k = np.ones((17, 17))
+    k[8, 8] = value
+    solver = _core.DarcySolver(17, "fd")
+    out, bordered = np.empty((1, 3, 17, 17)), np.empty(1)
+    lam, _ = solver.solve_into(k[None], source_term(17), out, 1, bordered)
+    assert solver.fallbacks == 1
+    a, b, w = ref.scheme_system(k, "fd", ref.source(17))
+    residual = np.linalg.norm(a @ out[0, 0].ravel() + lam[0] * w - b) / np.linalg.norm(b)
+    assert residual < 1e-9
+    assert bordered[0] == pytest.approx(residual, rel=1e-3, abs=1e-14)
+    assert abs(np.sum(gauge_weights(17) * out[0, 0])) < 1e-14 * np.abs(out[0, 0]).max()
+
+
+def test_output_beyond_float32_is_refused():
+    k = np.full((2, 9, 9), 1e-40)  # p ~ 1e39 fits float64 only
+    assert np.isfinite(solve_batch(k)).all()
+    with pytest.raises(ValueError, match=r"sample 0 .*does not fit float32"):
+        solve_batch(k, dtype=np.float32)
+
+
+def test_zero_d_and_bool_permeability_are_refused():
+    with pytest.raises(ValueError, match=r"permeability must be a 2-D array; got shape \(\)\."):
+        solve(np.float64(2.0))
+    with pytest.raises(ValueError, match=r"permeability must be a 3-D array; got shape \(\)\."):
+        solve_batch(3.0)
+    with pytest.raises(TypeError, match=r"permeability must be a real .* got dtype bool"):
+        solve(np.ones((5, 5), dtype=bool))
+    with pytest.raises(TypeError, match="got dtype bool"):
+        solve_batch(np.ones((2, 5, 5), dtype=bool))
+
+
+def _avx2_kernel_objects():
+    root = Path(__file__).resolve().parents[1]
+    return sorted(root.glob("build/*/CMakeFiles/*/cpp/darcy_kernels_avx2.cpp.o"))
+
+
+def test_avx2_kernel_object_has_no_weak_symbols():
+    # cpp/darcy_kernels.hpp: the AVX2 translation unit must not instantiate
+    # templates (std::, Eigen) that the linker could share with the baseline
+    # build. CMake checks it after every build; this re-checks a local build.
+    nm = shutil.which("nm")
+    objects = _avx2_kernel_objects()
+    if nm is None or not objects:
+        pytest.skip("no nm or no local build with the AVX2 kernel object")
+    for obj in objects:
+        listing = subprocess.run([nm, "-C", str(obj)], capture_output=True, text=True, check=True)
+        assert listing.stdout.strip(), obj  # the object defines the kernels
+        weak = [
+            line
+            for line in listing.stdout.splitlines()
+            if len(line.split()) >= 2 and line[17:18] in {"W", "w", "V", "v", "u"}
+        ]
+        assert weak == [], (obj, weak)

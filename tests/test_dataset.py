@@ -7,14 +7,13 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from _vae_data import cpu_and_cuda, write_synthetic_h5
 from darcyvae.dataset import ChannelStats, DarcyDataset, channel_stats, make_loader, make_loaders
 
 
 @pytest.fixture
-def files(tmp_path):
-    train = write_synthetic_h5(tmp_path / "train.h5", n=40, grid=9, seed=0)
-    test = write_synthetic_h5(tmp_path / "test.h5", n=24, grid=9, seed=1)
+def files(tmp_path, synthetic_h5):
+    train = synthetic_h5(tmp_path / "train.h5", n=40, grid=9, seed=0)
+    test = synthetic_h5(tmp_path / "test.h5", n=24, grid=9, seed=1)
     return train, test
 
 
@@ -112,7 +111,6 @@ def test_constant_channel_gets_unit_std(tmp_path):
     assert stats.std[1] == pytest.approx(np.std(np.arange(4)))
 
 
-@pytest.mark.parametrize("device", cpu_and_cuda())
 def test_resident_on_device(files, device):
     ds = DarcyDataset(files[0], device=device)
     assert ds.y.device.type == ds.theta.device.type == torch.device(device).type
@@ -197,6 +195,30 @@ def test_wrong_layout(tmp_path, arrays, match):
         DarcyDataset(path)
 
 
+def test_output_that_is_a_group(tmp_path):
+    """An HDF5 'output' that is a group (not a dataset): a clear ValueError, not a crash."""
+    path = tmp_path / "group.h5"
+    with h5py.File(path, "w") as fh:
+        fh.create_group("output")
+        fh["generative_params"] = np.zeros((2, 2))
+    for read in (DarcyDataset, channel_stats):
+        with pytest.raises(ValueError, match="'output' is a Group"):
+            read(path)
+
+
+def test_attributes_are_decoded_as_read_attrs(tmp_path):
+    """DarcyDataset.attrs and generate.read_attrs decode the same way (one layout module)."""
+    from darcyvae.generate import GenerateConfig, generate_dataset, read_attrs
+    from darcyvae.kle import KLEConfig
+
+    cfg = GenerateConfig(KLEConfig(grid=9, n_modes=2), n_train=3, n_test=0)
+    paths = generate_dataset(cfg, tmp_path, progress=False)
+    ds = DarcyDataset(paths["train"])
+    assert ds.attrs == read_attrs(paths["train"])
+    assert ds.attrs["distribution_params"] == {}
+    assert ds.attrs["kle_config"]["grid"] == 9
+
+
 def test_not_hdf5(tmp_path):
     path = tmp_path / "text.h5"
     path.write_text("not hdf5")
@@ -218,8 +240,8 @@ def test_bad_arguments(files):
         make_loader(DarcyDataset(files[0]), batch_size=0)
 
 
-def test_train_test_shape_mismatch(tmp_path):
-    a = write_synthetic_h5(tmp_path / "a.h5", n=8, grid=9)
-    b = write_synthetic_h5(tmp_path / "b.h5", n=8, grid=17)
+def test_train_test_shape_mismatch(tmp_path, synthetic_h5):
+    a = synthetic_h5(tmp_path / "a.h5", n=8, grid=9)
+    b = synthetic_h5(tmp_path / "b.h5", n=8, grid=17)
     with pytest.raises(ValueError, match="same shape"):
         make_loaders(a, b)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -16,11 +18,15 @@ import darcyvae
 import h5py
 import numpy as np
 import pytest
+from darcyvae._lock import LOCK_NAME
 from darcyvae.cli import main
 from darcyvae.darcy import DarcyConfig, solve_batch
 from darcyvae.distributions import Mixture4, ThetaArray
-from darcyvae.generate import FORMAT, GenerateConfig, generate_dataset, read_attrs
+from darcyvae.errors import FolderLockedError, IntegrityError, MissingDependencyError
+from darcyvae.generate import FORMAT, GenerateConfig, generate_dataset, read_attrs, verify_dataset
 from darcyvae.kle import KLEConfig, kle_basis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 GRID = 17
 KEYS = {"generative_params", "permeability", "output"}
@@ -42,6 +48,11 @@ def small(**kw) -> GenerateConfig:
 def sha(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
+
+
+def listing(folder: Path) -> list[str]:
+    """The files of an output folder, without the lock file every run leaves (darcyvae._lock)."""
+    return sorted(name for name in os.listdir(folder) if name != LOCK_NAME)
 
 
 def datasets(path: Path) -> dict[str, np.ndarray]:
@@ -87,7 +98,7 @@ def test_layout_with_plain_h5py(reference):
                 assert f[key].compression is None
             assert f["output"].chunks == (1, 3, GRID, GRID)
             assert f["permeability"].chunks == (1, 1, GRID, GRID)
-    assert sorted(os.listdir(reference["train"].parent)) == ["test.h5", "train.h5"]
+    assert listing(reference["train"].parent) == ["test.h5", "train.h5"]
 
 
 def test_attributes_record_how_the_file_was_made(reference):
@@ -106,6 +117,7 @@ def test_attributes_record_how_the_file_was_made(reference):
         "variance": 1.0,
         "distribution": "mixture4",
         "distribution_params": {"loc": 1.0, "scale": 0.25},
+        "sampling": "mc",
         "seed": 0,
         "stream": 0,
         "first_index": 0,
@@ -156,6 +168,28 @@ def test_train_is_a_prefix_of_a_larger_train(reference, tmp_path):
     )
 
 
+def test_latin_hypercube_training_set(reference, tmp_path):
+    """train_sampling="lhs": the design of sample_lhs(n, seed, stream=0); test stays MC."""
+    cfg = small(train_sampling="lhs")
+    with pytest.raises(Interrupt):
+        generate_dataset(cfg, tmp_path, progress=False, callback=stop_after("train", 16))
+    paths = generate_dataset(cfg, tmp_path, resume=True, progress=False)
+    theta = datasets(paths["train"])["generative_params"]
+    np.testing.assert_array_equal(theta, Mixture4(3).sample_lhs(40, 0).astype(np.float32))
+    u = Mixture4(3).cdf(theta.astype(np.float64))
+    for k in range(3):  # one sample per stratum (float32 rounding is far below 1/40)
+        np.testing.assert_array_equal(np.sort(np.floor(u[:, k] * 40)), np.arange(40))
+    attrs = read_attrs(paths["train"])
+    assert (attrs["sampling"], read_attrs(paths["test"])["sampling"]) == ("lhs", "mc")
+    assert "Latin hypercube" in attrs["theta_rng"]
+    assert sha(paths["test"]) == sha(reference["test"])
+    fresh = generate_dataset(cfg, tmp_path / "fresh", progress=False)
+    assert sha(fresh["train"]) == sha(paths["train"])
+    # a resumed MC partial is not continued as LHS
+    with pytest.raises(ValueError, match="made with other settings"):
+        generate_dataset(small(), tmp_path, resume=True, progress=False)
+
+
 # -- determinism -------------------------------------------------------------------------
 def test_same_seed_same_bytes(reference, tmp_path):
     paths = generate_dataset(small(threads=2), tmp_path / "again", progress=False)
@@ -173,7 +207,7 @@ def test_resume_after_interruption_is_byte_identical(
     cfg = small(compression=compression)
     with pytest.raises(Interrupt):
         generate_dataset(cfg, tmp_path, progress=False, callback=stop_after("train", 24))
-    assert sorted(os.listdir(tmp_path)) == ["train.h5.partial", "train.h5.progress"]
+    assert listing(tmp_path) == ["train.h5.partial", "train.h5.progress"]
     # the progress log records the 3 completed chunks
     assert len((tmp_path / "train.h5.progress").read_text().splitlines()) == 1 + 3
     with pytest.raises(FileExistsError, match="resume=True"):
@@ -183,7 +217,7 @@ def test_resume_after_interruption_is_byte_identical(
         cfg, tmp_path, resume=True, progress=False, callback=lambda s, d, n: seen.append((s, d))
     )
     assert seen[0] == ("train", 32)  # started after the 3 chunks kept
-    assert sorted(os.listdir(tmp_path)) == ["test.h5", "train.h5"]
+    assert listing(tmp_path) == ["test.h5", "train.h5"]
     for split in ("train", "test"):
         assert sha(paths[split]) == sha(ref[split])
 
@@ -235,27 +269,30 @@ def test_resume_in_the_test_split_keeps_train(reference, tmp_path):
     assert generate_dataset(small(), tmp_path, resume=True, progress=False) == paths
 
 
-def test_kill_9_then_resume(reference, tmp_path):
-    """A run killed by SIGKILL after 2 chunks resumes to the identical file."""
-    script = textwrap.dedent(
+def _signalled_run(out: Path, sig: str, split: str, done: int) -> subprocess.CompletedProcess:
+    """``generate_dataset(small())`` in a fresh process that sends itself ``signal.<sig>``
+    once ``split`` holds ``done`` samples."""
+    return _run_python(
         f"""
         import os, signal
         from darcyvae.generate import GenerateConfig, generate_dataset
         from darcyvae.kle import KLEConfig
 
-        def die(split, done, n):
-            if done >= 16:
-                os.kill(os.getpid(), signal.SIGKILL)
+        def interrupt(split, done, n):
+            if split == {split!r} and done >= {done}:
+                os.kill(os.getpid(), signal.{sig})
 
         cfg = GenerateConfig(KLEConfig(grid={GRID}, n_modes=3), distribution="mixture4",
                              n_train=40, n_test=20, chunk_size=8)
-        generate_dataset(cfg, {str(tmp_path)!r}, progress=False, callback=die)
+        generate_dataset(cfg, {str(out)!r}, progress=False, callback=interrupt)
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, timeout=120
-    )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
+
+
+def test_kill_9_then_resume(reference, tmp_path):
+    """A run killed by SIGKILL after 2 chunks resumes to the identical file."""
+    proc = _signalled_run(tmp_path, "SIGKILL", "train", 16)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (tmp_path / "train.h5.partial").exists()
     assert not (tmp_path / "train.h5").exists()
     paths = generate_dataset(small(), tmp_path, resume=True, progress=False)
@@ -264,27 +301,10 @@ def test_kill_9_then_resume(reference, tmp_path):
 
 def test_ctrl_c_then_resume(reference, tmp_path):
     """SIGINT (Ctrl-C) mid-run: KeyboardInterrupt leaves a partial that resumes identically."""
-    script = textwrap.dedent(
-        f"""
-        import os, signal
-        from darcyvae.generate import GenerateConfig, generate_dataset
-        from darcyvae.kle import KLEConfig
-
-        def ctrl_c(split, done, n):
-            if split == "test" and done == 8:
-                os.kill(os.getpid(), signal.SIGINT)
-
-        cfg = GenerateConfig(KLEConfig(grid={GRID}, n_modes=3), distribution="mixture4",
-                             n_train=40, n_test=20, chunk_size=8)
-        generate_dataset(cfg, {str(tmp_path)!r}, progress=False, callback=ctrl_c)
-        """
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, timeout=120
-    )
+    proc = _signalled_run(tmp_path, "SIGINT", "test", 8)
     assert proc.returncode != 0
-    assert b"KeyboardInterrupt" in proc.stderr
-    assert sorted(os.listdir(tmp_path)) == ["test.h5.partial", "test.h5.progress", "train.h5"]
+    assert "KeyboardInterrupt" in proc.stderr
+    assert listing(tmp_path) == ["test.h5.partial", "test.h5.progress", "train.h5"]
     paths = generate_dataset(small(), tmp_path, resume=True, progress=False)
     for split in ("train", "test"):
         assert sha(paths[split]) == sha(reference[split])
@@ -323,7 +343,7 @@ def test_resume_survives_damaged_state(reference, tmp_path, damage):
         small(), tmp_path, resume=True, progress=False, callback=lambda s, d, n: seen.append(d)
     )
     assert seen[0] == (32 if damage == "stale-rebuild" else 8)
-    assert sorted(os.listdir(tmp_path)) == ["test.h5", "train.h5"]
+    assert listing(tmp_path) == ["test.h5", "train.h5"]
     assert sha(paths["train"]) == sha(reference["train"])
 
 
@@ -338,7 +358,7 @@ def test_resume_rejects_other_settings(tmp_path):
     assert sha(tmp_path / "train.h5.partial") == before
     paths = generate_dataset(small(seed=3), tmp_path, overwrite=True, progress=False)
     assert read_attrs(paths["train"])["seed"] == 3
-    assert sorted(os.listdir(tmp_path)) == ["test.h5", "train.h5"]
+    assert listing(tmp_path) == ["test.h5", "train.h5"]
     with pytest.raises(ValueError, match="made with other settings"):
         generate_dataset(small(), tmp_path, resume=True, progress=False)
 
@@ -390,7 +410,7 @@ def test_existing_output_is_kept(reference, tmp_path):
 def test_n_test_zero_writes_only_train(tmp_path):
     paths = generate_dataset(small(n_test=0, n_train=5), tmp_path, progress=False)
     assert list(paths) == ["train"]
-    assert sorted(os.listdir(tmp_path)) == ["train.h5"]
+    assert listing(tmp_path) == ["train.h5"]
 
 
 def test_theta_array(tmp_path):
@@ -457,6 +477,13 @@ def test_progress_bar_shows_samples_per_second(tmp_path, capsys):
         ({"compression_level": 10}, ValueError, "compression_level must be"),
         ({"threads": 0}, ValueError, "threads must be"),
         ({"seed": -1}, ValueError, "seed must be"),
+        ({"train_sampling": "sobol"}, ValueError, "train_sampling must be one of 'mc', 'lhs'"),
+        ({"test_sampling": None}, ValueError, "test_sampling must be one of 'mc', 'lhs'"),
+        (
+            {"distribution": ThetaArray(np.zeros((60, 3))), "train_sampling": "lhs"},
+            ValueError,
+            "train_sampling = 'lhs' needs a distribution with a quantile function",
+        ),
         ({"kle": "KLE2"}, TypeError, "kle must be a KLEConfig"),
         ({"darcy": None}, TypeError, "darcy must be a DarcyConfig"),
         ({"distribution": 3}, TypeError, "distribution must be a name or a Distribution"),
@@ -494,7 +521,7 @@ def test_bad_call_arguments_leave_no_file(tmp_path):
         generate_dataset(small(), a_file, progress=False)
     with pytest.raises(NotADirectoryError, match="cannot write to out_dir"):
         generate_dataset(small(), a_file / "sub", progress=False)
-    assert sorted(os.listdir(tmp_path)) == ["file"]
+    assert listing(tmp_path) == ["file"]
     assert a_file.read_text() == "x"
 
 
@@ -545,10 +572,17 @@ def test_cli_distribution_parameters(tmp_path, capsys):
     args = ["generate", "--kle", "2", "--dist", "gaussian", "--mean", "1", "-1", "--sd", "0.5"]
     args += ["--n-train", "6", "--n-test", "3", "--grid", "9", "--out", str(out), "--no-progress"]
     args += ["--compression", "gzip", "--threads", "1", "--seed", "5"]
+    args += ["--train-sampling", "lhs", "--test-sampling", "mc"]
     assert main(args) == 0
     attrs = read_attrs(out / "train.h5")
     assert attrs["distribution_params"] == {"mean": [1.0, -1.0], "sd": [0.5, 0.5]}
     assert attrs["seed"] == 5
+    assert (attrs["sampling"], read_attrs(out / "test.h5")["sampling"]) == ("lhs", "mc")
+    # the gaussian default is radially symmetric: mean (1, 1), sd (0.5, 0.5) (SPEC 3)
+    args = ["generate", "--kle", "2", "--dist", "gaussian", "--n-train", "2", "--n-test", "0"]
+    assert main([*args, "--grid", "9", "--out", str(tmp_path / "g0"), "--no-progress"]) == 0
+    params = read_attrs(tmp_path / "g0" / "train.h5")["distribution_params"]
+    assert params == {"mean": [1.0, 1.0], "sd": [0.5, 0.5]}
     with h5py.File(out / "train.h5") as f:
         assert f["output"].compression == "gzip"
     thetas = tmp_path / "theta.npy"
@@ -571,3 +605,307 @@ def test_cli_distribution_parameters(tmp_path, capsys):
 def test_cli_unwritable(unwritable, capsys):
     assert main(["generate", "--kle", "2", "--grid", "9", "--out", str(unwritable)]) == 2
     assert "cannot write to out_dir" in capsys.readouterr().err
+
+
+# -- reliability (issue 11): locks, checksums, stale outputs, clear errors -------------------
+def _run_python(code: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        **kw,
+    )
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """``darcyvae generate ...`` in a fresh process (what a user runs)."""
+    return subprocess.run(
+        [sys.executable, "-m", "darcyvae.cli", "generate", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+SMALL_CLI = ["--kle", "3", "--dist", "mixture4", "--n-train", "40", "--n-test", "20"]
+SMALL_CLI += ["--grid", str(GRID), "--chunk-size", "8", "--no-progress"]
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_folder(reference, tmp_path):
+    """The second run fails at once naming the first; the first's output equals a solo run."""
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                f"""
+                import time
+                from pathlib import Path
+                from darcyvae.generate import GenerateConfig, generate_dataset
+                from darcyvae.kle import KLEConfig
+
+                def pause(split, done, n):
+                    if split == "train" and done == 8:  # one block written, the rest to come
+                        Path({str(ready)!r}).touch()
+                        deadline = time.time() + 120
+                        while not Path({str(go)!r}).exists() and time.time() < deadline:
+                            time.sleep(0.05)
+
+                cfg = GenerateConfig(KLEConfig(grid={GRID}, n_modes=3), distribution="mixture4",
+                                     n_train=40, n_test=20, chunk_size=8)
+                generate_dataset(cfg, {str(out)!r}, progress=False, callback=pause)
+                """
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        for _ in range(1200):
+            if ready.exists() or first.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert ready.exists(), first.communicate()[1]
+        partial = (out / "train.h5.partial").read_bytes()
+        for flags in ([], ["--resume"], ["--overwrite"], ["--seed", "8"]):
+            second = _cli(*SMALL_CLI, "--out", str(out), *flags)
+            assert second.returncode == 2, second.stderr
+            lines = second.stderr.strip().splitlines()
+            assert len(lines) == 1, second.stderr  # one clear line, no traceback
+            assert f"is in use by pid {first.pid}" in lines[0]
+            assert "darcyvae generate" in lines[0]
+            assert (out / "train.h5.partial").read_bytes() == partial  # untouched
+    finally:
+        go.touch()
+        _, err = first.communicate(timeout=180)
+    assert first.returncode == 0, err
+    assert listing(out) == ["test.h5", "train.h5"]
+    for split in ("train", "test"):
+        assert sha(out / f"{split}.h5") == sha(reference[split])
+    # the lock went with the first process: a later run may use the folder
+    assert main(["generate", *SMALL_CLI, "--out", str(out), "--resume"]) == 0
+
+
+def test_resume_verifies_finished_files(reference, tmp_path, capsys):
+    """A finished train.h5 with corrupted data bytes, or truncated, is not kept silently."""
+    paths = generate_dataset(small(), tmp_path, progress=False)
+    assert read_attrs(paths["train"])["data_checksum"]["blocks"] == 5
+    verify_dataset(paths["train"])
+    good = paths["train"].read_bytes()
+    # flip one byte inside the stored data of sample 13 (found through HDF5's chunk index)
+    with h5py.File(paths["train"], "r") as f:
+        offset = f["output"].id.get_chunk_info_by_coord((13, 0, 0, 0)).byte_offset
+    damaged = bytearray(good)
+    damaged[offset + 100] ^= 0x40
+    paths["train"].write_bytes(bytes(damaged))
+    with pytest.raises(IntegrityError, match="does not match its recorded data checksum"):
+        generate_dataset(small(), tmp_path, resume=True, progress=False)
+    with pytest.raises(IntegrityError, match="does not match"):
+        verify_dataset(paths["train"])
+    assert paths["train"].read_bytes() == bytes(damaged)  # reported, not replaced
+    # truncated: the CLI prints one line and exits 2
+    paths["train"].write_bytes(good[: len(good) // 2])
+    capsys.readouterr()
+    assert main(["generate", *SMALL_CLI, "--out", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "train.h5' is damaged" in err[0]
+    assert "--overwrite" in err[0]
+    # --overwrite regenerates it
+    paths = generate_dataset(small(), tmp_path, overwrite=True, progress=False)
+    assert sha(paths["train"]) == sha(reference["train"])
+
+
+def test_overwrite_removes_outputs_the_run_does_not_write(tmp_path):
+    """--overwrite --n-test 0 leaves no old test.h5 (nor its cached statistics)."""
+    generate_dataset(small(), tmp_path, progress=False)
+    (tmp_path / "test.h5.stats.json").write_text("{}")
+    (tmp_path / "train.h5").unlink()
+    with pytest.raises(FileExistsError, match=r"output '.*test\.h5' exists"):
+        generate_dataset(small(n_test=0, seed=8), tmp_path, progress=False)
+    assert listing(tmp_path) == ["test.h5", "test.h5.stats.json"]
+    paths = generate_dataset(small(n_test=0, seed=8), tmp_path, overwrite=True, progress=False)
+    assert list(paths) == ["train"]
+    assert listing(tmp_path) == ["train.h5"]
+    assert read_attrs(paths["train"])["seed"] == 8
+
+
+def test_resume_does_not_take_a_locked_partial_for_a_damaged_one(tmp_path):
+    """A partial held open (HDF5 file lock) by another process: an error, the partial intact."""
+    with pytest.raises(Interrupt):
+        generate_dataset(small(), tmp_path, progress=False, callback=stop_after("train", 16))
+    partial = tmp_path / "train.h5.partial"
+    before = sha(partial)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                f"import sys, h5py; f = h5py.File({str(partial)!r}, 'r+'); "
+                "print('open', flush=True); sys.stdin.read()"
+            ),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(FolderLockedError, match="is open in another process"):
+            generate_dataset(small(), tmp_path, resume=True, progress=False)
+    finally:
+        holder.communicate("", timeout=60)
+    assert sha(partial) == before
+    assert listing(tmp_path) == ["train.h5.partial", "train.h5.progress"]
+
+
+@pytest.mark.slow
+def test_disk_full_keeps_the_partial_for_resume(reference, tmp_path):
+    """A write failing for lack of space (a file size limit here): one clear line, then resume."""
+    out = tmp_path / "out"
+    code = f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes beyond the limit fail with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+        from darcyvae.cli import main
+        sys.exit(main(["generate", *{SMALL_CLI!r}, "--out", {str(out)!r}]))
+    """
+    proc = _run_python(code)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "writing" in lines[0]
+    assert "File too large" in lines[0]
+    assert "--resume" in lines[0]
+    assert listing(out) == ["train.h5.partial", "train.h5.progress"]
+    paths = generate_dataset(small(), out, resume=True, progress=False)
+    for split in ("train", "test"):
+        assert sha(paths[split]) == sha(reference[split])
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--grid", "2"], "needs grid N >= 3; got 2"),
+        (["--seed", str(2**70)], r"seed must be an integer in \[0, 9223372036854775807\]"),
+        (["--variance", "1e6"], r"log-permeability G from .* must lie in \[-87.3, 88.7\]"),
+        (["--dist", "gaussian", "--mean", "1e3"], "K = exp\\(G\\) is stored as float32"),
+        (["--variance", "1e300"], r"variance must be a finite float in \(0.0, 1e\+100\]"),
+    ],
+)
+def test_settings_are_checked_before_any_file(tmp_path, capsys, args, match):
+    """Rejected settings leave nothing (no .partial asking for --overwrite next time)."""
+    out = tmp_path / "out"
+    base = ["generate", "--kle", "2", "--grid", "9", "--n-train", "4", "--n-test", "2"]
+    assert main([*base, "--out", str(out), "--no-progress", *args]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err), err
+    assert not out.exists()
+
+
+def test_theta_overflowing_permeability_is_refused_up_front(tmp_path):
+    """theta = 1e3: a ValueError naming the sample before any file, not a FloatingPointError."""
+    rows = np.zeros((30, 3))
+    rows[17] = 1e3
+    cfg = small(distribution=ThetaArray(rows), n_train=12, n_test=10)
+    with pytest.raises(ValueError, match=r"test sample 5 .* gives a log-permeability"):
+        generate_dataset(cfg, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    rows[17] = 20.0  # large, but K = exp(G) stays within float32
+    paths = generate_dataset(
+        small(distribution=ThetaArray(rows), n_train=12, n_test=10), tmp_path / "ok", progress=False
+    )
+    assert np.isfinite(datasets(paths["test"])["permeability"]).all()
+
+
+def test_dask_without_distributed_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if not installed
+    with pytest.raises(MissingDependencyError, match=r"pip install 'darcyvae\[dask\]'") as info:
+        generate_dataset(small(), tmp_path / "out", dask_address="tcp://localhost:1")
+    assert isinstance(info.value, ImportError)  # what callers catching ImportError expect
+    assert main(["generate", *SMALL_CLI, "--out", str(tmp_path / "out"), "--dask", "x:1"]) == 2
+    assert "darcyvae[dask]" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# -- property-based: configuration and thetas at the boundary -----------------------------
+_SETTING = st.one_of(
+    st.integers(-3, 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["mc", "lhs", "gzip", "lzf", "normal", "mixture4", "", "x"]),
+    st.none(),
+    st.booleans(),
+)
+
+
+@given(
+    kwargs=st.dictionaries(
+        st.sampled_from(
+            [
+                "n_train",
+                "n_test",
+                "seed",
+                "chunk_size",
+                "compression",
+                "compression_level",
+                "threads",
+                "train_sampling",
+                "test_sampling",
+                "distribution",
+                "dist_params",
+            ]
+        ),
+        _SETTING,
+        max_size=4,
+    )
+)
+def test_config_validation_never_crashes(kwargs):
+    """Random settings: a ValueError/TypeError naming the setting, or a consistent config."""
+    try:
+        cfg = small(**kwargs)
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+    else:
+        message = ""
+    if message:  # our template: "<caller>: <name> must be ...; got ..."
+        assert message.startswith(("GenerateConfig", "get_distribution", "Gaussian", "Mixture4"))
+        return
+    assert cfg.n_samples("train") >= 1
+    assert 0 <= cfg.seed < 2**63
+    assert cfg.sampling("train") in ("mc", "lhs")
+
+
+@settings(max_examples=10)
+@given(
+    theta=st.lists(
+        st.lists(st.one_of(st.floats(-1e6, 1e6), st.floats(-30, 30)), min_size=3, max_size=3),
+        min_size=3,
+        max_size=3,
+    )
+)
+def test_user_thetas_are_refused_or_written_finite(tmp_path_factory, theta):
+    """Any finite thetas: refused up front (nothing written) or a file of finite values."""
+    out = tmp_path_factory.mktemp("hyp") / "out"
+    cfg = small(
+        kle=KLEConfig(grid=9, n_modes=3), distribution=ThetaArray(theta), n_train=2, n_test=1
+    )
+    try:
+        paths = generate_dataset(cfg, out, progress=False)
+    except ValueError as exc:
+        msg = str(exc)
+        if "log-permeability" in msg:
+            assert not out.exists()
+        else:  # K within float32 but beyond what the solver resolves: named, partial kept
+            assert "Darcy solve" in msg or "not finite" in msg, msg
+        return
+    for split in ("train", "test"):
+        data = datasets(paths[split])
+        assert all(np.isfinite(v).all() for v in data.values())
+        verify_dataset(paths[split])

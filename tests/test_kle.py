@@ -15,6 +15,8 @@ from darcyvae.kle import (
     default_cache_dir,
     kle_basis,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
 # ---------------------------------------------------------------------------
@@ -139,7 +141,7 @@ def ref33():
     return reference_eigh(33)
 
 
-@pytest.mark.parametrize("n", [17, 33])
+@pytest.mark.parametrize("n", [17, pytest.param(33, marks=pytest.mark.slow)])
 def test_all_modes_match_numpy_eigh(n, ref17, ref33):
     c, w, v = ref17 if n == 17 else ref33
     basis = kle_basis(grid=n, n_modes=n * n, cache=False)
@@ -220,6 +222,7 @@ def test_other_kernels_match_numpy_eigh(length, kernel, variance):
     compare_bases(part, c, w, v, use_swap=length[0] == length[1], s=s_det, ev_atol=1e-13)
 
 
+@pytest.mark.slow
 def test_anisotropic_lanczos_needs_more_rounds_and_matches_eigh():
     # Strong anisotropy: the top modes are mostly even in x, so the first share
     # per symmetry block is too small and the solver must ask blocks for more.
@@ -436,6 +439,7 @@ def test_config_defaults_and_normalisation():
         ({"variance": 0.0}, "variance must be a finite float"),
         ({"variance": -1.0}, "variance must be a finite float"),
         ({"variance": float("nan")}, "variance must be a finite float"),
+        ({"variance": 1e300}, r"variance must be a finite float in \(0.0, 1e\+100\]; got 1e\+300"),
     ],
 )
 def test_config_bad_values(kwargs, match):
@@ -453,9 +457,41 @@ def test_config_bad_types(kwargs):
         KLEConfig(**kwargs)
 
 
+_KLE_VALUE = st.one_of(
+    st.integers(-3, 10_000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=3),
+    st.sampled_from(["exponential", "squared_exponential", "gauss", ""]),
+    st.none(),
+    st.booleans(),
+)
+
+
+@given(
+    kwargs=st.dictionaries(
+        st.sampled_from(["grid", "n_modes", "kernel", "length_scale", "variance"]),
+        _KLE_VALUE,
+        max_size=3,
+    )
+)
+def test_config_validation_never_crashes(kwargs):
+    """Random settings: a ValueError/TypeError in the message template, or a valid config."""
+    try:
+        cfg = KLEConfig(**kwargs)
+    except (ValueError, TypeError) as exc:
+        assert str(exc).startswith("KLEConfig: ")  # noqa: PT017 (the template, for any input)
+        return
+    assert 2 <= cfg.grid <= 8193
+    assert 1 <= cfg.n_modes <= cfg.grid**2
+    assert all(0 < v < np.inf for v in cfg.length_xy)
+    assert 0 < cfg.variance <= 1e100
+
+
 def test_kle_basis_bad_arguments():
-    with pytest.raises(TypeError, match="unknown KLEConfig field"):
+    with pytest.raises(TypeError, match=r"KLEConfig: unknown keys \['modes'\]; known: .*'grid'"):
         kle_basis(grid=9, n_modes=2, modes=3, cache=False)
+    with pytest.raises(TypeError, match=r"KLEConfig: unknown keys \['lengthscale'\]"):
+        covariance_matvec(np.zeros((9, 9)), grid=9, lengthscale=0.2)
     with pytest.raises(TypeError, match="config must be a KLEConfig"):
         kle_basis({"grid": 9}, cache=False)
     with pytest.raises(TypeError, match="threads must be an integer"):
@@ -512,3 +548,12 @@ def test_residual_check_is_enforced():
         _core.kle_solve(
             33, "exponential", 0.1, 0.1, 1.0, 40, method="lanczos", tol=0.9, basis_size=12
         )
+
+
+def test_variance_at_its_bound_passes_the_residual_check():
+    # issue 11, item 12: 1e300 used to fail in the eigen-residual check; now
+    # validation refuses it (test_config_bad_values) and the bound itself works
+    a = kle_basis(grid=9, n_modes=4, cache=False)
+    b = kle_basis(grid=9, n_modes=4, variance=1e100, cache=False)
+    np.testing.assert_allclose(b.eigenvalues, 1e100 * a.eigenvalues, rtol=1e-10)
+    assert np.all(np.isfinite(b.modes))

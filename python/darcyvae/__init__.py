@@ -12,23 +12,36 @@ darcy
 kle
     Karhunen-Loeve expansion of the log-permeability field.
 distributions
-    Generative parameter distributions p(theta).
-dataset
-    Bulk dataset generation to HDF5 and the torch dataset.
+    Generative parameter distributions p(theta), Monte Carlo or Latin hypercube.
 generate
-    Bulk dataset generation to HDF5: resumable, byte-reproducible, local or Dask.
+    Bulk dataset generation to HDF5: resumable, byte-reproducible, checksummed,
+    local or Dask.
+dataset
+    Reading generated HDF5 datasets: the torch dataset, loaders, channel statistics.
 models
-    DenseVAE and its priors.
+    DenseVAE and its priors (standard, scaled Gaussian, hierarchical).
+losses
+    Loss terms per sample, the adaptive beta rule and the schedules.
+config
+    TrainConfig: the run configuration in sections, presets.
+checkpoint
+    Checksummed checkpoints, the metrics log and run-folder file names.
 training
-    Losses, the beta schedule and the training loop.
+    The training loop of one model (resume, restarts of over-regularised runs).
+ensemble
+    K seeds trained at once as one batched model.
 evaluation
-    Rate, distortion, S_D, over-regularisation and the figures of a trained VAE.
+    Rate, distortion, the Theorem-1 bound, S_D, S_KL and the figures of a trained VAE.
 metrics
     k-NN KL divergence, S_D, S_KL and standard disentanglement scores.
+neighbors
+    The exact, scale-free KD-tree behind the k-NN estimators.
 experiments
-    One function per experiment of the paper.
+    The paper's experiments (``darcyvae reproduce``), with reports and figures.
 plots
     Figures (matplotlib, imported lazily).
+errors
+    darcyvae's own exception classes.
 cli
     The ``darcyvae`` command line.
 """

@@ -104,7 +104,9 @@ def as_float_array(
     if arr.dtype.kind not in "biuf":
         msg = f"{caller}: {name} must be a numeric array; got dtype {arr.dtype}."
         raise TypeError(msg)
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    # np.asarray(order="C"), not np.ascontiguousarray: the latter turns 0-d input
+    # into shape (1,), and the error below would report the wrong shape.
+    arr = np.asarray(arr, dtype=dtype, order="C")
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if arr.ndim not in allowed:
@@ -122,17 +124,20 @@ def as_float_array(
     return arr
 
 
-def config_kwargs(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for the dataclass ``cls`` from a plain dict (JSON/TOML).
+def config_kwargs(
+    cls: type, data: dict[str, Any], *, error: type[Exception] = ValueError
+) -> dict[str, Any]:
+    """Keyword arguments for the dataclass ``cls`` from a plain dict (JSON/TOML or ``**kwargs``).
 
-    Unknown keys raise ``ValueError`` naming the known ones; lists become
-    tuples (TOML and JSON have no tuples).
+    Unknown keys raise ``error`` (``ValueError`` for file contents; pass
+    ``TypeError`` for keyword arguments, as Python does) naming the known
+    ones; lists become tuples (TOML and JSON have no tuples).
     """
     from dataclasses import fields
 
-    known = {f.name for f in fields(cls)}
+    known = {f.name for f in fields(cls) if f.init}
     unknown = sorted(set(data) - known)
     if unknown:
         msg = f"{cls.__name__}: unknown keys {unknown}; known: {sorted(known)}."
-        raise ValueError(msg)
+        raise error(msg)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}

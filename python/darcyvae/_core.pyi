@@ -8,7 +8,11 @@ from numpy.typing import NDArray
 __version__: str
 
 def resolve_threads(threads: int) -> int:
-    """Number of worker threads used for `threads` (<= 0 means all cores)."""
+    """Number of worker threads used for `threads` (<= 0 means all cores; capped at
+    max_threads())."""
+
+def max_threads() -> int:
+    """Largest number of worker threads any call uses: 4 x the hardware threads, in [4, 256]."""
 
 # --- darcy (cpp/darcy.hpp; public API: darcyvae.darcy) ---
 
@@ -29,6 +33,7 @@ class DarcySolver:
         block: int = 0,
         isa: str = "auto",
         check_tolerance: float = 1e-10,
+        residual_tolerance: float = 1e-6,
     ) -> None: ...
     @property
     def grid(self) -> int:
@@ -57,14 +62,22 @@ class DarcySolver:
     @property
     def fallbacks(self) -> int:
         """Samples re-solved with partial pivoting so far."""
+    @property
+    def residual_tolerance(self) -> float:
+        """Bordered relative residual above which a sample is re-solved."""
+    @property
+    def pooled_workspaces(self) -> int:
+        """Per-thread workspaces kept for the next call (<= hardware threads)."""
     def solve_into(
         self,
         k: NDArray[np.float64],
         source: NDArray[np.float64],
         out: NDArray[np.floating],
         threads: int = 0,
+        bordered_residual: NDArray[np.float64] | None = None,
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        """Solve n samples into out (n, 3, N, N); returns (lambda, relative_residual)."""
+        """Solve n samples into out (n, 3, N, N); returns (lambda, relative_residual) and fills
+        bordered_residual (n,) with ||A p + lambda w - b|| / ||b|| when given."""
     def profile(
         self, k: NDArray[np.float64], source: NDArray[np.float64], repeats: int = 20
     ) -> dict[str, float]:

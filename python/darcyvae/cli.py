@@ -110,7 +110,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="generate a Darcy flow dataset (train.h5 and test.h5)",
         description="Draw thetas from p(theta), build K = exp(KLE field) and solve Darcy flow; "
-        "write OUT/train.h5 and OUT/test.h5 (SPEC 1c layout). Resumable; Dask optional.",
+        "write OUT/train.h5 and OUT/test.h5 (SPEC 1c layout). Settings and thetas are checked "
+        "before any file is written; OUT is locked while the run lasts. Resumable (finished "
+        "files are verified against their checksums); Dask optional.",
     )
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--kle", type=int, default=100, metavar="S", help="KLE modes s (default 100)")
@@ -127,8 +129,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variance", type=float, default=1.0, help="KLE field variance sigma^2")
     p.add_argument("--dist", default="normal", help="normal, gaussian, mixture4, uniform or array")
     for name, what in (
-        ("mean", "gaussian mean"),
-        ("sd", "gaussian standard deviations"),
+        ("mean", "gaussian mean (default 1)"),
+        ("sd", "gaussian standard deviations (default 0.5)"),
         ("low", "uniform lower bounds"),
         ("high", "uniform upper bounds"),
     ):
@@ -144,13 +146,29 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--well-width", type=float, default=0.125)
     p.add_argument("--rate", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
+    for split, paper in (("train", "the authors' training sets are lhs"), ("test", "")):
+        p.add_argument(
+            f"--{split}-sampling",
+            choices=("mc", "lhs"),
+            default="mc",
+            help=f"{split} thetas: Monte Carlo or Latin hypercube (default mc"
+            + (f"; {paper})" if paper else ")"),
+        )
     p.add_argument("--chunk-size", type=int, default=256, help="samples per chunk (default 256)")
     p.add_argument("--compression", choices=("gzip", "lzf", "none"), default="none")
     p.add_argument("--compression-level", type=int, default=4, help="gzip level 0-9")
     p.add_argument("--threads", type=int, default=None, help="solver threads (default: all)")
     p.add_argument("--dask", default=None, metavar="ADDRESS", help="Dask scheduler address")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run (finished files are verified against their checksums)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="remove existing outputs of both splits first (also a split not written now)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_generate)
 
@@ -197,19 +215,19 @@ def _run_generate(args: argparse.Namespace) -> int:
         compression=None if args.compression == "none" else args.compression,
         compression_level=args.compression_level,
         threads=args.threads,
+        train_sampling=args.train_sampling,
+        test_sampling=args.test_sampling,
     )
-    try:
-        paths = generate_dataset(
-            config,
-            args.out,
-            resume=args.resume,
-            overwrite=args.overwrite,
-            dask_address=args.dask,
-            progress=not args.no_progress,
-        )
-    except (PermissionError, NotADirectoryError, IsADirectoryError) as exc:
-        print(f"darcyvae generate: error: {exc}", file=sys.stderr)
-        return 2
+    # another run holds the folder, a damaged output, a full disk, no 'distributed'
+    # (MissingDependencyError): main() prints the library's message as one line
+    paths = generate_dataset(
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        dask_address=args.dask,
+        progress=not args.no_progress,
+    )
     for split, path in paths.items():
         print(f"{split}: {path} ({config.n_samples(split)} samples)")
     return 0
@@ -384,10 +402,12 @@ BUG_REPORT = (
 )
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, command: str = "") -> str:
+    """The message of ``exc`` on one line, without a repeated ``darcyvae <command>:`` prefix."""
     text = " ".join(str(exc).split())
     if isinstance(exc, OSError) and not text:
         text = exc.strerror or type(exc).__name__
+    text = text.removeprefix(f"darcyvae {command}: ") if command else text
     return text or type(exc).__name__
 
 
@@ -423,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DarcyvaeError, ValueError, TypeError, OSError) as exc:
         if debug:
             traceback.print_exc()
-        print(f"darcyvae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"darcyvae {args.command}: error: {_one_line(exc, args.command)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - reported as a bug, see the docstring
         from .training import TrainingDivergedError

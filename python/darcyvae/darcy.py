@@ -15,6 +15,13 @@ are indexed ``[iy, ix]``, row = y). Two discretisations:
 The gauge is imposed exactly through the bordered system
 ``[[A, w], [w^T, 0]] [p; lambda] = [b; 0]`` (``w`` the trapezoid weights).
 
+Accuracy guarantee: every returned sample satisfies the bordered system to a
+relative residual ``||A p + lambda w - b||_2 / ||b||_2 <= RESIDUAL_TOLERANCE``
+(1e-6) and has zero trapezoid mean. A sample that misses it after the
+pivoting fallback (extreme permeability contrasts, e.g. one "fv" cell at
+1e-50) raises ``ValueError`` naming the sample, unless
+``on_inaccurate="warn"`` is passed.
+
 Public names
 ------------
 DarcyConfig
@@ -34,6 +41,7 @@ solve_batch
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +52,8 @@ from . import _core
 from ._checks import as_float_array, check_choice, check_int, check_real
 
 __all__ = [
+    "MAX_THREADS",
+    "RESIDUAL_TOLERANCE",
     "DarcyConfig",
     "SolveDiagnostics",
     "gauge_weights",
@@ -54,6 +64,19 @@ __all__ = [
 
 SCHEMES = ("fd", "fv")
 """Discretisations offered: the paper's finite differences and finite volumes."""
+
+RESIDUAL_TOLERANCE = 1e-6
+"""Largest relative residual ``||A p + lambda w - b||_2 / ||b||_2`` of the bordered
+system a returned sample may have (above it the core re-solves with partial
+pivoting; a sample still above it is refused, see `solve_batch`)."""
+
+MAX_THREADS: int = _core.max_threads()
+"""Most worker threads a solve uses on this machine: 4 x the hardware threads, in
+[4, 256]. Larger ``threads`` requests are reduced to it (results do not depend on
+the thread count)."""
+
+ON_INACCURATE = ("raise", "warn")
+"""What `solve` and `solve_batch` do with a sample above `RESIDUAL_TOLERANCE`."""
 
 
 @dataclass(frozen=True)
@@ -111,10 +134,16 @@ class SolveDiagnostics:
         ``||A p - b||_2 / ||b||_2`` of the scheme's own (singular) system:
         about 1e-3 for ``"fd"``, rounding level for ``"fv"`` with a
         zero-mean source.
+    bordered_residual : float or ndarray or None
+        ``||A p + lambda w - b||_2 / ||b||_2`` of the bordered system that is
+        actually solved: at most `RESIDUAL_TOLERANCE` for every returned
+        sample (rounding level for ordinary fields), larger (or inf) only for
+        samples let through with ``on_inaccurate="warn"``.
     """
 
     lagrange_multiplier: float | NDArray[np.float64]
     relative_residual: float | NDArray[np.float64]
+    bordered_residual: float | NDArray[np.float64] | None = None
 
 
 @functools.lru_cache(maxsize=32)
@@ -197,7 +226,18 @@ def gauge_weights(grid: int) -> NDArray[np.float64]:
 
 
 def _check_permeability(permeability: ArrayLike, caller: str, ndim: int) -> NDArray[np.float64]:
-    k = as_float_array(permeability, "permeability", caller, ndim=ndim, positive=True)
+    raw = np.asarray(permeability)
+    if raw.dtype.kind == "b":
+        msg = (
+            f"{caller}: permeability must be a real (float or integer) array; got dtype bool "
+            "(True/False is not a permeability)."
+        )
+        raise TypeError(msg)
+    if raw.dtype.kind in "biuf" and raw.ndim != ndim:
+        # Checked before the conversion, which turns a 0-d array into shape (1,).
+        msg = f"{caller}: permeability must be a {ndim}-D array; got shape {raw.shape}."
+        raise ValueError(msg)
+    k = as_float_array(raw, "permeability", caller, ndim=ndim, positive=True)
     n_side = k.shape[-1]
     if k.shape[-2] != n_side or n_side < 3:
         what = "(N, N)" if ndim == 2 else "(n, N, N)"
@@ -218,6 +258,49 @@ def _source_for(
     return f
 
 
+def _check_accuracy(
+    k: NDArray[np.float64],
+    out: NDArray[np.floating],
+    bordered: NDArray[np.float64],
+    on_inaccurate: str,
+    caller: str,
+) -> None:
+    """Refuse (or, with ``on_inaccurate="warn"``, warn about) inaccurate samples.
+
+    A sample is inaccurate when its bordered residual exceeds
+    `RESIDUAL_TOLERANCE` (or is NaN) after the core's pivoting fallback, or
+    when its output is not finite (e.g. a pressure beyond float32's range).
+    """
+    bad = ~(bordered <= RESIDUAL_TOLERANCE) | ~np.isfinite(out).all(axis=(1, 2, 3))
+    if not bad.any():
+        return
+    idx = np.flatnonzero(bad)
+    i = int(idx[0])
+    more = ""
+    if len(idx) > 1:
+        more = f" (and {len(idx) - 1} more: {idx[1:6].tolist()}{' ...' if len(idx) > 6 else ''})"
+    k_range = f"its permeability spans [{k[i].min():.3g}, {k[i].max():.3g}]"
+    if bordered[i] <= RESIDUAL_TOLERANCE:
+        why = (
+            f"its output does not fit {out.dtype} (a pressure or velocity beyond its range); "
+            f"{k_range}. Use dtype=float64 or rescale the permeability"
+        )
+    else:
+        why = (
+            f"the relative residual of the bordered system is {bordered[i]:.3g} (tolerance "
+            f"{RESIDUAL_TOLERANCE:g}) after the pivoting fallback; {k_range}. Permeability "
+            "contrasts this extreme are beyond double precision for this scheme"
+        )
+    msg = (
+        f"{caller}: sample {i}{more} could not be solved accurately: {why}; pass "
+        "on_inaccurate='warn' to get the result anyway."
+    )
+    if on_inaccurate == "warn":
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+        return
+    raise ValueError(msg)
+
+
 def _config(config: DarcyConfig | None, caller: str) -> DarcyConfig:
     if config is None:
         return DarcyConfig()
@@ -233,6 +316,7 @@ def solve(
     *,
     source: ArrayLike | None = None,
     return_diagnostics: bool = False,
+    on_inaccurate: str = "raise",
 ) -> NDArray[np.float64] | tuple[NDArray[np.float64], SolveDiagnostics]:
     """Solve one Darcy problem: permeability ``K`` to pressure and velocity.
 
@@ -248,6 +332,10 @@ def solve(
         consistent by the gauge's multiplier.
     return_diagnostics : bool, default=False
         Also return a `SolveDiagnostics`.
+    on_inaccurate : {"raise", "warn"}, default="raise"
+        What to do when the solution misses `RESIDUAL_TOLERANCE` even after
+        the pivoting fallback: raise ``ValueError``, or return it with a
+        ``RuntimeWarning`` (its output may then be inaccurate or NaN).
 
     Returns
     -------
@@ -260,9 +348,12 @@ def solve(
     ------
     ValueError
         Non-square or too small ``K``, NaN/inf or non-positive entries, a
-        source of the wrong shape.
+        source of the wrong shape; a solution that misses
+        `RESIDUAL_TOLERANCE` after the pivoting fallback (unless
+        ``on_inaccurate="warn"``).
     TypeError
-        Complex or non-numeric input, a config that is not a DarcyConfig.
+        Complex, boolean or non-numeric input, a config that is not a
+        DarcyConfig.
 
     See Also
     --------
@@ -275,7 +366,8 @@ def solve(
     ``A + c e_q e_q^T`` (a multifrontal LU for "fd", LDL^T for "fv", over a
     nested-dissection ordering of the grid, no pivoting) and recovers ``p``
     and ``lambda`` from two forward-eliminated right-hand sides. A sample
-    whose backward error exceeds 1e-10 is re-solved with partial pivoting.
+    whose backward error exceeds 1e-10, or whose bordered residual exceeds
+    `RESIDUAL_TOLERANCE`, is re-solved with partial pivoting.
     Velocities (both schemes): ``u = -K grad p`` by central differences, the
     wall-normal component zero on walls.
 
@@ -289,13 +381,16 @@ def solve(
     """
     caller = "solve"
     config = _config(config, caller)
+    check_choice(on_inaccurate, "on_inaccurate", caller, ON_INACCURATE)
     k = _check_permeability(permeability, caller, 2)
     grid = k.shape[0]
     f = _source_for(source, config, grid, caller)
     out = np.empty((1, 3, grid, grid))
-    lam, res = _solver(grid, config.scheme).solve_into(k[None], f, out, 1)
+    bordered = np.empty(1)
+    lam, res = _solver(grid, config.scheme).solve_into(k[None], f, out, 1, bordered)
+    _check_accuracy(k[None], out, bordered, on_inaccurate, caller)
     if return_diagnostics:
-        return out[0], SolveDiagnostics(float(lam[0]), float(res[0]))
+        return out[0], SolveDiagnostics(float(lam[0]), float(res[0]), float(bordered[0]))
     return out[0]
 
 
@@ -308,6 +403,7 @@ def solve_batch(
     dtype: DTypeLike = np.float64,
     source: ArrayLike | None = None,
     return_diagnostics: bool = False,
+    on_inaccurate: str = "raise",
 ) -> NDArray[np.floating] | tuple[NDArray[np.floating], SolveDiagnostics]:
     """Solve many Darcy problems in C++ threads, writing straight into one array.
 
@@ -318,7 +414,9 @@ def solve_batch(
     config : DarcyConfig, optional
         Scheme and wells, shared by all samples.
     threads : int, optional
-        Worker threads; None or 0 uses all cores.
+        Worker threads; None or 0 uses all cores. Requests above
+        `MAX_THREADS` (4 x the hardware threads, at most 256) are reduced to
+        it.
     out : ndarray of shape (n, 3, N, N), optional
         C-contiguous, writeable float32 or float64 array filled in place
         (no copies) and returned. Its dtype wins over ``dtype``.
@@ -328,6 +426,12 @@ def solve_batch(
         A source replacing the config's wells, shared by all samples.
     return_diagnostics : bool, default=False
         Also return a `SolveDiagnostics` of arrays of shape (n,).
+    on_inaccurate : {"raise", "warn"}, default="raise"
+        What to do with samples that miss `RESIDUAL_TOLERANCE` after the
+        pivoting fallback, or whose output is not finite in the output dtype
+        (a pressure beyond float32's range): raise ``ValueError`` naming the
+        first such sample, or return everything with a ``RuntimeWarning``
+        (those samples' outputs may then be inaccurate or NaN).
 
     Returns
     -------
@@ -340,9 +444,14 @@ def solve_batch(
     ------
     ValueError
         Bad shapes or values of ``permeability``, ``source``, ``out`` or
-        ``threads``; an unsupported ``dtype``; ``out`` overlapping the input.
+        ``threads``; an unsupported ``dtype``; ``out`` overlapping the input;
+        an inaccurate sample (see ``on_inaccurate``; ``out`` then holds
+        partial results).
     TypeError
-        Complex or non-numeric input, ``out`` not an ndarray.
+        Complex, boolean or non-numeric input, ``out`` not an ndarray.
+    RuntimeError
+        The system refused to start the worker threads (out of memory or of
+        threads); retry with fewer ``threads``.
 
     Notes
     -----
@@ -350,8 +459,10 @@ def solve_batch(
     time, one per SIMD lane, and each sample's result is bitwise the same
     whatever the thread count and batch it is solved in. Every call reuses
     the symbolic analysis cached for (N, scheme), and each worker thread a
-    workspace kept by the cached solver: about 7 MB at N = 65, 30 MB at
-    N = 129 and 130 MB at N = 257.
+    workspace of the cached solver: about 7 MB at N = 65, 30 MB at
+    N = 129 and 130 MB at N = 257. Between calls the solver keeps at most
+    one workspace per hardware thread; the extra ones of a call with more
+    threads are freed when it returns.
 
     Examples
     --------
@@ -363,6 +474,7 @@ def solve_batch(
     """
     caller = "solve_batch"
     config = _config(config, caller)
+    check_choice(on_inaccurate, "on_inaccurate", caller, ON_INACCURATE)
     k = _check_permeability(permeability, caller, 3)
     n, grid = k.shape[0], k.shape[1]
     threads = 0 if threads is None else check_int(threads, "threads", caller, low=0)
@@ -390,7 +502,9 @@ def solve_batch(
         if np.may_share_memory(out, k) or np.may_share_memory(out, f):
             msg = f"{caller}: out must not overlap permeability or source; got overlapping arrays."
             raise ValueError(msg)
-    lam, res = _solver(grid, config.scheme).solve_into(k, f, out, threads)
+    bordered = np.empty(n)
+    lam, res = _solver(grid, config.scheme).solve_into(k, f, out, threads, bordered)
+    _check_accuracy(k, out, bordered, on_inaccurate, caller)
     if return_diagnostics:
-        return out, SolveDiagnostics(lam, res)
+        return out, SolveDiagnostics(lam, res, bordered)
     return out

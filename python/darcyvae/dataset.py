@@ -1,9 +1,9 @@
 """Reading Darcy flow datasets (HDF5) for PyTorch.
 
-The files follow SPEC 1c (the authors' layout): datasets ``output``
-``(n, 3, N, N)``, ``generative_params`` ``(n, s)`` and ``permeability``
-``(n, 1, N, N)``, float32, plus file attributes saying how the file was made.
-Only ``output`` and ``generative_params`` are read here.
+The files follow SPEC 1c (the authors' layout, :mod:`darcyvae._hdf5_layout`):
+datasets ``output`` ``(n, 3, N, N)``, ``generative_params`` ``(n, s)`` and
+``permeability`` ``(n, 1, N, N)``, float32, plus file attributes saying how
+the file was made. Only ``output`` and ``generative_params`` are read here.
 
 Public names
 ------------
@@ -34,53 +34,13 @@ from torch import Tensor
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 from ._device import resolve_device, to_device_async
+from ._hdf5_layout import OUTPUT, THETA, decode_attrs, open_dataset_file
 from ._io import atomic_write_text
 
 __all__ = ["ChannelStats", "DarcyDataset", "channel_stats", "make_loader", "make_loaders"]
 
 _STATS_SUFFIX = ".stats.json"
 _CHUNK = 256  # samples read per HDF5 slab when computing statistics
-
-
-def _open_checked(path: str | os.PathLike, caller: str):
-    """Open ``path`` read-only and check the SPEC 1c layout; returns the h5py File."""
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        msg = f"{caller}: no such dataset file: {str(path)!r}."
-        raise FileNotFoundError(msg)
-    try:
-        fh = h5py.File(path, "r")
-    except OSError as exc:
-        msg = f"{caller}: {str(path)!r} is not a readable HDF5 file ({exc})."
-        raise ValueError(msg) from exc
-    try:
-        for name in ("output", "generative_params"):
-            if name not in fh:
-                msg = (
-                    f"{caller}: {str(path)!r} must hold the datasets 'output' (n, C, N, N) and "
-                    f"'generative_params' (n, s); got {sorted(fh.keys())}."
-                )
-                raise ValueError(msg)
-        out, gen = fh["output"], fh["generative_params"]
-        if out.ndim != 4 or out.shape[2] != out.shape[3] or out.shape[0] < 1:
-            msg = f"{caller}: 'output' must have shape (n, C, N, N) with n >= 1; got {out.shape}."
-            raise ValueError(msg)
-        if gen.ndim not in (1, 2) or gen.shape[0] != out.shape[0]:
-            msg = (
-                f"{caller}: 'generative_params' must have shape (n, s) with n = {out.shape[0]} "
-                f"as in 'output'; got {gen.shape}."
-            )
-            raise ValueError(msg)
-        for name in ("output", "generative_params"):
-            if fh[name].dtype.kind != "f":
-                msg = f"{caller}: {name!r} must be floating point; got dtype {fh[name].dtype}."
-                raise ValueError(msg)
-    except BaseException:
-        fh.close()
-        raise
-    return fh
 
 
 @dataclass(frozen=True)
@@ -126,10 +86,6 @@ def _file_signature(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True))
-
-
 def channel_stats(path: str | os.PathLike, *, cache: bool = True) -> ChannelStats:
     """Per-channel mean and standard deviation of the ``output`` of a file.
 
@@ -163,7 +119,7 @@ def channel_stats(path: str | os.PathLike, *, cache: bool = True) -> ChannelStat
     path = Path(path)
     caller = "channel_stats"
     stats_path = path.with_name(path.name + _STATS_SUFFIX)
-    with _open_checked(path, caller) as fh:
+    with open_dataset_file(path, caller) as fh:
         signature = _file_signature(path)
         if cache and stats_path.is_file():
             try:
@@ -172,7 +128,7 @@ def channel_stats(path: str | os.PathLike, *, cache: bool = True) -> ChannelStat
                     return ChannelStats(**cached["stats"])
             except (ValueError, KeyError, TypeError):
                 pass  # unreadable cache: recompute and overwrite
-        out = fh["output"]
+        out = fh[OUTPUT]
         n, c = out.shape[:2]
         total = np.zeros(c)
         total_sq = np.zeros(c)
@@ -180,7 +136,7 @@ def channel_stats(path: str | os.PathLike, *, cache: bool = True) -> ChannelStat
         for start in range(0, n, _CHUNK):
             block = np.asarray(out[start : start + _CHUNK], dtype=np.float64)
             if not np.all(np.isfinite(block)):
-                msg = f"{caller}: {str(path)!r} holds NaN or inf in 'output'."
+                msg = f"{caller}: {str(path)!r} holds NaN or inf in {OUTPUT!r}."
                 raise ValueError(msg)
             total += block.sum(axis=(0, 2, 3))
             total_sq += np.square(block).sum(axis=(0, 2, 3))
@@ -193,7 +149,8 @@ def channel_stats(path: str | os.PathLike, *, cache: bool = True) -> ChannelStat
     if cache:
         # A read-only folder only loses the cache; the statistics are still returned.
         with contextlib.suppress(OSError):
-            _write_json_atomic(stats_path, {"signature": signature, "stats": stats.to_dict()})
+            record = {"signature": signature, "stats": stats.to_dict()}
+            atomic_write_text(stats_path, json.dumps(record, indent=2, sort_keys=True))
     return stats
 
 
@@ -230,7 +187,8 @@ class DarcyDataset(Dataset):
     stats : ChannelStats or None
         The statistics used to normalise, None without normalisation.
     attrs : dict
-        The file's attributes (grid, kernel, distribution, seed, ...).
+        The file's attributes (grid, kernel, distribution, seed, ...),
+        decoded as by :func:`darcyvae.generate.read_attrs`.
 
     Raises
     ------
@@ -265,10 +223,10 @@ class DarcyDataset(Dataset):
         mode = _normalize_mode(normalize, caller)
         self.path = Path(path)
         self.device = resolve_device(device, caller)
-        with _open_checked(self.path, caller) as fh:
-            y = np.asarray(fh["output"], dtype=np.float32)
-            theta = np.asarray(fh["generative_params"], dtype=np.float32)
-            self.attrs = {k: _plain(v) for k, v in fh.attrs.items()}
+        with open_dataset_file(self.path, caller) as fh:
+            y = np.asarray(fh[OUTPUT], dtype=np.float32)
+            theta = np.asarray(fh[THETA], dtype=np.float32)
+            self.attrs = decode_attrs(fh.attrs)
         theta = theta.reshape(len(theta), -1)
         if indices is not None:
             idx = np.asarray(indices)
@@ -350,17 +308,6 @@ def _normalize_mode(normalize: bool | str | None, caller: str) -> str:
         return "channel"
     msg = f"{caller}: normalize must be one of False, None, 'none', 'channel'; got {normalize!r}."
     raise ValueError(msg)
-
-
-def _plain(value: Any) -> Any:
-    """HDF5 attribute -> JSON-friendly Python value."""
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def make_loader(

@@ -1,13 +1,19 @@
 """The exceptions darcyvae raises on purpose (besides ValueError/TypeError for bad input).
 
 The command line prints any of these, and any ``ValueError``, ``TypeError``
-or ``OSError``, as one line and exits non-zero; anything else is reported as a
-bug (``--debug`` shows the traceback).
+or ``OSError``, as one line and exits 2; anything else is reported as a bug
+(exit 3; ``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
 
-__all__ = ["DarcyvaeError", "DataMismatchError", "FolderLockedError", "IntegrityError"]
+__all__ = [
+    "DarcyvaeError",
+    "DataMismatchError",
+    "FolderLockedError",
+    "IntegrityError",
+    "MissingDependencyError",
+]
 
 
 class DarcyvaeError(Exception):
@@ -24,3 +30,7 @@ class IntegrityError(DarcyvaeError, ValueError):
 
 class DataMismatchError(DarcyvaeError, ValueError):
     """Data given on resume differ from the data a run was started with."""
+
+
+class MissingDependencyError(DarcyvaeError, ImportError):
+    """An optional package a feature needs is not installed; the message names the extra."""

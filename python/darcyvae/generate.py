@@ -2,15 +2,33 @@
 
 ``generate_dataset(config, out_dir)`` draws thetas from p(theta), turns them
 into permeability fields with the KLE and solves the Darcy problem for each,
-streaming chunks of samples into ``train.h5`` and ``test.h5`` in the layout
-the authors' h5py loader reads: datasets ``generative_params`` (n, s),
-``permeability`` (n, 1, N, N) and ``output`` (n, 3, N, N), float32, plus
-root attributes recording how the file was made.
+streaming blocks of samples into ``train.h5`` and ``test.h5`` in the layout
+the authors' h5py loader reads (:mod:`darcyvae._hdf5_layout`): datasets
+``generative_params`` (n, s), ``permeability`` (n, 1, N, N) and ``output``
+(n, 3, N, N), float32, plus root attributes recording how the file was made
+and a checksum of its data.
 
-Sample ``i`` of a split is a pure function of the configuration and ``i``,
-so a run can be cut into chunks anywhere: on the local C++ thread pool, on
-a Dask cluster, or across an interruption and a resume. The files are
-byte-identical in all three cases.
+A run is planned, checked, then run:
+
+1. plan (:mod:`darcyvae._generate_plan`): the KLE basis, each split's
+   attributes, thetas and files; every setting and every theta is validated
+   here (e.g. a log-permeability too large for float32), before any file is
+   created;
+2. check (:func:`_check_outputs`), holding the output folder's lock
+   (:func:`darcyvae._lock.folder_lock`) for the rest of the run: existing
+   outputs are refused, replaced (``overwrite``) or verified against their
+   checksums and kept (``resume``);
+3. run (:func:`_write_split`): blocks computed by a pipeline
+   (:mod:`darcyvae._pipeline`, local threads or Dask) are written in index
+   order to ``<split>.h5.partial`` and logged with their CRCs
+   (:mod:`darcyvae._resume_log`); the complete partial gets its checksum and
+   is renamed to ``<split>.h5``.
+
+Sample ``i`` of a Monte Carlo split is a pure function of the configuration
+and ``i`` (a Latin hypercube split: of the configuration), so a run can be
+cut into blocks anywhere: on the local C++ thread pool, on a Dask cluster,
+or across an interruption and a resume. The files are byte-identical in all
+three cases.
 
 Public names
 ------------
@@ -20,43 +38,72 @@ generate_dataset
     Write ``train.h5`` and ``test.h5`` (resumable, local or Dask).
 read_attrs
     The attributes of a generated file as a dict (JSON values decoded).
+verify_dataset
+    Check a generated file against its recorded data checksum.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
+import errno
 import logging
 import os
+import re
 import time
-import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from . import __version__
 from ._checks import check_choice, check_int
-from .darcy import DarcyConfig, solve_batch
-from .distributions import BLOCK_SIZE, Distribution, ThetaArray, get_distribution
-from .kle import KLEBasis, KLEConfig, kle_basis
+from ._generate_plan import RunPlan, SplitPlan, new_file, plan_run
+from ._hdf5_layout import (
+    CHECKSUM_ATTR,
+    COMPRESSIONS,
+    FORMAT,
+    SPLITS,
+    Chunk,
+    decode_attrs,
+    open_h5,
+    read_attrs,
+    to_json,
+    verify_checksum,
+    write_checksum,
+    write_chunk,
+)
+from ._lock import folder_lock
+from ._pipeline import DaskPipeline, Encoding, LocalPipeline, computed_blocks, require_distributed
+from ._resume_log import SplitFiles, read_log, replay_partial, start_log
+from .darcy import DarcyConfig
+from .distributions import (
+    SAMPLINGS,
+    Distribution,
+    ThetaArray,
+    get_distribution,
+)
+from .errors import FolderLockedError, IntegrityError
+from .kle import KLEConfig
 
-__all__ = ["FORMAT", "SPLITS", "GenerateConfig", "generate_dataset", "read_attrs"]
+__all__ = [
+    "FORMAT",
+    "SPLITS",
+    "GenerateConfig",
+    "generate_dataset",
+    "read_attrs",
+    "verify_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "darcyvae.generate/1"
-"""Value of the ``format`` attribute of every generated file."""
+_MIN_GRID = 3
+"""The Darcy solver needs N >= 3."""
 
-SPLITS = ("train", "test")
-"""The splits, in the order they are written; split k draws from stream k of the seed."""
-
-_PROGRESS_FORMAT = "darcyvae.generate.progress/1"
-_COMPRESSIONS = ("gzip", "lzf")
+_MAX_SEED = 2**63 - 1
+"""Seeds are stored as 64-bit HDF5 attributes."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +127,7 @@ class GenerateConfig:
         Samples per split (SPEC 3: 512 each). ``n_train >= 1``; ``n_test = 0``
         writes no test file.
     seed : int, default=0
-        Non-negative seed of p(theta).
+        Seed of p(theta), 0 <= seed < 2**63.
     chunk_size : int, default=256
         Samples computed and written at a time (bounds the memory: about
         five chunks, 26 MB each at N = 65; the unit of progress and
@@ -96,21 +143,32 @@ class GenerateConfig:
     threads : int or None, default=None
         Solver threads of the local run (None: all cores). On Dask, None
         gives each task ``cores // worker threads``.
+    train_sampling, test_sampling : {"mc", "lhs"}, default="mc"
+        How the split's thetas are drawn: Monte Carlo (sample i is a pure
+        function of (seed, split, i)) or a Latin hypercube design of the
+        split's n samples (a pure function of (seed, split, n); SPEC 3, the
+        authors' training sets). Recorded in the ``sampling`` attribute.
 
     Raises
     ------
     ValueError
-        Unknown distribution, bad parameters, ``n_train < 1``, ``n_test < 0``,
-        s of a distribution object different from ``kle.n_modes``, too few
-        rows in a ``ThetaArray``, bad chunk size, compression or threads.
+        Unknown distribution, bad parameters, a grid the solver cannot take
+        (N < 3), ``n_train < 1``, ``n_test < 0``, s of a distribution object
+        different from ``kle.n_modes``, too few rows in a ``ThetaArray``,
+        ``"lhs"`` for a ``ThetaArray``, a seed out of range, bad chunk size,
+        compression, threads or sampling.
+    TypeError
+        ``kle``, ``darcy`` or ``distribution`` of the wrong type.
 
     Notes
     -----
     Split k (train: 0, test: 1) takes sample i from stream k of the seed
-    (:meth:`Distribution.sample_indices`), so the training set of n_train
-    samples is a prefix of any larger one and the test set does not depend
-    on n_train. A ``ThetaArray`` gives rows ``0..n_train-1`` to train and
-    the next n_test rows to test.
+    (:meth:`Distribution.sample_indices`), so with Monte Carlo sampling the
+    training set of n_train samples is a prefix of any larger one and the
+    test set does not depend on n_train. A Latin hypercube split is the
+    design :meth:`Distribution.sample_lhs` ``(n, seed, stream=k)``. A
+    ``ThetaArray`` gives rows ``0..n_train-1`` to train and the next n_test
+    rows to test.
 
     Examples
     --------
@@ -131,6 +189,8 @@ class GenerateConfig:
     compression: str | None = None
     compression_level: int = 4
     threads: int | None = None
+    train_sampling: str = "mc"
+    test_sampling: str = "mc"
     dist: Distribution = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -140,6 +200,15 @@ class GenerateConfig:
             raise TypeError(msg)
         if not isinstance(self.darcy, DarcyConfig):
             msg = f"{caller}: darcy must be a DarcyConfig; got {type(self.darcy).__name__}."
+            raise TypeError(msg)
+        if self.kle.grid < _MIN_GRID:
+            msg = f"{caller}: the Darcy solver needs grid N >= {_MIN_GRID}; got {self.kle.grid}."
+            raise ValueError(msg)
+        if not isinstance(self.dist_params, Mapping):
+            msg = (
+                f"{caller}: dist_params must be a mapping of parameter names to values; "
+                f"got {type(self.dist_params).__name__}."
+            )
             raise TypeError(msg)
         s = self.kle.n_modes
         if isinstance(self.distribution, Distribution):
@@ -165,13 +234,22 @@ class GenerateConfig:
         object.__setattr__(self, "dist_params", dict(self.dist_params))
         check_int(self.n_train, "n_train", caller, low=1)
         check_int(self.n_test, "n_test", caller, low=0)
-        check_int(self.seed, "seed", caller, low=0)
+        check_int(self.seed, "seed", caller, low=0, high=_MAX_SEED)
         check_int(self.chunk_size, "chunk_size", caller, low=1)
         if self.compression is not None:
-            check_choice(self.compression, "compression", caller, (*_COMPRESSIONS, None))
+            check_choice(self.compression, "compression", caller, COMPRESSIONS)
         check_int(self.compression_level, "compression_level", caller, low=0, high=9)
         if self.threads is not None:
             check_int(self.threads, "threads", caller, low=1)
+        for split in SPLITS:
+            name = f"{split}_sampling"
+            check_choice(getattr(self, name), name, caller, SAMPLINGS)
+            if getattr(self, name) == "lhs" and isinstance(dist, ThetaArray):
+                msg = (
+                    f"{caller}: {name} = 'lhs' needs a distribution with a quantile "
+                    "function; user-supplied thetas (a ThetaArray) are used as given."
+                )
+                raise ValueError(msg)
         if isinstance(dist, ThetaArray) and len(dist) < self.n_train + self.n_test:
             msg = (
                 f"{caller}: the theta array has {len(dist)} rows but n_train + n_test = "
@@ -199,515 +277,24 @@ class GenerateConfig:
         check_choice(split, "split", "GenerateConfig.n_samples", SPLITS)
         return self.n_train if split == "train" else self.n_test
 
-    def _theta(self, split: str, start: int, stop: int) -> NDArray[np.float32]:
-        """Thetas of samples ``start..stop-1`` of ``split``, rounded to float32."""
-        stream = SPLITS.index(split)
-        if isinstance(self.dist, ThetaArray):
-            offset = 0 if split == "train" else self.n_train
-            theta = self.dist.sample_indices(np.arange(offset + start, offset + stop))
-        else:
-            theta = self.dist.sample_indices(np.arange(start, stop), self.seed, stream=stream)
-        return theta.astype(np.float32)
+    def sampling(self, split: str) -> str:
+        """Sampling design of ``split``: "mc" or "lhs"."""
+        check_choice(split, "split", "GenerateConfig.sampling", SPLITS)
+        return self.train_sampling if split == "train" else self.test_sampling
 
-
-def _json(value: Any) -> str:
-    def default(obj: Any) -> Any:
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-        if isinstance(obj, (np.floating, np.integer)):
-            return obj.item()
-        return str(obj)
-
-    return json.dumps(value, sort_keys=True, default=default)
-
-
-def _attrs(config: GenerateConfig, basis: KLEBasis, split: str) -> dict[str, Any]:
-    """Root attributes of a split's file, in the order they are written."""
-    kle, darcy, dist = config.kle, config.darcy, config.dist
-    stream = SPLITS.index(split)
-    first = (0 if split == "train" else config.n_train) if isinstance(dist, ThetaArray) else 0
-    return {
-        "format": FORMAT,
-        "darcyvae_version": __version__,
-        "numpy_version": np.__version__,
-        "split": split,
-        "n_samples": config.n_samples(split),
-        "grid": int(kle.grid),
-        "n_modes": int(kle.n_modes),
-        "kernel": str(kle.kernel),
-        "length_scale": np.asarray(kle.length_scale, dtype=np.float64),
-        "variance": float(kle.variance),
-        "kle_variance_fraction": float(basis.variance_fraction),
-        "distribution": dist.name,
-        "distribution_params": _json(dist.params()),
-        "seed": int(config.seed),
-        "stream": stream,
-        "first_index": first,
-        "theta_rng": (
-            f"sample i = row i of block i // {BLOCK_SIZE} drawn by "
-            "PCG64(SeedSequence(seed, spawn_key=(stream, block))); rounded to float32 "
-            "before the KLE"
-        ),
-        "scheme": str(darcy.scheme),
-        "well_width": float(darcy.well_width),
-        "rate": float(darcy.rate),
-        "kle_config": _json(asdict(kle)),
-        "darcy_config": _json(asdict(darcy)),
-    }
-
-
-def _stored_attrs_json(path: Path) -> str:
-    """The root attributes of an HDF5 file as canonical JSON (to compare with ``_attrs``)."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        return _json({k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()})
-
-
-def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
-    """The root attributes of a generated HDF5 file, JSON strings decoded.
-
-    Parameters
-    ----------
-    path : path-like
-        A ``train.h5`` / ``test.h5`` written by :func:`generate_dataset`.
-
-    Returns
-    -------
-    dict
-        Attribute name -> value (numpy scalars as Python scalars; the
-        ``*_params`` and ``*_config`` JSON strings as dicts).
-    """
-    import h5py
-
-    out: dict[str, Any] = {}
-    with h5py.File(path, "r") as f:
-        for key, value in f.attrs.items():
-            if isinstance(value, bytes):
-                value = value.decode()
-            if isinstance(value, np.generic):
-                value = value.item()
-            if isinstance(value, str) and key.endswith(("_params", "_config")):
-                value = json.loads(value)
-            out[key] = value
-    return out
-
-
-# -- workers -----------------------------------------------------------------
-@dataclass
-class _Chunk:
-    """One computed chunk: float32 arrays, the CRC of their bytes, and gzip-encoded HDF5 chunks.
-
-    ``encoded`` is None without gzip; otherwise it holds the bytes of each
-    HDF5 chunk exactly as HDF5's shuffle + deflate filters write them
-    (``generative_params``: one chunk padded to ``theta_rows``;
-    ``permeability`` and ``output``: one chunk per sample), so the writer
-    only copies them (``write_direct_chunk``) and compression runs in
-    parallel where the chunk was computed.
-    """
-
-    theta: NDArray[np.float32]
-    perm: NDArray[np.float32] | None
-    out: NDArray[np.float32] | None
-    crc: int
-    encoded: dict[str, list[bytes]] | None = None
-
-
-_ENCODER: ThreadPoolExecutor | None = None
-
-
-def _gzip_chunks(arr: NDArray[np.float32], level: int) -> list[bytes]:
-    """HDF5 shuffle + deflate of each ``arr[i]`` (one HDF5 chunk each), in parallel threads."""
-    global _ENCODER
-    if _ENCODER is None:
-        _ENCODER = ThreadPoolExecutor(
-            max_workers=os.cpu_count() or 1, thread_name_prefix="darcyvae-gzip"
-        )
-
-    def one(i: int) -> bytes:
-        # H5Z shuffle: byte k of every element, k = 0..3, then zlib (compress2) at `level`
-        shuffled = np.ascontiguousarray(arr[i]).view(np.uint8).reshape(-1, 4).T.tobytes()
-        return zlib.compress(shuffled, level)
-
-    return list(_ENCODER.map(one, range(len(arr))))
-
-
-def _make_chunk(
-    theta: NDArray[np.float32],
-    perm: NDArray[np.float32],
-    out: NDArray[np.float32],
-    compression: str | None,
-    level: int,
-    theta_rows: int,
-) -> _Chunk:
-    """CRC the arrays and, for gzip, encode them (dropping the arrays)."""
-    crc = _crc(theta, perm, out)
-    if compression != "gzip":
-        return _Chunk(theta, perm, out, crc)
-    padded = np.zeros((theta_rows, theta.shape[1]), np.float32)
-    padded[: len(theta)] = theta  # an edge chunk is padded with the fill value, as HDF5 does
-    encoded = {
-        "generative_params": _gzip_chunks(padded[None], level),
-        "permeability": _gzip_chunks(perm, level),
-        "output": _gzip_chunks(out, level),
-    }
-    return _Chunk(theta, None, None, crc, encoded)
-
-
-def _permeability(basis: KLEBasis, theta: NDArray[np.float32]) -> NDArray[np.float64]:
-    """Stage 1: ``K = exp(G)`` of float32 thetas (float64, shape (m, N, N))."""
-    return basis.permeability(theta.astype(np.float64))
-
-
-def _solve(
-    perm: NDArray[np.float64], darcy: DarcyConfig, theta: NDArray[np.float32], threads: int | None
-) -> NDArray[np.float32]:
-    """Stage 2: the float32 outputs (m, 3, N, N) of a chunk's permeability fields."""
-    out = np.empty((len(perm), 3, *perm.shape[1:]), dtype=np.float32)
-    solve_batch(perm, darcy, threads=threads, out=out)
-    bad = ~np.isfinite(out).all(axis=(1, 2, 3))
-    if bad.any():
-        msg = (
-            f"generate: the solve of {int(bad.sum())} sample(s) is not finite "
-            f"(theta {theta[np.argmax(bad)].tolist()})."
-        )
-        raise FloatingPointError(msg)
-    return out
-
-
-def _finish(
-    theta: NDArray[np.float32],
-    perm: NDArray[np.float64],
-    out: NDArray[np.float32],
-    *encoding: Any,
-) -> _Chunk:
-    """Stage 3: float32 K (m, 1, N, N), the CRC and, for gzip, the encoded HDF5 chunks."""
-    return _make_chunk(theta, perm.astype(np.float32)[:, None], out, *encoding)
-
-
-def _solve_chunk(
-    basis: KLEBasis,
-    darcy: DarcyConfig,
-    theta: NDArray[np.float32],
-    threads: int | None,
-    *encoding: Any,
-) -> _Chunk:
-    """The three stages of one chunk in a row (a Dask task)."""
-    perm = _permeability(basis, theta)
-    return _finish(theta, perm, _solve(perm, darcy, theta, threads), *encoding)
-
-
-def _dask_solve_chunk(
-    basis: KLEBasis, darcy: DarcyConfig, theta: NDArray[np.float32], threads: int | None, *args: Any
-) -> _Chunk:
-    """:func:`_solve_chunk` on a Dask worker; ``threads=None`` shares the cores among its tasks."""
-    if threads is None:
-        from distributed import get_worker
-
-        threads = max(1, (os.cpu_count() or 1) // max(1, get_worker().state.nthreads))
-    return _solve_chunk(basis, darcy, theta, threads, *args)
-
-
-def _encoding(config: GenerateConfig, split: str) -> tuple[str | None, int, int]:
-    """``(compression, level, theta_rows)`` arguments of :func:`_solve_chunk`."""
-    rows = min(config.n_samples(split), config.chunk_size)
-    return config.compression, config.compression_level, rows
-
-
-class _Local:
-    """A three-stage pipeline of single threads: KLE, solve (C++ pool), CRC/encode.
-
-    While chunk j is solved, the KLE of chunk j+1 and the CRC of chunk j-1
-    run beside it and the caller writes chunk j-2, so no core waits for the
-    single-threaded stages.
-    """
-
-    def __init__(self, basis: KLEBasis, config: GenerateConfig) -> None:
-        self.basis, self.config = basis, config
-        self.pools = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"darcyvae-generate-{name}")
-            for name in ("kle", "solve", "finish")
-        ]
-        self.window = 4
-
-    def submit(self, theta: NDArray[np.float32], split: str) -> Any:
-        cfg = self.config
-        kle, solve, finish = self.pools
-        perm = kle.submit(_permeability, self.basis, theta)
-        out = solve.submit(lambda: _solve(perm.result(), cfg.darcy, theta, cfg.threads))
-        return finish.submit(
-            lambda: _finish(theta, perm.result(), out.result(), *_encoding(cfg, split))
-        )
-
-    def close(self) -> None:
-        for pool in self.pools:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-class _Dask:
-    """Chunks computed on a Dask cluster; the basis is broadcast once."""
-
-    def __init__(self, basis: KLEBasis, config: GenerateConfig, dask: Any) -> None:
-        from distributed import Client
-
-        self.own = not isinstance(dask, Client)
-        self.client = Client(dask) if self.own else dask
-        self.config = config
-        self.basis = self.client.scatter(basis, broadcast=True, hash=False)
-        self.window = max(2, 2 * sum(self.client.nthreads().values()))
-
-    def submit(self, theta: NDArray[np.float32], split: str) -> Any:
-        cfg = self.config
-        return self.client.submit(
-            _dask_solve_chunk,
-            self.basis,
-            cfg.darcy,
-            theta,
-            cfg.threads,
-            *_encoding(cfg, split),
-            pure=False,
-        )
-
-    def close(self) -> None:
-        if self.own:
-            self.client.close()
-
-
-def _chunks(n: int, size: int) -> list[tuple[int, int]]:
-    return [(a, min(a + size, n)) for a in range(0, n, size)]
-
-
-def _computed(
-    backend: _Local | _Dask, config: GenerateConfig, split: str, first_chunk: int
-) -> Iterator[tuple[int, _Chunk]]:
-    """Yield ``(j, chunk)`` for chunks j >= first_chunk in order, computed a window ahead."""
-    bounds = _chunks(config.n_samples(split), config.chunk_size)
-    pending: dict[int, Any] = {}
-    nxt = first_chunk
-    for j in range(first_chunk, len(bounds)):
-        while nxt < len(bounds) and nxt < j + backend.window:
-            pending[nxt] = backend.submit(config._theta(split, *bounds[nxt]), split)
-            nxt += 1
-        chunk = pending.pop(j).result()
-        yield j, chunk
-
-
-# -- files -------------------------------------------------------------------
-@dataclass
-class _SplitFiles:
-    final: Path
-    partial: Path
-    progress: Path
-    rebuild: Path
-
-    @classmethod
-    def of(cls, out_dir: Path, split: str) -> _SplitFiles:
-        final = out_dir / f"{split}.h5"
-        return cls(
-            final,
-            final.with_name(final.name + ".partial"),
-            final.with_name(final.name + ".progress"),
-            final.with_name(final.name + ".partial.rebuild"),
-        )
-
-
-def _fingerprint(config: GenerateConfig, attrs: Mapping[str, Any]) -> str:
-    """Hash of what fixes a file's bytes: its attributes and the write settings."""
-    text = _json(
-        {
-            "attrs": dict(attrs),
-            "chunk_size": config.chunk_size,
-            "compression": config.compression,
-            "compression_level": config.compression_level if config.compression == "gzip" else None,
+    @property
+    def write_settings(self) -> dict[str, Any]:
+        """What fixes a file's bytes besides its attributes: block size and filter."""
+        return {
+            "chunk_size": self.chunk_size,
+            "compression": self.compression,
+            "compression_level": self.compression_level if self.compression == "gzip" else None,
         }
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _read_progress(path: Path) -> tuple[dict[str, Any] | None, list[int]]:
-    """Header and per-chunk CRCs of a progress log (a torn last line is ignored)."""
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return None, []
-    if not lines:
-        return None, []
-    try:
-        header = json.loads(lines[0])
-    except json.JSONDecodeError:
-        return None, []
-    crcs: list[int] = []
-    for k, line in enumerate(lines[1:]):
-        parts = line.split()
-        if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) != k:
-            break
-        crcs.append(int(parts[1]))
-    return header, crcs
-
-
-def _write_progress(path: Path, header: Mapping[str, Any], crcs: list[int]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    lines = [_json(header)] + [f"{k} {c}" for k, c in enumerate(crcs)]
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-
-
-def _crc(*arrays: NDArray) -> int:
-    crc = 0
-    for a in arrays:
-        crc = zlib.crc32(np.ascontiguousarray(a).data, crc)
-    return crc
-
-
-def _create(path: Path, config: GenerateConfig, attrs: Mapping[str, Any]) -> Any:
-    """A new HDF5 file with the three datasets and the attributes (no timestamps)."""
-    import h5py
-
-    n, s, grid = config.n_samples(attrs["split"]), config.n_modes, config.grid
-    filters: dict[str, Any] = {}
-    if config.compression is not None:
-        filters = {"compression": config.compression, "shuffle": True}
-        if config.compression == "gzip":
-            filters["compression_opts"] = config.compression_level
-    # every chunk is written whole, once: no chunk cache (one copy less per sample)
-    f = h5py.File(path, "w", track_order=True, rdcc_nbytes=0)
-    try:
-        for key, value in attrs.items():
-            f.attrs[key] = value
-        common = {"dtype": np.float32, "track_times": False, **filters}
-        f.create_dataset(
-            "generative_params", shape=(n, s), chunks=(min(n, config.chunk_size), s), **common
-        )
-        f.create_dataset(
-            "permeability", shape=(n, 1, grid, grid), chunks=(1, 1, grid, grid), **common
-        )
-        f.create_dataset("output", shape=(n, 3, grid, grid), chunks=(1, 3, grid, grid), **common)
-        f.flush()
-    except BaseException:
-        f.close()
-        raise
-    return f
-
-
-def _write_chunk(f: Any, a: int, chunk: _Chunk) -> None:
-    """Write a chunk at sample ``a`` (normal writes, or direct copies of gzip chunks), flush."""
-    m = len(chunk.theta)
-    if chunk.encoded is None:
-        f["generative_params"][a : a + m] = chunk.theta
-        f["permeability"][a : a + m] = chunk.perm
-        f["output"][a : a + m] = chunk.out
-    else:
-        f["generative_params"].id.write_direct_chunk((a, 0), chunk.encoded["generative_params"][0])
-        for key in ("permeability", "output"):
-            dset = f[key].id
-            for i, data in enumerate(chunk.encoded[key]):
-                dset.write_direct_chunk((a + i, 0, 0, 0), data)
-    f.flush()
-
-
-def _replay(
-    files: _SplitFiles, config: GenerateConfig, attrs: Mapping[str, Any], crcs: list[int]
-) -> tuple[Any, list[int]]:
-    """Rebuild the partial from its verified chunks, by the same writes as a fresh run.
-
-    Returns the open new partial and the CRCs of the chunks it holds. A chunk
-    whose CRC does not match (or that cannot be read) ends the replay: it
-    and the rest are computed again.
-    """
-    import h5py
-
-    bounds = _chunks(config.n_samples(attrs["split"]), config.chunk_size)
-    files.rebuild.unlink(missing_ok=True)
-    f = _create(files.rebuild, config, attrs)
-    kept: list[int] = []
-    try:
-        with h5py.File(files.partial, "r") as old:
-            for j, crc in enumerate(crcs[: len(bounds)]):
-                a, b = bounds[j]
-                theta = old["generative_params"][a:b]
-                perm = old["permeability"][a:b]
-                out = old["output"][a:b]
-                chunk = _make_chunk(theta, perm, out, *_encoding(config, attrs["split"]))
-                if chunk.crc != crc:
-                    logger.warning(
-                        "%s: chunk %d does not match its CRC; recomputing", files.partial, j
-                    )
-                    break
-                _write_chunk(f, a, chunk)
-                kept.append(crc)
-    except (OSError, KeyError, ValueError) as exc:
-        logger.warning(
-            "%s: unreadable after %d chunks (%s); recomputing the rest",
-            files.partial,
-            len(kept),
-            exc,
-        )
-    except BaseException:
-        f.close()
-        files.rebuild.unlink(missing_ok=True)
-        raise
-    os.replace(files.rebuild, files.partial)
-    return f, kept
-
-
-def _generate_split(
-    split: str,
-    files: _SplitFiles,
-    config: GenerateConfig,
-    basis: KLEBasis,
-    backend: _Local | _Dask,
-    *,
-    resume: bool,
-    progress: bool,
-    callback: Callable[[str, int, int], None] | None,
-) -> None:
-    from tqdm import tqdm
-
-    attrs = _attrs(config, basis, split)
-    header = {
-        "format": _PROGRESS_FORMAT,
-        "fingerprint": _fingerprint(config, attrs),
-        "n_samples": config.n_samples(split),
-        "chunk_size": config.chunk_size,
-    }
-    n = config.n_samples(split)
-    bounds = _chunks(n, config.chunk_size)
-    old_header, crcs = _read_progress(files.progress) if resume else (None, [])
-    if resume and files.partial.exists() and old_header == header and crcs:
-        f, crcs = _replay(files, config, attrs, crcs)
-        logger.info("%s: resuming after %d of %d chunks", files.partial, len(crcs), len(bounds))
-    else:
-        files.progress.unlink(missing_ok=True)
-        f = _create(files.partial, config, attrs)
-        crcs = []
-    _write_progress(files.progress, header, crcs)
-    done = bounds[len(crcs) - 1][1] if crcs else 0
-    bar = tqdm(total=n, initial=done, unit=" samples", desc=split, disable=not progress, leave=True)
-    try:
-        with files.progress.open("a") as log:
-            for j, chunk in _computed(backend, config, split, len(crcs)):
-                a, b = bounds[j]
-                _write_chunk(f, a, chunk)
-                log.write(f"{j} {chunk.crc}\n")
-                log.flush()
-                bar.update(b - a)
-                if callback is not None:
-                    callback(split, b, n)
-    except BaseException:
-        logger.warning("%s: interrupted; resume=True (--resume) continues it", files.partial)
-        raise
-    finally:
-        bar.close()
-        f.close()
-    os.replace(files.partial, files.final)
-    files.progress.unlink(missing_ok=True)
-
-
-def _check_out_dir(out_dir: Path) -> None:
+# -- check ---------------------------------------------------------------------------------
+def _prepare_out_dir(out_dir: Path) -> None:
     """Create ``out_dir`` and check that a file can be written there."""
-    if out_dir.exists() and not out_dir.is_dir():
-        msg = f"generate_dataset: out_dir {str(out_dir)!r} exists and is not a folder."
-        raise NotADirectoryError(msg)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         probe = out_dir / f".darcyvae-write-test-{os.getpid()}"
@@ -716,6 +303,212 @@ def _check_out_dir(out_dir: Path) -> None:
     except OSError as exc:
         msg = f"generate_dataset: cannot write to out_dir {str(out_dir)!r}: {exc.strerror or exc}."
         raise type(exc)(msg) from exc
+
+
+def _stats_cache(files: SplitFiles) -> Path:
+    """The channel statistics cached beside a file (``darcyvae.dataset.channel_stats``)."""
+    return files.final.with_name(files.final.name + ".stats.json")
+
+
+def _check_outputs(plan: RunPlan, *, resume: bool, overwrite: bool) -> list[SplitPlan]:
+    """Decide what to do with existing outputs (under the folder lock); returns the splits to write.
+
+    Without ``resume`` or ``overwrite`` any output or partial, of this run's
+    splits or of a split this run does not write, is an error. ``overwrite``
+    removes them all (and their cached statistics). ``resume`` keeps a
+    finished split whose attributes match and whose data pass their checksum,
+    and continues a partial made with the same settings.
+    """
+    caller = "generate_dataset"
+    every = [p.files for p in plan.splits] + plan.unused
+    if overwrite:
+        for files in every:
+            for path in (files.final, *files.in_progress, _stats_cache(files)):
+                path.unlink(missing_ok=True)
+        return list(plan.splits)
+    if not resume:
+        for files in every:
+            for path, what in ((files.final, "output"), (files.partial, "partial output")):
+                if path.exists():
+                    hint = "resume=True (--resume) continues it, " if path == files.partial else ""
+                    msg = (
+                        f"{caller}: {what} {str(path)!r} exists; {hint}"
+                        "overwrite=True (--overwrite) replaces it."
+                    )
+                    raise FileExistsError(msg)
+        return list(plan.splits)
+    for files in plan.unused:
+        if files.final.exists() or files.partial.exists():
+            logger.warning(
+                "%s: left as it is (this run writes no %s split)", files.final, files.final.stem
+            )
+    todo = []
+    for split in plan.splits:
+        files = split.files
+        if files.final.exists():
+            _check_finished(files.final, split.attrs)
+            logger.info("%s: complete and verified, kept", files.final)
+            continue
+        header, _ = read_log(files.progress)
+        if files.partial.exists() and header is not None and header != split.header:
+            msg = (
+                f"{caller}: partial {str(files.partial)!r} was made with other settings; "
+                "overwrite=True (--overwrite) starts it again."
+            )
+            raise ValueError(msg)
+        todo.append(split)
+    return todo
+
+
+def _check_finished(path: Path, attrs: Mapping[str, Any]) -> None:
+    """A finished file kept by a resume: same attributes, data matching their checksum."""
+    caller = "generate_dataset"
+    try:
+        with open_h5(path, "r", caller=caller) as f:
+            stored = decode_attrs(f.attrs)
+    except FolderLockedError:
+        raise
+    except OSError as exc:
+        msg = (
+            f"{caller}: {str(path)!r} is damaged ({exc}); overwrite=True (--overwrite) "
+            "regenerates it."
+        )
+        raise IntegrityError(msg) from exc
+    stored.pop(CHECKSUM_ATTR, None)
+    if to_json(stored) != to_json(decode_attrs(attrs)):
+        msg = (
+            f"{caller}: {str(path)!r} was made with other settings; "
+            "overwrite=True (--overwrite) replaces it."
+        )
+        raise ValueError(msg)
+    verify_checksum(path, caller)
+
+
+# -- run -----------------------------------------------------------------------------------
+def _write_split(
+    plan: RunPlan,
+    split: SplitPlan,
+    backend: LocalPipeline | DaskPipeline,
+    *,
+    resume: bool,
+    progress: bool,
+    callback: Callable[[str, int, int], None] | None,
+) -> None:
+    """Compute and write one split into its partial, logging each block; then rename it."""
+    from tqdm import tqdm
+
+    files, bounds, n = split.files, split.bounds, split.n_samples
+    f = None
+    try:
+        f, crcs = _open_partial(plan, split, resume=resume)
+        done = bounds[len(crcs) - 1][1] if crcs else 0
+        bar = tqdm(total=n, initial=done, unit=" samples", desc=split.split, disable=not progress)
+        with bar, files.progress.open("a") as log:
+            blocks = computed_blocks(backend, bounds, len(crcs), split.thetas, split.encoding)
+            for j, chunk in blocks:
+                a, b = bounds[j]
+                write_chunk(f, a, chunk)
+                log.write(f"{j} {chunk.crc}\n")
+                log.flush()
+                crcs.append(chunk.crc)
+                bar.update(b - a)
+                if callback is not None:
+                    callback(split.split, b, n)
+        write_checksum(f, crcs, plan.config.chunk_size)
+        f, complete = None, f
+        complete.close()
+    except BaseException as exc:
+        if f is not None:
+            with contextlib.suppress(Exception):  # the file may be unusable; the log is not
+                f.close()
+        if _is_write_error(exc):
+            raise _write_error(files.partial, exc) from exc
+        logger.warning("%s: interrupted; resume=True (--resume) continues it", files.partial)
+        raise
+    files.partial.replace(files.final)
+    files.progress.unlink(missing_ok=True)
+
+
+def _open_partial(plan: RunPlan, split: SplitPlan, *, resume: bool) -> tuple[Any, list[int]]:
+    """The open partial file and the CRCs of the blocks it holds (a replay, or a new file)."""
+    files = split.files
+    old_header, crcs = read_log(files.progress) if resume else (None, [])
+    if resume and files.partial.exists() and old_header == split.header and crcs:
+        f, crcs = replay_partial(
+            files,
+            split.bounds,
+            crcs,
+            create=lambda path: plan.create(split, path),
+            encode=_encoder(split.encoding),
+        )
+        logger.info(
+            "%s: resuming after %d of %d blocks", files.partial, len(crcs), len(split.bounds)
+        )
+    else:
+        files.progress.unlink(missing_ok=True)
+        f, crcs = plan.create(split, files.partial), []
+    try:
+        start_log(files.progress, split.header, crcs)
+    except BaseException:
+        f.close()
+        raise
+    return f, crcs
+
+
+def _encoder(encoding: Encoding) -> Callable[..., Chunk]:
+    """``encode(theta, perm, out)`` for a replay, with a thread pool of its own for gzip."""
+
+    def encode(theta: Any, perm: Any, out: Any) -> Chunk:
+        if encoding.compression != "gzip":
+            return encoding.encode(theta, perm, out, None)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            return encoding.encode(theta, perm, out, pool)
+
+    return encode
+
+
+def _is_write_error(exc: BaseException) -> bool:
+    """An I/O failure: an OSError, or h5py's RuntimeError carrying a C errno (e.g. on close)."""
+    if isinstance(exc, FolderLockedError):
+        return False
+    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "errno =" in str(exc))
+
+
+def _write_error(partial: Path, exc: BaseException) -> OSError:
+    """A clear OSError for a failed write (disk full, quota, file size limit, I/O error)."""
+    code = getattr(exc, "errno", None)
+    if code is None:  # h5py folds the C errno into its message
+        match = re.search(r"errno = (\d+)", str(exc))
+        code = int(match.group(1)) if match else None
+    reason = os.strerror(code) if code else str(exc)
+    hint = ""
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = "free some space, then "
+    msg = (
+        f"generate: writing {str(partial)!r} failed: {reason}. The partial file and its "
+        f"log are kept: {hint}run the same command with resume=True (--resume) to continue."
+    )
+    return OSError(code, msg) if code else OSError(msg)
+
+
+def _check_arguments(
+    config: Any, resume: Any, overwrite: Any, callback: Any, out_dir: Path, dask_address: Any
+) -> None:
+    caller = "generate_dataset"
+    if not isinstance(config, GenerateConfig):
+        msg = f"{caller}: config must be a GenerateConfig; got {type(config).__name__}."
+        raise TypeError(msg)
+    if resume and overwrite:
+        msg = f"{caller}: resume and overwrite are mutually exclusive."
+        raise ValueError(msg)
+    if callback is not None and not callable(callback):
+        msg = f"{caller}: callback must be callable; got {type(callback).__name__}."
+        raise TypeError(msg)
+    if out_dir.exists() and not out_dir.is_dir():
+        msg = f"{caller}: out_dir {str(out_dir)!r} exists and is not a folder."
+        raise NotADirectoryError(msg)
+    if dask_address is not None:
+        require_distributed()
 
 
 def generate_dataset(
@@ -735,24 +528,29 @@ def generate_dataset(
     config : GenerateConfig
         What to generate.
     out_dir : path-like
-        Output folder (created if missing).
+        Output folder (created if missing). It is locked for the whole run:
+        a second run into the same folder fails at once with
+        :class:`~darcyvae.errors.FolderLockedError`, naming this process.
     resume : bool, default=False
         Continue an interrupted run from its ``<split>.h5.partial`` (its
-        completed chunks are checked against their CRCs and copied by the
-        same writes as a fresh run, so the result is byte-identical); a
-        finished split whose attributes match is kept.
+        logged blocks are checked against their CRCs and copied by the same
+        writes as a fresh run, so the result is byte-identical). A finished
+        split is kept if its attributes match and its data pass their
+        recorded checksum; otherwise it is an error (never silently kept).
     overwrite : bool, default=False
-        Replace existing outputs and partials. Without it (and without
-        ``resume``) an existing file is an error.
+        Remove every existing output, partial and cached statistics of both
+        splits first (also of a split this run does not write, e.g. the old
+        ``test.h5`` when ``n_test = 0``). Without it (and without
+        ``resume``) any existing output is an error.
     dask_address : str or distributed.Client or None, default=None
-        Scheduler address or client: chunks are solved on the cluster and
+        Scheduler address or client: blocks are solved on the cluster and
         written here in index order. None: the local C++ thread pool.
     progress : bool, default=True
         Show a tqdm bar (samples/s) per split.
     callback : callable, optional
-        ``callback(split, samples_done, n_samples)`` after each chunk is
-        written and recorded; an exception raised from it interrupts the
-        run like Ctrl-C (the partial is kept for ``resume``).
+        ``callback(split, samples_done, n_samples)`` after each block is
+        written and logged; an exception raised from it interrupts the run
+        like Ctrl-C (the partial is kept for ``resume``).
 
     Returns
     -------
@@ -764,36 +562,36 @@ def generate_dataset(
     FileExistsError
         An output or a partial exists and neither ``overwrite`` nor
         ``resume`` is set.
+    FolderLockedError
+        Another process is generating into ``out_dir`` (or holds one of its
+        HDF5 files open).
+    IntegrityError
+        Under ``resume``: a finished split is damaged (truncated, or its
+        data do not match the recorded checksum); ``overwrite`` regenerates.
     ValueError
-        ``resume`` with ``overwrite``; a partial or output made with other
-        settings (under ``resume``).
+        Settings or thetas the run cannot write (e.g. a log-permeability
+        beyond the float32 range of K), found before any file is created;
+        ``resume`` with ``overwrite``; under ``resume``, an output or
+        partial made with other settings.
     TypeError
-        ``config`` is not a GenerateConfig.
+        ``config`` is not a GenerateConfig, ``callback`` not callable.
+    darcyvae.errors.MissingDependencyError
+        ``dask_address`` without the optional package ``distributed`` (an
+        ``ImportError``).
     OSError
-        ``out_dir`` is not a folder or cannot be written.
+        ``out_dir`` is not a folder or cannot be written; a write failed
+        (e.g. the disk is full): the message says so, and the partial file
+        and its log are kept for ``resume``.
 
     Notes
     -----
-    Each split streams chunks of ``chunk_size`` samples: thetas (float32,
-    from stream 0 for train and 1 for test), ``K = exp(G)`` by the KLE,
-    and the solve (SPEC 1) into ``<split>.h5.partial``, flushed after each
-    chunk, whose CRC is then appended to ``<split>.h5.progress``. The
-    partial is renamed to ``<split>.h5`` when complete. Memory is bounded
-    by a few chunks whatever n is. HDF5 chunks hold one sample of
-    ``permeability`` and ``output`` and ``chunk_size`` rows of
-    ``generative_params``; no timestamps are stored.
-
-    The thetas are drawn in this process and rounded to float32 before the
-    KLE, so the stored theta reproduces the stored output exactly. Locally
-    three single-thread stages overlap (the KLE of chunk j+1, the solve of
-    chunk j on the C++ thread pool, the CRC / gzip encoding of chunk j-1)
-    while this thread writes chunk j-2, so memory holds about five chunks;
-    with Dask the basis is broadcast once, chunks are solved on the workers
-    (a window of twice their threads in flight) and written here in index
-    order. Either way the file bytes are the same. The per-chunk KLE
-    product is small: with OpenBLAS, ``OPENBLAS_NUM_THREADS=1`` (set by
-    ``darcyvae generate``) saves its spinning worker threads about 30% of
-    the CPU time per sample.
+    Blocks of ``chunk_size`` samples stream through three stages (KLE and
+    ``exp``, the solve, CRC and encoding; :mod:`darcyvae._pipeline`), so
+    memory is bounded by a few blocks whatever n is (a Latin hypercube split
+    also holds its n x s thetas). The thetas are rounded to float32 before
+    the KLE, so the stored theta reproduces the stored output exactly. With
+    OpenBLAS, ``OPENBLAS_NUM_THREADS=1`` (set by ``darcyvae generate``)
+    saves its spinning worker threads about 30% of the CPU time per sample.
 
     Examples
     --------
@@ -804,84 +602,66 @@ def generate_dataset(
     >>> sorted(paths)
     ['test', 'train']
     """
-    caller = "generate_dataset"
-    if not isinstance(config, GenerateConfig):
-        msg = f"{caller}: config must be a GenerateConfig; got {type(config).__name__}."
-        raise TypeError(msg)
-    if resume and overwrite:
-        msg = f"{caller}: resume and overwrite are mutually exclusive."
-        raise ValueError(msg)
-    if callback is not None and not callable(callback):
-        msg = f"{caller}: callback must be callable; got {type(callback).__name__}."
-        raise TypeError(msg)
     out_dir = Path(out_dir)
-    splits = [s for s in SPLITS if config.n_samples(s) > 0]
-    files = {s: _SplitFiles.of(out_dir, s) for s in splits}
-    for s in splits:
-        fs = files[s]
-        if overwrite or resume:
-            continue
-        for path, what in ((fs.final, "output"), (fs.partial, "partial output")):
-            if path.exists():
-                hint = "resume=True (--resume) continues it, " if path == fs.partial else ""
-                msg = (
-                    f"{caller}: {what} {str(path)!r} exists; {hint}"
-                    "overwrite=True (--overwrite) replaces it."
+    _check_arguments(config, resume, overwrite, callback, out_dir, dask_address)
+    plan = plan_run(config, out_dir)
+    _prepare_out_dir(out_dir)
+    with folder_lock(out_dir, "darcyvae generate"):
+        todo = _check_outputs(plan, resume=resume, overwrite=overwrite)
+        if not todo:
+            return plan.paths
+        start = time.perf_counter()
+        backend: LocalPipeline | DaskPipeline
+        if dask_address is None:
+            backend = LocalPipeline(plan.basis, config.darcy, config.threads, config.compression)
+        else:
+            backend = DaskPipeline(plan.basis, config.darcy, config.threads, dask_address)
+        with backend:
+            for split in todo:
+                _write_split(
+                    plan, split, backend, resume=resume, progress=progress, callback=callback
                 )
-                raise FileExistsError(msg)
+        logger.info(
+            "wrote %s in %.1f s",
+            ", ".join(str(s.files.final) for s in todo),
+            time.perf_counter() - start,
+        )
+    return plan.paths
 
-    basis = kle_basis(config.kle)
-    todo = []
-    for s in splits:
-        fs = files[s]
-        if resume and fs.final.exists():
-            if _stored_attrs_json(fs.final) != _json(_attrs(config, basis, s)):
-                msg = (
-                    f"{caller}: {str(fs.final)!r} was made with other settings; "
-                    "overwrite=True (--overwrite) replaces it."
-                )
-                raise ValueError(msg)
-            logger.info("%s: complete, kept", fs.final)
-            continue
-        if resume and fs.partial.exists():
-            header, _ = _read_progress(fs.progress)
-            attrs = _attrs(config, basis, s)
-            if header is not None and header.get("fingerprint") != _fingerprint(config, attrs):
-                msg = (
-                    f"{caller}: partial {str(fs.partial)!r} was made with other settings; "
-                    "overwrite=True (--overwrite) starts it again."
-                )
-                raise ValueError(msg)
-        todo.append(s)
-    if not todo:
-        return {s: files[s].final for s in splits}
-    _check_out_dir(out_dir)
-    if overwrite:
-        for s in todo:
-            for path in (files[s].partial, files[s].progress, files[s].rebuild):
-                path.unlink(missing_ok=True)
 
-    backend: _Local | _Dask = (
-        _Local(basis, config) if dask_address is None else _Dask(basis, config, dask_address)
-    )
-    start = time.perf_counter()
-    try:
-        for s in todo:
-            _generate_split(
-                s,
-                files[s],
-                config,
-                basis,
-                backend,
-                resume=resume,
-                progress=progress,
-                callback=callback,
-            )
-    finally:
-        backend.close()
-    logger.info(
-        "wrote %s in %.1f s",
-        ", ".join(str(files[s].final) for s in todo),
-        time.perf_counter() - start,
-    )
-    return {s: files[s].final for s in splits}
+def verify_dataset(path: str | os.PathLike) -> None:
+    """Check a generated file's data against the checksum recorded when it was written.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``train.h5`` / ``test.h5`` written by :func:`generate_dataset`.
+
+    Raises
+    ------
+    IntegrityError
+        The file is damaged (truncated, a dataset missing), has no recorded
+        checksum, or its data do not match it.
+    """
+    verify_checksum(path, "verify_dataset")
+
+
+# -- names kept for benchmarks/bench_generate.py --------------------------------------------
+def _create(path: Path, config: GenerateConfig, attrs: Mapping[str, Any]) -> Any:
+    """A new file of ``config``'s layout for the split ``attrs["split"]`` (benchmark helper)."""
+    return new_file(config, path, config.n_samples(attrs["split"]), attrs)
+
+
+def _make_chunk(
+    theta: NDArray[np.float32],
+    perm: NDArray[np.float32],
+    out: NDArray[np.float32],
+    compression: str | None,
+    level: int,
+    theta_rows: int,
+) -> Chunk:
+    """:func:`darcyvae._hdf5_layout.make_chunk` with a pool of its own (benchmark helper)."""
+    return _encoder(Encoding(compression, level, theta_rows))(theta, perm, out)
+
+
+_write_chunk = write_chunk

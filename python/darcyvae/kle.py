@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -45,7 +44,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._checks import as_float_array, check_choice, check_int, check_real
+from ._checks import as_float_array, check_choice, check_int, check_real, config_kwargs
+from ._io import atomic_path
 
 __all__ = [
     "KERNELS",
@@ -65,6 +65,9 @@ _CACHE_FORMAT = 1
 """Version of the cache file layout and of the basis rules; part of every key."""
 
 _MAX_GRID = 8193
+
+_MAX_VARIANCE = 1e100
+"""Largest sigma^2: beyond it the eigensolver's float64 residual checks overflow."""
 
 _SOLVER_STATS = ("matvecs", "restarts", "rounds", "blocks", "dense_blocks", "clusters", "matvec")
 """Solver statistics of ``_core.kle_solve`` kept in ``KLEBasis.info``."""
@@ -86,7 +89,9 @@ class KLEConfig:
     length_scale : float or (float, float), default=0.1
         ``l`` (isotropic) or ``(l_x, l_y)``; every entry > 0.
     variance : float, default=1.0
-        ``sigma^2 > 0``.
+        ``sigma^2``, ``0 < sigma^2 <= 1e100`` (larger values overflow the
+        eigensolver's float64 residual checks; ``darcyvae generate`` further
+        needs ``K = exp(G)`` finite in float32).
 
     Raises
     ------
@@ -133,7 +138,9 @@ class KLEConfig:
             )
         else:
             length = check_real(ls, "length_scale", caller, low=0.0, low_open=True)
-        variance = check_real(self.variance, "variance", caller, low=0.0, low_open=True)
+        variance = check_real(
+            self.variance, "variance", caller, low=0.0, high=_MAX_VARIANCE, low_open=True
+        )
         object.__setattr__(self, "grid", grid)
         object.__setattr__(self, "n_modes", n_modes)
         object.__setattr__(self, "kernel", kernel)
@@ -362,28 +369,21 @@ def _load(path: Path, config: KLEConfig) -> tuple[KLEBasis | None, str]:
 
 
 def _save(path: Path, config: KLEConfig, basis: KLEBasis) -> None:
-    """Write ``basis`` to ``path`` atomically (temporary file + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``basis`` to ``path`` atomically (:func:`darcyvae._io.atomic_path`)."""
     s = basis.n_modes
     modes = basis.modes.reshape(s, -1)
     info = {k: v for k, v in basis.info.items() if k != "source"}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                format=np.int64(_CACHE_FORMAT),
-                config=np.str_(_config_json(config)),
-                eigenvalues=basis.eigenvalues,
-                modes=modes,
-                residuals=basis.residuals,
-                checksum=np.str_(_checksum(basis.eigenvalues, modes, basis.residuals)),
-                info=np.str_(json.dumps(info, sort_keys=True, default=str)),
-            )
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.savez(
+            fh,
+            format=np.int64(_CACHE_FORMAT),
+            config=np.str_(_config_json(config)),
+            eigenvalues=basis.eigenvalues,
+            modes=modes,
+            residuals=basis.residuals,
+            checksum=np.str_(_checksum(basis.eigenvalues, modes, basis.residuals)),
+            info=np.str_(json.dumps(info, sort_keys=True, default=str)),
+        )
 
 
 def _from_cache(folder: Path, config: KLEConfig) -> KLEBasis | None:
@@ -447,7 +447,7 @@ def kle_basis(
     ValueError
         Invalid parameters (see :class:`KLEConfig`).
     TypeError
-        An override that is not a ``KLEConfig`` field.
+        An override that is not a ``KLEConfig`` field (the message lists them).
     RuntimeError
         An eigenpair misses the residual check
         ``||C v - lambda v|| <= 1e-8 lambda_1`` (not expected).
@@ -481,15 +481,7 @@ def kle_basis(
         msg = f"kle_basis: config must be a KLEConfig or None; got {type(config).__name__}."
         raise TypeError(msg)
     if overrides:
-        known = {f.name for f in dataclasses.fields(KLEConfig)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            msg = (
-                f"kle_basis: unknown KLEConfig field(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}."
-            )
-            raise TypeError(msg)
-        config = dataclasses.replace(config, **overrides)
+        config = dataclasses.replace(config, **config_kwargs(KLEConfig, overrides, error=TypeError))
     threads = check_int(threads, "threads", "kle_basis")
     folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if cache:
@@ -566,7 +558,8 @@ def covariance_matvec(
     if config is None:
         config = KLEConfig(n_modes=1)  # n_modes plays no part here
     if overrides:
-        config = dataclasses.replace(config, **{"n_modes": 1, **overrides})
+        kwargs = config_kwargs(KLEConfig, {"n_modes": 1, **overrides}, error=TypeError)
+        config = dataclasses.replace(config, **kwargs)
     caller = "covariance_matvec"
     v = as_float_array(v, "v", caller, ndim=(2, 3))
     n = config.grid

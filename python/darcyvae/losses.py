@@ -406,19 +406,40 @@ class BetaSchedule:
     Parameters
     ----------
     rec_epochs : int
+        Length of phase 1 (reconstruction only, beta = ``beta0``) in epochs.
     beta0 : float, default=1e-7
+        beta in phase 1 and the start of the adaptive beta in phase 2.
     mode : {"adaptive", "fixed"}, default="adaptive"
+        Phase 2: the adaptive rule (``update_beta``) or a constant beta.
     fixed_beta : float, default=1.0
+        beta in phase 2 when ``mode="fixed"``.
     nu, tau : float, default=0.005, 1.0
+        Step size and sharpness of the rule (``update_beta``).
     adaptive_beta_p : bool, default=False
+        Adapt beta_p as well (the HP "full" variant); else beta_p = 1.
     beta_p0 : float, default=1e-8
         Start of the adaptive beta_p (the released code's).
-    device : torch.device or None
+    device : torch.device or None, default=None
+        Where ``beta`` and ``beta_p`` live (the training device: no host
+        sync per step).
 
     Attributes
     ----------
     beta, beta_p : 0-d Tensor
         Current values (in phase 1 these are what phase 2 starts from).
+
+    See Also
+    --------
+    update_beta : the rule applied after each optimiser step.
+
+    Examples
+    --------
+    >>> sched = BetaSchedule(rec_epochs=1)
+    >>> sched.phase(0), sched.current(0)
+    ('reconstruction', (1e-07, 1.0))
+    >>> sched.step(1, torch.tensor(-2.0))  # a negative loss grows beta
+    >>> sched.phase(1), sched.current(1)[0] > 1e-7
+    ('adaptive', True)
     """
 
     def __init__(
@@ -490,6 +511,20 @@ class BetaSchedule:
 
 def learning_rate(epoch: int, values: tuple[float, ...], milestones: tuple[int, ...]) -> float:
     """Piecewise-constant learning rate: ``values[k]`` for milestones[k-1] <= epoch < milestones[k].
+
+    Parameters
+    ----------
+    epoch : int
+        The epoch (from 0).
+    values : tuple of float
+        The rates, one more than ``milestones``.
+    milestones : tuple of int
+        Increasing epochs at which the next value starts.
+
+    Returns
+    -------
+    float
+        ``values[k]`` with ``k`` the number of milestones <= ``epoch``.
 
     Examples
     --------

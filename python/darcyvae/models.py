@@ -249,8 +249,12 @@ class _DenseBlock(nn.Sequential):
             )
 
 
-class _TransitionDown(nn.Sequential):
-    """BN, ReLU, Conv1x1(F -> F_out), BN, ReLU, Conv3x3 stride 2 pad 1 (size -> ceil(size/2))."""
+class _Bottleneck(nn.Sequential):
+    """BN, ReLU, Conv1x1(F -> F_out), BN, ReLU: how every transition starts.
+
+    Subclasses append the resampling convolution(s); the module names
+    (``norm1`` .. ``relu2``) are those of the authors' state dicts.
+    """
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
@@ -259,10 +263,17 @@ class _TransitionDown(nn.Sequential):
         self.conv1 = nn.Conv2d(in_features, out_features, 1, bias=False)
         self.norm2 = nn.BatchNorm2d(out_features)
         self.relu2 = nn.ReLU(inplace=True)
+
+
+class _TransitionDown(_Bottleneck):
+    """BN, ReLU, Conv1x1(F -> F_out), BN, ReLU, Conv3x3 stride 2 pad 1 (size -> ceil(size/2))."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features)
         self.conv2 = nn.Conv2d(out_features, out_features, 3, stride=2, padding=1, bias=False)
 
 
-class _TransitionUp(nn.Sequential):
+class _TransitionUp(_Bottleneck):
     """BN, ReLU, Conv1x1(F -> F_out), BN, ReLU, ConvTranspose3x3 stride 2 pad 1.
 
     ``output_padding`` (0 or 1) makes the output size 2 * size - 1 + output_padding,
@@ -270,12 +281,7 @@ class _TransitionUp(nn.Sequential):
     """
 
     def __init__(self, in_features: int, out_features: int, output_padding: int) -> None:
-        super().__init__()
-        self.norm1 = nn.BatchNorm2d(in_features)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(in_features, out_features, 1, bias=False)
-        self.norm2 = nn.BatchNorm2d(out_features)
-        self.relu2 = nn.ReLU(inplace=True)
+        super().__init__(in_features, out_features)
         self.convT2 = nn.ConvTranspose2d(
             out_features,
             out_features,
@@ -287,17 +293,12 @@ class _TransitionUp(nn.Sequential):
         )
 
 
-class _LastDecoding(nn.Sequential):
+class _LastDecoding(_Bottleneck):
     """BN, ReLU, Conv1x1(F -> F/2), BN, ReLU, ConvTranspose4x4 s2 p1 op1 (-> C x N x N), Conv5x5."""
 
     def __init__(self, in_features: int, channels: int) -> None:
-        super().__init__()
         mid = in_features // 2
-        self.norm1 = nn.BatchNorm2d(in_features)
-        self.relu1 = nn.ReLU(inplace=True)
-        self.conv1 = nn.Conv2d(in_features, mid, 1, bias=False)
-        self.norm2 = nn.BatchNorm2d(mid)
-        self.relu2 = nn.ReLU(inplace=True)
+        super().__init__(in_features, mid)
         self.convT2 = nn.ConvTranspose2d(
             mid, channels, 4, stride=2, padding=1, output_padding=1, bias=False
         )

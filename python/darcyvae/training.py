@@ -22,6 +22,7 @@ TrainConfig, vae_loss, ...``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -343,15 +344,15 @@ def _restore(run: _Run, path: Path, *, allow_data_change: bool) -> int:
     if saved_data is not None:
         differ = fingerprint_differences(saved_data, data_fingerprint(run.train_set))
         if differ:
-            msg = (
+            what = (
                 f"train: the training data differ from the data {str(path)!r} was trained on "
                 f"({', '.join(differ)} changed; it was {ckpt.get('train_path')!r}, now "
-                f"{str(run.train_set.path)!r}); pass allow_data_change=True "
-                "(--allow-data-change) to continue on the new data."
+                f"{str(run.train_set.path)!r})"
             )
             if not allow_data_change:
+                msg = f"{what}; pass allow_data_change=True (--allow-data-change) to continue."
                 raise DataMismatchError(msg)
-            log.warning("%s; continuing as allowed", msg)
+            log.warning("%s; continuing on the new data (allow_data_change)", what)
     load_state(run.model, ckpt["model"], "train (resume)")
     load_state(run.optimizer, ckpt["optimizer"], "train (resume)")
     run.schedule.load_state_dict(ckpt["schedule"])
@@ -587,9 +588,11 @@ def train(
         with _deterministic_mode(config.run.deterministic, dev):
             run = _Run.build(config, train_set, test_set, dev)
             start = _restore(run, ckpt_path, allow_data_change=allow_data_change) if resume else 0
+            # the log is checked before any file of the run is rewritten
+            history = read_log(out / LOG_NAME, start)
             if resume:
                 log.info("train: resuming %s at epoch %d", out, start)
-            history = _loop(run, out, start, progress)
+            history = _loop(run, out, start, history, progress)
             final_metrics = _final_metrics(run)
     final: dict[str, Any] = {"distortion_bound": run.bound}
     final.update({name: m.to_dict() for name, m in final_metrics.items()})
@@ -618,8 +621,14 @@ def train(
     )
 
 
-def _loop(run: _Run, out: Path, start: int, progress: bool) -> list[dict[str, Any]]:
-    """Epochs ``start .. epochs - 1``: train, log, evaluate, checkpoint. Returns the history."""
+def _loop(
+    run: _Run, out: Path, start: int, history: list[dict[str, Any]], progress: bool
+) -> list[dict[str, Any]]:
+    """Epochs ``start .. epochs - 1``: train, log, evaluate, checkpoint.
+
+    ``history`` holds the log records of the epochs before ``start``; returns
+    it with the new epochs appended.
+    """
     from tqdm import tqdm
 
     config = run.config
@@ -627,7 +636,6 @@ def _loop(run: _Run, out: Path, start: int, progress: bool) -> list[dict[str, An
     ckpt_path = out / CHECKPOINT_NAME
     config.to_toml(out / CONFIG_NAME, header="darcyvae training run (written by train)")
     log_path = out / LOG_NAME
-    history = read_log(log_path, start)
     atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
     loader = make_loader(
         run.train_set, batch_size=config.optim.batch_size, shuffle=True, generator=run.loader_gen
@@ -813,18 +821,7 @@ def train_with_restarts(
     if result is None:  # pragma: no cover - restarts >= 0 always runs one attempt
         msg = "train_with_restarts: no attempt ran."
         raise RuntimeError(msg)
-    final = TrainResult(
-        result.out_dir,
-        result.checkpoint,
-        result.epochs,
-        result.seed,
-        result.history,
-        result.final,
-        result.over_regularization,
-        restarts=len(trials) - 1,
-        trials=tuple(trials),
-        metrics=result.metrics,
-    )
+    final = dataclasses.replace(result, restarts=len(trials) - 1, trials=tuple(trials))
     return final, trials
 
 
