@@ -318,7 +318,7 @@ class BatchedDenseVAE:
             for name, child in module.named_children():
                 new = self._run(child, f"{prefix}{name}.", new)
             return torch.cat([x, new], dim=lay.feature_dim)
-        if isinstance(module, nn.Sequential):
+        if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
             for name, child in module.named_children():
                 x = self._run(child, f"{prefix}{name}.", x)
             return x

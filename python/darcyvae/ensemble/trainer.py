@@ -27,6 +27,7 @@ from .._lock import folder_lock
 from ..checkpoint import CHECKPOINT_NAME, clean_stale_tmp
 from ..config import TrainConfig
 from ..dataset import DarcyDataset
+from ..errors import MissingDependencyError
 from ..training import _datasets, restart_seed
 from ._engine import ENSEMBLE_CHECKPOINT, _BlockSpec, _Options, _train_block
 from .results import ENSEMBLE_SUMMARY, EnsembleResult, MemberResult, member_dir
@@ -293,9 +294,12 @@ def _run_blocks(
         return out
     try:
         from distributed import Client
-    except ImportError as exc:  # pragma: no cover - distributed is a dependency
-        msg = "train_ensemble: dask=... needs the 'distributed' package."
-        raise ImportError(msg) from exc
+    except ImportError as exc:
+        msg = (
+            "train_ensemble: dask (--dask) needs the optional package 'distributed', which is "
+            "not installed; pip install 'darcyvae[dask]'."
+        )
+        raise MissingDependencyError(msg) from exc
     client = dask if isinstance(dask, Client) else Client(dask)
     try:
         futures = [
