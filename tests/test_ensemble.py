@@ -289,6 +289,29 @@ def test_resume_is_bitwise(data, tmp_path):
         assert all(torch.equal(pa[n], pb[n]) for n in pa)
 
 
+def test_resume_with_blocks_restarts_blocks_never_begun(data, tmp_path):
+    """Resume: a block with a checkpoint continues, a block without one starts afresh."""
+    train_path, _ = data
+    cfg = tiny_config(epochs=3, rec_epochs=1, deterministic=True)
+    out = tmp_path / "blocks"
+    train_ensemble(
+        cfg.replace(epochs=2), [1, 2], train_path, out_dir=out, seeds_per_block=1, progress=False
+    )
+    (out / "ensemble_checkpoint_b1.pt").unlink()  # as if stopped before block 1 began
+    for f in (out / "seed_2").iterdir():
+        f.unlink()
+    res = train_ensemble(
+        cfg, [1, 2], train_path, out_dir=out, seeds_per_block=1, resume=True, progress=False
+    )
+    fresh = train_ensemble(
+        cfg, [1, 2], train_path, out_dir=tmp_path / "fresh", seeds_per_block=1, progress=False
+    )
+    for s in (1, 2):  # bitwise: the same blocks, deterministic mode
+        assert [r["loss"] for r in res.member(s).history] == [
+            r["loss"] for r in fresh.member(s).history
+        ]
+
+
 def test_restarts_use_the_restart_stream(data, tmp_path):
     """With thresholds that call every run over-regularised, each member restarts once, alone."""
     train_path, _ = data

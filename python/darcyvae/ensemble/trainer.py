@@ -158,10 +158,10 @@ def train_ensemble(
         raise ValueError(msg)
     out = Path(out_dir)
     first = [_block_checkpoint(out, 0, i, len(blocks)) for i in range(len(blocks))]
+    if resume and not any(path.is_file() for path in first):
+        msg = f"train_ensemble: resume asked for, but {str(first[0])!r} does not exist."
+        raise FileNotFoundError(msg)
     for path in first:
-        if resume and not path.is_file():
-            msg = f"train_ensemble: resume asked for, but {str(path)!r} does not exist."
-            raise FileNotFoundError(msg)
         if not resume and path.exists():
             msg = (
                 f"train_ensemble: {str(path)!r} already exists; pass resume=True or pick "
@@ -290,7 +290,7 @@ def _run_blocks(
     if dask is None:
         out: list[MemberResult] = []
         for spec in specs:
-            out += _train_block(config, spec, train_set, test_set, opts)
+            out += _train_block(config, spec, train_set, test_set, _block_options(opts, spec))
         return out
     try:
         from distributed import Client
@@ -310,7 +310,7 @@ def _run_blocks(
                 _portable(train_data),
                 _portable(test_data),
                 str(opts.device),
-                opts,
+                _block_options(opts, spec),
                 pure=False,
             )
             for spec in specs
@@ -320,6 +320,12 @@ def _run_blocks(
         if client is not dask:
             client.close()
     return [m for block in gathered for m in block]
+
+
+def _block_options(opts: _Options, spec: _BlockSpec) -> _Options:
+    """A block resumes when asked to and its checkpoint exists (an interrupted run may
+    not have reached the later blocks); otherwise it starts afresh."""
+    return dataclasses.replace(opts, resume=opts.resume and spec.checkpoint.is_file())
 
 
 def _portable(data: Any) -> Any:
