@@ -185,6 +185,8 @@ def test_member_folders_are_runs(data, tmp_path):
         names = {p.name for p in m.out_dir.iterdir()}
         assert {"config.toml", "metrics.jsonl", "checkpoint.pt", "summary.json"} <= names
         assert TrainConfig.from_toml(m.out_dir / "config.toml").run.seed == m.seed
+        assert [name for name, _ in m.splits()] == ["train", "test"]
+        assert m.splits()[1][1].distortion == m.final["test"]["distortion"]
         ev = evaluate(m.out_dir, test_path)
         assert rel(ev.test.distortion, m.final["test"]["distortion"]) < 1e-6
         lines = (m.out_dir / "metrics.jsonl").read_text().splitlines()

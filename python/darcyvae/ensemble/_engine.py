@@ -618,6 +618,16 @@ class _EnsembleRun:
         final["seed"] = seed
         final["epochs"] = max(start, self.config.optim.epochs)
         atomic_write_text(d / SUMMARY_NAME, json.dumps(final, indent=2, sort_keys=True))
+        if over.over_regularized:
+            log.warning(
+                "train_ensemble: seed %d (%s) looks over-regularised (rate %.3g nats/dim, "
+                "distortion %.6g vs bound %.6g)",
+                seed,
+                d,
+                over.rate_per_dim,
+                over.distortion,
+                over.bound,
+            )
         return MemberResult(
             trial, d, "done", final["epochs"], final, over, "", history, run_seed=seed
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DarcyvaeError
-from ..evaluation import OverRegularization
+from ..evaluation import OverRegularization, SplitMetrics
 
 __all__ = [
     "ENSEMBLE_SUMMARY",
@@ -78,10 +78,10 @@ class MemberResult:
         """Whether the member ended over-regularised (False if it diverged)."""
         return bool(self.over_regularization and self.over_regularization.over_regularized)
 
-    def splits(self) -> list[tuple[str, dict[str, Any]]]:
-        """``[("train", metrics dict), ("test", ...)]`` as ``TrainResult.splits`` (empty if diverged)."""
+    def splits(self) -> list[tuple[str, SplitMetrics]]:
+        """``[("train", SplitMetrics), ("test", ...)]`` as ``TrainResult.splits`` (empty if diverged)."""
         final = self.final or {}
-        return [(s, final[s]) for s in ("train", "test") if s in final]
+        return [(s, SplitMetrics.from_dict(final[s])) for s in ("train", "test") if s in final]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no history)."""
