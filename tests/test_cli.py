@@ -349,3 +349,42 @@ def test_every_failure_is_one_line_and_debug_shows_the_traceback(
         assert "internal error" not in last
         for name in names:
             assert name in last, last
+
+
+def test_train_seeds_runs_an_ensemble_whose_members_match_single_runs(setup, capsys):
+    tmp, config, train, _ = setup
+    ens = tmp / "ens"
+    assert main([*_quick(config, train, ens, "--epochs", "2", "--seeds", "3,5")]) == 0
+    out = capsys.readouterr().out
+    assert "seed 3" in out
+    assert "seed 5" in out
+    summary = json.loads((ens / "ensemble.json").read_text())
+    assert sorted(m["seed"] for m in summary["members"]) == [3, 5]
+    # Each member folder is a run folder: the same seed trained alone gives the
+    # same logged losses (the ensemble is K independent models, not one model).
+    single = tmp / "single"
+    assert main([*_quick(config, train, single, "--epochs", "2", "--seed", "5")]) == 0
+    member = [json.loads(x) for x in (ens / "seed_5" / "metrics.jsonl").read_text().splitlines()]
+    alone = [json.loads(x) for x in (single / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in member] == [0, 1]
+    for a, b in zip(member, alone, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["distortion"] == pytest.approx(b["distortion"], rel=1e-5)
+    assert load_checkpoint(ens / "seed_3")["epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--seeds", "1,1"], "duplicate"),
+        (["--seeds", "4-2"], "seeds"),
+        (["--seeds", ""], "seeds"),
+        (["--seeds", "0,1", "--seed", "3"], "--seed and --seeds"),
+        (["--seeds-per-block", "2"], "go with --seeds"),
+    ],
+)
+def test_train_seeds_bad_input_is_one_line(setup, capsys, extra, message):
+    tmp, config, train, _ = setup
+    assert main([*_quick(config, train, tmp / "bad", "--epochs", "1", *extra)]) == 2
+    assert message in _one_error_line(capsys.readouterr().err).lower()
+    assert not (tmp / "bad" / "ensemble.json").exists()

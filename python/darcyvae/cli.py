@@ -263,6 +263,26 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         help="restart over-regularised runs with seeds from the restart stream "
         "(OUT/attempt_K, OUT/trials.json)",
     )
+    p.add_argument(
+        "--seeds",
+        default=None,
+        metavar="LIST",
+        help="train these seeds at once as one batched model, e.g. 0-49 or 3,7,11 "
+        "(OUT/seed_<s>/ per member, OUT/ensemble.json)",
+    )
+    p.add_argument(
+        "--seeds-per-block",
+        type=int,
+        default=None,
+        metavar="B",
+        help="with --seeds: at most B members per batched model (lower it when memory runs out)",
+    )
+    p.add_argument(
+        "--dask",
+        default=None,
+        metavar="ADDRESS",
+        help="with --seeds: run one block of seeds per worker of this dask scheduler",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
@@ -309,6 +329,11 @@ def _run_train(args: argparse.Namespace) -> int:
         changes["epochs"] = args.epochs
     config = config.replace(**changes)
     out = args.out or f"runs/{name}"
+    if args.seeds is not None:
+        return _run_train_seeds(args, config, out)
+    if args.seeds_per_block is not None or args.dask is not None:
+        msg = "--seeds-per-block and --dask go with --seeds"
+        raise ValueError(msg)
     result = training.run_training(
         config,
         args.train_data,
@@ -326,6 +351,42 @@ def _run_train(args: argparse.Namespace) -> int:
             f"see {Path(out) / 'trials.json'}"
         )
     _print_splits("train", result.splits(), result.over_regularized, result.out_dir)
+    return 0
+
+
+def _run_train_seeds(args: argparse.Namespace, config, out: str) -> int:
+    """``darcyvae train --seeds``: the library's ``train_ensemble``, its members printed."""
+    from pathlib import Path
+
+    from .ensemble import parse_seeds, train_ensemble
+
+    if args.seed is not None:
+        msg = "--seed and --seeds exclude each other; list every seed in --seeds"
+        raise ValueError(msg)
+    result = train_ensemble(
+        config,
+        parse_seeds(args.seeds),
+        args.train_data,
+        args.test_data,
+        out_dir=out,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.quiet,
+        seeds_per_block=args.seeds_per_block,
+        dask=args.dask,
+        max_restarts=args.restarts,
+        allow_data_change=args.allow_data_change,
+    )
+    for m in result.members:
+        if m.status == "done":
+            _print_splits(f"seed {m.seed}", m.splits(), m.over_regularized, m.out_dir)
+        else:
+            print(m.message)
+    restarts = sum(m.restarts for m in result.members)
+    print(
+        f"train: {len(result.members)} seeds, {restarts} restart(s); "
+        f"see {Path(out) / 'ensemble.json'}"
+    )
     return 0
 
 

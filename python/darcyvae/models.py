@@ -545,9 +545,12 @@ class HierarchicalPrior(nn.Module):
 
     @staticmethod
     def _logvar(part: nn.Module | nn.Parameter, x: Tensor) -> Tensor:
-        if isinstance(part, nn.Parameter):
-            return part.expand_as(x)
-        return part(x)
+        # A module ("full" variant) maps x; anything else is the learned
+        # constant ("const"), which under torch.func.functional_call is a plain
+        # tensor rather than an nn.Parameter.
+        if isinstance(part, nn.Module):
+            return part(x)
+        return part.expand_as(x)
 
     def encode(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """q_gamma(xi|z): ``(mean, logvar)`` of shape (batch, n)."""

@@ -46,7 +46,7 @@ from ..config import TrainConfig
 from ..dataset import DarcyDataset, make_loader
 from ..errors import DataMismatchError
 from ..losses import guarded_loss, label_loss, learning_rate, vae_loss
-from ..models import HierarchicalPrior, VAENoise, VAEOutput
+from ..models import VAENoise, VAEOutput
 from ..training import (
     _check_resume_config,
     _deterministic_mode,
@@ -124,30 +124,6 @@ class _Precomputed:
 
     def __call__(self, y: Tensor, **_: Any) -> VAEOutput:
         return self._output
-
-
-class _FunctionalHierarchicalPrior(HierarchicalPrior):
-    """HierarchicalPrior whose constant log-variances may be plain tensors.
-
-    ``functional_call`` swaps parameters for plain (batched) tensors, which
-    ``HierarchicalPrior._logvar`` would try to call (it tests for
-    ``nn.Parameter``). Testing for ``nn.Module`` instead in models.py would
-    make this class unnecessary.
-    """
-
-    @staticmethod
-    def _logvar(part: nn.Module | Tensor, x: Tensor) -> Tensor:
-        if isinstance(part, nn.Module):
-            return part(x)
-        return part.expand_as(x)
-
-
-def _functional_prior(prior: nn.Module) -> nn.Module:
-    """The prior used inside ``functional_call`` (a copy; see ``_FunctionalHierarchicalPrior``)."""
-    if type(prior) is HierarchicalPrior:
-        prior = copy.deepcopy(prior)
-        prior.__class__ = _FunctionalHierarchicalPrior
-    return prior
 
 
 class _MemberLoss(nn.Module):
@@ -251,7 +227,7 @@ class _EnsembleRun:
         for r in self.runs:  # the batched model holds the parameters now
             r.model = r.optimizer = None
         del models
-        self.loss_module = _MemberLoss(_functional_prior(self.scratch.prior))
+        self.loss_module = _MemberLoss(copy.deepcopy(self.scratch.prior))
         self.prior_params = {n: t for n, t in self.net.params.items() if n.startswith("prior.")}
         self.opt = StackedAdam(self.net.parameters(), lr=config.optim.lr_values[0])
         self.schedule = copy.copy(self.runs[0].schedule)  # the rule on (K,) tensors
