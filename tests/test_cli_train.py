@@ -50,7 +50,7 @@ def test_train_resume_and_evaluate(setup, capsys):
     assert "S_D" in out
     ckpt = load_checkpoint(run)
     assert ckpt["epoch"] == 2
-    assert ckpt["config"]["seed"] == 4
+    assert ckpt["config"]["run"]["seed"] == 4
     # Running again without --resume refuses to overwrite.
     assert main([*args, "--device", "cpu", "--seed", "4", "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err

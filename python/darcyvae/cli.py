@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -25,9 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"darcyvae {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (after any verb too)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in _VERBS:
         add(sub)
+    for verb in sub.choices.values():
+        verb.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+        )
     return parser
 
 
@@ -259,9 +267,14 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a DenseVAE with the paper's method")
+    p = sub.add_parser(
+        "train",
+        help="train a DenseVAE with the paper's method",
+        description="Train a DenseVAE (SPEC 4d-4f) from a TOML configuration or a shipped "
+        "preset; writes OUT/config.toml, metrics.jsonl, checkpoint.pt and summary.json.",
+    )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--config", help="run configuration (TOML, see darcyvae.training.TrainConfig)")
+    src.add_argument("--config", help="run configuration (TOML, see darcyvae.config.TrainConfig)")
     src.add_argument("--preset", help="a shipped configuration (see --list)")
     src.add_argument("--list", action="store_true", help="list presets and models and exit")
     p.add_argument("--train", dest="train_data", help="training data (HDF5)")
@@ -272,37 +285,55 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument(
-        "--restarts", type=int, default=None, help="restart over-regularised runs (new seed)"
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: accept training data that differ from the checkpoint's",
+    )
+    p.add_argument(
+        "--restarts",
+        type=int,
+        default=None,
+        help="restart over-regularised runs with seeds from the restart stream "
+        "(OUT/attempt_K, OUT/trials.json)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
-    p.set_defaults(func=_run_train)
+    p.set_defaults(func=_run_train, _parser=p)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from . import config as config_mod
     from . import models, training
 
     _set_threads(args.threads)
-    if args.list or not (args.config or args.preset):
+    if args.list:
         print("presets (--preset NAME):")
-        for name, description in training.list_presets():
+        for name, description in config_mod.list_presets():
             print(f"  {name:24s} {description}")
         print("models ([model] section of a config):")
         for name, description in models.list_models():
             print(f"  {name:24s} {description}")
         return 0
+    if not (args.config or args.preset):
+        print(args._parser.format_usage(), end="", file=sys.stderr)
+        print(
+            "darcyvae train: error: one of --config FILE or --preset NAME is required "
+            "(--list shows the presets)",
+            file=sys.stderr,
+        )
+        return 2
     if not args.train_data:
         msg = "--train DATA.h5 is required"
         raise ValueError(msg)
     if args.config:
-        config = training.TrainConfig.from_toml(args.config)
+        config = config_mod.TrainConfig.from_toml(args.config)
         name = Path(args.config).stem
     else:
-        config = training.load_preset(args.preset)
+        config = config_mod.load_preset(args.preset)
         name = args.preset
     changes = {}
     if args.seed is not None:
@@ -311,32 +342,48 @@ def _run_train(args: argparse.Namespace) -> int:
         changes["epochs"] = args.epochs
     config = config.replace(**changes)
     out = args.out or f"runs/{name}"
-    restarts = config.max_restarts if args.restarts is None else args.restarts
-    kw = {"out_dir": out, "device": args.device, "progress": not args.quiet}
-    try:
-        if restarts and not args.resume:
-            result, trials = training.train_with_restarts(
-                config, args.train_data, args.test_data, max_restarts=restarts, **kw
-            )
-            print(f"train: {len(trials)} attempt(s), see {out}/trials.json")
-        else:
-            result = training.train(
-                config, args.train_data, args.test_data, resume=args.resume, **kw
-            )
-    except training.TrainingDivergedError as exc:
-        print(f"darcyvae train: error: {exc}", file=sys.stderr)
-        return 3
-    for split in ("train", "test"):
-        if split in result.final:
-            m = result.final[split]
-            s_d = "n/a" if m["s_d"] is None else f"{m['s_d']:.3f}"
-            print(
-                f"{split}: rate {m['rate']:.4g} nats, distortion {m['distortion']:.6g} nats, "
-                f"S_D {s_d}"
-            )
-    verdict = "OVER-REGULARISED" if result.over_regularized else "not over-regularised"
-    print(f"train: {verdict}; wrote {result.out_dir}")
+    result = training.run_training(
+        config,
+        args.train_data,
+        args.test_data,
+        out_dir=out,
+        max_restarts=args.restarts,
+        device=args.device,
+        resume=args.resume,
+        progress=not args.quiet,
+        allow_data_change=args.allow_data_change,
+    )
+    if result.trials:
+        print(
+            f"train: {len(result.trials)} attempt(s), {result.restarts} restart(s); "
+            f"see {Path(out) / 'trials.json'}"
+        )
+    _print_splits("train", result.splits(), result.over_regularized, result.out_dir)
     return 0
+
+
+def _print_splits(verb: str, splits, over_regularized: bool, where) -> None:
+    """The one place that prints the metrics of splits (``SplitMetrics`` or their dicts)."""
+    from .evaluation import SplitMetrics
+
+    for split, m in splits:
+        if isinstance(m, dict):
+            m = _split_from_dict(m, SplitMetrics)
+        print(f"{split}: {m.line()}")
+    verdict = "OVER-REGULARISED" if over_regularized else "not over-regularised"
+    print(f"{verb}: {verdict}; wrote {where}")
+
+
+def _split_from_dict(d: dict, cls):
+    from .evaluation import OverRegularization
+
+    kw = {k: d.get(k) for k in cls.__dataclass_fields__}
+    kw["over_regularization"] = OverRegularization(**d["over_regularization"])
+    for key in ("rate", "distortion", "loss", "rate_per_dim", "distortion_bound"):
+        kw[key] = float("nan") if kw[key] is None else kw[key]
+    for key in ("distortion_margin", "relative_margin"):
+        kw[key] = float("nan") if kw[key] is None else kw[key]
+    return cls(**kw)
 
 
 def _set_threads(threads: int | None) -> None:
@@ -363,6 +410,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="cpu", help="auto, cpu or cuda")
     p.add_argument("--samples", type=int, default=1, help="latent samples per data sample")
+    p.add_argument(
+        "--skl-latent",
+        choices=("sample", "mean"),
+        default="sample",
+        help="S_KL on one z ~ q(z|y) per sample (default) or on the encoder means",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
@@ -371,45 +424,57 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from . import evaluation, training
+    from . import evaluation
 
     _set_threads(args.threads)
-    train_data = args.train_data
-    if train_data is None:
-        recorded = training.load_checkpoint(args.checkpoint).get("train_path")
-        if recorded and Path(recorded).is_file():
-            train_data = recorded
     result = evaluation.evaluate(
         args.checkpoint,
         args.data,
-        train_data=train_data,
+        train_data=args.train_data,
+        recorded_train=True,
         out_dir=args.out,
         n_latent_samples=args.samples,
         device=args.device,
         seed=args.seed,
+        skl_latent=args.skl_latent,
     )
-    for split, m in (("train", result.train), ("test", result.test)):
-        if m is not None:
-            s_d = "n/a" if m.s_d is None else f"{m.s_d:.3f}"
-            skl = "n/a" if m.s_kl is None else f"{m.s_kl:.3f}"
-            print(
-                f"{split}: rate {m.rate:.4g} nats, distortion {m.distortion:.6g} nats "
-                f"(bound {m.distortion_bound:.6g}), S_D {s_d}, S_KL {skl}"
-            )
-    verdict = "OVER-REGULARISED" if result.over_regularized else "not over-regularised"
-    print(f"evaluate: {verdict}; wrote {args.out}")
+    _print_splits("evaluate", result.splits(), result.over_regularized, args.out)
     return 0
 
 
 _VERBS: list = [_add_generate, _add_train, _add_evaluate, _add_reproduce, _add_bench]
 
 
+BUG_REPORT = (
+    "the darcyvae issue tracker (see the README, section Development), with the command "
+    "and the output of --debug"
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, OSError) and not text:
+        text = exc.strerror or type(exc).__name__
+    return text or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``darcyvae`` console script; returns the exit code."""
+    """Entry point of the ``darcyvae`` console script; returns the exit code.
+
+    Exit codes: 0 success; 2 an error darcyvae reports (bad input, a missing
+    or damaged file, a locked folder, different data on resume, a diverged
+    run: ``DarcyvaeError``, ``ValueError``, ``TypeError``, ``OSError``,
+    ``TrainingDivergedError``), printed as one line; 3 an unexpected
+    exception, which is a bug in darcyvae; 130 interrupted. ``--debug``
+    also prints the traceback.
+    """
+    import traceback
+
+    from .errors import DarcyvaeError
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    debug = bool(getattr(args, "debug", False))
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(name)s: %(message)s",
@@ -417,12 +482,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as exc:
-        print(f"darcyvae {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
         print(f"darcyvae {args.command}: interrupted", file=sys.stderr)
         return 130
+    except (DarcyvaeError, ValueError, TypeError, OSError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"darcyvae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - reported as a bug, see the docstring
+        from .training import TrainingDivergedError
+
+        if debug:
+            traceback.print_exc()
+        if isinstance(exc, TrainingDivergedError):
+            print(f"darcyvae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+            return 2
+        where = ""
+        tb = traceback.extract_tb(exc.__traceback__)
+        if tb:
+            where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}"
+        print(
+            f"darcyvae {args.command}: internal error{where}: {type(exc).__name__}: "
+            f"{_one_line(exc)}\nThis is a bug in darcyvae; please report it on {BUG_REPORT}.",
+            file=sys.stderr,
+        )
+        return 3
 
 
 if __name__ == "__main__":  # pragma: no cover

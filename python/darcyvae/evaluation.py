@@ -1,20 +1,33 @@
-"""Evaluating a trained DenseVAE: rate, distortion, S_D, over-regularisation, figures.
+"""Evaluating a DenseVAE: whole-dataset losses, Theorem 1, the verdicts, scores, figures.
 
 Public names
 ------------
-SplitMetrics
-    The numbers of one data split (nats per sample).
-Evaluation
-    What ``evaluate`` returns (and writes as ``results.json``).
-evaluate
+evaluate_losses, LossSummary
+    Rate, distortion and latent codes of a model over a whole dataset.
+distortion_bound
+    Theorem 1's distortion of an over-regularised VAE (SPEC 4e).
+detect_over_regularization, OverRegularization
+    The over-regularisation verdict (SPEC 4e).
+split_metrics, SplitMetrics
+    The one result type for "metrics of a split": rate, distortion, loss,
+    the Theorem-1 bound, the margin to it and whether the model beats it
+    (``trained``, SPEC 6), the over-regularisation verdict, S_D, S_KL and
+    the number of samples. Training's ``summary.json`` and ``evaluate``'s
+    ``results.json`` both hold its ``to_dict()``.
+evaluate, Evaluation
     Evaluate a model or checkpoint on test (and training) data; write the
     results and the paper's figures (Figs. 6, 7, 9, 12) to a folder.
+SKL_LATENTS
+    What S_KL is computed on: ``"sample"`` (one z ~ q(z|y) per y, the
+    aggregated posterior; default) or ``"mean"`` (the encoder means).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,51 +35,266 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
+from torch import Tensor
 
-from ._checks import check_int
+from ._checks import check_choice, check_int, check_real
 from ._device import resolve_device
 from ._io import atomic_write_text
-from .dataset import ChannelStats, DarcyDataset
+from ._vaedata import as_dataset, check_fits
+from .checkpoint import load_checkpoint, load_model
+from .dataset import ChannelStats, DarcyDataset, make_loader
+from .losses import REDUCTIONS, vae_loss
 from .metrics import s_d, s_kl
 from .models import DenseVAE
-from .training import (
-    OverRegularization,
-    detect_over_regularization,
-    distortion_bound,
-    evaluate_losses,
-    load_checkpoint,
-    load_model,
-)
 
-__all__ = ["Evaluation", "SplitMetrics", "evaluate"]
-
+__all__ = [
+    "SKL_LATENTS",
+    "Evaluation",
+    "LossSummary",
+    "OverRegularization",
+    "SplitMetrics",
+    "aggregated_posterior_sample",
+    "detect_over_regularization",
+    "distortion_bound",
+    "evaluate",
+    "evaluate_losses",
+    "s_d_or_none",
+    "split_metrics",
+]
 
 logger = logging.getLogger(__name__)
+
+SKL_LATENTS = ("sample", "mean")
+
+# --------------------------------------------------------------------------- over-regularisation
+
+
+def distortion_bound(
+    y: Tensor | NDArray[np.floating],
+    *,
+    shared_over_channels: bool = True,
+    reduction: str = "sum",
+    min_variance: float = 1e-12,
+) -> float:
+    """Theorem 1: the distortion of an over-regularised VAE (SPEC 4e).
+
+    A latent that carries no information leaves the optimal decoder with
+    the per-pixel data mean and (constant) data variance, whose expected
+    negative log-likelihood is
+
+    .. math:: L_{rec}^{OR} = \\sum_{c,i,j} \\tfrac12 (\\log 2\\pi\\sigma_{cij}^2 + 1).
+
+    Parameters
+    ----------
+    y : Tensor or ndarray of shape (n, C, N, N)
+        The data the model is trained on (normalised if it is).
+    shared_over_channels : bool, default=True
+        The model's output variance is shared over channels (SPEC 4); its
+        optimum is then the channel-average of the data variance, and the
+        bound is sum_{i,j} C/2 (log 2 pi mean_c sigma_cij^2 + 1) (>= the
+        per-channel bound, by Jensen).
+    reduction : {"sum", "mean"}, default="sum"
+        Nats per sample, or divided by N^2 as in training.
+    min_variance : float, default=1e-12
+        Floor for pixels whose variance is zero (e.g. u_x on the left and
+        right walls), which would otherwise give -inf.
+
+    Returns
+    -------
+    float
+    """
+    check_choice(reduction, "reduction", "distortion_bound", REDUCTIONS)
+    arr = y.detach().cpu().double().numpy() if isinstance(y, Tensor) else np.asarray(y, float)
+    if arr.ndim != 4 or arr.shape[0] < 2:
+        msg = f"distortion_bound: y must have shape (n >= 2, C, N, N); got {arr.shape}."
+        raise ValueError(msg)
+    if not np.all(np.isfinite(arr)):
+        msg = "distortion_bound: y must be finite (no NaN or inf)."
+        raise ValueError(msg)
+    var = arr.var(axis=0)  # (C, N, N), the maximum-likelihood variance
+    if shared_over_channels:
+        var = np.broadcast_to(var.mean(axis=0, keepdims=True), var.shape)
+    var = np.maximum(var, min_variance)
+    bound = float(np.sum(0.5 * (np.log(2.0 * np.pi * var) + 1.0)))
+    if reduction == "mean":
+        bound /= arr.shape[-1] * arr.shape[-2]
+    return bound
+
+
+@dataclass(frozen=True)
+class OverRegularization:
+    """Verdict of ``detect_over_regularization`` (all values in nats per sample)."""
+
+    over_regularized: bool
+    rate: float
+    rate_per_dim: float
+    distortion: float
+    bound: float
+    relative_gap: float
+    """(bound - distortion) / |bound|: how far below the bound the distortion lies."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+def detect_over_regularization(
+    rate: float,
+    distortion: float,
+    bound: float,
+    *,
+    latent_dim: int,
+    rate_tol: float = 0.01,
+    rel_tol: float = 0.05,
+) -> OverRegularization:
+    """Flag an over-regularised run (SPEC 4e, paper section 4.2).
+
+    A run is over-regularised when its rate is near zero (below ``rate_tol``
+    nats per latent dimension) and its distortion is within ``rel_tol`` of
+    Theorem 1's bound: |distortion - bound| < rel_tol * |bound|. (A zero rate
+    with a distortion far above the bound is an unconverged run, not the
+    over-regularised optimum.)
+
+    Parameters
+    ----------
+    rate, distortion, bound : float
+        Nats per sample (``evaluate_losses``, ``distortion_bound``).
+    latent_dim : int
+    rate_tol : float, default=0.01
+    rel_tol : float, default=0.05
+
+    Returns
+    -------
+    OverRegularization
+    """
+    check_int(latent_dim, "latent_dim", "detect_over_regularization", low=1)
+    gap = (bound - distortion) / max(abs(bound), 1e-12)
+    per_dim = rate / latent_dim
+    flag = bool(per_dim < rate_tol and abs(gap) < rel_tol)
+    return OverRegularization(
+        flag, float(rate), float(per_dim), float(distortion), float(bound), float(gap)
+    )
+
+
+# --------------------------------------------------------------------------- whole-dataset losses
+
+
+@dataclass(frozen=True)
+class LossSummary:
+    """A model's losses over a dataset (eval mode), in nats per sample.
+
+    Attributes
+    ----------
+    rate, distortion : float
+        Averages over samples (and ``n_latent_samples`` latent draws).
+    loss : float
+        rate + distortion, the negative ELBO per sample (beta = 1).
+    z_mean, z_logvar : ndarray of shape (n, latent_dim)
+        Encoder outputs.
+    theta : ndarray of shape (n, s)
+        The dataset's generative parameters.
+    """
+
+    rate: float
+    distortion: float
+    loss: float
+    z_mean: NDArray[np.float64] = field(repr=False)
+    z_logvar: NDArray[np.float64] = field(repr=False)
+    theta: NDArray[np.float64] = field(repr=False)
+
+
+def evaluate_losses(
+    model: DenseVAE,
+    data: DarcyDataset,
+    *,
+    n_latent_samples: int = 1,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> LossSummary:
+    """Rate, distortion and latent codes of ``model`` over ``data``, in eval mode.
+
+    Parameters
+    ----------
+    model : DenseVAE
+    data : DarcyDataset
+    n_latent_samples : int, default=1
+        Latent draws per sample for the Monte Carlo terms (the paper's
+        landscape plots use 10).
+    batch_size : int, default=256
+    seed : int, default=0
+        Seed of the draws (a private generator; global state untouched).
+
+    Returns
+    -------
+    LossSummary
+    """
+    check_int(n_latent_samples, "n_latent_samples", "evaluate_losses", low=1)
+    device = next(model.parameters()).device
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    mus, logvars = [], []
+    try:
+        with torch.no_grad():
+            for y, _ in make_loader(data, batch_size=batch_size):
+                y = y.to(device)
+                for k in range(n_latent_samples):
+                    t = vae_loss(model, y, reduction="sum", generator=gen)
+                    sums += torch.stack([t.rate, t.distortion]).double() * len(y)
+                    if k == 0:
+                        mus.append(t.output.mu)
+                        logvars.append(t.output.logvar)
+    finally:
+        model.train(was_training)
+    rate, distortion = (sums / (len(data) * n_latent_samples)).tolist()
+    return LossSummary(
+        rate=rate,
+        distortion=distortion,
+        loss=rate + distortion,
+        z_mean=torch.cat(mus).double().cpu().numpy(),
+        z_logvar=torch.cat(logvars).double().cpu().numpy(),
+        theta=data.theta.double().cpu().numpy(),
+    )
+
+
+# --------------------------------------------------------------------------- one split
 
 
 @dataclass(frozen=True)
 class SplitMetrics:
-    """Rate-distortion numbers and S_D of one data split.
+    """The numbers of one data split, in nats per sample (eval mode).
 
     Attributes
     ----------
     rate, distortion, loss : float
-        Nats per sample (eval mode); ``loss`` = rate + distortion, the
-        negative ELBO.
+        ``loss`` = rate + distortion, the negative ELBO.
     rate_per_dim : float
         rate / latent_dim.
-    s_d : float or None
-        S_D of the encoder means against theta (SPEC 5); None when
-        undefined (fewer than 2 samples).
-    s_kl : float or None
-        S_KL (SPEC 5, Eq. 7) of the encoder means against the split's
-        thetas, which are samples of p(theta): ``darcyvae.metrics.s_kl``
-        (adaptive k-NN estimator, paired, over scales, shifts, permutations
-        and flips); lower is better. None when undefined (degenerate latents,
-        repeated thetas, fewer than 3 samples).
     distortion_bound : float
-        Theorem 1's distortion of an over-regularised model on this split.
+        Theorem 1's distortion of an over-regularised model on this split (SPEC 4e).
+    distortion_margin : float
+        bound - distortion: how many nats per sample the decoder explains
+        beyond the per-pixel mean and variance (positive: below the bound).
+    relative_margin : float
+        distortion_margin / |bound|.
+    trained : bool
+        The model counts as trained (SPEC 6): relative_margin > ``rel_tol``,
+        i.e. the distortion is clearly below the bound.
     over_regularization : OverRegularization
+    s_d : float or None
+        S_D of the encoder means against theta (SPEC 5); None when undefined.
+    s_kl : float or None
+        S_KL (SPEC 5, Eq. 7): ``darcyvae.metrics.s_kl(...).score`` of the
+        latents (``skl_latent``) against the split's thetas; lower is better.
+        None when undefined (latent dimension != s, degenerate latents,
+        repeated thetas, fewer than 3 samples).
+    s_kl_in_sample : float or None
+        The in-sample minimum of the same search, where ``s_kl`` reports it
+        (``getattr(result, "in_sample", None)``); side by side with ``s_kl``.
+    skl_latent : {"sample", "mean"}
+        What S_KL was computed on.
     n_samples : int
     """
 
@@ -74,26 +302,159 @@ class SplitMetrics:
     distortion: float
     loss: float
     rate_per_dim: float
-    s_d: float | None
     distortion_bound: float
+    distortion_margin: float
+    relative_margin: float
+    trained: bool
     over_regularization: OverRegularization
+    s_d: float | None
+    s_kl: float | None
+    s_kl_in_sample: float | None
+    skl_latent: str
     n_samples: int
-    s_kl: float | None = None
+
+    @property
+    def over_regularized(self) -> bool:
+        """The over-regularisation verdict of this split."""
+        return self.over_regularization.over_regularized
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return {
-            "rate": self.rate,
-            "distortion": self.distortion,
-            "loss": self.loss,
-            "rate_per_dim": self.rate_per_dim,
-            "s_d": self.s_d,
-            "s_kl": self.s_kl,
-            "distortion_bound": self.distortion_bound,
-            "over_regularized": self.over_regularization.over_regularized,
-            "over_regularization": self.over_regularization.to_dict(),
-            "n_samples": self.n_samples,
-        }
+        """JSON-ready dict (non-finite numbers as None)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "over_regularization":
+                value = value.to_dict()
+            elif isinstance(value, float) and not math.isfinite(value):
+                value = None
+            out[f.name] = value
+        out["over_regularized"] = self.over_regularized
+        return out
+
+    def line(self) -> str:
+        """One human-readable line (what the command line prints)."""
+
+        def fmt(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.3f}"
+
+        skl = fmt(self.s_kl)
+        if self.s_kl_in_sample is not None:
+            skl += f" (in-sample {fmt(self.s_kl_in_sample)})"
+        verdict = "trained" if self.trained else "NOT below the bound"
+        return (
+            f"rate {self.rate:.4g} nats, distortion {self.distortion:.6g} nats "
+            f"(bound {self.distortion_bound:.6g}, margin {self.distortion_margin:+.4g}: "
+            f"{verdict}), S_D {fmt(self.s_d)}, S_KL {skl}"
+        )
+
+
+def s_d_or_none(summary: LossSummary) -> float | None:
+    """S_D of a LossSummary's encoder means; None when undefined (< 2 or non-finite)."""
+    z, theta = summary.z_mean, summary.theta
+    if len(z) < 2 or not np.all(np.isfinite(z)):
+        return None
+    return s_d(z, theta)
+
+
+def _s_kl_or_none(z: NDArray, theta: NDArray, seed: int) -> tuple[float | None, float | None]:
+    """(score, in-sample minimum) of S_KL; None where the estimator is undefined."""
+    if z.shape[1] != theta.shape[1] or len(z) < 3 or not np.all(np.isfinite(z)):
+        return None, None
+    try:
+        result = s_kl(z, theta, seed=seed)
+    except ValueError as exc:  # degenerate latents or repeated thetas: say why in the log
+        logger.info("evaluate: S_KL undefined (%s)", exc)
+        return None, None
+    in_sample = getattr(result, "in_sample", None)
+    return float(result.score), None if in_sample is None else float(in_sample)
+
+
+def split_metrics(
+    model: DenseVAE,
+    data: DarcyDataset,
+    *,
+    n_latent_samples: int = 1,
+    batch_size: int = 256,
+    seed: int = 0,
+    rate_tol: float = 0.01,
+    rel_tol: float = 0.05,
+    skl_latent: str = "sample",
+    with_s_kl: bool = True,
+    summary: LossSummary | None = None,
+) -> SplitMetrics:
+    """All metrics of ``model`` on one split (the one place ``SplitMetrics`` is made).
+
+    Parameters
+    ----------
+    model : DenseVAE
+    data : DarcyDataset
+    n_latent_samples, batch_size, seed : see ``evaluate_losses``
+        ``seed`` also seeds the aggregated-posterior draw and S_KL's search.
+    rate_tol, rel_tol : float, default=0.01, 0.05
+        Over-regularisation thresholds; ``rel_tol`` is also the relative
+        margin below the bound that counts as trained.
+    skl_latent : {"sample", "mean"}, default="sample"
+        S_KL on one z ~ q(z|y) per y (the aggregated posterior, drawn with
+        ``seed``) or on the encoder means.
+    with_s_kl : bool, default=True
+        False skips S_KL (None).
+    summary : LossSummary or None
+        Reuse an ``evaluate_losses`` result of the same arguments.
+
+    Returns
+    -------
+    SplitMetrics
+    """
+    check_choice(skl_latent, "skl_latent", "split_metrics", SKL_LATENTS)
+    check_real(rel_tol, "rel_tol", "split_metrics", low=0.0)
+    if summary is None:
+        summary = evaluate_losses(
+            model, data, n_latent_samples=n_latent_samples, batch_size=batch_size, seed=seed
+        )
+    latent_dim = model.config.latent_dim
+    bound = distortion_bound(data.y)
+    over = detect_over_regularization(
+        summary.rate,
+        summary.distortion,
+        bound,
+        latent_dim=latent_dim,
+        rate_tol=rate_tol,
+        rel_tol=rel_tol,
+    )
+    skl = in_sample = None
+    if with_s_kl:
+        z = summary.z_mean
+        if skl_latent == "sample":
+            z = aggregated_posterior_sample(summary, seed)
+        skl, in_sample = _s_kl_or_none(z, summary.theta, seed)
+    margin = bound - summary.distortion
+    rel = over.relative_gap
+    return SplitMetrics(
+        rate=summary.rate,
+        distortion=summary.distortion,
+        loss=summary.loss,
+        rate_per_dim=summary.rate / latent_dim,
+        distortion_bound=bound,
+        distortion_margin=float(margin),
+        relative_margin=float(rel),
+        trained=bool(math.isfinite(rel) and rel > rel_tol),
+        over_regularization=over,
+        s_d=s_d_or_none(summary),
+        s_kl=skl,
+        s_kl_in_sample=in_sample,
+        skl_latent=skl_latent,
+        n_samples=len(data),
+    )
+
+
+def aggregated_posterior_sample(summary: LossSummary, seed: int) -> NDArray[np.float64]:
+    """One z ~ q(z|y) per sample of a LossSummary (numpy generator seeded by ``seed``)."""
+    rng = np.random.default_rng(seed)
+    z_mean, z_logvar = summary.z_mean, summary.z_logvar
+    return z_mean + np.exp(0.5 * z_logvar) * rng.standard_normal(z_mean.shape)
+
+
+# --------------------------------------------------------------------------- evaluate
 
 
 @dataclass(frozen=True)
@@ -120,7 +481,17 @@ class Evaluation:
     def over_regularized(self) -> bool:
         """The verdict on the training split when there is one, else on the test split."""
         split = self.train if self.train is not None else self.test
-        return split.over_regularization.over_regularized
+        return split.over_regularized
+
+    @property
+    def trained(self) -> bool:
+        """Whether the test distortion is clearly below its Theorem-1 bound (SPEC 6)."""
+        return self.test.trained
+
+    def splits(self) -> list[tuple[str, SplitMetrics]]:
+        """``[("train", ...), ("test", ...)]`` for the splits evaluated."""
+        out = [] if self.train is None else [("train", self.train)]
+        return [*out, ("test", self.test)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (what ``results.json`` holds)."""
@@ -128,79 +499,9 @@ class Evaluation:
             "test": self.test.to_dict(),
             "train": None if self.train is None else self.train.to_dict(),
             "over_regularized": self.over_regularized,
+            "trained": self.trained,
             "figures": {k: str(v) for k, v in self.figures.items()},
         }
-
-
-def _dataset(
-    data: DarcyDataset | str | os.PathLike, stats: ChannelStats | None, device: torch.device
-) -> DarcyDataset:
-    if isinstance(data, DarcyDataset):
-        return data
-    if isinstance(data, (str, os.PathLike)):
-        return DarcyDataset(
-            data, normalize="channel" if stats is not None else False, stats=stats, device=device
-        )
-    msg = f"evaluate: data must be a DarcyDataset or a path; got {type(data).__name__}."
-    raise TypeError(msg)
-
-
-def _check_fits(model: DenseVAE, data: DarcyDataset, name: str) -> None:
-    cfg = model.config
-    if (data.channels, data.grid) != (cfg.channels, cfg.grid):
-        msg = (
-            f"evaluate: {name} fields are {data.channels} x {data.grid} x {data.grid}; the model "
-            f"expects {cfg.channels} x {cfg.grid} x {cfg.grid}."
-        )
-        raise ValueError(msg)
-
-
-def _split_metrics(
-    model: DenseVAE,
-    data: DarcyDataset,
-    *,
-    n_latent_samples: int,
-    batch_size: int,
-    seed: int,
-    rate_tol: float,
-    rel_tol: float,
-):
-    summary = evaluate_losses(
-        model, data, n_latent_samples=n_latent_samples, batch_size=batch_size, seed=seed
-    )
-    bound = distortion_bound(data.y)
-    over = detect_over_regularization(
-        summary.rate,
-        summary.distortion,
-        bound,
-        latent_dim=model.config.latent_dim,
-        rate_tol=rate_tol,
-        rel_tol=rel_tol,
-    )
-    ok = len(summary.z_mean) >= 2 and np.all(np.isfinite(summary.z_mean))
-    metrics = SplitMetrics(
-        rate=summary.rate,
-        distortion=summary.distortion,
-        loss=summary.loss,
-        rate_per_dim=summary.rate / model.config.latent_dim,
-        s_d=s_d(summary.z_mean, summary.theta) if ok else None,
-        distortion_bound=bound,
-        over_regularization=over,
-        n_samples=len(data),
-        s_kl=_s_kl_or_none(summary.z_mean, summary.theta, seed) if ok else None,
-    )
-    return metrics, summary
-
-
-def _s_kl_or_none(z: np.ndarray, theta: np.ndarray, seed: int) -> float | None:
-    """S_KL of latent means against thetas; None where the estimator is undefined."""
-    if z.shape[1] != theta.shape[1] or len(z) < 3:
-        return None
-    try:
-        return float(s_kl(z, theta, seed=seed).score)
-    except ValueError as exc:  # degenerate latents or repeated thetas: say why in the log
-        logger.info("evaluate: S_KL undefined (%s)", exc)
-        return None
 
 
 def evaluate(
@@ -217,6 +518,8 @@ def evaluate(
     seed: int = 0,
     rate_tol: float = 0.01,
     rel_tol: float = 0.05,
+    skl_latent: str = "sample",
+    recorded_train: bool = False,
 ) -> Evaluation:
     """Evaluate a DenseVAE on test data (and training data) and draw the paper's figures.
 
@@ -246,7 +549,14 @@ def evaluate(
     seed : int, default=0
         Seeds every draw (private generators).
     rate_tol, rel_tol : float, default=0.01, 0.05
-        Over-regularisation thresholds (``detect_over_regularization``).
+        Over-regularisation thresholds (``detect_over_regularization``);
+        ``rel_tol`` is also the margin below the bound that counts as trained.
+    skl_latent : {"sample", "mean"}, default="sample"
+        S_KL on the aggregated posterior (one z ~ q(z|y) per y) or on the
+        encoder means.
+    recorded_train : bool, default=False
+        With a checkpoint and no ``train_data``: also evaluate the training
+        file recorded in the checkpoint when it still exists.
 
     Returns
     -------
@@ -258,8 +568,11 @@ def evaluate(
         Missing checkpoint or data file.
     ValueError
         Data whose field shape does not fit the model, a bad ``sample_index``.
+    IntegrityError
+        A damaged checkpoint.
     """
     check_int(n_prior_samples, "n_prior_samples", "evaluate", low=1)
+    check_choice(skl_latent, "skl_latent", "evaluate", SKL_LATENTS)
     stats = None
     if isinstance(model_or_checkpoint, DenseVAE):
         model = model_or_checkpoint
@@ -270,9 +583,13 @@ def evaluate(
         model = load_model(ckpt, device=dev)
         if ckpt.get("normalization") is not None:
             stats = ChannelStats(**ckpt["normalization"])
+        if train_data is None and recorded_train:
+            recorded = ckpt.get("train_path")
+            if recorded and Path(recorded).is_file():
+                train_data = recorded
     model = model.to(dev)
-    test_set = _dataset(data, stats, dev)
-    _check_fits(model, test_set, "data")
+    test_set = as_dataset(data, normalize=False, stats=stats, device=dev, caller="evaluate")
+    check_fits(model.config, test_set, "data", "evaluate")
     check_int(sample_index, "sample_index", "evaluate", low=0, high=len(test_set) - 1)
     kw = {
         "n_latent_samples": n_latent_samples,
@@ -280,13 +597,19 @@ def evaluate(
         "seed": seed,
         "rate_tol": rate_tol,
         "rel_tol": rel_tol,
+        "skl_latent": skl_latent,
     }
-    test_metrics, test_summary = _split_metrics(model, test_set, **kw)
+    test_summary = evaluate_losses(
+        model, test_set, n_latent_samples=n_latent_samples, batch_size=batch_size, seed=seed
+    )
+    test_metrics = split_metrics(model, test_set, summary=test_summary, **kw)
     train_metrics = None
     if train_data is not None:
-        train_set = _dataset(train_data, stats, dev)
-        _check_fits(model, train_set, "train_data")
-        train_metrics, _ = _split_metrics(model, train_set, **kw)
+        train_set = as_dataset(
+            train_data, normalize=False, stats=stats, device=dev, caller="evaluate"
+        )
+        check_fits(model.config, train_set, "train_data", "evaluate")
+        train_metrics = split_metrics(model, train_set, **kw)
     figures: dict[str, Path] = {}
     out = None
     if out_dir is not None:
@@ -304,7 +627,7 @@ def evaluate(
 def _figures(
     model: DenseVAE,
     test_set: DarcyDataset,
-    summary,
+    summary: LossSummary,
     out: Path,
     n_prior_samples: int,
     sample_index: int,
@@ -324,10 +647,7 @@ def _figures(
             z_prior = model.sample_prior(n_prior_samples, generator=gen)
     finally:
         model.train(was_training)
-    # Aggregated posterior: one z ~ q(z|y) per test sample.
-    rng = np.random.default_rng(seed)
-    z_mean, z_logvar = summary.z_mean, summary.z_logvar
-    z_post = z_mean + np.exp(0.5 * z_logvar) * rng.standard_normal(z_mean.shape)
+    z_post = aggregated_posterior_sample(summary, seed)
     y_show = test_set.denormalize(y[0]).cpu()
     y_rec = test_set.denormalize(y_mean[0]).cpu()
     figs = {
@@ -337,6 +657,6 @@ def _figures(
         "latent_distributions": plots.plot_latent_distributions(
             z_post, z_prior.cpu(), summary.theta
         ),
-        "latent_vs_theta": plots.plot_latent_vs_theta(z_mean, summary.theta),
+        "latent_vs_theta": plots.plot_latent_vs_theta(summary.z_mean, summary.theta),
     }
     return {name: plots.save_figure(fig, out / f"{name}.png") for name, fig in figs.items()}

@@ -9,8 +9,9 @@ DenseEncoder, DenseDecoder
     p_psi(y|z) (a mean network plus a learned constant N x N log-variance).
 StandardNormalPrior, ScaledGaussianPrior, HierarchicalPrior
     The priors: N(0, I), N(0, diag v) and the hierarchical prior of SPEC 4c.
-DenseVAE, VAEOutput
-    The model and the named tuple its ``forward`` returns.
+DenseVAE, VAEOutput, VAENoise
+    The model, the named tuple its ``forward`` returns and its pre-drawn
+    noise (``DenseVAE.draw_noise``).
 count_parameters
     Parameter totals per part (encoder networks, decoder, output
     log-variances, prior).
@@ -40,6 +41,7 @@ __all__ = [
     "ScaledGaussianPrior",
     "StandardNormalPrior",
     "VAEConfig",
+    "VAENoise",
     "VAEOutput",
     "count_parameters",
     "dense_vae_paper",
@@ -521,6 +523,16 @@ class HierarchicalPrior(nn.Module):
 # --------------------------------------------------------------------------- the VAE
 
 
+class VAENoise(NamedTuple):
+    """Pre-drawn reparameterisation noise of one batch (see ``DenseVAE.draw_noise``)."""
+
+    z: Tensor
+    """Standard normal eps of z = mu + exp(logvar / 2) * eps, (batch, n); drawn first."""
+    xi: Tensor | None
+    """Standard normal eps of xi ~ q_gamma(xi|z) in the HP bound, (batch, n), drawn
+    second; None without the hierarchical prior."""
+
+
 class VAEOutput(NamedTuple):
     """What ``DenseVAE.forward`` returns."""
 
@@ -587,14 +599,71 @@ class DenseVAE(nn.Module):
         """``(mean, logvar)`` of p_psi(y|z): (batch, C, N, N) and (1, 1, N, N)."""
         return self.decoder(z)
 
-    def forward(self, y: Tensor, *, generator: torch.Generator | None = None) -> VAEOutput:
+    def draw_noise(
+        self,
+        batch: int,
+        generator: torch.Generator | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> VAENoise:
+        """The noise one training step draws, as explicit tensors (for batched ensembles).
+
+        Draw order (the same as ``vae_loss(model, y, generator=g)``): first
+        eps_z = randn(batch, n) in ``forward``, then, with the hierarchical
+        prior, eps_xi = randn(batch, n) in ``hierarchical_bound_terms``.
+        So ``vae_loss(model, y, noise=model.draw_noise(len(y), g))`` gives
+        exactly what ``vae_loss(model, y, generator=g2)`` gives when ``g2``
+        starts in the state ``g`` had, and leaves both generators in the
+        same state.
+
+        Parameters
+        ----------
+        batch : int
+        generator : torch.Generator or None
+            None: torch's global generator.
+        device, dtype : optional
+            Default: the device and dtype of the model's parameters.
+
+        Returns
+        -------
+        VAENoise
+        """
+        check_int(batch, "batch", "DenseVAE.draw_noise", low=1)
+        param = next(self.parameters())
+        device = param.device if device is None else torch.device(device)
+        dtype = param.dtype if dtype is None else dtype
+        shape = (batch, self.config.latent_dim)
+        eps_z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        eps_xi = None
+        if self.hierarchical:
+            eps_xi = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return VAENoise(eps_z, eps_xi)
+
+    def forward(
+        self,
+        y: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+        noise: VAENoise | Tensor | None = None,
+    ) -> VAEOutput:
         """Encode ``y`` (batch, C, N, N), draw one z per sample, decode it.
 
         ``generator`` draws the reparameterisation noise (None: torch's
-        global generator).
+        global generator); ``noise`` gives it instead (a ``VAENoise`` or
+        the eps_z tensor, shape (batch, n); see ``draw_noise``).
         """
         mu, logvar = self.encoder(y)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        if noise is not None:
+            eps = noise.z if isinstance(noise, VAENoise) else noise
+            if tuple(eps.shape) != tuple(mu.shape):
+                msg = (
+                    f"DenseVAE.forward: noise must have shape {tuple(mu.shape)} "
+                    f"(batch, latent_dim); got {tuple(eps.shape)}."
+                )
+                raise ValueError(msg)
+        else:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps
         y_mean, y_logvar = self.decoder(z)
         return VAEOutput(mu, logvar, z, y_mean, y_logvar)

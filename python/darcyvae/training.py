@@ -1,68 +1,96 @@
-"""Losses, the beta schedule and the training loop of the paper (SPEC 4b-4f).
+"""The training loop of the paper's method (SPEC 4d-4f) and the trial runner (SPEC 4e).
 
 Public names
 ------------
-reconstruction_loss, gaussian_kl, gaussian_log_prob
-    Per-sample loss pieces (SPEC 4b).
-hierarchical_bound_terms, HierarchicalTerms
-    The Monte Carlo Jensen bound of the hierarchical prior (SPEC 4c).
-label_loss
-    The semi-supervised label term (SPEC 4f).
-vae_loss, LossTerms
-    One batch: the objective to minimise plus rate and distortion in nats.
-update_beta, BetaSchedule
-    The adaptive beta rule (SPEC 4d) and its two-phase schedule.
-learning_rate
-    The piecewise-constant learning rate of the released configuration.
-distortion_bound, detect_over_regularization, OverRegularization
-    Theorem 1's distortion of an over-regularised VAE and the detector (SPEC 4e).
-evaluate_losses, LossSummary
-    Rate, distortion and latent codes of a model over a whole dataset.
-TrainConfig
-    Frozen run configuration, read from and written to TOML.
-list_presets, load_preset
-    The shipped configurations of the paper's experiments.
-train, train_with_restarts, TrainResult, TrainingDivergedError
-    The training loop (checkpoints, exact resume, logs) and the trial runner
-    that restarts over-regularised runs with a new seed.
-load_checkpoint, load_model
-    Read what ``train`` wrote.
+train, TrainResult, TrainingDivergedError
+    One run: checkpoints, exact resume, logs, the final metrics.
+train_with_restarts, restart_seed
+    The trial runner that restarts over-regularised runs with seeds from a
+    separate restart stream, counting and reporting every restart.
+run_training
+    What ``darcyvae train`` calls: ``train`` or ``train_with_restarts``
+    (the restart decision lives here, not in the command line).
+
+The loss terms, beta rule and schedules live in ``darcyvae.losses``, the
+configuration in ``darcyvae.config``, checkpoint I/O in
+``darcyvae.checkpoint`` and whole-dataset losses, the Theorem-1 bound, the
+verdicts and scores in ``darcyvae.evaluation``; their public names are
+re-exported here for older imports (``from darcyvae.training import
+TrainConfig, vae_loss, ...``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
-from importlib import resources
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from . import _toml
-from ._checks import check_choice, check_int, check_real, config_kwargs
+from ._checks import check_int
 from ._device import resolve_device, to_device_async
-from ._io import atomic_path, atomic_write_text
-from .dataset import ChannelStats, DarcyDataset, make_loader
-from .metrics import s_d
-from .models import DenseVAE, HierarchicalPrior, VAEConfig, VAEOutput
+from ._io import atomic_write_text
+from ._lock import folder_lock
+from ._vaedata import as_dataset, check_fits, data_fingerprint, fingerprint_differences
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    LOG_NAME,
+    SUMMARY_NAME,
+    TRIALS_NAME,
+    clean_stale_tmp,
+    load_checkpoint,
+    load_model,
+    load_state,
+    read_log,
+    save_checkpoint,
+)
+from .config import RUN_LENGTH_KEYS, TrainConfig, list_presets, load_preset
+from .dataset import DarcyDataset, make_loader
+from .errors import DataMismatchError
+from .evaluation import (
+    LossSummary,
+    OverRegularization,
+    SplitMetrics,
+    detect_over_regularization,
+    distortion_bound,
+    evaluate_losses,
+    s_d_or_none,
+    split_metrics,
+)
+from .losses import (
+    BetaSchedule,
+    HierarchicalTerms,
+    LossTerms,
+    gaussian_kl,
+    gaussian_log_prob,
+    hierarchical_bound_terms,
+    label_loss,
+    learning_rate,
+    reconstruction_loss,
+    update_beta,
+    vae_loss,
+)
+from .models import DenseVAE, VAEConfig
 
 __all__ = [
+    # re-exported from darcyvae.losses, .config, .checkpoint, .evaluation
     "BetaSchedule",
     "HierarchicalTerms",
     "LossSummary",
     "LossTerms",
     "OverRegularization",
+    "SplitMetrics",
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
@@ -79,6 +107,8 @@ __all__ = [
     "load_model",
     "load_preset",
     "reconstruction_loss",
+    "restart_seed",
+    "run_training",
     "train",
     "train_with_restarts",
     "update_beta",
@@ -86,851 +116,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-LOG_2PI = math.log(2.0 * math.pi)
-REDUCTIONS = ("mean", "sum")
-"""``mean``: the released code's L_rec / N^2 + beta L_reg / n (L_reg summed with HP);
-``sum``: the true negative ELBO per sample."""
-LABEL_LOSSES = ("nll", "mse")
-"""Semi-supervised label terms (SPEC 4f)."""
-BETA_MODES = ("adaptive", "fixed")
-"""``adaptive``: the paper's rule (SPEC 4d); ``fixed``: a beta-VAE with constant beta."""
-NORMALIZATIONS = ("none", "channel")
-
-CHECKPOINT_NAME = "checkpoint.pt"
-LOG_NAME = "metrics.jsonl"
-CONFIG_NAME = "config.toml"
-SUMMARY_NAME = "summary.json"
-_CHECKPOINT_FORMAT = 1
-
-
-# --------------------------------------------------------------------------- loss pieces
-
-
-def reconstruction_loss(
-    y: Tensor, mean: Tensor, logvar: Tensor, *, reduction: str = "mean"
-) -> Tensor:
-    """Gaussian negative log-likelihood -log p_psi(y|z) per sample (SPEC 4b).
-
-    .. math:: L_{rec} = \\sum_{c,i,j} \\tfrac12 \\left(\\log 2\\pi + s_{ij}
-              + (y_{cij} - \\mu_{cij})^2 e^{-s_{ij}}\\right)
-
-    Parameters
-    ----------
-    y, mean : Tensor of shape (batch, C, N, N)
-        Data and decoder mean.
-    logvar : Tensor broadcastable to (batch, C, N, N)
-        Decoder log-variance s (the model's is (1, 1, N, N)).
-    reduction : {"mean", "sum"}, default="mean"
-        ``"sum"``: nats per sample; ``"mean"``: divided by N^2 (channels
-        summed, pixels averaged), the released code's convention.
-
-    Returns
-    -------
-    Tensor of shape (batch,)
-    """
-    check_choice(reduction, "reduction", "reconstruction_loss", REDUCTIONS)
-    nll = 0.5 * (LOG_2PI + logvar + (y - mean).square() * torch.exp(-logvar))
-    per_sample = nll.sum(dim=tuple(range(1, y.ndim)))
-    if reduction == "mean":
-        per_sample = per_sample / (y.shape[-1] * y.shape[-2])
-    return per_sample
-
-
-def gaussian_kl(mu: Tensor, logvar: Tensor, variance: Tensor | None = None) -> Tensor:
-    """KL(N(mu, diag e^logvar) || N(0, diag v)) per latent dimension (SPEC 4b).
-
-    .. math:: \\tfrac12\\left(\\mu_k^2/v_k + \\sigma_k^2/v_k - 1 - \\log\\sigma_k^2
-              + \\log v_k\\right)
-
-    Parameters
-    ----------
-    mu, logvar : Tensor of shape (batch, n)
-    variance : Tensor of shape (n,) or None, default=None
-        The prior variances v; None means v = 1.
-
-    Returns
-    -------
-    Tensor of shape (batch, n)
-    """
-    if variance is None:
-        return 0.5 * (mu.square() + torch.exp(logvar) - 1.0 - logvar)
-    return 0.5 * ((mu.square() + torch.exp(logvar)) / variance - 1.0 - logvar + torch.log(variance))
-
-
-def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
-    """Elementwise log N(x; mean, e^logvar) (same shape as the broadcast inputs)."""
-    return -0.5 * (LOG_2PI + logvar + (x - mean).square() * torch.exp(-logvar))
-
-
-class HierarchicalTerms(NamedTuple):
-    """Per-sample pieces of the hierarchical-prior bound (SPEC 4c), each (batch,)."""
-
-    log_q: Tensor
-    """log q_phi(z|y) at the sampled z."""
-    kl_xi: Tensor
-    """KL(q_gamma(xi|z) || N(0, I)), in closed form."""
-    nll_z: Tensor
-    """-log p_pi(z|xi) at the sampled xi."""
-
-
-def hierarchical_bound_terms(
-    prior: HierarchicalPrior,
-    z: Tensor,
-    mu: Tensor,
-    logvar: Tensor,
-    *,
-    generator: torch.Generator | None = None,
-) -> HierarchicalTerms:
-    """Monte Carlo pieces of the Jensen bound on KL(q_phi(z|y) || p(z)) (SPEC 4c).
-
-    .. math:: L_{reg}^{HP} = \\log q_\\phi(z|y) + KL(q_\\gamma(\\xi|z) \\| N(0, I))
-              - \\log p_\\pi(z|\\xi),\\quad z \\sim q_\\phi(z|y),\\ \\xi \\sim q_\\gamma(\\xi|z)
-
-    Its expectation is at least the true KL(q_phi(z|y) || p(z)) of the
-    learned prior p(z) = E_{N(xi; 0, I)} p_pi(z|xi), with equality when
-    q_gamma(xi|z) is the exact posterior of xi.
-
-    Parameters
-    ----------
-    prior : HierarchicalPrior
-    z : Tensor of shape (batch, n)
-        Samples of q_phi(z|y) (reparameterised, so gradients reach the encoder).
-    mu, logvar : Tensor of shape (batch, n)
-        The encoder's mean and log-variance.
-    generator : torch.Generator or None
-        Draws xi's reparameterisation noise.
-
-    Returns
-    -------
-    HierarchicalTerms
-        ``log_q + kl_xi + nll_z`` is the per-sample bound in nats.
-    """
-    log_q = gaussian_log_prob(z, mu, logvar).sum(dim=1)
-    xi_mean, xi_logvar = prior.encode(z)
-    eps = torch.randn(xi_mean.shape, generator=generator, device=z.device, dtype=z.dtype)
-    xi = xi_mean + torch.exp(0.5 * xi_logvar) * eps
-    kl_xi = gaussian_kl(xi_mean, xi_logvar).sum(dim=1)
-    z_mean, z_logvar = prior.decode(xi)
-    nll_z = -gaussian_log_prob(z, z_mean, z_logvar).sum(dim=1)
-    return HierarchicalTerms(log_q, kl_xi, nll_z)
-
-
-def _reduce_latent(x: Tensor, reduction: str, hierarchical: bool) -> Tensor:
-    """(batch, n) -> (batch,): mean over n for ``mean`` without HP, else the sum."""
-    if reduction == "mean" and not hierarchical:
-        return x.mean(dim=1)
-    return x.sum(dim=1)
-
-
-def label_loss(
-    mu: Tensor,
-    logvar: Tensor,
-    theta: Tensor,
-    *,
-    kind: str = "nll",
-    reduction: str = "mean",
-    hierarchical: bool = False,
-) -> Tensor:
-    """Semi-supervised label term per labelled sample (SPEC 4f).
-
-    Parameters
-    ----------
-    mu, logvar : Tensor of shape (batch, n)
-        Encoder outputs for the labelled fields.
-    theta : Tensor of shape (batch, n)
-        Their labels (generative parameters).
-    kind : {"nll", "mse"}, default="nll"
-        ``nll``: -log N(theta; mu, diag e^logvar); ``mse``: ||mu - theta||^2.
-    reduction : {"mean", "sum"}, default="mean"
-        Reduced over latent dimensions like the rate: averaged for
-        ``"mean"`` without HP, summed otherwise.
-    hierarchical : bool, default=False
-        Whether the model has the hierarchical prior (see ``reduction``).
-
-    Returns
-    -------
-    Tensor of shape (batch,)
-    """
-    check_choice(kind, "kind", "label_loss", LABEL_LOSSES)
-    check_choice(reduction, "reduction", "label_loss", REDUCTIONS)
-    nll = kind == "nll"
-    per_dim = -gaussian_log_prob(theta, mu, logvar) if nll else (mu - theta).square()
-    return _reduce_latent(per_dim, reduction, hierarchical)
-
-
-class LossTerms(NamedTuple):
-    """One batch's loss terms; every field is a 0-d tensor (no host sync)."""
-
-    loss: Tensor
-    """Objective to minimise: batch mean of L_rec + beta L_reg (chosen reduction)."""
-    rec: Tensor
-    """Batch mean of L_rec in the chosen reduction (drives the beta rule)."""
-    reg: Tensor
-    """Batch mean of L_reg in the chosen reduction (with beta_p for HP)."""
-    distortion: Tensor
-    """Batch mean of L_rec in nats per sample."""
-    rate: Tensor
-    """Batch mean of the rate in nats per sample (KL, or the HP bound with beta_p = 1)."""
-    prior_nll: Tensor | None
-    """Batch mean of -log p_pi(z|xi) (drives beta_p of the HP "full" variant); None without HP."""
-    output: VAEOutput
-    """The model's forward pass."""
-
-
-def vae_loss(
-    model: DenseVAE,
-    y: Tensor,
-    *,
-    beta: float | Tensor = 1.0,
-    beta_p: float | Tensor = 1.0,
-    reduction: str = "mean",
-    include_rate: bool = True,
-    generator: torch.Generator | None = None,
-) -> LossTerms:
-    """The VAE objective of one batch (SPEC 4b, 4c).
-
-    Parameters
-    ----------
-    model : DenseVAE
-    y : Tensor of shape (batch, C, N, N)
-    beta : float or 0-d Tensor, default=1.0
-        Weight of the rate (1: the negative ELBO).
-    beta_p : float or 0-d Tensor, default=1.0
-        Weight of KL(q_gamma || p(xi)) inside the HP bound (the "full"
-        variant's beta_p); ignored without HP.
-    reduction : {"mean", "sum"}, default="mean"
-        See ``reconstruction_loss`` and SPEC 4b: ``"mean"`` minimises
-        L_rec / N^2 + beta L_reg / n (L_reg summed with HP).
-    include_rate : bool, default=True
-        False drops the rate from the objective (the released code's
-        reconstruction-only phase); it is still computed and reported.
-    generator : torch.Generator or None
-        Draws all reparameterisation noise.
-
-    Returns
-    -------
-    LossTerms
-    """
-    check_choice(reduction, "reduction", "vae_loss", REDUCTIONS)
-    out = model(y, generator=generator)
-    distortion = reconstruction_loss(y, out.y_mean, out.y_logvar, reduction="sum")
-    rec = distortion / (y.shape[-1] * y.shape[-2]) if reduction == "mean" else distortion
-    prior_nll = None
-    if isinstance(model.prior, HierarchicalPrior):
-        terms = hierarchical_bound_terms(
-            model.prior, out.z, out.mu, out.logvar, generator=generator
-        )
-        rate = terms.log_q + terms.kl_xi + terms.nll_z
-        reg = terms.log_q + beta_p * terms.kl_xi + terms.nll_z
-        prior_nll = terms.nll_z.mean()
-    else:
-        kl = gaussian_kl(out.mu, out.logvar, model.prior.variance)
-        rate = kl.sum(dim=1)
-        reg = _reduce_latent(kl, reduction, hierarchical=False)
-    rec_mean, reg_mean = rec.mean(), reg.mean()
-    loss = rec_mean + beta * reg_mean if include_rate else rec_mean
-    return LossTerms(loss, rec_mean, reg_mean, distortion.mean(), rate.mean(), prior_nll, out)
-
-
-# --------------------------------------------------------------------------- beta and lr
-
-
-def update_beta(
-    beta: float | Tensor, rec_loss: float | Tensor, nu: float = 0.005, tau: float = 1.0
-) -> float | Tensor:
-    """One step of the paper's adaptive beta rule (SPEC 4d).
-
-    .. math:: \\beta \\leftarrow \\min(1, \\beta \\exp(\\nu f(\\beta, L) L)),\\quad
-              f(\\beta, d) = (1 - H(d)) \\tanh(\\tau(\\beta - 1)) - H(d)
-
-    with H(d) = 1 for d > 0, else 0. A positive reconstruction loss shrinks
-    beta by exp(-nu L); a negative one grows it towards 1.
-
-    Parameters
-    ----------
-    beta : float or 0-d Tensor
-        Current beta (> 0).
-    rec_loss : float or 0-d Tensor
-        The batch reconstruction loss L in the training reduction.
-    nu : float, default=0.005
-    tau : float, default=1.0
-
-    Returns
-    -------
-    float or Tensor
-        A float for float inputs; a detached tensor (no host sync) when
-        either input is a tensor.
-
-    Examples
-    --------
-    >>> round(update_beta(0.5, 2.0), 6)  # shrink: 0.5 * exp(-0.005 * 2)
-    0.495025
-    """
-    if isinstance(beta, Tensor) or isinstance(rec_loss, Tensor):
-        d = torch.as_tensor(rec_loss).detach()
-        b = torch.as_tensor(beta, dtype=d.dtype, device=d.device).detach()
-        h = (d > 0).to(d.dtype)
-        f = (1.0 - h) * torch.tanh(tau * (b - 1.0)) - h
-        return torch.clamp(b * torch.exp(nu * f * d), max=1.0)
-    h = 1.0 if rec_loss > 0 else 0.0
-    f = (1.0 - h) * math.tanh(tau * (beta - 1.0)) - h
-    return min(1.0, beta * math.exp(nu * f * rec_loss))
-
-
-class BetaSchedule:
-    """The two-phase beta of SPEC 4d, kept on the training device.
-
-    Phase 1 (epochs < ``rec_epochs``): beta = ``beta0``, no updates. Phase
-    2: ``adaptive`` applies ``update_beta`` after every optimiser step
-    (starting from ``beta0``, capped at 1); ``fixed`` uses ``fixed_beta``.
-    With ``adaptive_beta_p`` (the HP "full" variant of the released code)
-    beta_p follows the same rule driven by -log p_pi(z|xi); otherwise
-    beta_p = 1.
-
-    Parameters
-    ----------
-    rec_epochs : int
-    beta0 : float, default=1e-7
-    mode : {"adaptive", "fixed"}, default="adaptive"
-    fixed_beta : float, default=1.0
-    nu, tau : float, default=0.005, 1.0
-    adaptive_beta_p : bool, default=False
-    device : torch.device or None
-
-    Attributes
-    ----------
-    beta, beta_p : 0-d Tensor
-        Current values (in phase 1 these are what phase 2 starts from).
-    """
-
-    def __init__(
-        self,
-        *,
-        rec_epochs: int,
-        beta0: float = 1e-7,
-        mode: str = "adaptive",
-        fixed_beta: float = 1.0,
-        nu: float = 0.005,
-        tau: float = 1.0,
-        adaptive_beta_p: bool = False,
-        device: torch.device | None = None,
-    ) -> None:
-        check_choice(mode, "mode", "BetaSchedule", BETA_MODES)
-        self.rec_epochs = rec_epochs
-        self.beta0 = beta0
-        self.mode = mode
-        self.fixed_beta = fixed_beta
-        self.nu = nu
-        self.tau = tau
-        self.adaptive_beta_p = adaptive_beta_p
-        self.beta = torch.tensor(beta0, device=device)
-        self.beta_p = torch.tensor(beta0 if adaptive_beta_p else 1.0, device=device)
-
-    def phase(self, epoch: int) -> str:
-        """``"reconstruction"`` in phase 1, else the mode."""
-        return "reconstruction" if epoch < self.rec_epochs else self.mode
-
-    def weights(self, epoch: int) -> tuple[Tensor | float, Tensor | float]:
-        """``(beta, beta_p)`` to use in ``epoch``."""
-        if epoch < self.rec_epochs:
-            return self.beta0, (self.beta_p if self.adaptive_beta_p else 1.0)
-        if self.mode == "fixed":
-            return self.fixed_beta, self.beta_p
-        return self.beta, self.beta_p
-
-    def step(self, epoch: int, rec_loss: Tensor, prior_nll: Tensor | None = None) -> None:
-        """Apply the rule after an optimiser step of ``epoch`` (no-op in phase 1)."""
-        if epoch < self.rec_epochs:
-            return
-        if self.mode == "adaptive":
-            self.beta = update_beta(self.beta, rec_loss, self.nu, self.tau)
-        if self.adaptive_beta_p and prior_nll is not None:
-            self.beta_p = update_beta(self.beta_p, prior_nll, self.nu, self.tau)
-
-    def current(self, epoch: int) -> tuple[float, float]:
-        """The weights of ``epoch`` as floats (one host sync; for logs)."""
-        beta, beta_p = self.weights(epoch)
-        return float(beta), float(beta_p)
-
-    def state_dict(self) -> dict[str, float]:
-        """Tensors' values as floats (for checkpoints)."""
-        return {"beta": float(self.beta), "beta_p": float(self.beta_p)}
-
-    def load_state_dict(self, state: dict[str, float]) -> None:
-        """Restore ``beta`` and ``beta_p`` (dtype float32, as created)."""
-        device = self.beta.device
-        self.beta = torch.tensor(state["beta"], device=device)
-        self.beta_p = torch.tensor(state["beta_p"], device=device)
-
-
-def learning_rate(epoch: int, values: tuple[float, ...], milestones: tuple[int, ...]) -> float:
-    """Piecewise-constant learning rate: ``values[k]`` for milestones[k-1] <= epoch < milestones[k].
-
-    Examples
-    --------
-    >>> learning_rate(5899, (5e-4, 1e-4), (5900,)), learning_rate(5900, (5e-4, 1e-4), (5900,))
-    (0.0005, 0.0001)
-    """
-    k = sum(1 for m in milestones if epoch >= m)
-    return float(values[k])
-
-
-# --------------------------------------------------------------------------- over-regularisation
-
-
-def distortion_bound(
-    y: Tensor | NDArray[np.floating],
-    *,
-    shared_over_channels: bool = True,
-    reduction: str = "sum",
-    min_variance: float = 1e-12,
-) -> float:
-    """Theorem 1: the distortion of an over-regularised VAE (SPEC 4e).
-
-    A latent that carries no information leaves the optimal decoder with
-    the per-pixel data mean and (constant) data variance, whose expected
-    negative log-likelihood is
-
-    .. math:: L_{rec}^{OR} = \\sum_{c,i,j} \\tfrac12 (\\log 2\\pi\\sigma_{cij}^2 + 1).
-
-    Parameters
-    ----------
-    y : Tensor or ndarray of shape (n, C, N, N)
-        The data the model is trained on (normalised if it is).
-    shared_over_channels : bool, default=True
-        The model's output variance is shared over channels (SPEC 4); its
-        optimum is then the channel-average of the data variance, and the
-        bound is sum_{i,j} C/2 (log 2 pi mean_c sigma_cij^2 + 1) (>= the
-        per-channel bound, by Jensen).
-    reduction : {"sum", "mean"}, default="sum"
-        Nats per sample, or divided by N^2 as in training.
-    min_variance : float, default=1e-12
-        Floor for pixels whose variance is zero (e.g. u_x on the left and
-        right walls), which would otherwise give -inf.
-
-    Returns
-    -------
-    float
-    """
-    check_choice(reduction, "reduction", "distortion_bound", REDUCTIONS)
-    arr = y.detach().cpu().double().numpy() if isinstance(y, Tensor) else np.asarray(y, float)
-    if arr.ndim != 4 or arr.shape[0] < 2:
-        msg = f"distortion_bound: y must have shape (n >= 2, C, N, N); got {arr.shape}."
-        raise ValueError(msg)
-    if not np.all(np.isfinite(arr)):
-        msg = "distortion_bound: y must be finite (no NaN or inf)."
-        raise ValueError(msg)
-    var = arr.var(axis=0)  # (C, N, N), the maximum-likelihood variance
-    if shared_over_channels:
-        var = np.broadcast_to(var.mean(axis=0, keepdims=True), var.shape)
-    var = np.maximum(var, min_variance)
-    bound = float(np.sum(0.5 * (np.log(2.0 * np.pi * var) + 1.0)))
-    if reduction == "mean":
-        bound /= arr.shape[-1] * arr.shape[-2]
-    return bound
-
-
-@dataclass(frozen=True)
-class OverRegularization:
-    """Verdict of ``detect_over_regularization`` (all values in nats per sample)."""
-
-    over_regularized: bool
-    rate: float
-    rate_per_dim: float
-    distortion: float
-    bound: float
-    relative_gap: float
-    """(bound - distortion) / |bound|: how far below the bound the distortion lies."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-
-def detect_over_regularization(
-    rate: float,
-    distortion: float,
-    bound: float,
-    *,
-    latent_dim: int,
-    rate_tol: float = 0.01,
-    rel_tol: float = 0.05,
-) -> OverRegularization:
-    """Flag an over-regularised run (SPEC 4e, paper section 4.2).
-
-    A run is over-regularised when its rate is near zero (below ``rate_tol``
-    nats per latent dimension) and its distortion is within ``rel_tol`` of
-    Theorem 1's bound: |distortion - bound| < rel_tol * |bound|. (A zero rate
-    with a distortion far above the bound is an unconverged run, not the
-    over-regularised optimum.)
-
-    Parameters
-    ----------
-    rate, distortion, bound : float
-        Nats per sample (``evaluate_losses``, ``distortion_bound``).
-    latent_dim : int
-    rate_tol : float, default=0.01
-    rel_tol : float, default=0.05
-
-    Returns
-    -------
-    OverRegularization
-    """
-    check_int(latent_dim, "latent_dim", "detect_over_regularization", low=1)
-    gap = (bound - distortion) / max(abs(bound), 1e-12)
-    per_dim = rate / latent_dim
-    flag = bool(per_dim < rate_tol and abs(gap) < rel_tol)
-    return OverRegularization(
-        flag, float(rate), float(per_dim), float(distortion), float(bound), float(gap)
-    )
-
-
-# --------------------------------------------------------------------------- whole-dataset losses
-
-
-@dataclass(frozen=True)
-class LossSummary:
-    """A model's losses over a dataset (eval mode), in nats per sample.
-
-    Attributes
-    ----------
-    rate, distortion : float
-        Averages over samples (and ``n_latent_samples`` latent draws).
-    loss : float
-        rate + distortion, the negative ELBO per sample (beta = 1).
-    z_mean, z_logvar : ndarray of shape (n, latent_dim)
-        Encoder outputs.
-    theta : ndarray of shape (n, s)
-        The dataset's generative parameters.
-    """
-
-    rate: float
-    distortion: float
-    loss: float
-    z_mean: NDArray[np.float64] = field(repr=False)
-    z_logvar: NDArray[np.float64] = field(repr=False)
-    theta: NDArray[np.float64] = field(repr=False)
-
-
-def evaluate_losses(
-    model: DenseVAE,
-    data: DarcyDataset,
-    *,
-    n_latent_samples: int = 1,
-    batch_size: int = 256,
-    seed: int = 0,
-) -> LossSummary:
-    """Rate, distortion and latent codes of ``model`` over ``data``, in eval mode.
-
-    Parameters
-    ----------
-    model : DenseVAE
-    data : DarcyDataset
-    n_latent_samples : int, default=1
-        Latent draws per sample for the Monte Carlo terms (the paper's
-        landscape plots use 10).
-    batch_size : int, default=256
-    seed : int, default=0
-        Seed of the draws (a private generator; global state untouched).
-
-    Returns
-    -------
-    LossSummary
-    """
-    check_int(n_latent_samples, "n_latent_samples", "evaluate_losses", low=1)
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(int(seed))
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=device)
-    mus, logvars = [], []
-    try:
-        with torch.no_grad():
-            for y, _ in make_loader(data, batch_size=batch_size):
-                y = y.to(device)
-                for k in range(n_latent_samples):
-                    t = vae_loss(model, y, reduction="sum", generator=gen)
-                    sums += torch.stack([t.rate, t.distortion]).double() * len(y)
-                    if k == 0:
-                        mus.append(t.output.mu)
-                        logvars.append(t.output.logvar)
-    finally:
-        model.train(was_training)
-    rate, distortion = (sums / (len(data) * n_latent_samples)).tolist()
-    return LossSummary(
-        rate=rate,
-        distortion=distortion,
-        loss=rate + distortion,
-        z_mean=torch.cat(mus).double().cpu().numpy(),
-        z_logvar=torch.cat(logvars).double().cpu().numpy(),
-        theta=data.theta.double().cpu().numpy(),
-    )
-
-
-# --------------------------------------------------------------------------- configuration
-
-
-_RUN_LENGTH_FIELDS = ("epochs", "checkpoint_every", "eval_every", "max_restarts")
-"""Fields that may change when a run is resumed (they do not change its path)."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Configuration of one training run (SPEC 4d-4f); TOML round-trips it.
-
-    Parameters
-    ----------
-    model : VAEConfig, default=VAEConfig()
-        The network and prior.
-    epochs : int, default=6500
-    batch_size : int, default=64
-    rec_epochs : int, default=4000
-        E_rec: epochs of the reconstruction-only phase.
-    lr_values : tuple of float, default=(5e-4, 1e-4)
-    lr_milestones : tuple of int, default=(5900,)
-        Piecewise-constant learning rate (see ``learning_rate``); the
-        defaults are the released no-HP schedule, the HP one is (3e-4,
-        5e-5, 2.5e-5) with milestones (6500, 12500) over 14000 epochs.
-    beta_mode : {"adaptive", "fixed"}, default="adaptive"
-    beta : float, default=1.0
-        The constant beta of ``fixed`` mode (after phase 1).
-    beta0 : float, default=1e-7
-        Beta of phase 1 and the start of the adaptive rule (released code: 1e-9).
-    warmup_rate : bool, default=True
-        Keep the rate (weighted by beta0) in phase 1; False drops it, as the
-        released code does.
-    nu, tau : float, default=0.005, 1.0
-        Parameters of the beta rule.
-    adaptive_beta_p : bool or None, default=None
-        Weight the HP's KL(q_gamma || p(xi)) by beta_p driven by the same
-        rule; None means "when ``model.hp_variant == 'full'``" (the released code).
-    reduction : {"mean", "sum"}, default="mean"
-    n_labeled : int, default=0
-        Semi-supervised: number of labelled training samples (SPEC 4f).
-    label_loss : {"nll", "mse"}, default="nll"
-    label_weight : float, default=1.0
-        lambda.
-    label_seed : int or None, default=None
-        Chooses the labelled subset (None: derived from ``seed``).
-    label_batch_size : int, default=64
-        Labelled samples per step (all of them when fewer).
-    normalize : {"none", "channel"}, default="none"
-        Per-channel normalisation with the training file's statistics.
-    seed : int, default=0
-        Seeds initialisation, shuffling, noise and (by default) the labels.
-    deterministic : bool, default=False
-        Run under ``torch.use_deterministic_algorithms(True)`` (restored
-        afterwards; on CUDA also sets ``CUBLAS_WORKSPACE_CONFIG`` if unset).
-    checkpoint_every : int, default=100
-        Epochs between checkpoints (one is always written at the end).
-    eval_every : int, default=1
-        Epochs between test/S_D evaluations (0: only at the end).
-    eval_batch_size : int, default=256
-    rate_tol, rel_tol : float, default=0.01, 0.05
-        Over-regularisation thresholds (``detect_over_regularization``).
-    max_restarts : int, default=0
-        Restarts with a new seed when the run ends over-regularised
-        (``train_with_restarts``).
-    """
-
-    model: VAEConfig = field(default_factory=VAEConfig)
-    epochs: int = 6500
-    batch_size: int = 64
-    rec_epochs: int = 4000
-    lr_values: tuple[float, ...] = (5e-4, 1e-4)
-    lr_milestones: tuple[int, ...] = (5900,)
-    beta_mode: str = "adaptive"
-    beta: float = 1.0
-    beta0: float = 1e-7
-    warmup_rate: bool = True
-    nu: float = 0.005
-    tau: float = 1.0
-    adaptive_beta_p: bool | None = None
-    reduction: str = "mean"
-    n_labeled: int = 0
-    label_loss: str = "nll"
-    label_weight: float = 1.0
-    label_seed: int | None = None
-    label_batch_size: int = 64
-    normalize: str = "none"
-    seed: int = 0
-    deterministic: bool = False
-    checkpoint_every: int = 100
-    eval_every: int = 1
-    eval_batch_size: int = 256
-    rate_tol: float = 0.01
-    rel_tol: float = 0.05
-    max_restarts: int = 0
-
-    def __post_init__(self) -> None:
-        c = "TrainConfig"
-        if isinstance(self.model, dict):
-            object.__setattr__(self, "model", VAEConfig.from_dict(self.model))
-        if not isinstance(self.model, VAEConfig):
-            msg = f"{c}: model must be a VAEConfig or a dict; got {type(self.model).__name__}."
-            raise TypeError(msg)
-        check_int(self.epochs, "epochs", c, low=0)
-        check_int(self.batch_size, "batch_size", c, low=1)
-        check_int(self.rec_epochs, "rec_epochs", c, low=0)
-        values = tuple(float(v) for v in self.lr_values)
-        milestones = tuple(self.lr_milestones)
-        for v in values:
-            check_real(v, "each learning rate", c, low=0.0, low_open=True)
-        for m in milestones:
-            check_int(m, "each lr milestone", c, low=1)
-        if len(values) != len(milestones) + 1 or list(milestones) != sorted(set(milestones)):
-            msg = (
-                f"{c}: lr_values must have one more entry than lr_milestones, which must be "
-                f"strictly increasing; got {values} and {milestones}."
-            )
-            raise ValueError(msg)
-        object.__setattr__(self, "lr_values", values)
-        object.__setattr__(self, "lr_milestones", tuple(int(m) for m in milestones))
-        check_choice(self.beta_mode, "beta_mode", c, BETA_MODES)
-        check_real(self.beta, "beta", c, low=0.0)
-        check_real(self.beta0, "beta0", c, low=0.0, low_open=True, high=1.0)
-        check_real(self.nu, "nu", c, low=0.0)
-        check_real(self.tau, "tau", c, low=0.0)
-        for name in ("warmup_rate", "deterministic"):
-            if not isinstance(getattr(self, name), bool):
-                msg = f"{c}: {name} must be a bool; got {getattr(self, name)!r}."
-                raise TypeError(msg)
-        if self.adaptive_beta_p is not None and not isinstance(self.adaptive_beta_p, bool):
-            msg = f"{c}: adaptive_beta_p must be a bool or None; got {self.adaptive_beta_p!r}."
-            raise TypeError(msg)
-        check_choice(self.reduction, "reduction", c, REDUCTIONS)
-        check_int(self.n_labeled, "n_labeled", c, low=0)
-        check_choice(self.label_loss, "label_loss", c, LABEL_LOSSES)
-        check_real(self.label_weight, "label_weight", c, low=0.0)
-        if self.label_seed is not None:
-            check_int(self.label_seed, "label_seed", c, low=0)
-        check_int(self.label_batch_size, "label_batch_size", c, low=1)
-        check_choice(self.normalize, "normalize", c, NORMALIZATIONS)
-        check_int(self.seed, "seed", c, low=0)
-        check_int(self.checkpoint_every, "checkpoint_every", c, low=1)
-        check_int(self.eval_every, "eval_every", c, low=0)
-        check_int(self.eval_batch_size, "eval_batch_size", c, low=1)
-        check_real(self.rate_tol, "rate_tol", c, low=0.0)
-        check_real(self.rel_tol, "rel_tol", c, low=0.0)
-        check_int(self.max_restarts, "max_restarts", c, low=0)
-
-    @property
-    def beta_p_adaptive(self) -> bool:
-        """Whether beta_p follows the adaptive rule (resolves ``adaptive_beta_p=None``)."""
-        if self.adaptive_beta_p is not None:
-            return self.adaptive_beta_p and self.model.prior == "hierarchical"
-        return self.model.prior == "hierarchical" and self.model.hp_variant == "full"
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes``; ``model`` may be a dict of VAEConfig changes."""
-        model = changes.pop("model", None)
-        if isinstance(model, dict):
-            changes["model"] = dataclasses.replace(self.model, **model)
-        elif model is not None:
-            changes["model"] = model
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (the model as a nested dict, tuples as lists, None dropped)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "model":
-                value = value.to_dict()
-            elif isinstance(value, tuple):
-                value = list(value)
-            if value is not None:
-                out[f.name] = value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
-        kw = config_kwargs(cls, data)
-        if "model" in kw:
-            kw["model"] = VAEConfig.from_dict(dict(kw["model"]))
-        return cls(**kw)
-
-    @classmethod
-    def from_toml(cls, path: str | os.PathLike) -> TrainConfig:
-        """Read a TOML file (top-level run keys, the network under ``[model]``)."""
-        return cls.from_dict(_toml.load(path))
-
-    def to_toml(self, path: str | os.PathLike, header: str = "") -> Path:
-        """Write the configuration as TOML, atomically; returns the path."""
-        return _toml.write(path, self.to_dict(), header)
-
-
-def _presets_dir():
-    return resources.files("darcyvae") / "configs"
-
-
-def list_presets() -> list[tuple[str, str]]:
-    """``(name, first comment line)`` of each shipped configuration (``configs/*.toml``)."""
-    out = []
-    for entry in sorted(_presets_dir().iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".toml"):
-            lines = entry.read_text().splitlines()
-            first = lines[0] if lines else ""
-            out.append((entry.name[: -len(".toml")], first.lstrip("# ").strip()))
-    return out
-
-
-def load_preset(name: str) -> TrainConfig:
-    """The shipped configuration ``name`` (see ``list_presets``)."""
-    entry = _presets_dir() / f"{name}.toml"
-    if not entry.is_file():
-        known = ", ".join(n for n, _ in list_presets())
-        msg = f"load_preset: unknown preset {name!r}; known: {known}."
-        raise ValueError(msg)
-    return TrainConfig.from_dict(_toml.loads(entry.read_text()))
-
-
-# --------------------------------------------------------------------------- checkpoints and files
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
-def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by ``train`` (a folder means its ``checkpoint.pt``).
-
-    Raises
-    ------
-    FileNotFoundError
-        No checkpoint there.
-    ValueError
-        Not a darcyvae checkpoint.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        msg = f"load_checkpoint: no checkpoint at {str(path)!r}."
-        raise FileNotFoundError(msg)
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        msg = f"load_checkpoint: {str(path)!r} is not a readable torch checkpoint ({exc})."
-        raise ValueError(msg) from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != _CHECKPOINT_FORMAT:
-        msg = f"load_checkpoint: {str(path)!r} is not a darcyvae training checkpoint."
-        raise ValueError(msg)
-    return ckpt
-
-
-def load_model(
-    checkpoint: str | os.PathLike | dict[str, Any], *, device: str | torch.device | None = None
-) -> DenseVAE:
-    """Rebuild the trained DenseVAE of a checkpoint (in eval mode) on ``device``."""
-    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-    dev = resolve_device(device, "load_model")
-    model = DenseVAE(TrainConfig.from_dict(ckpt["config"]).model)
-    model.load_state_dict(ckpt["model"])
-    return model.to(dev).eval()
 
 
 class TrainingDivergedError(RuntimeError):
@@ -951,9 +136,16 @@ class TrainResult:
     history : list of dict
         The per-epoch log records (also in ``metrics.jsonl``).
     final : dict
-        Rate, distortion, loss (nats per sample, eval mode) and S_D on
-        train (and test), the Theorem-1 bound.
+        ``train`` (and ``test``): ``SplitMetrics.to_dict()`` (rate,
+        distortion, loss, the Theorem-1 bound, the margin to it and
+        ``trained``, S_D, S_KL, n_samples); ``distortion_bound`` of the
+        training split.
     over_regularization : OverRegularization
+        The verdict on the training split.
+    restarts : int, default=0
+        Restarts before this run (``train_with_restarts``).
+    trials : tuple of dict, default=()
+        Every attempt of ``train_with_restarts`` (empty for a single run).
     """
 
     out_dir: Path
@@ -963,14 +155,20 @@ class TrainResult:
     history: list[dict[str, Any]] = field(repr=False)
     final: dict[str, Any]
     over_regularization: OverRegularization
+    restarts: int = 0
+    trials: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
     @property
     def over_regularized(self) -> bool:
         """Whether the run ended over-regularised."""
         return self.over_regularization.over_regularized
 
+    def splits(self) -> list[tuple[str, dict[str, Any]]]:
+        """``[("train", metrics dict), ("test", ...)]`` for the splits evaluated at the end."""
+        return [(s, self.final[s]) for s in ("train", "test") if s in self.final]
 
-# --------------------------------------------------------------------------- the loop
+
+# --------------------------------------------------------------------------- pieces of a run
 
 
 @contextlib.contextmanager
@@ -982,7 +180,7 @@ def _deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
     prev_det = torch.are_deterministic_algorithms_enabled()
     prev_bench = torch.backends.cudnn.benchmark
     if device.type == "cuda":
-        # cuBLAS needs this for deterministic GEMMs (documented in TrainConfig).
+        # cuBLAS needs this for deterministic GEMMs (documented in RunConfig).
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
@@ -1009,46 +207,267 @@ def _build_model(config: VAEConfig, seed: int, device: torch.device) -> DenseVAE
     return model.to(device)
 
 
-def _as_dataset(
-    data: DarcyDataset | str | os.PathLike,
-    config: TrainConfig,
-    device: torch.device,
-    stats: ChannelStats | None,
-    caller: str,
-) -> DarcyDataset:
-    if isinstance(data, DarcyDataset):
-        return data
-    if isinstance(data, (str, os.PathLike)):
-        normalize = "channel" if config.normalize == "channel" else False
-        return DarcyDataset(data, normalize=normalize, stats=stats, device=device)
-    msg = f"{caller}: data must be a DarcyDataset or a path; got {type(data).__name__}."
-    raise TypeError(msg)
-
-
-def _check_data(model_cfg: VAEConfig, data: DarcyDataset, name: str) -> None:
-    if (data.channels, data.grid) != (model_cfg.channels, model_cfg.grid):
-        msg = (
-            f"train: {name} fields are {data.channels} x {data.grid} x {data.grid} but the model "
-            f"expects {model_cfg.channels} x {model_cfg.grid} x {model_cfg.grid}; set model.grid "
-            "and model.channels to match."
-        )
-        raise ValueError(msg)
-
-
-def _read_log(path: Path, before_epoch: int) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            if rec["epoch"] < before_epoch:
-                records.append(rec)
-    return records
+def _labeled_indices(config: TrainConfig, n: int, derived_seed: int) -> NDArray[np.int64] | None:
+    if not config.labels.n_labeled:
+        return None
+    seed = config.labels.seed if config.labels.seed is not None else derived_seed
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=config.labels.n_labeled, replace=False)).astype(np.int64)
 
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+@dataclass
+class _Run:
+    """The state of a run that a checkpoint holds, and what it is trained on."""
+
+    config: TrainConfig
+    model: DenseVAE
+    optimizer: torch.optim.Optimizer
+    schedule: BetaSchedule
+    loader_gen: torch.Generator
+    noise_gen: torch.Generator
+    label_gen: torch.Generator
+    label_idx: NDArray[np.int64] | None
+    train_set: DarcyDataset
+    test_set: DarcyDataset | None
+    device: torch.device
+    bound: float
+
+    @classmethod
+    def build(
+        cls,
+        config: TrainConfig,
+        train_set: DarcyDataset,
+        test_set: DarcyDataset | None,
+        device: torch.device,
+    ) -> _Run:
+        seeds = _seeds(config.run.seed)
+        model = _build_model(config.model, seeds["init"], device)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.optim.lr_values[0], weight_decay=0.0
+        )
+        b = config.beta
+        schedule = BetaSchedule(
+            rec_epochs=b.rec_epochs,
+            beta0=b.beta0,
+            mode=b.mode,
+            fixed_beta=b.value,
+            nu=b.nu,
+            tau=b.tau,
+            adaptive_beta_p=config.beta_p_adaptive,
+            device=device,
+        )
+        return cls(
+            config=config,
+            model=model,
+            optimizer=optimizer,
+            schedule=schedule,
+            loader_gen=torch.Generator().manual_seed(seeds["loader"]),
+            noise_gen=torch.Generator(device=device).manual_seed(seeds["noise"]),
+            label_gen=torch.Generator().manual_seed(seeds["labels"]),
+            label_idx=_labeled_indices(config, len(train_set), seeds["labels"]),
+            train_set=train_set,
+            test_set=test_set,
+            device=device,
+            bound=distortion_bound(train_set.y, reduction="sum"),
+        )
+
+    def labeled(self) -> tuple[Tensor, Tensor] | None:
+        if self.label_idx is None:
+            return None
+        idx = torch.as_tensor(self.label_idx, device=self.train_set.device)
+        return self.train_set.y[idx].to(self.device), self.train_set.theta[idx].to(self.device)
+
+
+def _save(run: _Run, path: Path, epoch_done: int) -> None:
+    """Write the checkpoint of ``run`` after ``epoch_done`` epochs (atomic, with checksum)."""
+    stats = run.train_set.stats
+    payload = {
+        "config": run.config.to_dict(),
+        "epoch": epoch_done,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "rng": {
+            "loader": run.loader_gen.get_state(),
+            "noise": run.noise_gen.get_state().cpu(),
+            "labels": run.label_gen.get_state(),
+        },
+        "labeled_indices": [] if run.label_idx is None else [int(i) for i in run.label_idx],
+        "normalization": None if stats is None else stats.to_dict(),
+        "train_path": str(run.train_set.path),
+        "data": data_fingerprint(run.train_set),
+        "distortion_bound": run.bound,
+    }
+    save_checkpoint(payload, path)
+
+
+def _check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
+    old = TrainConfig.from_dict(saved).to_flat_dict()
+    now = config.to_flat_dict()
+    keys = sorted(set(old) | set(now))
+    differ = [k for k in keys if k not in RUN_LENGTH_KEYS and old.get(k) != now.get(k)]
+    if differ:
+        msg = (
+            "train: the checkpoint was written with a different configuration "
+            f"(keys {differ}); only {list(RUN_LENGTH_KEYS)} may change on resume."
+        )
+        raise ValueError(msg)
+
+
+def _restore(run: _Run, path: Path, *, allow_data_change: bool) -> int:
+    """Load the checkpoint at ``path`` into ``run``; return the epoch to continue from."""
+    ckpt = load_checkpoint(path, map_location=run.device)
+    _check_resume_config(ckpt["config"], run.config)
+    saved_data = ckpt.get("data")
+    if saved_data is not None:
+        differ = fingerprint_differences(saved_data, data_fingerprint(run.train_set))
+        if differ:
+            msg = (
+                f"train: the training data differ from the data {str(path)!r} was trained on "
+                f"({', '.join(differ)} changed; it was {ckpt.get('train_path')!r}, now "
+                f"{str(run.train_set.path)!r}); pass allow_data_change=True "
+                "(--allow-data-change) to continue on the new data."
+            )
+            if not allow_data_change:
+                raise DataMismatchError(msg)
+            log.warning("%s; continuing as allowed", msg)
+    load_state(run.model, ckpt["model"], "train (resume)")
+    load_state(run.optimizer, ckpt["optimizer"], "train (resume)")
+    run.schedule.load_state_dict(ckpt["schedule"])
+    run.loader_gen.set_state(ckpt["rng"]["loader"].cpu())
+    run.noise_gen.set_state(ckpt["rng"]["noise"].cpu())
+    run.label_gen.set_state(ckpt["rng"]["labels"].cpu())
+    return int(ckpt["epoch"])
+
+
+def _label_term(
+    model: DenseVAE,
+    labeled: tuple[Tensor, Tensor],
+    config: TrainConfig,
+    generator: torch.Generator,
+) -> Tensor:
+    y_l, theta_l = labeled
+    if len(y_l) > config.labels.batch_size:
+        pick = torch.randperm(len(y_l), generator=generator)[: config.labels.batch_size]
+        pick = to_device_async(pick, y_l.device)
+        y_l, theta_l = y_l[pick], theta_l[pick]
+    mu, logvar = model.encode(y_l)
+    return label_loss(
+        mu,
+        logvar,
+        theta_l,
+        kind=config.labels.loss,
+        reduction=config.optim.reduction,
+        hierarchical=model.hierarchical,
+    ).mean()
+
+
+def _train_epoch(
+    run: _Run, loader: Any, epoch: int, labeled: tuple[Tensor, Tensor] | None
+) -> list[float]:
+    """One epoch of optimiser steps; returns the epoch means (loss, rate, distortion, label).
+
+    Losses accumulate on the device; this is the epoch's one host sync.
+    """
+    config, model, schedule, dev = run.config, run.model, run.schedule, run.device
+    include_rate = config.beta.warmup_rate or epoch >= config.beta.rec_epochs
+    model.train()
+    acc = torch.zeros(4, device=dev)
+    for y, _ in loader:
+        y = y.to(dev, non_blocking=True)
+        beta, beta_p = schedule.weights(epoch)
+        terms = vae_loss(
+            model,
+            y,
+            beta=beta,
+            beta_p=beta_p,
+            reduction=config.optim.reduction,
+            include_rate=include_rate,
+            generator=run.noise_gen,
+        )
+        loss = terms.loss
+        lab = torch.zeros((), device=dev)
+        if labeled is not None and config.labels.weight > 0:
+            lab = _label_term(model, labeled, config, run.label_gen)
+            loss = loss + config.labels.weight * lab
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        schedule.step(epoch, terms.rec, terms.prior_nll)
+        acc += torch.stack([loss, terms.rate, terms.distortion, lab]).detach() * len(y)
+    return (acc / len(run.train_set)).tolist()
+
+
+def _epoch_eval(run: _Run, epoch: int) -> dict[str, Any]:
+    """S_D on train and test, test losses (eval mode, fixed per-epoch noise seed)."""
+    bs = run.config.run.eval_batch_size
+    rec: dict[str, Any] = {}
+    tr = evaluate_losses(run.model, run.train_set, batch_size=bs, seed=epoch)
+    rec["s_d_train"] = s_d_or_none(tr)
+    if run.test_set is not None:
+        te = evaluate_losses(run.model, run.test_set, batch_size=bs, seed=epoch)
+        rec.update(
+            test_loss=_finite(te.loss),
+            test_rate=_finite(te.rate),
+            test_distortion=_finite(te.distortion),
+            s_d_test=s_d_or_none(te),
+        )
+    return rec
+
+
+def _final_metrics(run: _Run) -> dict[str, SplitMetrics]:
+    cfg = run.config.run
+    out = {}
+    for name, data in (("train", run.train_set), ("test", run.test_set)):
+        if data is not None:
+            out[name] = split_metrics(
+                run.model,
+                data,
+                batch_size=cfg.eval_batch_size,
+                seed=0,
+                rate_tol=cfg.rate_tol,
+                rel_tol=cfg.rel_tol,
+            )
+    return out
+
+
+def _datasets(
+    config: TrainConfig,
+    train_data: DarcyDataset | str | os.PathLike,
+    test_data: DarcyDataset | str | os.PathLike | None,
+    device: torch.device,
+) -> tuple[DarcyDataset, DarcyDataset | None]:
+    normalize = config.run.normalize == "channel"
+    train_set = as_dataset(
+        train_data, normalize=normalize, stats=None, device=device, caller="train"
+    )
+    test_set = None
+    if test_data is not None:
+        test_set = as_dataset(
+            test_data, normalize=normalize, stats=train_set.stats, device=device, caller="train"
+        )
+    check_fits(config.model, train_set, "training", "train")
+    if test_set is not None:
+        check_fits(config.model, test_set, "test", "train")
+    n_labeled = config.labels.n_labeled
+    if n_labeled:
+        if n_labeled > len(train_set):
+            msg = f"train: n_labeled must be <= {len(train_set)} training samples; got {n_labeled}."
+            raise ValueError(msg)
+        if train_set.n_params != config.model.latent_dim:
+            msg = (
+                f"train: semi-supervised labels need latent_dim == s; got latent_dim "
+                f"{config.model.latent_dim} and s = {train_set.n_params}."
+            )
+            raise ValueError(msg)
+    return train_set, test_set
+
+
+# --------------------------------------------------------------------------- train
 
 
 def train(
@@ -1060,6 +479,7 @@ def train(
     device: str | torch.device | None = "auto",
     resume: bool = False,
     progress: bool = True,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     """Train a DenseVAE with the paper's method (SPEC 4d), optionally semi-supervised (4f).
 
@@ -1067,13 +487,15 @@ def train(
     ----------
     config : TrainConfig
     train_data : DarcyDataset or path
-        The training set (a path is read with ``config.normalize``).
+        The training set (a path is read with ``config.run.normalize``).
     test_data : DarcyDataset, path or None
-        Evaluated every ``config.eval_every`` epochs (a path is normalised
-        with the training statistics).
+        Evaluated every ``config.run.eval_every`` epochs (a path is
+        normalised with the training statistics).
     out_dir : path-like
         Receives ``config.toml``, ``metrics.jsonl`` (one JSON record per
-        epoch), ``checkpoint.pt`` and ``summary.json``.
+        epoch), ``checkpoint.pt`` and ``summary.json``. Locked for the whole
+        run (``darcyvae._lock.folder_lock``); stale temporary files of an
+        interrupted save are removed at the start.
     device : str, torch.device or None, default="auto"
         CUDA when available, else the CPU.
     resume : bool, default=False
@@ -1082,6 +504,10 @@ def train(
         epochs, checkpoint_every, eval_every and max_restarts.
     progress : bool, default=True
         Show a tqdm bar over epochs.
+    allow_data_change : bool, default=False
+        On resume, accept training data whose fingerprint (file attributes,
+        size, normalisation statistics, a digest of theta) differs from the
+        checkpoint's.
 
     Returns
     -------
@@ -1093,25 +519,30 @@ def train(
         ``out_dir`` already holds a checkpoint and ``resume`` is False.
     FileNotFoundError
         ``resume`` without a checkpoint.
+    FolderLockedError
+        Another process trains into ``out_dir``.
     ValueError
         Data that do not fit the model, a resumed config that differs.
+    DataMismatchError
+        Resuming on different training data without ``allow_data_change``.
+    IntegrityError
+        A damaged checkpoint.
     TrainingDivergedError
         A NaN or inf loss; the last good checkpoint stays on disk.
 
     Notes
     -----
     Each epoch: the learning rate of the released schedule, then per batch
-    one forward pass, ``vae_loss`` (plus ``label_weight`` times the label
+    one forward pass, ``vae_loss`` (plus ``labels.weight`` times the label
     term on the labelled subset), an Adam step and, in phase 2, the beta
     rule. Losses accumulate on the device; the host reads them once per
     epoch. Randomness comes from three private generators (shuffling,
     reparameterisation noise, labelled batches) seeded from
-    ``config.seed``; initialisation runs under a forked global RNG, so the
-    caller's global state is unchanged. Checkpoints hold the model,
-    optimiser, beta schedule, epoch and all generator states.
+    ``config.run.seed``; initialisation runs under a forked global RNG, so
+    the caller's global state is unchanged. Checkpoints hold the model,
+    optimiser, beta schedule, epoch, all generator states, a fingerprint of
+    the training data and a checksum.
     """
-    from tqdm import tqdm
-
     if not isinstance(config, TrainConfig):
         msg = f"train: config must be a TrainConfig; got {type(config).__name__}."
         raise TypeError(msg)
@@ -1124,179 +555,23 @@ def train(
     if not resume and ckpt_path.exists():
         msg = f"train: {str(ckpt_path)!r} already exists; pass resume=True or pick another out_dir."
         raise FileExistsError(msg)
-
-    train_set = _as_dataset(train_data, config, dev, None, "train")
-    test_set = (
-        None if test_data is None else _as_dataset(test_data, config, dev, train_set.stats, "train")
-    )
-    mcfg = config.model
-    _check_data(mcfg, train_set, "training")
-    if test_set is not None:
-        _check_data(mcfg, test_set, "test")
-    if config.n_labeled:
-        if config.n_labeled > len(train_set):
-            msg = f"train: n_labeled must be <= {len(train_set)} training samples; got {config.n_labeled}."
-            raise ValueError(msg)
-        if train_set.n_params != mcfg.latent_dim:
-            msg = (
-                f"train: semi-supervised labels need latent_dim == s; got latent_dim "
-                f"{mcfg.latent_dim} and s = {train_set.n_params}."
-            )
-            raise ValueError(msg)
-
-    seeds = _seeds(config.seed)
-    with _deterministic_mode(config.deterministic, dev):
-        model = _build_model(mcfg, seeds["init"], dev)
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr_values[0], weight_decay=0.0)
-        schedule = BetaSchedule(
-            rec_epochs=config.rec_epochs,
-            beta0=config.beta0,
-            mode=config.beta_mode,
-            fixed_beta=config.beta,
-            nu=config.nu,
-            tau=config.tau,
-            adaptive_beta_p=config.beta_p_adaptive,
-            device=dev,
-        )
-        loader_gen = torch.Generator().manual_seed(seeds["loader"])
-        noise_gen = torch.Generator(device=dev).manual_seed(seeds["noise"])
-        label_gen = torch.Generator().manual_seed(seeds["labels"])
-        label_idx = _labeled_indices(config, len(train_set), seeds["labels"])
-        loader = make_loader(
-            train_set, batch_size=config.batch_size, shuffle=True, generator=loader_gen
-        )
-        start = 0
-        if resume:
-            ckpt = load_checkpoint(ckpt_path, map_location=dev)
-            _check_resume(ckpt["config"], config)
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            schedule.load_state_dict(ckpt["schedule"])
-            loader_gen.set_state(ckpt["rng"]["loader"].cpu())
-            noise_gen.set_state(ckpt["rng"]["noise"].cpu())
-            label_gen.set_state(ckpt["rng"]["labels"].cpu())
-            start = int(ckpt["epoch"])
-            log.info("train: resuming %s at epoch %d", out, start)
-        out.mkdir(parents=True, exist_ok=True)
-        config.to_toml(out / CONFIG_NAME, header="darcyvae training run (written by train)")
-        log_path = out / LOG_NAME
-        history = _read_log(log_path, start)
-        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
-
-        labeled = None
-        if label_idx is not None:
-            idx = torch.as_tensor(label_idx, device=train_set.device)
-            labeled = (train_set.y[idx].to(dev), train_set.theta[idx].to(dev))
-        bound = distortion_bound(train_set.y, reduction="sum")
-
-        def save(epoch_done: int) -> None:
-            payload = {
-                "format": _CHECKPOINT_FORMAT,
-                "config": config.to_dict(),
-                "epoch": epoch_done,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "rng": {
-                    "loader": loader_gen.get_state(),
-                    "noise": noise_gen.get_state().cpu(),
-                    "labels": label_gen.get_state(),
-                },
-                "labeled_indices": [] if label_idx is None else [int(i) for i in label_idx],
-                "normalization": None if train_set.stats is None else train_set.stats.to_dict(),
-                "train_path": str(train_set.path),
-                "distortion_bound": bound,
-            }
-            _atomic_torch_save(payload, ckpt_path)
-
-        bar = tqdm(
-            range(start, config.epochs),
-            initial=start,
-            total=config.epochs,
-            disable=not progress,
-            desc=f"train {out.name}",
-            unit="epoch",
-        )
-        with open(log_path, "a") as log_file:
-            for epoch in bar:
-                t0 = time.perf_counter()
-                lr = learning_rate(epoch, config.lr_values, config.lr_milestones)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                include_rate = config.warmup_rate or epoch >= config.rec_epochs
-                model.train()
-                acc = torch.zeros(4, device=dev)
-                for y, _ in loader:
-                    y = y.to(dev, non_blocking=True)
-                    beta, beta_p = schedule.weights(epoch)
-                    terms = vae_loss(
-                        model,
-                        y,
-                        beta=beta,
-                        beta_p=beta_p,
-                        reduction=config.reduction,
-                        include_rate=include_rate,
-                        generator=noise_gen,
-                    )
-                    loss = terms.loss
-                    lab = torch.zeros((), device=dev)
-                    if labeled is not None and config.label_weight > 0:
-                        lab = _label_term(model, labeled, config, label_gen)
-                        loss = loss + config.label_weight * lab
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step(epoch, terms.rec, terms.prior_nll)
-                    stacked = torch.stack([loss, terms.rate, terms.distortion, lab]).detach()
-                    acc += stacked * len(y)
-                sums = (acc / len(train_set)).tolist()  # the epoch's one host sync
-                if not all(math.isfinite(v) for v in sums):
-                    msg = (
-                        f"train: non-finite loss in epoch {epoch} (loss {sums[0]}, rate "
-                        f"{sums[1]}, distortion {sums[2]}); stopped. The last good checkpoint "
-                        f"({str(ckpt_path)!r}) is kept."
-                    )
-                    raise TrainingDivergedError(msg)
-                beta_now, beta_p_now = schedule.current(epoch)
-                record: dict[str, Any] = {
-                    "epoch": epoch,
-                    "phase": schedule.phase(epoch),
-                    "lr": lr,
-                    "beta": beta_now,
-                    "loss": sums[0],
-                    "rate": sums[1],
-                    "distortion": sums[2],
-                }
-                if model.hierarchical:
-                    record["beta_p"] = beta_p_now
-                if labeled is not None:
-                    record["label_loss"] = sums[3]
-                last = epoch == config.epochs - 1
-                if last or (config.eval_every and (epoch + 1) % config.eval_every == 0):
-                    record.update(_epoch_eval(model, train_set, test_set, config, epoch))
-                record["seconds"] = time.perf_counter() - t0
-                history.append(record)
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
-                bar.set_postfix(
-                    loss=f"{sums[0]:.4g}", beta=f"{beta_now:.3g}", rate=f"{sums[1]:.3g}"
-                )
-                if last or (epoch + 1) % config.checkpoint_every == 0:
-                    save(epoch + 1)
-        bar.close()
-
-        final = _final_summary(model, train_set, test_set, config, bound)
-    over = detect_over_regularization(
-        final["train"]["rate"],
-        final["train"]["distortion"],
-        bound,
-        latent_dim=mcfg.latent_dim,
-        rate_tol=config.rate_tol,
-        rel_tol=config.rel_tol,
-    )
+    train_set, test_set = _datasets(config, train_data, test_data, dev)
+    with folder_lock(out, "darcyvae train"):
+        for name in (CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, SUMMARY_NAME):
+            clean_stale_tmp(out, name)
+        with _deterministic_mode(config.run.deterministic, dev):
+            run = _Run.build(config, train_set, test_set, dev)
+            start = _restore(run, ckpt_path, allow_data_change=allow_data_change) if resume else 0
+            if resume:
+                log.info("train: resuming %s at epoch %d", out, start)
+            history = _loop(run, out, start, progress)
+            final_metrics = _final_metrics(run)
+    final: dict[str, Any] = {"distortion_bound": run.bound}
+    final.update({name: m.to_dict() for name, m in final_metrics.items()})
+    over = final_metrics["train"].over_regularization
     final["over_regularization"] = over.to_dict()
-    final["seed"] = config.seed
-    final["epochs"] = max(start, config.epochs)
+    final["seed"] = config.run.seed
+    final["epochs"] = max(start, config.optim.epochs)
     atomic_write_text(out / SUMMARY_NAME, json.dumps(final, indent=2, sort_keys=True))
     if over.over_regularized:
         log.warning(
@@ -1306,100 +581,95 @@ def train(
             over.distortion,
             over.bound,
         )
-    return TrainResult(out, ckpt_path, final["epochs"], config.seed, history, final, over)
+    return TrainResult(out, ckpt_path, final["epochs"], config.run.seed, history, final, over)
 
 
-def _labeled_indices(config: TrainConfig, n: int, derived_seed: int) -> NDArray[np.int64] | None:
-    if not config.n_labeled:
-        return None
-    seed = config.label_seed if config.label_seed is not None else derived_seed
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=config.n_labeled, replace=False)).astype(np.int64)
+def _loop(run: _Run, out: Path, start: int, progress: bool) -> list[dict[str, Any]]:
+    """Epochs ``start .. epochs - 1``: train, log, evaluate, checkpoint. Returns the history."""
+    from tqdm import tqdm
+
+    config = run.config
+    epochs = config.optim.epochs
+    ckpt_path = out / CHECKPOINT_NAME
+    config.to_toml(out / CONFIG_NAME, header="darcyvae training run (written by train)")
+    log_path = out / LOG_NAME
+    history = read_log(log_path, start)
+    atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+    loader = make_loader(
+        run.train_set, batch_size=config.optim.batch_size, shuffle=True, generator=run.loader_gen
+    )
+    labeled = run.labeled()
+    bar = tqdm(
+        range(start, epochs),
+        initial=start,
+        total=epochs,
+        disable=not progress,
+        desc=f"train {out.name}",
+        unit="epoch",
+    )
+    with open(log_path, "a") as log_file:
+        for epoch in bar:
+            t0 = time.perf_counter()
+            lr = learning_rate(epoch, config.optim.lr_values, config.optim.lr_milestones)
+            for group in run.optimizer.param_groups:
+                group["lr"] = lr
+            sums = _train_epoch(run, loader, epoch, labeled)
+            if not all(math.isfinite(v) for v in sums):
+                msg = (
+                    f"train: non-finite loss in epoch {epoch} (loss {sums[0]}, rate "
+                    f"{sums[1]}, distortion {sums[2]}); stopped. The last good checkpoint "
+                    f"({str(ckpt_path)!r}) is kept."
+                )
+                raise TrainingDivergedError(msg)
+            beta_now, beta_p_now = run.schedule.current(epoch)
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "phase": run.schedule.phase(epoch),
+                "lr": lr,
+                "beta": beta_now,
+                "loss": sums[0],
+                "rate": sums[1],
+                "distortion": sums[2],
+            }
+            if run.model.hierarchical:
+                record["beta_p"] = beta_p_now
+            if labeled is not None:
+                record["label_loss"] = sums[3]
+            last = epoch == epochs - 1
+            every = config.run.eval_every
+            if last or (every and (epoch + 1) % every == 0):
+                record.update(_epoch_eval(run, epoch))
+            record["seconds"] = time.perf_counter() - t0
+            history.append(record)
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            bar.set_postfix(loss=f"{sums[0]:.4g}", beta=f"{beta_now:.3g}", rate=f"{sums[1]:.3g}")
+            if last or (epoch + 1) % config.run.checkpoint_every == 0:
+                _save(run, ckpt_path, epoch + 1)
+    bar.close()
+    return history
 
 
-def _label_term(
-    model: DenseVAE,
-    labeled: tuple[Tensor, Tensor],
-    config: TrainConfig,
-    generator: torch.Generator,
-) -> Tensor:
-    y_l, theta_l = labeled
-    if len(y_l) > config.label_batch_size:
-        pick = torch.randperm(len(y_l), generator=generator)[: config.label_batch_size]
-        pick = to_device_async(pick, y_l.device)
-        y_l, theta_l = y_l[pick], theta_l[pick]
-    mu, logvar = model.encode(y_l)
-    return label_loss(
-        mu,
-        logvar,
-        theta_l,
-        kind=config.label_loss,
-        reduction=config.reduction,
-        hierarchical=model.hierarchical,
-    ).mean()
+# --------------------------------------------------------------------------- restarts
 
 
-def _epoch_eval(
-    model: DenseVAE,
-    train_set: DarcyDataset,
-    test_set: DarcyDataset | None,
-    config: TrainConfig,
-    epoch: int,
-) -> dict[str, Any]:
-    """S_D on train and test, test losses (eval mode, fixed per-epoch noise seed)."""
-    rec: dict[str, Any] = {}
-    tr = evaluate_losses(model, train_set, batch_size=config.eval_batch_size, seed=epoch)
-    rec["s_d_train"] = _s_d_or_none(tr)
-    if test_set is not None:
-        te = evaluate_losses(model, test_set, batch_size=config.eval_batch_size, seed=epoch)
-        rec.update(
-            test_loss=_finite(te.loss),
-            test_rate=_finite(te.rate),
-            test_distortion=_finite(te.distortion),
-            s_d_test=_s_d_or_none(te),
-        )
-    return rec
+_RESTART_STREAM = 0x5EED
+"""Spawn key of the restart stream: restart seeds never equal a trial's own seed."""
 
 
-def _s_d_or_none(summary: LossSummary) -> float | None:
-    z, theta = summary.z_mean, summary.theta
-    if len(z) < 2 or not np.all(np.isfinite(z)):
-        return None
-    return s_d(z, theta)
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of restart ``restart`` (>= 1) of a trial with seed ``seed``.
 
-
-def _final_summary(
-    model: DenseVAE,
-    train_set: DarcyDataset,
-    test_set: DarcyDataset | None,
-    config: TrainConfig,
-    bound: float,
-) -> dict[str, Any]:
-    out: dict[str, Any] = {"distortion_bound": bound}
-    for name, data in (("train", train_set), ("test", test_set)):
-        if data is None:
-            continue
-        summ = evaluate_losses(model, data, batch_size=config.eval_batch_size, seed=0)
-        out[name] = {
-            "rate": summ.rate,
-            "distortion": summ.distortion,
-            "loss": summ.loss,
-            "s_d": _s_d_or_none(summ),
-            "n_samples": len(data),
-        }
-    return out
-
-
-def _check_resume(saved: dict[str, Any], config: TrainConfig) -> None:
-    now = config.to_dict()
-    keys = sorted(set(saved) | set(now))
-    differ = [k for k in keys if k not in _RUN_LENGTH_FIELDS and saved.get(k) != now.get(k)]
-    if differ:
-        msg = (
-            "train: the checkpoint was written with a different configuration "
-            f"(keys {differ}); only {list(_RUN_LENGTH_FIELDS)} may change on resume."
-        )
-        raise ValueError(msg)
+    Drawn from a stream derived from ``seed`` (``SeedSequence(seed,
+    spawn_key=(0x5EED, restart))``), 63 bits: it never walks into the
+    small seeds other trials of a study use (``seed + 1`` would).
+    """
+    check_int(seed, "seed", "restart_seed", low=0)
+    check_int(restart, "restart", "restart_seed", low=1)
+    state = np.random.SeedSequence(seed, spawn_key=(_RESTART_STREAM, restart)).generate_state(
+        1, dtype=np.uint64
+    )
+    return int(state[0] >> np.uint64(1))
 
 
 def train_with_restarts(
@@ -1411,11 +681,15 @@ def train_with_restarts(
     max_restarts: int | None = None,
     device: str | torch.device | None = "auto",
     progress: bool = True,
+    resume: bool = False,
+    allow_data_change: bool = False,
 ) -> tuple[TrainResult, list[dict[str, Any]]]:
     """Train, and restart with a new seed while the run ends over-regularised (SPEC 4e).
 
-    Attempt k runs in ``out_dir/attempt_k`` with seed ``config.seed + k``;
-    ``out_dir/trials.json`` lists every attempt (seed, verdict, folder).
+    Attempt 0 runs ``config`` in ``out_dir/attempt_0``; attempt k >= 1 runs
+    with seed ``restart_seed(config.run.seed, k)`` in ``out_dir/attempt_k``.
+    ``out_dir/trials.json`` lists every attempt (seed, verdict, margin,
+    folder) and the number of restarts; each restart is logged as a warning.
 
     Parameters
     ----------
@@ -1423,44 +697,125 @@ def train_with_restarts(
     train_data, test_data : see ``train``
     out_dir : path-like
     max_restarts : int or None, default=None
-        None uses ``config.max_restarts``.
-    device, progress : see ``train``
+        None uses ``config.run.max_restarts``.
+    device, progress, allow_data_change : see ``train``
+    resume : bool, default=False
+        Continue an interrupted trial: the attempts in ``trials.json`` are
+        kept, the unfinished attempt resumes from its checkpoint.
 
     Returns
     -------
     (TrainResult, list of dict)
-        The first attempt that is not over-regularised (or the last one)
-        and the record of all attempts.
+        The first attempt that is not over-regularised (or the last one),
+        with ``restarts`` and ``trials`` filled in, and the record of all
+        attempts (as before the reshape).
     """
-    restarts = config.max_restarts if max_restarts is None else max_restarts
+    restarts = config.run.max_restarts if max_restarts is None else max_restarts
     check_int(restarts, "max_restarts", "train_with_restarts", low=0)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     trials: list[dict[str, Any]] = []
-    result = None
-    for k in range(restarts + 1):
-        cfg = config.replace(seed=config.seed + k)
-        result = train(
-            cfg,
-            train_data,
-            test_data,
-            out_dir=out / f"attempt_{k}",
-            device=device,
-            progress=progress,
+    with folder_lock(out, "darcyvae train (restarts)"):
+        trials_path = out / TRIALS_NAME
+        if resume and trials_path.is_file():
+            trials = list(json.loads(trials_path.read_text()).get("attempts", []))
+        elif not resume and trials_path.exists():
+            msg = f"train_with_restarts: {str(trials_path)!r} already exists; resume or pick another out_dir."
+            raise FileExistsError(msg)
+        result = None
+        first = len(trials)
+        if trials and not trials[-1]["over_regularized"]:
+            first = len(trials) - 1  # finished and accepted: resume it (e.g. more epochs)
+            trials = trials[:-1]
+        for k in range(first, restarts + 1):
+            seed = config.run.seed if k == 0 else restart_seed(config.run.seed, k)
+            cfg = config.replace(seed=seed)
+            folder = out / f"attempt_{k}"
+            again = resume and (folder / CHECKPOINT_NAME).is_file()
+            result = train(
+                cfg,
+                train_data,
+                test_data,
+                out_dir=folder,
+                device=device,
+                progress=progress,
+                resume=again,
+                allow_data_change=allow_data_change,
+            )
+            over = result.over_regularization
+            train_m = result.final["train"]
+            trials.append(
+                {
+                    "attempt": k,
+                    "seed": seed,
+                    "restart": k > 0,
+                    "out_dir": str(result.out_dir),
+                    "over_regularized": result.over_regularized,
+                    "rate_per_dim": over.rate_per_dim,
+                    "relative_gap": over.relative_gap,
+                    "distortion_margin": train_m["distortion_margin"],
+                    "trained": train_m["trained"],
+                }
+            )
+            record = {"restarts": len(trials) - 1, "max_restarts": restarts, "attempts": trials}
+            atomic_write_text(trials_path, json.dumps(record, indent=2))
+            if not result.over_regularized:
+                break
+            if k < restarts:
+                log.warning(
+                    "train_with_restarts: attempt %d (seed %d) over-regularised; restart %d "
+                    "with seed %d from the restart stream",
+                    k,
+                    seed,
+                    k + 1,
+                    restart_seed(config.run.seed, k + 1),
+                )
+            else:
+                log.warning(
+                    "train_with_restarts: attempt %d over-regularised and no restarts left", k
+                )
+    if result is None:  # pragma: no cover - restarts >= 0 always runs one attempt
+        msg = "train_with_restarts: no attempt ran."
+        raise RuntimeError(msg)
+    final = TrainResult(
+        result.out_dir,
+        result.checkpoint,
+        result.epochs,
+        result.seed,
+        result.history,
+        result.final,
+        result.over_regularization,
+        restarts=len(trials) - 1,
+        trials=tuple(trials),
+    )
+    return final, trials
+
+
+def run_training(
+    config: TrainConfig,
+    train_data: DarcyDataset | str | os.PathLike,
+    test_data: DarcyDataset | str | os.PathLike | None = None,
+    *,
+    out_dir: str | os.PathLike,
+    max_restarts: int | None = None,
+    device: str | torch.device | None = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    allow_data_change: bool = False,
+) -> TrainResult:
+    """One run (``train``) or a trial with restarts (``train_with_restarts``).
+
+    With ``max_restarts`` (default ``config.run.max_restarts``) > 0 the run
+    goes through ``train_with_restarts`` (``out_dir/attempt_k``); a folder
+    that already holds such a trial is resumed as one. Otherwise ``train``.
+    """
+    restarts = config.run.max_restarts if max_restarts is None else max_restarts
+    check_int(restarts, "max_restarts", "run_training", low=0)
+    out = Path(out_dir)
+    trial = (out / TRIALS_NAME).is_file() or (out / "attempt_0").is_dir()
+    kw = {"device": device, "progress": progress, "allow_data_change": allow_data_change}
+    if restarts > 0 or (resume and trial and not (out / CHECKPOINT_NAME).is_file()):
+        result, _ = train_with_restarts(
+            config, train_data, test_data, out_dir=out, max_restarts=restarts, resume=resume, **kw
         )
-        trials.append(
-            {
-                "attempt": k,
-                "seed": cfg.seed,
-                "out_dir": str(result.out_dir),
-                "over_regularized": result.over_regularized,
-                "rate_per_dim": result.over_regularization.rate_per_dim,
-                "relative_gap": result.over_regularization.relative_gap,
-            }
-        )
-        atomic_write_text(out / "trials.json", json.dumps(trials, indent=2))
-        if not result.over_regularized:
-            break
-        log.warning("train_with_restarts: attempt %d over-regularised; restarting", k)
-    assert result is not None
-    return result, trials
+        return result
+    return train(config, train_data, test_data, out_dir=out, resume=resume, **kw)

@@ -1,0 +1,234 @@
+"""The files of a training run: checkpoint (with a checksum), metrics log, names.
+
+A run folder holds ``config.toml``, ``metrics.jsonl`` (one JSON record per
+epoch), ``checkpoint.pt`` and, when finished, ``summary.json``. Checkpoints
+are written atomically and carry a SHA-256 checksum over every tensor and
+value they hold; a damaged one is refused with ``IntegrityError``.
+
+Public names
+------------
+CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, SUMMARY_NAME, TRIALS_NAME
+    File names inside a run folder.
+save_checkpoint, load_checkpoint, checkpoint_checksum
+    Write / read (and verify) a checkpoint dict.
+load_model
+    Rebuild the trained DenseVAE of a checkpoint.
+read_log
+    The records of ``metrics.jsonl`` before an epoch (a torn last line is dropped).
+clean_stale_tmp
+    Remove temporary files an interrupted save left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ._device import resolve_device
+from ._io import atomic_path
+from .errors import IntegrityError
+from .models import DenseVAE
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "LOG_NAME",
+    "SUMMARY_NAME",
+    "TRIALS_NAME",
+    "checkpoint_checksum",
+    "clean_stale_tmp",
+    "load_checkpoint",
+    "load_model",
+    "read_log",
+    "save_checkpoint",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "metrics.jsonl"
+CONFIG_NAME = "config.toml"
+SUMMARY_NAME = "summary.json"
+TRIALS_NAME = "trials.json"
+CHECKPOINT_FORMAT = 2
+"""2: sectioned config, checksum, data fingerprint. 1 (no checksum) still loads."""
+_READABLE_FORMATS = (1, 2)
+
+
+def _feed(h: Any, obj: Any, where: str) -> None:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{where}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        h.update(f"D{where}:{len(obj)};".encode())
+        for key in sorted(obj, key=lambda k: (type(k).__name__, str(k))):
+            _feed(h, obj[key], f"{where}/{key!r}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"L{where}:{len(obj)};".encode())
+        for i, v in enumerate(obj):
+            _feed(h, v, f"{where}[{i}]")
+    else:
+        h.update(f"V{where}:{obj!r};".encode())
+
+
+def checkpoint_checksum(payload: dict[str, Any]) -> str:
+    """SHA-256 over every tensor (dtype, shape, bytes) and value of ``payload``,
+    except its ``"checksum"`` entry."""
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != "checksum"}, "")
+    return h.hexdigest()
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``payload`` (plus ``format`` and ``checksum``) to ``path`` atomically."""
+    path = Path(path)
+    body = {**payload, "format": CHECKPOINT_FORMAT}
+    body["checksum"] = checkpoint_checksum(body)
+    with atomic_path(path) as tmp:
+        torch.save(body, tmp)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read and verify a checkpoint written by ``train`` (a folder means its ``checkpoint.pt``).
+
+    Raises
+    ------
+    FileNotFoundError
+        No checkpoint there.
+    ValueError
+        Not a darcyvae checkpoint.
+    IntegrityError
+        The checksum does not match its contents (a damaged file), or the
+        file is truncated.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        msg = f"load_checkpoint: no checkpoint at {str(path)!r}."
+        raise FileNotFoundError(msg)
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError) as exc:
+        if (
+            "zip archive" in str(exc)
+            or "EOF" in type(exc).__name__
+            or "central directory" in str(exc)
+        ):
+            msg = f"load_checkpoint: {str(path)!r} is truncated or damaged ({exc})."
+            raise IntegrityError(msg) from exc
+        msg = f"load_checkpoint: {str(path)!r} is not a readable torch checkpoint ({exc})."
+        raise ValueError(msg) from exc
+    except Exception as exc:
+        msg = f"load_checkpoint: {str(path)!r} is not a readable torch checkpoint ({exc})."
+        raise ValueError(msg) from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in _READABLE_FORMATS:
+        msg = f"load_checkpoint: {str(path)!r} is not a darcyvae training checkpoint."
+        raise ValueError(msg)
+    if ckpt["format"] >= 2:
+        stored = ckpt.get("checksum")
+        if stored != checkpoint_checksum(ckpt):
+            msg = (
+                f"load_checkpoint: {str(path)!r} failed its checksum (the file was changed or "
+                "damaged after it was written); refusing to use it."
+            )
+            raise IntegrityError(msg)
+    return ckpt
+
+
+def load_model(
+    checkpoint: str | os.PathLike | dict[str, Any], *, device: str | torch.device | None = None
+) -> DenseVAE:
+    """Rebuild the trained DenseVAE of a checkpoint (in eval mode) on ``device``.
+
+    Raises
+    ------
+    ValueError
+        The stored weights do not fit the stored configuration (e.g. a tensor
+        of the wrong shape), naming the checkpoint's problem in one line.
+    """
+    from .config import TrainConfig
+
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    dev = resolve_device(device, "load_model")
+    model = DenseVAE(TrainConfig.from_dict(ckpt["config"]).model)
+    load_state(model, ckpt["model"], "load_model")
+    return model.to(dev).eval()
+
+
+def load_state(module: Any, state: dict[str, Any], caller: str) -> None:
+    """``module.load_state_dict(state)`` with a one-line ``ValueError`` on mismatch."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        msg = f"{caller}: the checkpoint does not fit the configured model ({detail})."
+        raise ValueError(msg) from exc
+
+
+def read_log(path: str | os.PathLike, before_epoch: int) -> list[dict[str, Any]]:
+    """Records of ``metrics.jsonl`` with ``epoch < before_epoch``.
+
+    A torn last line (a write interrupted by a kill) is dropped: the
+    records after the checkpoint are rewritten on resume anyway.
+
+    Raises
+    ------
+    IntegrityError
+        Any other damage (an unreadable line that is not the last, a record
+        without ``"epoch"``), naming the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        last = i == len(lines) - 1 or all(not rest.strip() for rest in lines[i + 1 :])
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if last:
+                log.warning("read_log: dropped a torn last line of %s", path)
+                continue
+            msg = f"read_log: {str(path)!r} line {i + 1} is not JSON ({exc})."
+            raise IntegrityError(msg) from None
+        epoch = rec.get("epoch") if isinstance(rec, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            msg = f'read_log: {str(path)!r} line {i + 1} has no integer "epoch".'
+            raise IntegrityError(msg)
+        if epoch < before_epoch:
+            records.append(rec)
+    return records
+
+
+def clean_stale_tmp(folder: str | os.PathLike, name: str = CHECKPOINT_NAME) -> list[Path]:
+    """Remove ``.{name}.*.tmp`` files that an interrupted atomic save left in ``folder``.
+
+    Call it only while holding the folder's lock (``darcyvae._lock.folder_lock``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for tmp in folder.glob(f".{name}.*.tmp"):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    if removed:
+        log.info("removed %d stale temporary file(s) in %s", len(removed), folder)
+    return removed

@@ -1,0 +1,478 @@
+"""The configuration of a training run, in sections (SPEC 4d-4f), and the shipped presets.
+
+Public names
+------------
+TrainConfig
+    Frozen run configuration: ``model`` (a ``VAEConfig``) plus four
+    sections, ``optim``, ``beta``, ``labels`` and ``run``; read from and
+    written to TOML with one table per section.
+OptimConfig, BetaConfig, LabelConfig, RunConfig
+    The sections.
+FLAT_KEYS
+    The flat (pre-section) key of every setting and where it lives now;
+    old flat TOML files and dicts still load through it.
+list_presets, load_preset
+    The shipped configurations of the paper's experiments (``configs/*.toml``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from . import _toml
+from ._checks import check_choice, check_int, check_real, config_kwargs
+from .losses import BETA_MODES, LABEL_LOSSES, REDUCTIONS
+from .models import VAEConfig
+
+__all__ = [
+    "FLAT_KEYS",
+    "NORMALIZATIONS",
+    "BetaConfig",
+    "LabelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "TrainConfig",
+    "list_presets",
+    "load_preset",
+]
+
+NORMALIZATIONS = ("none", "channel")
+
+
+def _check_bool(value: Any, name: str, caller: str) -> None:
+    if not isinstance(value, bool):
+        msg = f"{caller}: {name} must be a bool; got {value!r}."
+        raise TypeError(msg)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser and schedule (SPEC 4d): Adam, weight decay 0.
+
+    Parameters
+    ----------
+    epochs : int, default=6500
+    batch_size : int, default=64
+    lr_values : tuple of float, default=(5e-4, 1e-4)
+    lr_milestones : tuple of int, default=(5900,)
+        Piecewise-constant learning rate (``darcyvae.losses.learning_rate``);
+        the defaults are the released no-HP schedule, the HP one is (3e-4,
+        5e-5, 2.5e-5) with milestones (6500, 12500) over 14000 epochs.
+    reduction : {"mean", "sum"}, default="mean"
+        The objective's reduction (SPEC 4b): the released code's ``mean``
+        or the true negative ELBO ``sum``.
+    """
+
+    epochs: int = 6500
+    batch_size: int = 64
+    lr_values: tuple[float, ...] = (5e-4, 1e-4)
+    lr_milestones: tuple[int, ...] = (5900,)
+    reduction: str = "mean"
+
+    def __post_init__(self) -> None:
+        c = "TrainConfig.optim"
+        check_int(self.epochs, "epochs", c, low=0)
+        check_int(self.batch_size, "batch_size", c, low=1)
+        values = tuple(float(v) for v in self.lr_values)
+        milestones = tuple(self.lr_milestones)
+        for v in values:
+            check_real(v, "each learning rate", c, low=0.0, low_open=True)
+        for m in milestones:
+            check_int(m, "each lr milestone", c, low=1)
+        if len(values) != len(milestones) + 1 or list(milestones) != sorted(set(milestones)):
+            msg = (
+                f"{c}: lr_values must have one more entry than lr_milestones, which must be "
+                f"strictly increasing; got {values} and {milestones}."
+            )
+            raise ValueError(msg)
+        object.__setattr__(self, "lr_values", values)
+        object.__setattr__(self, "lr_milestones", tuple(int(m) for m in milestones))
+        check_choice(self.reduction, "reduction", c, REDUCTIONS)
+
+
+@dataclass(frozen=True)
+class BetaConfig:
+    """The rate weight beta and its two phases (SPEC 4d), and beta_p of the HP (SPEC 4c).
+
+    Parameters
+    ----------
+    mode : {"adaptive", "fixed"}, default="adaptive"
+        Phase 2: the paper's adaptive rule, or a constant ``value`` (beta-VAE).
+    value : float, default=1.0
+        The constant beta of ``fixed`` mode (after phase 1).
+    beta0 : float, default=1e-7
+        Beta of phase 1 and the start of the adaptive rule (released code: 1e-9).
+    rec_epochs : int, default=4000
+        E_rec: epochs of the reconstruction-only phase 1.
+    warmup_rate : bool, default=True
+        Keep the rate (weighted by beta0) in phase 1; False drops it, as the
+        released code does.
+    nu, tau : float, default=0.005, 1.0
+        Parameters of the beta rule.
+    adaptive_beta_p : bool or None, default=None
+        Weight the HP's KL(q_gamma || p(xi)) by beta_p driven by the same
+        rule; None means "when ``model.hp_variant == 'full'``" (the released code).
+    """
+
+    mode: str = "adaptive"
+    value: float = 1.0
+    beta0: float = 1e-7
+    rec_epochs: int = 4000
+    warmup_rate: bool = True
+    nu: float = 0.005
+    tau: float = 1.0
+    adaptive_beta_p: bool | None = None
+
+    def __post_init__(self) -> None:
+        c = "TrainConfig.beta"
+        check_choice(self.mode, "mode", c, BETA_MODES)
+        check_real(self.value, "value", c, low=0.0)
+        check_real(self.beta0, "beta0", c, low=0.0, low_open=True, high=1.0)
+        check_int(self.rec_epochs, "rec_epochs", c, low=0)
+        _check_bool(self.warmup_rate, "warmup_rate", c)
+        check_real(self.nu, "nu", c, low=0.0)
+        check_real(self.tau, "tau", c, low=0.0)
+        if self.adaptive_beta_p is not None and not isinstance(self.adaptive_beta_p, bool):
+            msg = f"{c}: adaptive_beta_p must be a bool or None; got {self.adaptive_beta_p!r}."
+            raise TypeError(msg)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """Semi-supervised labels (SPEC 4f).
+
+    Parameters
+    ----------
+    n_labeled : int, default=0
+        Number of labelled training samples (0: unsupervised).
+    loss : {"nll", "mse"}, default="nll"
+    weight : float, default=1.0
+        lambda.
+    seed : int or None, default=None
+        Chooses the labelled subset (None: derived from ``run.seed``).
+    batch_size : int, default=64
+        Labelled samples per step (all of them when fewer).
+    """
+
+    n_labeled: int = 0
+    loss: str = "nll"
+    weight: float = 1.0
+    seed: int | None = None
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        c = "TrainConfig.labels"
+        check_int(self.n_labeled, "n_labeled", c, low=0)
+        check_choice(self.loss, "loss", c, LABEL_LOSSES)
+        check_real(self.weight, "weight", c, low=0.0)
+        if self.seed is not None:
+            check_int(self.seed, "seed", c, low=0)
+        check_int(self.batch_size, "batch_size", c, low=1)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Seed, data normalisation, checkpoints, evaluation and the over-regularisation verdict.
+
+    Parameters
+    ----------
+    seed : int, default=0
+        Seeds initialisation, shuffling, noise and (by default) the labels.
+    normalize : {"none", "channel"}, default="none"
+        Per-channel normalisation with the training file's statistics.
+    deterministic : bool, default=False
+        Run under ``torch.use_deterministic_algorithms(True)`` (restored
+        afterwards; on CUDA also sets ``CUBLAS_WORKSPACE_CONFIG`` if unset).
+    checkpoint_every : int, default=100
+        Epochs between checkpoints (one is always written at the end).
+    eval_every : int, default=1
+        Epochs between test/S_D evaluations (0: only at the end).
+    eval_batch_size : int, default=256
+    rate_tol, rel_tol : float, default=0.01, 0.05
+        Over-regularisation thresholds (``detect_over_regularization``).
+    max_restarts : int, default=0
+        Restarts with a new seed when the run ends over-regularised
+        (``train_with_restarts``).
+    """
+
+    seed: int = 0
+    normalize: str = "none"
+    deterministic: bool = False
+    checkpoint_every: int = 100
+    eval_every: int = 1
+    eval_batch_size: int = 256
+    rate_tol: float = 0.01
+    rel_tol: float = 0.05
+    max_restarts: int = 0
+
+    def __post_init__(self) -> None:
+        c = "TrainConfig.run"
+        check_int(self.seed, "seed", c, low=0)
+        check_choice(self.normalize, "normalize", c, NORMALIZATIONS)
+        _check_bool(self.deterministic, "deterministic", c)
+        check_int(self.checkpoint_every, "checkpoint_every", c, low=1)
+        check_int(self.eval_every, "eval_every", c, low=0)
+        check_int(self.eval_batch_size, "eval_batch_size", c, low=1)
+        check_real(self.rate_tol, "rate_tol", c, low=0.0)
+        check_real(self.rel_tol, "rel_tol", c, low=0.0)
+        check_int(self.max_restarts, "max_restarts", c, low=0)
+
+
+_SECTIONS: dict[str, type] = {
+    "optim": OptimConfig,
+    "beta": BetaConfig,
+    "labels": LabelConfig,
+    "run": RunConfig,
+}
+
+
+def _flat_keys() -> dict[str, tuple[str, str]]:
+    renamed = {
+        ("beta", "mode"): "beta_mode",
+        ("beta", "value"): "beta",
+        ("labels", "loss"): "label_loss",
+        ("labels", "weight"): "label_weight",
+        ("labels", "seed"): "label_seed",
+        ("labels", "batch_size"): "label_batch_size",
+    }
+    out = {}
+    for section, cls in _SECTIONS.items():
+        for f in fields(cls):
+            out[renamed.get((section, f.name), f.name)] = (section, f.name)
+    return out
+
+
+FLAT_KEYS: dict[str, tuple[str, str]] = _flat_keys()
+"""Flat key of the pre-section TrainConfig -> (section, name); e.g. ``"beta_mode"``
+-> ``("beta", "mode")``. ``TrainConfig(**flat)``, ``from_dict(flat)``,
+``replace(**flat)`` and the read-only attributes ``config.<flat key>`` use it
+(except ``beta``, which is the section; its old flat value is ``beta.value``)."""
+
+RUN_LENGTH_KEYS = ("epochs", "checkpoint_every", "eval_every", "max_restarts")
+"""Settings (flat keys) that may change when a run is resumed; they do not change its path."""
+
+
+@dataclass(frozen=True, init=False)
+class TrainConfig:
+    """Configuration of one training run (SPEC 4d-4f); TOML round-trips it.
+
+    Parameters
+    ----------
+    model : VAEConfig or dict, default=VAEConfig()
+        The network and prior.
+    optim : OptimConfig or dict, default=OptimConfig()
+        Epochs, batch size, learning-rate schedule, reduction.
+    beta : BetaConfig or dict, default=BetaConfig()
+        Phases and rule of beta (and beta_p). A number is the old flat
+        ``beta`` (the fixed-mode value).
+    labels : LabelConfig or dict, default=LabelConfig()
+        Semi-supervised labels.
+    run : RunConfig or dict, default=RunConfig()
+        Seed, normalisation, determinism, checkpoints, evaluation, restarts.
+    **flat
+        Any setting by its flat key (``FLAT_KEYS``), e.g. ``epochs=3,
+        seed=1, beta_mode="fixed"``; applied on top of the sections.
+
+    Examples
+    --------
+    >>> cfg = TrainConfig(epochs=10, seed=3)
+    >>> cfg.optim.epochs, cfg.run.seed, cfg.epochs
+    (10, 3, 10)
+    >>> TrainConfig.from_dict({"epochs": 10, "seed": 3}) == cfg
+    True
+    """
+
+    model: VAEConfig
+    optim: OptimConfig
+    beta: BetaConfig
+    labels: LabelConfig
+    run: RunConfig
+
+    def __init__(
+        self,
+        model: VAEConfig | dict[str, Any] | None = None,
+        optim: OptimConfig | dict[str, Any] | None = None,
+        beta: BetaConfig | dict[str, Any] | float | None = None,
+        labels: LabelConfig | dict[str, Any] | None = None,
+        run: RunConfig | dict[str, Any] | None = None,
+        **flat: Any,
+    ) -> None:
+        c = "TrainConfig"
+        if isinstance(beta, (int, float)) and not isinstance(beta, bool):
+            flat["beta"] = beta
+            beta = None
+        if model is None:
+            model = VAEConfig()
+        elif isinstance(model, dict):
+            model = VAEConfig.from_dict(dict(model))
+        if not isinstance(model, VAEConfig):
+            msg = f"{c}: model must be a VAEConfig or a dict; got {type(model).__name__}."
+            raise TypeError(msg)
+        given = {"optim": optim, "beta": beta, "labels": labels, "run": run}
+        unknown = sorted(set(flat) - set(FLAT_KEYS))
+        if unknown:
+            msg = (
+                f"{c}: unknown settings {unknown}; known: sections {sorted(_SECTIONS)} "
+                f"or flat keys {sorted(FLAT_KEYS)}."
+            )
+            raise TypeError(msg)
+        by_section: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
+        for key, value in flat.items():
+            section, name = FLAT_KEYS[key]
+            by_section[section][name] = value
+        object.__setattr__(self, "model", model)
+        for section, cls in _SECTIONS.items():
+            value = given[section]
+            if value is None:
+                value = cls()
+            elif isinstance(value, dict):
+                value = cls(**config_kwargs(cls, value))
+            if not isinstance(value, cls):
+                msg = (
+                    f"{c}: {section} must be a {cls.__name__} or a dict; "
+                    f"got {type(value).__name__}."
+                )
+                raise TypeError(msg)
+            if by_section[section]:
+                value = dataclasses.replace(value, **by_section[section])
+            object.__setattr__(self, section, value)
+
+    def __getattr__(self, name: str) -> Any:
+        # Read-only flat access (config.epochs, config.seed, ...), as before the sections.
+        if name in FLAT_KEYS and name != "beta":
+            section, key = FLAT_KEYS[name]
+            return getattr(object.__getattribute__(self, section), key)
+        msg = f"'TrainConfig' object has no attribute {name!r}"
+        raise AttributeError(msg)
+
+    @property
+    def beta_p_adaptive(self) -> bool:
+        """Whether beta_p follows the adaptive rule (resolves ``adaptive_beta_p=None``)."""
+        if self.beta.adaptive_beta_p is not None:
+            return self.beta.adaptive_beta_p and self.model.prior == "hierarchical"
+        return self.model.prior == "hierarchical" and self.model.hp_variant == "full"
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes``: sections (objects or dicts of changes) or flat keys.
+
+        ``model`` may be a dict of VAEConfig changes; a section given as a
+        dict changes only the keys it names.
+        """
+        kw: dict[str, Any] = {}
+        model = changes.pop("model", None)
+        if isinstance(model, dict):
+            model = dataclasses.replace(self.model, **model)
+        kw["model"] = model if model is not None else self.model
+        for section in _SECTIONS:
+            value = changes.pop(section, None)
+            if (
+                section == "beta"
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+            ):
+                changes["beta"] = value
+                value = None
+            current = getattr(self, section)
+            if isinstance(value, dict):
+                value = dataclasses.replace(current, **value)
+            kw[section] = value if value is not None else current
+        return TrainConfig(**kw, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict: ``model`` and one dict per section (tuples as lists, None dropped)."""
+        out: dict[str, Any] = {"model": self.model.to_dict()}
+        for section in _SECTIONS:
+            part = {}
+            for f in fields(getattr(self, section)):
+                value = getattr(getattr(self, section), f.name)
+                if isinstance(value, tuple):
+                    value = list(value)
+                if value is not None:
+                    part[f.name] = value
+            out[section] = part
+        return out
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """The old flat form (``model`` nested, every other setting by its flat key)."""
+        nested = self.to_dict()
+        out: dict[str, Any] = {"model": nested["model"]}
+        for key, (section, name) in FLAT_KEYS.items():
+            if name in nested[section]:
+                out[key] = nested[section][name]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of ``to_dict``; also reads the old flat form (and a mix of both).
+
+        Raises
+        ------
+        ValueError
+            Unknown keys (naming the known ones), or a setting given both flat
+            and in its section.
+        TypeError
+            Data that is not a dict.
+        """
+        if not isinstance(data, dict):
+            msg = f"TrainConfig.from_dict: expected a dict; got {type(data).__name__}."
+            raise TypeError(msg)
+        kw: dict[str, Any] = {}
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "model" or (key in _SECTIONS and isinstance(value, dict)):
+                kw[key] = dict(value) if isinstance(value, dict) else value
+            elif key in FLAT_KEYS:
+                flat[key] = tuple(value) if isinstance(value, list) else value
+            else:
+                known = sorted({"model", *_SECTIONS, *FLAT_KEYS})
+                msg = f"TrainConfig: unknown key {key!r}; known: {known}."
+                raise ValueError(msg)
+        for key in flat:
+            section, name = FLAT_KEYS[key]
+            if isinstance(kw.get(section), dict) and name in kw[section]:
+                msg = f"TrainConfig: {key!r} is given both flat and in [{section}]."
+                raise ValueError(msg)
+        for section, section_cls in _SECTIONS.items():
+            if section in kw:
+                kw[section] = section_cls(**config_kwargs(section_cls, kw[section]))
+        return cls(**kw, **flat)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> TrainConfig:
+        """Read a TOML file: ``[model]``, ``[optim]``, ``[beta]``, ``[labels]``, ``[run]``
+        (or the old top-level flat keys)."""
+        return cls.from_dict(_toml.load(path))
+
+    def to_toml(self, path: str | os.PathLike, header: str = "") -> Path:
+        """Write the configuration as TOML (one table per section), atomically; returns the path."""
+        return _toml.write(path, self.to_dict(), header)
+
+
+def _presets_dir():
+    return resources.files("darcyvae") / "configs"
+
+
+def list_presets() -> list[tuple[str, str]]:
+    """``(name, first comment line)`` of each shipped configuration (``configs/*.toml``)."""
+    out = []
+    for entry in sorted(_presets_dir().iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".toml"):
+            lines = entry.read_text().splitlines()
+            first = lines[0] if lines else ""
+            out.append((entry.name[: -len(".toml")], first.lstrip("# ").strip()))
+    return out
+
+
+def load_preset(name: str) -> TrainConfig:
+    """The shipped configuration ``name`` (see ``list_presets``)."""
+    entry = _presets_dir() / f"{name}.toml"
+    if not isinstance(name, str) or not entry.is_file():
+        known = ", ".join(n for n, _ in list_presets())
+        msg = f"load_preset: unknown preset {name!r}; known: {known}."
+        raise ValueError(msg)
+    return TrainConfig.from_dict(_toml.loads(entry.read_text()))
