@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 
 import numpy as np
 import pytest
 from darcyvae.distributions import (
     BLOCK_SIZE,
+    LHS_KEY,
     Gaussian,
     Mixture4,
     Normal,
@@ -16,7 +18,7 @@ from darcyvae.distributions import (
     get_distribution,
     list_distributions,
 )
-from scipy import stats
+from scipy import optimize, stats
 
 N_MOMENTS = 40_000
 """Samples for the moment checks: standard errors of about 0.5% of sd."""
@@ -49,9 +51,14 @@ def test_registry_lists_every_distribution():
 
 
 def test_paper_defaults():
+    """SPEC 3: the gaussian default is radially symmetric, mu = (1, 1), sd = (0.5, 0.5)."""
     g = get_distribution("gaussian", 2)
-    np.testing.assert_array_equal(g.mean(), [1.0, -1.0])
-    np.testing.assert_array_equal(g.cov(), np.diag([0.25, 4.0]))
+    np.testing.assert_array_equal(g.mean(), [1.0, 1.0])
+    np.testing.assert_array_equal(g.cov(), np.diag([0.25, 0.25]))
+    # any s: the authors' randn * 0.5 + 1 per coordinate
+    np.testing.assert_array_equal(Gaussian(5).mean(), np.ones(5))
+    z = Normal(3).sample(50, seed=2)
+    np.testing.assert_allclose(Gaussian(3).sample(50, seed=2), 1.0 + 0.5 * z, rtol=1e-15)
     m = get_distribution("mixture4", 2)
     assert (m.loc, m.scale) == (1.0, 0.25)
 
@@ -286,3 +293,116 @@ def test_bad_sampling_arguments():
         d.log_prob(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="indices must be < 2"):
         ThetaArray(np.zeros((2, 2))).sample_indices([2])
+
+
+# -- Monte Carlo is unchanged, Latin hypercube sampling ------------------------------------
+def test_monte_carlo_draws_are_unchanged_byte_for_byte():
+    """SHA-256 of draws made by the code before LHS was added (seed 7, stream 1, n = 600)."""
+    pinned = {
+        "normal": "926188f3cf31f91b56616e105027160f4b0cc6ed180e316a564bf8856a953979",
+        "mixture4": "7e94300b860a8dac6190c2f6a72d38829a591353c9ea3558c46d7f4171fbbeea",
+        "gaussian": "2dddd3b697955c20310725d009142e1a75e026962640fa8d1b939bd3153225ae",
+        "uniform": "0c200d1721a7bd52be53926eb318a21c58fa634bba590d1046e9996ab7627ffa",
+    }
+    dists = [Normal(3), Mixture4(3), Gaussian(2, mean=(1.0, -1.0), sd=(0.5, 2.0)), Uniform(2)]
+    for d in dists:
+        for x in (d.sample(600, seed=7, stream=1), d.sample(600, seed=7, stream=1, sampling="mc")):
+            assert hashlib.sha256(x.tobytes()).hexdigest() == pinned[d.name], d.name
+
+
+def _marginal_cdf(dist, j):
+    """The closed-form marginal CDF of coordinate j, from scipy.stats (independent of darcyvae)."""
+    if isinstance(dist, Mixture4):
+        return lambda t: (
+            0.5 * stats.norm.cdf(t, dist.loc, dist.scale)
+            + 0.5 * stats.norm.cdf(t, -dist.loc, dist.scale)
+        )
+    if isinstance(dist, Uniform):
+        return stats.uniform(dist.low[j], dist.high[j] - dist.low[j]).cdf
+    return stats.norm(dist.mean()[j], np.sqrt(dist.cov()[j, j])).cdf
+
+
+@pytest.mark.parametrize("n", [1, 7, 512])
+def test_lhs_has_one_sample_per_stratum(dist3, n):
+    """Each coordinate: exactly one sample in each stratum [j/n, (j+1)/n) of its CDF."""
+    x = dist3.sample(n, seed=4, sampling="lhs")
+    assert x.shape == (n, 3)
+    assert np.all(np.isfinite(x))
+    for j in range(3):
+        u = _marginal_cdf(dist3, j)(x[:, j])
+        np.testing.assert_array_equal(np.sort(np.floor(u * n)), np.arange(n))
+        # darcyvae's own cdf agrees with scipy's
+        np.testing.assert_allclose(dist3.cdf(x)[:, j], u, rtol=1e-12, atol=1e-15)
+
+
+def test_lhs_matches_the_target_distribution(dist3):
+    """KS test per coordinate; coordinates uncorrelated; the same seed, the same design."""
+    n = 2000
+    x = dist3.sample_lhs(n, seed=8)
+    for j in range(3):
+        assert stats.kstest(x[:, j], _marginal_cdf(dist3, j)).pvalue > 1e-3
+    corr = np.corrcoef(x, rowvar=False)
+    assert np.abs(corr[np.triu_indices(3, 1)]).max() < 5 / np.sqrt(n)
+    np.testing.assert_array_equal(x, dist3.sample(n, seed=8, sampling="lhs"))
+    assert not np.array_equal(x, dist3.sample_lhs(n, seed=9))
+    assert not np.array_equal(x, dist3.sample_lhs(n, seed=8, stream=1))
+    # a pure function of (seed, stream, n): coordinate k does not depend on s
+    fewer = type(dist3)(2) if not isinstance(dist3, (Gaussian, Uniform)) else None
+    if fewer is not None:
+        np.testing.assert_array_equal(fewer.sample_lhs(n, seed=8), x[:, :2])
+
+
+def test_lhs_design_definition_is_stable():
+    """Coordinate k: ppf((perm + (m + 0.5) / 2**32) / n) from SeedSequence(seed, (stream, KEY, n, k))."""
+    n, seed, stream = 10, 3, 1
+    x = Normal(2).sample_lhs(n, seed, stream=stream)
+    for k in range(2):
+        seq = np.random.SeedSequence(seed, spawn_key=(stream, LHS_KEY, n, k))
+        rng = np.random.Generator(np.random.PCG64(seq))
+        perm = rng.permutation(n)
+        m = rng.integers(0, 2**32, size=n, dtype=np.uint64)
+        np.testing.assert_array_equal(x[:, k], stats.norm.ppf((perm + (m + 0.5) / 2**32) / n))
+
+
+def test_mixture4_quantile_function_is_accurate():
+    """ppf inverts the mixture CDF to rounding level, in both tails and at the centre."""
+    m = Mixture4(1)
+    u = np.array([1e-300, 1e-12, 1e-5, 0.1, 0.25, 0.4, 0.6, 0.9, 1 - 1e-5])
+    x = m.ppf(u[:, None])[:, 0]
+    f = _marginal_cdf(m, 0)
+    for ui, xi in zip(u, x, strict=True):
+        # scipy's brentq on the scipy CDF (accurate away from F ~ 1 and F ~ 1/2)
+        if ui < 0.45:
+            ref = optimize.brentq(lambda t, ui=ui: f(t) - ui, -40, 0, xtol=1e-300, rtol=1e-15)
+            assert xi == pytest.approx(ref, rel=4e-15)
+    dyadic = np.array([[2.0**-40], [0.125], [0.25], [0.375]])  # 1 - u exact: F(-x) = 1 - F(x)
+    np.testing.assert_array_equal(m.ppf(1 - dyadic), -m.ppf(dyadic))
+    assert m.ppf([[0.5]])[0, 0] == 0.0
+    assert m.ppf([[0.0]])[0, 0] == -np.inf
+    assert m.ppf([[1.0]])[0, 0] == np.inf
+    rng = np.random.default_rng(0)
+    for loc, scale in ((1.0, 0.25), (3.0, 0.1), (0.1, 2.0)):
+        mix = Mixture4(1, loc=loc, scale=scale)
+        u = rng.random((20_000, 1))
+        back = mix.cdf(mix.ppf(u))
+        assert np.abs(back - u).max() <= 1e-15 + 1e-13 * np.minimum(u, 1 - u).max()
+        assert np.all(np.abs(back - u) <= 1e-13 * np.minimum(u, 1 - u) + 1e-16)
+
+
+def test_ppf_inverts_cdf_for_every_distribution(dist3):
+    u = np.random.default_rng(1).random((200, 3))
+    np.testing.assert_allclose(dist3.cdf(dist3.ppf(u)), u, rtol=1e-12, atol=1e-15)
+
+
+def test_lhs_bad_arguments():
+    with pytest.raises(ValueError, match="sampling must be one of 'mc', 'lhs'"):
+        Normal(2).sample(4, seed=0, sampling="sobol")
+    with pytest.raises(NotImplementedError, match="no quantile function"):
+        ThetaArray(np.zeros((4, 2))).sample(4, seed=0, sampling="lhs")
+    with pytest.raises(ValueError, match="u must lie in"):
+        Normal(2).ppf([[0.5, 1.5]])
+    with pytest.raises(ValueError, match="u must have 2 coordinates"):
+        Normal(2).ppf(np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        Normal(2).sample_lhs(4, seed=-1)
+    assert Normal(2).sample_lhs(0, seed=0).shape == (0, 2)

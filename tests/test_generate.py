@@ -106,6 +106,7 @@ def test_attributes_record_how_the_file_was_made(reference):
         "variance": 1.0,
         "distribution": "mixture4",
         "distribution_params": {"loc": 1.0, "scale": 0.25},
+        "sampling": "mc",
         "seed": 0,
         "stream": 0,
         "first_index": 0,
@@ -154,6 +155,28 @@ def test_train_is_a_prefix_of_a_larger_train(reference, tmp_path):
     np.testing.assert_array_equal(
         datasets(paths["test"])["output"], datasets(reference["test"])["output"][:5]
     )
+
+
+def test_latin_hypercube_training_set(reference, tmp_path):
+    """train_sampling="lhs": the design of sample_lhs(n, seed, stream=0); test stays MC."""
+    cfg = small(train_sampling="lhs")
+    with pytest.raises(Interrupt):
+        generate_dataset(cfg, tmp_path, progress=False, callback=stop_after("train", 16))
+    paths = generate_dataset(cfg, tmp_path, resume=True, progress=False)
+    theta = datasets(paths["train"])["generative_params"]
+    np.testing.assert_array_equal(theta, Mixture4(3).sample_lhs(40, 0).astype(np.float32))
+    u = Mixture4(3).cdf(theta.astype(np.float64))
+    for k in range(3):  # one sample per stratum (float32 rounding is far below 1/40)
+        np.testing.assert_array_equal(np.sort(np.floor(u[:, k] * 40)), np.arange(40))
+    attrs = read_attrs(paths["train"])
+    assert (attrs["sampling"], read_attrs(paths["test"])["sampling"]) == ("lhs", "mc")
+    assert "Latin hypercube" in attrs["theta_rng"]
+    assert sha(paths["test"]) == sha(reference["test"])
+    fresh = generate_dataset(cfg, tmp_path / "fresh", progress=False)
+    assert sha(fresh["train"]) == sha(paths["train"])
+    # a resumed MC partial is not continued as LHS
+    with pytest.raises(ValueError, match="made with other settings"):
+        generate_dataset(small(), tmp_path, resume=True, progress=False)
 
 
 # -- determinism -------------------------------------------------------------------------
@@ -457,6 +480,13 @@ def test_progress_bar_shows_samples_per_second(tmp_path, capsys):
         ({"compression_level": 10}, ValueError, "compression_level must be"),
         ({"threads": 0}, ValueError, "threads must be"),
         ({"seed": -1}, ValueError, "seed must be"),
+        ({"train_sampling": "sobol"}, ValueError, "train_sampling must be one of 'mc', 'lhs'"),
+        ({"test_sampling": None}, ValueError, "test_sampling must be one of 'mc', 'lhs'"),
+        (
+            {"distribution": ThetaArray(np.zeros((60, 3))), "train_sampling": "lhs"},
+            ValueError,
+            "train_sampling = 'lhs' needs a distribution with a quantile function",
+        ),
         ({"kle": "KLE2"}, TypeError, "kle must be a KLEConfig"),
         ({"darcy": None}, TypeError, "darcy must be a DarcyConfig"),
         ({"distribution": 3}, TypeError, "distribution must be a name or a Distribution"),
@@ -545,10 +575,17 @@ def test_cli_distribution_parameters(tmp_path, capsys):
     args = ["generate", "--kle", "2", "--dist", "gaussian", "--mean", "1", "-1", "--sd", "0.5"]
     args += ["--n-train", "6", "--n-test", "3", "--grid", "9", "--out", str(out), "--no-progress"]
     args += ["--compression", "gzip", "--threads", "1", "--seed", "5"]
+    args += ["--train-sampling", "lhs", "--test-sampling", "mc"]
     assert main(args) == 0
     attrs = read_attrs(out / "train.h5")
     assert attrs["distribution_params"] == {"mean": [1.0, -1.0], "sd": [0.5, 0.5]}
     assert attrs["seed"] == 5
+    assert (attrs["sampling"], read_attrs(out / "test.h5")["sampling"]) == ("lhs", "mc")
+    # the gaussian default is radially symmetric: mean (1, 1), sd (0.5, 0.5) (SPEC 3)
+    args = ["generate", "--kle", "2", "--dist", "gaussian", "--n-train", "2", "--n-test", "0"]
+    assert main([*args, "--grid", "9", "--out", str(tmp_path / "g0"), "--no-progress"]) == 0
+    params = read_attrs(tmp_path / "g0" / "train.h5")["distribution_params"]
+    assert params == {"mean": [1.0, 1.0], "sd": [0.5, 0.5]}
     with h5py.File(out / "train.h5") as f:
         assert f["output"].compression == "gzip"
     thetas = tmp_path / "theta.npy"

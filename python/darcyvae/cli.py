@@ -178,8 +178,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variance", type=float, default=1.0, help="KLE field variance sigma^2")
     p.add_argument("--dist", default="normal", help="normal, gaussian, mixture4, uniform or array")
     for name, what in (
-        ("mean", "gaussian mean"),
-        ("sd", "gaussian standard deviations"),
+        ("mean", "gaussian mean (default 1)"),
+        ("sd", "gaussian standard deviations (default 0.5)"),
         ("low", "uniform lower bounds"),
         ("high", "uniform upper bounds"),
     ):
@@ -195,6 +195,14 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--well-width", type=float, default=0.125)
     p.add_argument("--rate", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=0)
+    for split, paper in (("train", "the authors' training sets are lhs"), ("test", "")):
+        p.add_argument(
+            f"--{split}-sampling",
+            choices=("mc", "lhs"),
+            default="mc",
+            help=f"{split} thetas: Monte Carlo or Latin hypercube (default mc"
+            + (f"; {paper})" if paper else ")"),
+        )
     p.add_argument("--chunk-size", type=int, default=256, help="samples per chunk (default 256)")
     p.add_argument("--compression", choices=("gzip", "lzf", "none"), default="none")
     p.add_argument("--compression-level", type=int, default=4, help="gzip level 0-9")
@@ -248,6 +256,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         compression=None if args.compression == "none" else args.compression,
         compression_level=args.compression_level,
         threads=args.threads,
+        train_sampling=args.train_sampling,
+        test_sampling=args.test_sampling,
     )
     try:
         paths = generate_dataset(

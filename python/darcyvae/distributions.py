@@ -1,16 +1,31 @@
 """Generative parameter distributions p(theta) of the KLE coefficients (SPEC 3).
 
 Every distribution is a frozen dataclass over ``n_modes`` (s) coordinates
-with the same interface: ``sample(n, seed)``, ``sample_indices(indices,
-seed)``, ``mean()``, ``cov()``, ``log_prob(theta)`` and ``params()``.
+with the same interface: ``sample(n, seed, sampling=...)``,
+``sample_indices(indices, seed)``, ``sample_lhs(n, seed)``, ``ppf(u)``,
+``mean()``, ``cov()``, ``log_prob(theta)`` and ``params()``.
 
-Sample ``i`` is a pure function of ``(seed, stream, i)``: draws come in
-fixed blocks of :data:`BLOCK_SIZE` samples, block ``b`` of stream ``k``
-drawn by a PCG64 generator seeded with ``SeedSequence(seed, spawn_key=(k,
-b))``. So any chunking of the index range (resumed runs, Dask workers)
-gives the same thetas, and the first s' coordinates of an s-mode draw are
-the s'-mode draw of the same seed (coordinates are filled one after the
-other), e.g. the KLE2 thetas are the leading coordinates of the KLE100 ones.
+Two sampling designs (:data:`SAMPLINGS`):
+
+``"mc"`` (Monte Carlo)
+
+    Sample ``i`` is a pure function of ``(seed, stream, i)``: draws come in
+    fixed blocks of :data:`BLOCK_SIZE` samples, block ``b`` of stream ``k``
+    drawn by a PCG64 generator seeded with ``SeedSequence(seed,
+    spawn_key=(k, b))``. So any chunking of the index range (resumed runs,
+    Dask workers) gives the same thetas, and the first s' coordinates of an
+    s-mode draw are the s'-mode draw of the same seed (coordinates are
+    filled one after the other), e.g. the KLE2 thetas are the leading
+    coordinates of the KLE100 ones.
+``"lhs"`` (Latin hypercube)
+    ``n`` samples whose every coordinate has exactly one value in each of
+    the ``n`` equal-probability strata of its marginal: coordinate ``k``
+    takes ``u = (pi_k(i) + v_ik) / n`` through the marginal quantile
+    function (:meth:`Distribution.ppf`), with a random permutation ``pi_k``
+    and jitter ``v_ik`` drawn from ``SeedSequence(seed, spawn_key=(stream,
+    LHS_KEY, n, k))``. The design is a pure function of ``(seed, stream,
+    n)``; coordinate k does not depend on s. The authors' training sets are
+    LHS samples of p(theta), their test sets Monte Carlo (SPEC 3).
 
 Public names
 ------------
@@ -25,6 +40,8 @@ get_distribution, list_distributions
     The name registry (``get_distribution("mixture4", 2)``).
 BLOCK_SIZE
     Samples per random block (part of the definition of a seed's stream).
+SAMPLINGS
+    The sampling designs, ``("mc", "lhs")``.
 """
 
 from __future__ import annotations
@@ -36,12 +53,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from scipy.special import ndtr, ndtri
 
 from ._checks import as_float_array, check_choice, check_int, check_real
 from ._random import check_random_state
 
 __all__ = [
     "BLOCK_SIZE",
+    "LHS_KEY",
+    "SAMPLINGS",
     "Distribution",
     "Gaussian",
     "Mixture4",
@@ -54,6 +74,15 @@ __all__ = [
 
 BLOCK_SIZE = 256
 """Samples per random block: block b of stream k is drawn from SeedSequence(seed, spawn_key=(k, b))."""
+
+SAMPLINGS = ("mc", "lhs")
+"""Sampling designs: Monte Carlo (``"mc"``) and Latin hypercube (``"lhs"``)."""
+
+LHS_KEY = 0x4C4853
+"""Part of the spawn key of every LHS design, ``(stream, LHS_KEY, n, k)`` ("LHS" in ASCII)."""
+
+_JITTER_BITS = 32
+"""The LHS jitter inside a stratum is ``(m + 0.5) / 2**32``: never on a stratum edge."""
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -170,9 +199,14 @@ class Distribution:
         return out
 
     def sample(
-        self, n: int, seed: int | np.random.Generator | None = None, *, stream: int = 0
+        self,
+        n: int,
+        seed: int | np.random.Generator | None = None,
+        *,
+        stream: int = 0,
+        sampling: str = "mc",
     ) -> NDArray[np.float64]:
-        """``n`` samples: the indices ``0..n-1`` of the stream ``(seed, stream)``.
+        """``n`` samples of the stream ``(seed, stream)``, Monte Carlo or Latin hypercube.
 
         Parameters
         ----------
@@ -183,6 +217,10 @@ class Distribution:
             a Generator or None first draws an int seed from it.
         stream : int, default=0
             See :meth:`sample_indices`.
+        sampling : {"mc", "lhs"}, default="mc"
+            ``"mc"``: the indices ``0..n-1`` of the stream
+            (:meth:`sample_indices`); ``"lhs"``: the Latin hypercube design
+            of ``n`` samples (:meth:`sample_lhs`).
 
         Returns
         -------
@@ -190,21 +228,132 @@ class Distribution:
 
         Examples
         --------
-        >>> Gaussian(2, mean=(1.0, -1.0), sd=(0.5, 2.0)).sample(3, seed=0).shape
+        >>> Gaussian(2).sample(3, seed=0).shape
         (3, 2)
+        >>> x = Normal(1).sample(4, seed=0, sampling="lhs")
+        >>> sorted(np.floor(Normal(1).cdf(x)[:, 0] * 4).astype(int).tolist())
+        [0, 1, 2, 3]
         """
-        n = check_int(n, "n", f"{type(self).__name__}.sample", low=0)
+        caller = f"{type(self).__name__}.sample"
+        n = check_int(n, "n", caller, low=0)
+        sampling = check_choice(sampling, "sampling", caller, SAMPLINGS)
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             seed = int(check_random_state(seed).integers(2**63))
+        if sampling == "lhs":
+            return self.sample_lhs(n, int(seed), stream=stream)
         return self.sample_indices(np.arange(n), int(seed), stream=stream)
 
+    def sample_lhs(self, n: int, seed: int, *, stream: int = 0) -> NDArray[np.float64]:
+        """A Latin hypercube sample of ``n`` thetas: one per marginal stratum and coordinate.
+
+        Parameters
+        ----------
+        n : int
+            Number of samples (>= 0); the strata are ``[j/n, (j+1)/n)`` of
+            each coordinate's marginal CDF.
+        seed : int
+            Non-negative seed.
+        stream : int, default=0
+            Independent stream of the same seed (see :meth:`sample_indices`).
+
+        Returns
+        -------
+        ndarray of shape (n, n_modes), float64
+            A pure function of ``(seed, stream, n)``; column k does not
+            depend on ``n_modes``. The rows are in random order (coordinate
+            k of row i lies in stratum ``pi_k(i)``).
+
+        Raises
+        ------
+        NotImplementedError
+            The distribution has no marginal quantile function
+            (:class:`ThetaArray`).
+
+        Notes
+        -----
+        ``u_ik = (pi_k(i) + (m_ik + 0.5) / 2**32) / n`` with ``pi_k`` a
+        uniformly random permutation of ``0..n-1`` and ``m_ik`` uniform in
+        ``[0, 2**32)``, both from ``PCG64(SeedSequence(seed,
+        spawn_key=(stream, LHS_KEY, n, k)))``; then ``theta_ik =
+        F_k^{-1}(u_ik)``. Coordinates are independent, as the distributions
+        here have independent coordinates. The whole design is held in
+        memory (8 n s bytes).
+        """
+        caller = f"{type(self).__name__}.sample_lhs"
+        n = check_int(n, "n", caller, low=0)
+        seed = _check_seed(seed, caller)
+        stream = check_int(stream, "stream", caller, low=0)
+        u = np.empty((n, self.n_modes))
+        scale = float(2**_JITTER_BITS)
+        for k in range(self.n_modes):
+            seq = np.random.SeedSequence(seed, spawn_key=(stream, LHS_KEY, n, k))
+            rng = np.random.Generator(np.random.PCG64(seq))
+            strata = rng.permutation(n)
+            jitter = (rng.integers(0, 2**_JITTER_BITS, size=n, dtype=np.uint64) + 0.5) / scale
+            u[:, k] = (strata + jitter) / n
+        return self._ppf(u)
+
+    # -- marginal CDF and quantile function ---------------------------------
+    def _u(self, u: ArrayLike, caller: str) -> NDArray[np.float64]:
+        rows = self._theta(u, caller, name="u")
+        if np.any(np.isnan(rows)) or np.any((rows < 0.0) | (rows > 1.0)):
+            msg = f"{caller}: u must lie in [0, 1] (probabilities); got values outside it or NaN."
+            raise ValueError(msg)
+        return rows
+
+    def cdf(self, theta: ArrayLike) -> NDArray[np.float64]:
+        """Marginal CDFs ``F_k(theta[:, k])`` per coordinate, shape of ``theta`` as 2-D.
+
+        Examples
+        --------
+        >>> Normal(2).cdf([[0.0, 0.0]])
+        array([[0.5, 0.5]])
+        """
+        rows = self._theta(theta, f"{type(self).__name__}.cdf")
+        return self._cdf(rows)
+
+    def ppf(self, u: ArrayLike) -> NDArray[np.float64]:
+        """Marginal quantile functions ``F_k^{-1}(u[:, k])`` per coordinate (the inverse of cdf).
+
+        Parameters
+        ----------
+        u : array-like of shape (m, n_modes) or (n_modes,)
+            Probabilities in [0, 1] (0 and 1 give the ends of the support,
+            -inf/inf where unbounded).
+
+        Returns
+        -------
+        ndarray of shape (m, n_modes), float64
+
+        Raises
+        ------
+        ValueError
+            ``u`` of the wrong width or outside [0, 1].
+        NotImplementedError
+            No quantile function (:class:`ThetaArray`).
+
+        Examples
+        --------
+        >>> Uniform(1, low=0.0, high=2.0).ppf([[0.25]])
+        array([[0.5]])
+        """
+        return self._ppf(self._u(u, f"{type(self).__name__}.ppf"))
+
+    def _cdf(self, theta: NDArray[np.float64]) -> NDArray[np.float64]:
+        msg = f"{type(self).__name__}: no marginal CDF."
+        raise NotImplementedError(msg)
+
+    def _ppf(self, u: NDArray[np.float64]) -> NDArray[np.float64]:
+        msg = f"{type(self).__name__}: no quantile function, so no Latin hypercube sampling."
+        raise NotImplementedError(msg)
+
     # -- closed forms -------------------------------------------------------
-    def _theta(self, theta: ArrayLike, caller: str) -> NDArray[np.float64]:
-        arr = as_float_array(theta, "theta", caller, ndim=(1, 2), finite=False)
+    def _theta(self, theta: ArrayLike, caller: str, name: str = "theta") -> NDArray[np.float64]:
+        arr = as_float_array(theta, name, caller, ndim=(1, 2), finite=False)
         arr2 = arr.reshape(-1, arr.shape[-1]) if arr.ndim == 2 else arr.reshape(1, -1)
         if arr2.shape[1] != self.n_modes:
             msg = (
-                f"{caller}: theta must have {self.n_modes} coordinates (n_modes); "
+                f"{caller}: {name} must have {self.n_modes} coordinates (n_modes); "
                 f"got shape {arr.shape}."
             )
             raise ValueError(msg)
@@ -257,6 +406,12 @@ class Normal(Distribution):
             theta, lambda t: -0.5 * (np.einsum("ij,ij->i", t, t) + self.n_modes * _LOG_2PI)
         )
 
+    def _cdf(self, theta: NDArray[np.float64]) -> NDArray[np.float64]:
+        return ndtr(theta)
+
+    def _ppf(self, u: NDArray[np.float64]) -> NDArray[np.float64]:
+        return ndtri(u)
+
     def mean(self) -> NDArray[np.float64]:
         """Zero vector."""
         return np.zeros(self.n_modes)
@@ -274,28 +429,33 @@ class Gaussian(Distribution):
     ----------
     n_modes : int
         Dimension s.
-    mean : float or sequence of float, default=(1.0, -1.0)
-        Mean (a scalar is broadcast), stored as the field ``mu``. The default
-        is the paper experiment's (s = 2).
-    sd : float or sequence of float, default=(0.5, 2.0)
-        Standard deviations, > 0.
+    mean : float or sequence of float, default=1.0
+        Mean (a scalar is broadcast), stored as the field ``mu``.
+    sd : float or sequence of float, default=0.5
+        Standard deviations (a scalar is broadcast), > 0.
 
     Notes
     -----
-    Draws ``mean + sd * z`` with the ``z`` of :class:`Normal` for the same
-    seed, so the two datasets are an affine map of each other.
+    The defaults are the paper experiment's radially symmetric p(theta)
+    (SPEC 3, section 5.3; the authors' generator draws ``randn * 0.5 + 1``
+    per coordinate): mu = (1, 1), sd = (0.5, 0.5) for s = 2. Draws
+    ``mean + sd * z`` with the ``z`` of :class:`Normal` for the same seed,
+    so the two datasets are an affine map of each other.
 
     Examples
     --------
     >>> Gaussian(2).mean()
-    array([ 1., -1.])
+    array([1., 1.])
+    >>> Gaussian(2).cov()
+    array([[0.25, 0.  ],
+           [0.  , 0.25]])
     """
 
     name: ClassVar[str] = "gaussian"
-    mu: tuple[float, ...] = (1.0, -1.0)
-    sd: tuple[float, ...] = (0.5, 2.0)
+    mu: tuple[float, ...] = (1.0,)
+    sd: tuple[float, ...] = (0.5,)
 
-    def __init__(self, n_modes: int, mean: Any = (1.0, -1.0), sd: Any = (0.5, 2.0)) -> None:
+    def __init__(self, n_modes: int, mean: Any = 1.0, sd: Any = 0.5) -> None:
         caller = "Gaussian"
         check_int(n_modes, "n_modes", caller, low=1)
         object.__setattr__(self, "n_modes", int(n_modes))
@@ -315,6 +475,12 @@ class Gaussian(Distribution):
         mu, sd = np.asarray(self.mu), np.asarray(self.sd)
         const = -np.log(sd).sum() - 0.5 * self.n_modes * _LOG_2PI
         return self._log_prob_rows(theta, lambda t: const - 0.5 * (((t - mu) / sd) ** 2).sum(1))
+
+    def _cdf(self, theta: NDArray[np.float64]) -> NDArray[np.float64]:
+        return ndtr((theta - np.asarray(self.mu)) / np.asarray(self.sd))
+
+    def _ppf(self, u: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(self.mu) + np.asarray(self.sd) * ndtri(u)
 
     def mean(self) -> NDArray[np.float64]:
         """The ``mean`` parameter."""
@@ -391,6 +557,63 @@ class Mixture4(Distribution):
 
         return self._log_prob_rows(theta, fn)
 
+    def _cdf(self, theta: NDArray[np.float64]) -> NDArray[np.float64]:
+        # F(x) = (Phi((x - loc)/scale) + Phi((x + loc)/scale)) / 2; for x > 0 use
+        # F(x) = 1 - F(-x), so both tails keep their relative accuracy.
+        x = -np.abs(theta)
+        a, b = (x - self.loc) / self.scale, (x + self.loc) / self.scale
+        left = 0.5 * (ndtr(a) + ndtr(b))
+        return np.where(theta > 0, 1.0 - left, left)
+
+    def _ppf(self, u: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Invert the CDF numerically: safeguarded Newton on the left half, mirrored.
+
+        For ``q = min(u, 1 - u) <= 1/2`` (``1 - u`` is exact for ``u >= 1/2``)
+        the root of ``F(x) = q`` lies in ``[scale Phi^-1(q) - loc,
+        min(scale Phi^-1(2q) - loc, 0)]`` (F lies between ``Phi((x + loc) /
+        scale) / 2`` and ``Phi((x + loc) / scale)``). Newton steps are kept
+        inside the bracket, which shrinks with every evaluation; the
+        iteration runs until the step or the bracket is at rounding level.
+        """
+        loc, sc = self.loc, self.scale
+        q = np.minimum(u, 1.0 - u)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lo = sc * ndtri(q) - loc
+            hi = np.minimum(sc * ndtri(np.minimum(2.0 * q, 1.0)) - loc, 0.0)
+        inner = np.flatnonzero(q > 0)
+        lo, hi, qq = lo.ravel()[inner], hi.ravel()[inner], q.ravel()[inner]
+        x = 0.5 * (lo + hi)
+        todo = np.arange(len(x))
+        eps, norm = np.finfo(float).eps, sc * math.sqrt(2 * math.pi)
+        for _ in range(200):
+            if todo.size == 0:
+                break
+            xt, lt, ht, qt = x[todo], lo[todo], hi[todo], qq[todo]
+            a, b = (xt - loc) / sc, (xt + loc) / sc
+            # F(x) - q; near the centre as (1/2 - q) - (Phi(-b) - Phi(a)) / 2, two
+            # small tail terms, which keeps its relative accuracy where F ~ 1/2
+            f = np.where(
+                qt < 0.25,
+                0.5 * (ndtr(a) + ndtr(b)) - qt,
+                (0.5 - qt) - 0.5 * (ndtr(-b) - ndtr(a)),
+            )
+            pdf = 0.5 * (np.exp(-0.5 * a * a) + np.exp(-0.5 * b * b)) / norm
+            lt = np.where(f < 0, xt, lt)
+            ht = np.where(f < 0, ht, xt)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                newton = xt - f / pdf
+            # a Newton step is clipped to the bracket (the root may sit on its
+            # edge, e.g. x = 0 for q = 1/2); no finite step: bisection
+            x_new = np.where(np.isfinite(newton), np.clip(newton, lt, ht), 0.5 * (lt + ht))
+            tol = 2 * eps * np.abs(xt) + 1e-300
+            done = (f == 0) | (np.abs(x_new - xt) <= tol) | (ht - lt <= 2 * tol)
+            x[todo], lo[todo], hi[todo] = x_new, lt, ht
+            todo = todo[~done]
+        out = np.full(q.size, -np.inf)
+        out[inner] = x
+        out = out.reshape(q.shape)
+        return np.where(u > 0.5, -out, out)
+
     def mean(self) -> NDArray[np.float64]:
         """Zero vector."""
         return np.zeros(self.n_modes)
@@ -452,6 +675,14 @@ class Uniform(Distribution):
             return np.where(inside, inside_value, -np.inf)
 
         return self._log_prob_rows(theta, fn)
+
+    def _cdf(self, theta: NDArray[np.float64]) -> NDArray[np.float64]:
+        lo, hi = np.asarray(self.low), np.asarray(self.high)
+        return np.clip((theta - lo) / (hi - lo), 0.0, 1.0)
+
+    def _ppf(self, u: NDArray[np.float64]) -> NDArray[np.float64]:
+        lo = np.asarray(self.low)
+        return lo + (np.asarray(self.high) - lo) * u
 
     def mean(self) -> NDArray[np.float64]:
         """``(low + high) / 2``."""

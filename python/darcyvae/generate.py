@@ -42,7 +42,14 @@ from numpy.typing import NDArray
 from . import __version__
 from ._checks import check_choice, check_int
 from .darcy import DarcyConfig, solve_batch
-from .distributions import BLOCK_SIZE, Distribution, ThetaArray, get_distribution
+from .distributions import (
+    BLOCK_SIZE,
+    LHS_KEY,
+    SAMPLINGS,
+    Distribution,
+    ThetaArray,
+    get_distribution,
+)
 from .kle import KLEBasis, KLEConfig, kle_basis
 
 __all__ = ["FORMAT", "SPLITS", "GenerateConfig", "generate_dataset", "read_attrs"]
@@ -96,6 +103,11 @@ class GenerateConfig:
     threads : int or None, default=None
         Solver threads of the local run (None: all cores). On Dask, None
         gives each task ``cores // worker threads``.
+    train_sampling, test_sampling : {"mc", "lhs"}, default="mc"
+        How the split's thetas are drawn: Monte Carlo (sample i is a pure
+        function of (seed, split, i)) or a Latin hypercube design of the
+        split's n samples (a pure function of (seed, split, n); SPEC 3, the
+        authors' training sets). Recorded in the ``sampling`` attribute.
 
     Raises
     ------
@@ -107,9 +119,10 @@ class GenerateConfig:
     Notes
     -----
     Split k (train: 0, test: 1) takes sample i from stream k of the seed
-    (:meth:`Distribution.sample_indices`), so the training set of n_train
-    samples is a prefix of any larger one and the test set does not depend
-    on n_train. A ``ThetaArray`` gives rows ``0..n_train-1`` to train and
+    (:meth:`Distribution.sample_indices`), so with Monte Carlo sampling the
+    training set of n_train samples is a prefix of any larger one and the
+    test set does not depend on n_train. A Latin hypercube split is the
+    design :meth:`Distribution.sample_lhs` ``(n, seed, stream=k)``. A ``ThetaArray`` gives rows ``0..n_train-1`` to train and
     the next n_test rows to test.
 
     Examples
@@ -131,6 +144,8 @@ class GenerateConfig:
     compression: str | None = None
     compression_level: int = 4
     threads: int | None = None
+    train_sampling: str = "mc"
+    test_sampling: str = "mc"
     dist: Distribution = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -172,6 +187,16 @@ class GenerateConfig:
         check_int(self.compression_level, "compression_level", caller, low=0, high=9)
         if self.threads is not None:
             check_int(self.threads, "threads", caller, low=1)
+        for split in SPLITS:
+            name = f"{split}_sampling"
+            check_choice(getattr(self, name), name, caller, SAMPLINGS)
+            if getattr(self, name) == "lhs" and isinstance(dist, ThetaArray):
+                msg = (
+                    f"{caller}: {name} = 'lhs' needs a distribution with a quantile "
+                    "function; user-supplied thetas (a ThetaArray) are used as given."
+                )
+                raise ValueError(msg)
+        object.__setattr__(self, "_lhs_designs", {})
         if isinstance(dist, ThetaArray) and len(dist) < self.n_train + self.n_test:
             msg = (
                 f"{caller}: the theta array has {len(dist)} rows but n_train + n_test = "
@@ -199,9 +224,20 @@ class GenerateConfig:
         check_choice(split, "split", "GenerateConfig.n_samples", SPLITS)
         return self.n_train if split == "train" else self.n_test
 
+    def sampling(self, split: str) -> str:
+        """Sampling design of ``split``: "mc" or "lhs"."""
+        check_choice(split, "split", "GenerateConfig.sampling", SPLITS)
+        return self.train_sampling if split == "train" else self.test_sampling
+
     def _theta(self, split: str, start: int, stop: int) -> NDArray[np.float32]:
         """Thetas of samples ``start..stop-1`` of ``split``, rounded to float32."""
         stream = SPLITS.index(split)
+        if self.sampling(split) == "lhs":
+            designs = self._lhs_designs  # type: ignore[attr-defined]
+            if split not in designs:
+                n = self.n_samples(split)
+                designs[split] = self.dist.sample_lhs(n, self.seed, stream=stream)
+            return designs[split][start:stop].astype(np.float32)
         if isinstance(self.dist, ThetaArray):
             offset = 0 if split == "train" else self.n_train
             theta = self.dist.sample_indices(np.arange(offset + start, offset + stop))
@@ -219,6 +255,20 @@ def _json(value: Any) -> str:
         return str(obj)
 
     return json.dumps(value, sort_keys=True, default=default)
+
+
+_THETA_RNG = {
+    "mc": (
+        f"sample i = row i of block i // {BLOCK_SIZE} drawn by "
+        "PCG64(SeedSequence(seed, spawn_key=(stream, block))); rounded to float32 "
+        "before the KLE"
+    ),
+    "lhs": (
+        "Latin hypercube: coordinate k of sample i = F_k^-1((perm_k[i] + (m_ik + 0.5) / 2**32) "
+        f"/ n), perm_k and m_ik drawn by PCG64(SeedSequence(seed, spawn_key=(stream, {LHS_KEY}, "
+        "n, k))); rounded to float32 before the KLE"
+    ),
+}
 
 
 def _attrs(config: GenerateConfig, basis: KLEBasis, split: str) -> dict[str, Any]:
@@ -240,14 +290,11 @@ def _attrs(config: GenerateConfig, basis: KLEBasis, split: str) -> dict[str, Any
         "kle_variance_fraction": float(basis.variance_fraction),
         "distribution": dist.name,
         "distribution_params": _json(dist.params()),
+        "sampling": config.sampling(split),
         "seed": int(config.seed),
         "stream": stream,
         "first_index": first,
-        "theta_rng": (
-            f"sample i = row i of block i // {BLOCK_SIZE} drawn by "
-            "PCG64(SeedSequence(seed, spawn_key=(stream, block))); rounded to float32 "
-            "before the KLE"
-        ),
+        "theta_rng": _THETA_RNG[config.sampling(split)],
         "scheme": str(darcy.scheme),
         "well_width": float(darcy.well_width),
         "rate": float(darcy.rate),
