@@ -100,8 +100,11 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         if args.experiment == "all":
             out = args.out or "runs"
             results = experiments.run_all(out, **kw)
+            failed = [name for name, res in results.items() if "error" in res]
             print(f"all: wrote {out}/report.md ({len(results)} experiments)")
-            return 0
+            for name in failed:
+                print(f"darcyvae reproduce: {name} failed: {results[name]['error']}", file=sys.stderr)
+            return 1 if failed else 0
         out = args.out or f"runs/{args.experiment}"
         results = experiments.run_experiment(args.experiment, out, **kw)
     except (FolderLockedError, NotADirectoryError) as exc:

@@ -51,11 +51,15 @@ def _new_figure(**kwargs) -> Figure:
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix) through a temporary file.
 
-    The file appears complete or not at all. Returns the path written.
+    The file appears complete or not at all. Returns the path written. A
+    figure with a layout engine (``layout="constrained"``) is saved as laid
+    out; others are cropped to their content (``bbox_inches="tight"``, which
+    costs a second draw).
     """
     path = Path(path)
+    bbox = None if fig.get_layout_engine() is not None else "tight"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches=bbox, format=path.suffix.lstrip(".") or "png")
     return path
 
 

@@ -190,7 +190,7 @@ def train_config(
     else:
         epochs, rec, lrs, miles = s.epochs, s.rec_epochs, s.lr_values, s.lr_milestones
     if mixture:
-        extra = int(round(rec * (s.mixture_rec_factor - 1.0)))
+        extra = round(rec * (s.mixture_rec_factor - 1.0))
         epochs, rec = epochs + extra, rec + extra
         miles = tuple(m + extra for m in miles)
     mfields = {f.name for f in dataclasses.fields(VAEConfig)}
@@ -244,11 +244,17 @@ def train_config(
 # --------------------------------------------------------------------------- training
 
 
-def _ensemble_trainer():
+def _ensemble_trainer(config):
+    """``train_ensemble`` when darcyvae has it and it supports ``config``, else None."""
     try:
         from ..ensemble import train_ensemble
     except ImportError:
-        return None
+        try:
+            from ..ensemble.trainer import train_ensemble
+        except ImportError:
+            return None
+    if config.model.prior == "hierarchical" or config.n_labeled:
+        return None  # not supported by the batched trainer (its documented limits)
     return train_ensemble
 
 
@@ -285,7 +291,8 @@ def train_trials(
     seeds = [int(s) for s in seeds]
     folders = {s: out_dir / f"seed_{s}" for s in seeds}
     todo = [s for s in seeds if not _finished(folders[s], config.epochs)]
-    ensemble = _ensemble_trainer()
+    ensemble = _ensemble_trainer(config)
+    failed: dict[int, str] = {}
     if todo and ensemble is not None and len(todo) > 1:
         ensemble(
             config,
@@ -294,24 +301,30 @@ def train_trials(
             test_path,
             out_dir=out_dir,
             device=device,
-            resume=any((folders[s] / "checkpoint.pt").is_file() for s in todo),
+            resume=any(out_dir.glob("ensemble_checkpoint*.pt")),
             progress=progress,
         )
     else:
+        from ..training import TrainingDivergedError
+
         for s in todo:
             folder = folders[s]
             resume = (folder / "checkpoint.pt").is_file()
-            train(
-                config.replace(seed=s, max_restarts=0),
-                train_path,
-                test_path,
-                out_dir=folder,
-                device=device,
-                resume=resume,
-                progress=progress,
-            )
+            try:
+                train(
+                    config.replace(seed=s, max_restarts=0),
+                    train_path,
+                    test_path,
+                    out_dir=folder,
+                    device=device,
+                    resume=resume,
+                    progress=progress,
+                )
+            except TrainingDivergedError as exc:  # counted, not dropped
+                log.warning("trial seed %d diverged: %s", s, exc)
+                failed[s] = str(exc)
     bound = test_bound(test_path, train_path, config)
-    return [trial_record(folders[s], s, bound) for s in seeds]
+    return [trial_record(folders[s], s, bound, failed.get(s)) for s in seeds]
 
 
 _BOUNDS: dict[tuple[str, str, str], float] = {}
@@ -327,9 +340,36 @@ def test_bound(test_path: Path, train_path: Path, config) -> float:
     return _BOUNDS[key]
 
 
-def trial_record(folder: Path, seed: int, bound_test: float) -> dict[str, Any]:
-    """The numbers of one finished trial (from its ``summary.json``) and its bound margin."""
-    summary = json.loads((Path(folder) / "summary.json").read_text())
+def trial_record(
+    folder: Path, seed: int, bound_test: float, error: str | None = None
+) -> dict[str, Any]:
+    """The numbers of one trial (from its ``summary.json``) and its bound margin.
+
+    A trial without a summary (diverged) is kept as a record that is neither
+    trained nor over-regularised, with ``status`` "diverged".
+    """
+    path = Path(folder) / "summary.json"
+    if not path.is_file():
+        return {
+            "seed": int(seed),
+            "folder": str(folder),
+            "checkpoint": None,
+            "epochs": None,
+            "status": "diverged",
+            "error": error or "no summary.json",
+            "train": {},
+            "test": {},
+            "bound_train": None,
+            "bound_test": bound_test,
+            "margin": None,
+            "beats_bound": False,
+            "over_regularized": False,
+            "rate_per_dim": None,
+            "s_d": None,
+            "disentangled": False,
+            "rotated": False,
+        }
+    summary = json.loads(path.read_text())
     test = summary.get("test", {})
     train = summary.get("train", {})
     distortion = test.get("distortion", train.get("distortion"))
@@ -342,6 +382,7 @@ def trial_record(folder: Path, seed: int, bound_test: float) -> dict[str, Any]:
         "folder": str(folder),
         "checkpoint": str(Path(folder) / "checkpoint.pt"),
         "epochs": summary.get("epochs"),
+        "status": "finished",
         "train": train,
         "test": test,
         "bound_train": summary.get("distortion_bound"),
@@ -514,8 +555,10 @@ def judge_gate(
         r["beats_bound"] or (count_over_regularized and r["over_regularized"]) for r in records
     )
     if 2 * n_ok < len(records):
-        kind = "beat the Theorem-1 bound or over-regularised" if count_over_regularized else (
-            "beat the Theorem-1 bound"
+        kind = (
+            "beat the Theorem-1 bound or over-regularised"
+            if count_over_regularized
+            else ("beat the Theorem-1 bound")
         )
         return f"{what}: only {n_ok} of {len(records)} trials {kind}, too few to judge"
     return None

@@ -76,6 +76,8 @@ class Scale:
     rotation_angles : int
         Angles in [0, pi/2] of the rotation study (Fig. 10).
     eval_every, checkpoint_every : int
+    traversal_steps : int
+        Decoded points per latent axis in the traversal figures.
     dpi : int
         Resolution of the figures (low at the smoke scale, where drawing dominates).
     """
@@ -118,6 +120,7 @@ class Scale:
     rotation_angles: int
     eval_every: int
     checkpoint_every: int
+    traversal_steps: int = 5
     dpi: int = 150
     notes: tuple[str, ...] = field(default=())
 
@@ -179,6 +182,7 @@ SCALES: dict[str, Scale] = {
         eval_every=0,
         checkpoint_every=2,
         dpi=40,
+        traversal_steps=3,
         notes=("seconds per experiment; exercises the code, judges nothing",),
     ),
     "cpu": Scale(
@@ -222,8 +226,8 @@ SCALES: dict[str, Scale] = {
         checkpoint_every=50,
         notes=(
             "17 x 17 grid, tiny DenseVAE (blocks 2,2,2): the paper shrunk to 2 CPU cores",
-            "deviation: decoder output log-variance initialised at the data's per-pixel "
-            "log-variance (MEASURED.md), so that 400-600 epochs beat the Theorem-1 bound",
+            ("deviation: decoder output log-variance initialised at the data's per-pixel "
+            "log-variance (MEASURED.md), so that 400-600 epochs beat the Theorem-1 bound"),
         ),
     ),
     "paper": Scale(

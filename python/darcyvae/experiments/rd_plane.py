@@ -25,6 +25,7 @@ from ._common import (
     dataset,
     fmt,
     history,
+    judge_gate,
     train_config,
     train_trials,
     trial_table,
@@ -49,18 +50,32 @@ def rd_plane(ctx: Context) -> dict[str, Any]:
     s = ctx.scale
     paths = dataset(ctx, "normal")
     tr, te = paths["train"], paths["test"]
-    seeds = ctx.seeds(1, "each run")
+    seeds = ctx.seeds(1, "paper's method")
     method = train_config(ctx)
     (good,) = train_trials(
         method, seeds, tr, te, ctx.out / "paper_method", ctx.device, ctx.progress
     )
     plain = train_config(ctx, rec_epochs=0, beta_mode="fixed", beta=1.0)
-    (bad,) = train_trials(plain, seeds, tr, te, ctx.out / "plain_vae", ctx.device, ctx.progress)
+    (bad,) = train_trials(
+        plain,
+        ctx.seeds(1, "beta=1 from start"),
+        tr,
+        te,
+        ctx.out / "plain_vae",
+        ctx.device,
+        ctx.progress,
+    )
     sweep = {}
     for beta in s.betas:
         cfg = train_config(ctx, beta_mode="fixed", beta=float(beta))
         (sweep[beta],) = train_trials(
-            cfg, seeds, tr, te, ctx.out / f"beta_{beta:g}", ctx.device, ctx.progress
+            cfg,
+            ctx.seeds(1, f"beta={beta:g}"),
+            tr,
+            te,
+            ctx.out / f"beta_{beta:g}",
+            ctx.device,
+            ctx.progress,
         )
     betas = list(s.betas)
     rates = [sweep[b]["test"]["rate"] for b in betas]
@@ -80,9 +95,10 @@ def rd_plane(ctx: Context) -> dict[str, Any]:
         else "not reproduced"
     )
     ok_rd = rho_rate is not None and rho_dist is not None
+    g2 = judge_gate(list(sweep.values()), "beta sweep", count_over_regularized=True)
     v2 = (
         "not judged"
-        if not ok_rd
+        if not ok_rd or g2
         else "reproduced"
         if (rho_rate <= -0.8 and rho_dist >= 0.8)
         else "partly"
@@ -116,7 +132,8 @@ def rd_plane(ctx: Context) -> dict[str, Any]:
             "converged fixed-beta runs trace a rate-distortion curve: larger beta, lower rate "
             "and higher distortion, large beta at the over-regularised point",
             f"Spearman(beta, rate) {fmt(rho_rate)}, Spearman(beta, distortion) {fmt(rho_dist)}; "
-            f"{n_or_large} of {len(large)} runs with beta >= 5 over-regularised",
+            f"{n_or_large} of {len(large)} runs with beta >= 5 over-regularised"
+            + (f"; {g2}" if g2 else ""),
             v2,
             "reproduced if Spearman(beta, rate) <= -0.8 and Spearman(beta, distortion) >= 0.8; "
             "partly if one of them passes +-0.5",

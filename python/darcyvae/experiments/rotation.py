@@ -151,8 +151,12 @@ def rotation(ctx: Context) -> dict[str, Any]:
             "hp-changes",
             "with the hierarchical prior the rate changes with the rotation (so the prior can "
             "prefer an orientation)",
-            "relative rate change over omega per model: " + ", ".join(fmt(c) for c in hp_changes),
-            "reproduced"
+            "relative rate change over omega per model: "
+            + ", ".join(fmt(c) for c in hp_changes)
+            + (f"; {g_hp}" if g_hp else ""),
+            "not judged"
+            if g_hp
+            else "reproduced"
             if hp_min >= 0.05
             else "partly"
             if max(hp_changes) >= 0.01

@@ -88,7 +88,7 @@ def _figures(
         shown = recs[:8]
         zs, ths, titles = [], [], []
         for r in shown:
-            model, data, z, th = _latents(r, paths, configs[arm])
+            _model, _data, z, th = _latents(r, paths, configs[arm])
             zs.append(z)
             ths.append(th)
             titles.append(
@@ -136,7 +136,7 @@ def _evaluation_figures(ctx, record, paths, config, arm, slug, title) -> list[Pa
         f"latent_traversal_{slug}.png": plots.latent_traversal(
             model,
             center=z.mean(axis=0),
-            offsets=[-2 * sd, -sd, 0.0, sd, 2 * sd],
+            offsets=np.linspace(-2 * sd, 2 * sd, ctx.scale.traversal_steps),
             denormalize=data.denormalize,
             title=f"{head}: decoded latent traversal",
         ),
@@ -353,8 +353,8 @@ def mixture4(ctx: Context) -> dict[str, Any]:
         "figures": files,
         "trial_table": trial_table(arms),
         "notes": [
-            f"reconstruction-only phase {ctx.scale.mixture_rec_factor}x as long as in the other "
-            "examples (the paper: 'more', number not given); no restarts"
+            (f"reconstruction-only phase {ctx.scale.mixture_rec_factor}x as long as in the other "
+            "examples (the paper: 'more', number not given); no restarts")
         ],
     }
 
