@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -34,3 +35,50 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------- VAE test data
+# The synthetic SPEC 1c files of the VAE tests, as fixtures (the writer itself
+# stays in tests/_vae_data.py, which other test modules still import).
+
+
+class VAEData(NamedTuple):
+    """Paths of the shared synthetic training (64 samples) and test (32) files, grid 17."""
+
+    train: str
+    test: str
+
+
+@pytest.fixture(scope="session")
+def synthetic_h5():
+    """``synthetic_h5(path, n=64, grid=17, s=2, seed=0, noise=0.01) -> str``: write a file."""
+    from _vae_data import write_synthetic_h5
+
+    return write_synthetic_h5
+
+
+@pytest.fixture(scope="session")
+def vae_data(tmp_path_factory, synthetic_h5) -> VAEData:
+    """A training file (64 samples, seed 0) and a test file (32, seed 1) on the 17 grid."""
+    folder = tmp_path_factory.mktemp("vae_data")
+    return VAEData(
+        synthetic_h5(folder / "train.h5", n=64, grid=17, seed=0),
+        synthetic_h5(folder / "test.h5", n=32, grid=17, seed=1),
+    )
+
+
+@pytest.fixture(
+    params=[
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+            ],
+        ),
+    ]
+)
+def device(request) -> str:
+    """``"cpu"``, and ``"cuda"`` (marked gpu; skipped without a device)."""
+    return request.param

@@ -6,35 +6,35 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from _vae_data import write_synthetic_h5
+from darcyvae.checkpoint import load_checkpoint, load_model
+from darcyvae.config import TrainConfig
 from darcyvae.dataset import DarcyDataset
-from darcyvae.evaluation import evaluate
-from darcyvae.metrics import s_d
-from darcyvae.models import DenseVAE, VAEConfig
-from darcyvae.training import (
-    TrainConfig,
+from darcyvae.evaluation import (
+    aggregated_posterior_sample,
     distortion_bound,
+    evaluate,
     evaluate_losses,
-    load_checkpoint,
-    load_model,
-    train,
+    split_metrics,
 )
+from darcyvae.metrics import s_d, s_kl
+from darcyvae.models import DenseVAE, model_config
+from darcyvae.training import train
 from matplotlib.image import imread
 
-TINY = VAEConfig(grid=17, blocks=(2, 2, 2))
+TINY = model_config("dense_vae_tiny")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, synthetic_h5):
     """A briefly trained tiny model (normalised data, hierarchical prior) and its files."""
     folder = tmp_path_factory.mktemp("eval")
-    train_path = write_synthetic_h5(folder / "train.h5", n=48, grid=17, seed=0)
-    test_path = write_synthetic_h5(folder / "test.h5", n=24, grid=17, seed=1)
+    train_path = synthetic_h5(folder / "train.h5", n=48, grid=17, seed=0)
+    test_path = synthetic_h5(folder / "test.h5", n=24, grid=17, seed=1)
     cfg = TrainConfig(
-        model=VAEConfig(grid=17, blocks=(2, 2, 2), prior="hierarchical"),
+        model=model_config("dense_vae_tiny", prior="hierarchical"),
         epochs=12,
         rec_epochs=4,
         batch_size=16,
@@ -112,16 +112,50 @@ def test_evaluate_flags_a_mean_decoder(tmp_path):
     assert ev.test.rate == pytest.approx(0.0, abs=1e-6)
     assert ev.test.distortion == pytest.approx(ev.test.distortion_bound, rel=0.02)
     assert ev.over_regularized
+    # At the bound is not "trained" (SPEC 6): the margin is about zero.
+    assert not ev.test.trained
+    assert not ev.trained
+    assert abs(ev.test.relative_margin) < 0.02
 
 
-def test_evaluate_errors(run, tmp_path):
+def test_evaluate_errors(run, tmp_path, synthetic_h5):
     result, _, test_path = run
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         evaluate(tmp_path / "nothing.pt", test_path)
-    other = write_synthetic_h5(tmp_path / "big.h5", n=4, grid=33)
+    with pytest.raises(ValueError, match="skl_latent must be one of"):
+        evaluate(result.checkpoint, test_path, skl_latent="median")
+    other = synthetic_h5(tmp_path / "big.h5", n=4, grid=33)
     with pytest.raises(ValueError, match="model expects"):
         evaluate(result.checkpoint, other)
     with pytest.raises(ValueError, match="sample_index"):
         evaluate(result.checkpoint, test_path, sample_index=24)
     with pytest.raises(TypeError, match="DarcyDataset or a path"):
         evaluate(result.checkpoint, 3)
+
+
+def test_split_metrics_margin_trained_and_s_kl_on_the_aggregated_posterior(run):
+    result, _, test_path = run
+    model = load_model(result.checkpoint)
+    stats = load_checkpoint(result.checkpoint)["normalization"]
+    data = DarcyDataset(test_path, normalize="channel", stats=stats["source"])
+    summary = evaluate_losses(model, data, seed=5)
+    m = split_metrics(model, data, seed=5, summary=summary)
+    assert m.distortion_margin == pytest.approx(m.distortion_bound - m.distortion)
+    assert m.relative_margin == pytest.approx(m.distortion_margin / abs(m.distortion_bound))
+    assert m.trained == (m.relative_margin > 0.05)
+    assert m.trained  # this model beats the bound
+    # S_KL by default on one z ~ q(z|y) per y, drawn with the seed: the same number as
+    # darcyvae.metrics.s_kl on that draw; with skl_latent="mean" on the encoder means.
+    z = aggregated_posterior_sample(summary, 5)
+    assert not np.allclose(z, summary.z_mean)
+    ref = s_kl(z, summary.theta, seed=5)
+    assert m.skl_latent == "sample"
+    assert m.s_kl == pytest.approx(ref.score)
+    assert m.s_kl_in_sample == getattr(ref, "in_sample", None)
+    by_mean = split_metrics(model, data, seed=5, summary=summary, skl_latent="mean")
+    assert by_mean.s_kl == pytest.approx(s_kl(summary.z_mean, summary.theta, seed=5).score)
+    assert by_mean.s_kl != m.s_kl
+    d = m.to_dict()
+    for key in ("distortion_margin", "relative_margin", "trained", "s_kl", "s_kl_in_sample"):
+        assert key in d
+    assert "margin" in m.line()

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
-from darcyvae.losses import hierarchical_bound_terms, vae_loss
+from darcyvae.config import TrainConfig
+from darcyvae.losses import (
+    BetaSchedule,
+    LossTerms,
+    guarded_loss,
+    hierarchical_bound_terms,
+    update_beta,
+    vae_loss,
+)
 from darcyvae.models import DenseVAE, VAENoise, model_config
+from darcyvae.training import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -47,3 +58,78 @@ def test_noise_shape_and_type_errors():
     z = torch.zeros(4, 2)
     with pytest.raises(ValueError, match="noise must have shape"):
         hierarchical_bound_terms(model.prior, z, z, z, noise=torch.zeros(4, 3))
+
+
+# --------------------------------------------------------------------------- released variants
+
+
+def test_beta_p_follows_the_rule_with_the_log_density_uncapped():
+    sched = BetaSchedule(rec_epochs=1, adaptive_beta_p=True, beta_p0=1e-8)
+    assert sched.weights(0)[1].item() == pytest.approx(1e-8)
+    sched.step(0, torch.tensor(5.0), torch.tensor(-3.0))  # phase 1: no update
+    assert sched.beta_p.item() == pytest.approx(1e-8)
+    # prior_nll = -3, so L = +mean log p = +3 > 0: shrink by exp(-nu L).
+    sched.step(1, torch.tensor(5.0), torch.tensor(-3.0))
+    assert sched.beta_p.item() == pytest.approx(1e-8 * math.exp(-0.005 * 3.0), rel=1e-6)
+    # prior_nll = +2: L = -2 < 0, f = tanh(beta_p - 1): grows.
+    b = sched.beta_p.item()
+    sched.step(1, torch.tensor(5.0), torch.tensor(2.0))
+    hand = b * math.exp(0.005 * math.tanh(b - 1.0) * -2.0)
+    assert sched.beta_p.item() == pytest.approx(hand, rel=1e-6)
+    # Not capped at 1 (beta is): near 1 with a very negative L it passes 1.
+    sched.load_state_dict({"beta": 0.9999, "beta_p": 0.9999})
+    sched.step(1, torch.tensor(-1e4), torch.tensor(1e4))
+    hand = 0.9999 * math.exp(0.005 * math.tanh(0.9999 - 1.0) * -1e4)
+    assert hand > 1.0
+    assert sched.beta_p.item() == pytest.approx(hand, rel=1e-5)
+    assert sched.beta.item() == 1.0
+    assert update_beta(0.9999, -1e4, cap=None) == pytest.approx(hand, rel=1e-12)
+
+
+def test_beta_p_is_one_without_the_full_variant():
+    sched = BetaSchedule(rec_epochs=0, adaptive_beta_p=False)
+    sched.step(0, torch.tensor(1.0), torch.tensor(-3.0))
+    assert sched.weights(0)[1].item() == 1.0
+
+
+def _terms(rec: float, reg: float, loss: float) -> LossTerms:
+    t = [torch.tensor(v) for v in (loss, rec, reg, 0.0, 0.0)]
+    return LossTerms(*t, None, None)
+
+
+def test_guarded_loss_sets_beta_to_one_above_the_threshold():
+    loss, fired = guarded_loss(_terms(rec=2.0, reg=3e10, loss=2.0 + 1e-9 * 3e10))
+    assert bool(fired)
+    assert loss.item() == pytest.approx(2.0 + 3e10)
+    loss, fired = guarded_loss(_terms(rec=2.0, reg=5e9, loss=2.0 + 1e-9 * 5e9))
+    assert not bool(fired)
+    assert loss.item() == pytest.approx(2.0 + 5.0)
+    loss, fired = guarded_loss(_terms(rec=2.0, reg=50.0, loss=2.0), threshold=10.0)
+    assert bool(fired)
+    assert loss.item() == pytest.approx(52.0)
+
+
+def test_phase1_guard_in_training_counts_its_steps(vae_data, tmp_path):
+    # A prior variance of 1e-12 makes L_reg ~ mu^2 / v far above 1e10.
+    model = model_config("dense_vae_tiny", prior="scaled_gaussian", prior_variance=(1e-12, 1e-12))
+    base = {
+        "model": model,
+        "epochs": 1,
+        "rec_epochs": 1,
+        "batch_size": 16,
+        "lr_values": (1e-3,),
+        "lr_milestones": (),
+        "eval_every": 0,
+        "max_restarts": 0,
+    }
+    runs = {}
+    for guard in (False, True):
+        cfg = TrainConfig(**base, phase1_guard=guard)
+        runs[guard] = train(
+            cfg, vae_data.train, out_dir=tmp_path / str(guard), device="cpu", progress=False
+        ).history[0]
+    assert "guard_steps" not in runs[False]
+    assert runs[True]["guard_steps"] == 4  # 64 samples / 16: every step fired
+    # beta = 1 instead of 1e-7: the logged loss carries the huge rate.
+    assert runs[True]["loss"] > 1e10
+    assert runs[False]["loss"] < 1e-6 * runs[True]["loss"]

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import math
 
+import hypothesis.extra.numpy as hnp
 import numpy as np
 import pytest
 import torch
-from _vae_data import cpu_and_cuda
 from darcyvae.models import (
     DenseVAE,
     HierarchicalPrior,
@@ -20,6 +20,8 @@ from darcyvae.models import (
     model_config,
     register_model,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 
@@ -64,7 +66,6 @@ def test_paper_parameter_count_matches_spec():
     assert counts["total"] == pytest.approx(8.0e6, rel=0.005)
 
 
-@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize(
     ("grid", "bottleneck"), [(65, (9, 16, 16)), (33, (9, 8, 8)), (17, (9, 4, 4))]
 )
@@ -149,19 +150,72 @@ def test_hierarchical_prior_mlps(n):
     assert m.shape == lv.shape == (5, n)
 
 
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_released_prior_decoder_structure_and_reference(n):
+    prior = HierarchicalPrior(n, "full", decoder="released")
+    for net in (prior.dec_mean, prior.dec_logvar):
+        kinds = [type(m) for m in net]
+        assert kinds == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU]  # ReLU on the output
+        shapes = [(m.in_features, m.out_features) for m in net if isinstance(m, nn.Linear)]
+        assert shapes == [(n, 8 * n), (8 * n, n)]
+    # The prior encoder stays the described 3-layer MLP.
+    assert [type(m) for m in prior.enc_mean][-1] is nn.Linear
+    # Hand-written reference: relu(W2 relu(W1 xi + b1) + b2), in float64.
+    torch.manual_seed(n)
+    xi = 3.0 * torch.randn(64, n, dtype=torch.float64)
+    w1, b1 = prior.dec_mean.fc1.weight.double(), prior.dec_mean.fc1.bias.double()
+    w2, b2 = prior.dec_mean.fc2.weight.double(), prior.dec_mean.fc2.bias.double()
+    hand = torch.clamp(torch.clamp(xi @ w1.T + b1, min=0) @ w2.T + b2, min=0)
+    mean, logvar = prior.double().decode(xi)
+    torch.testing.assert_close(mean, hand, rtol=1e-12, atol=1e-12)
+    assert torch.all(logvar >= 0)  # t_z >= 0 by the same construction
+
+
+@given(
+    xi=hnp.arrays(
+        np.float32,
+        st.tuples(st.integers(1, 8), st.just(2)),
+        elements=st.floats(-1e4, 1e4, width=32),
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_released_prior_mean_is_never_negative(xi, seed):
+    torch.manual_seed(seed)
+    prior = HierarchicalPrior(2, "const", decoder="released")
+    with torch.no_grad():
+        mean, _ = prior.decode(torch.from_numpy(xi))
+    assert torch.all(mean >= 0)
+
+
+def test_mlp_prior_decoder_can_output_negatives():
+    torch.manual_seed(0)
+    prior = HierarchicalPrior(2, "const", decoder="mlp")
+    with torch.no_grad():
+        mean, _ = prior.decode(torch.randn(256, 2))
+    assert (mean < 0).any()
+    assert (mean > 0).any()
+
+
+def test_hp_decoder_is_configured_and_validated():
+    model = DenseVAE(model_config("dense_vae_tiny", prior="hierarchical", hp_decoder="released"))
+    assert model.prior.decoder == "released"
+    assert len(model.prior.dec_mean) == 4
+    with pytest.raises(ValueError, match="hp_decoder must be one of"):
+        VAEConfig(hp_decoder="quirk")
+
+
 def test_hierarchical_prior_is_a_tiny_addition():
     model = DenseVAE(VAEConfig(prior="hierarchical"))
     counts = count_parameters(model)
     assert 0 < counts["prior"] < 1e-3 * counts["total"]
 
 
-@pytest.mark.parametrize("device", cpu_and_cuda())
 @pytest.mark.parametrize(
     "config",
     [
-        VAEConfig(grid=17, blocks=(2, 2, 2)),
-        VAEConfig(grid=17, blocks=(2, 2, 2), prior="scaled_gaussian", prior_variance=(1.0, 4.0)),
-        VAEConfig(grid=17, blocks=(2, 2, 2), prior="hierarchical", hp_variant="full"),
+        model_config("dense_vae_tiny"),
+        model_config("dense_vae_tiny", prior="scaled_gaussian", prior_variance=(1.0, 4.0)),
+        model_config("dense_vae_tiny", prior="hierarchical", hp_variant="full"),
     ],
     ids=["std_norm", "scaled", "hp_full"],
 )

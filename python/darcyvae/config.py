@@ -116,7 +116,16 @@ class BetaConfig:
         Parameters of the beta rule.
     adaptive_beta_p : bool or None, default=None
         Weight the HP's KL(q_gamma || p(xi)) by beta_p driven by the same
-        rule; None means "when ``model.hp_variant == 'full'``" (the released code).
+        rule with L = +mean log p_pi(z|xi), not capped at 1 (SPEC 4c); None
+        means "when ``model.hp_variant == 'full'``" (the released code).
+    beta_p0 : float, default=1e-8
+        Start of the adaptive beta_p (the released code's).
+    phase1_guard : bool, default=False
+        The released loop's guard: in phase 1, beta = 1 for any step whose
+        batch mean of L_reg exceeds ``guard_threshold`` (SPEC 4d). On in the
+        presets that reproduce paper figures; steps where it fired are
+        counted in ``metrics.jsonl`` (``guard_steps``).
+    guard_threshold : float, default=1e10
     """
 
     mode: str = "adaptive"
@@ -127,6 +136,9 @@ class BetaConfig:
     nu: float = 0.005
     tau: float = 1.0
     adaptive_beta_p: bool | None = None
+    beta_p0: float = 1e-8
+    phase1_guard: bool = False
+    guard_threshold: float = 1e10
 
     def __post_init__(self) -> None:
         c = "TrainConfig.beta"
@@ -140,6 +152,9 @@ class BetaConfig:
         if self.adaptive_beta_p is not None and not isinstance(self.adaptive_beta_p, bool):
             msg = f"{c}: adaptive_beta_p must be a bool or None; got {self.adaptive_beta_p!r}."
             raise TypeError(msg)
+        check_real(self.beta_p0, "beta_p0", c, low=0.0, low_open=True)
+        _check_bool(self.phase1_guard, "phase1_guard", c)
+        check_real(self.guard_threshold, "guard_threshold", c, low=0.0, low_open=True)
 
 
 @dataclass(frozen=True)
@@ -375,8 +390,7 @@ class TrainConfig:
                 and isinstance(value, (int, float))
                 and not isinstance(value, bool)
             ):
-                changes["beta"] = value
-                value = None
+                value = {"value": value}  # the old flat ``beta``: the fixed-mode value
             current = getattr(self, section)
             if isinstance(value, dict):
                 value = dataclasses.replace(current, **value)

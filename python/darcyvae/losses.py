@@ -11,7 +11,10 @@ label_loss
 vae_loss, LossTerms
     One batch: the objective to minimise plus rate and distortion in nats.
 update_beta, BetaSchedule
-    The adaptive beta rule (SPEC 4d) and its two-phase schedule.
+    The adaptive beta rule (SPEC 4d) and its two-phase schedule (with the
+    uncapped beta_p of the HP "full" variant, SPEC 4c).
+guarded_loss
+    The released loop's phase-1 guard (beta = 1 while L_reg > 1e10).
 learning_rate
     The piecewise-constant learning rate of the released configuration.
 REDUCTIONS, LABEL_LOSSES, BETA_MODES
@@ -38,6 +41,7 @@ __all__ = [
     "LossTerms",
     "gaussian_kl",
     "gaussian_log_prob",
+    "guarded_loss",
     "hierarchical_bound_terms",
     "label_loss",
     "learning_rate",
@@ -317,7 +321,12 @@ def vae_loss(
 
 
 def update_beta(
-    beta: float | Tensor, rec_loss: float | Tensor, nu: float = 0.005, tau: float = 1.0
+    beta: float | Tensor,
+    rec_loss: float | Tensor,
+    nu: float = 0.005,
+    tau: float = 1.0,
+    *,
+    cap: float | None = 1.0,
 ) -> float | Tensor:
     """One step of the paper's adaptive beta rule (SPEC 4d).
 
@@ -332,9 +341,12 @@ def update_beta(
     beta : float or 0-d Tensor
         Current beta (> 0).
     rec_loss : float or 0-d Tensor
-        The batch reconstruction loss L in the training reduction.
+        The batch reconstruction loss L in the training reduction (for
+        beta_p of the HP "full" variant: +mean log p_pi(z|xi)).
     nu : float, default=0.005
     tau : float, default=1.0
+    cap : float or None, default=1.0
+        The upper bound (beta's min(1, .)); None: no cap (beta_p, SPEC 4c).
 
     Returns
     -------
@@ -352,21 +364,44 @@ def update_beta(
         b = torch.as_tensor(beta, dtype=d.dtype, device=d.device).detach()
         h = (d > 0).to(d.dtype)
         f = (1.0 - h) * torch.tanh(tau * (b - 1.0)) - h
-        return torch.clamp(b * torch.exp(nu * f * d), max=1.0)
+        out = b * torch.exp(nu * f * d)
+        return out if cap is None else torch.clamp(out, max=cap)
     h = 1.0 if rec_loss > 0 else 0.0
     f = (1.0 - h) * math.tanh(tau * (beta - 1.0)) - h
-    return min(1.0, beta * math.exp(nu * f * rec_loss))
+    out = beta * math.exp(nu * f * rec_loss)
+    return out if cap is None else min(cap, out)
+
+
+def guarded_loss(terms: LossTerms, threshold: float = 1e10) -> tuple[Tensor, Tensor]:
+    """The released loop's phase-1 guard (SPEC 4d): beta = 1 while the batch L_reg > threshold.
+
+    Parameters
+    ----------
+    terms : LossTerms
+        A phase-1 batch (its ``loss`` weights the rate by beta0, or drops it).
+    threshold : float, default=1e10
+        On the batch mean of L_reg in the training reduction (``terms.reg``).
+
+    Returns
+    -------
+    (loss, triggered) : (0-d Tensor, 0-d bool Tensor)
+        ``terms.rec + terms.reg`` where triggered, else ``terms.loss``; no
+        host sync.
+    """
+    triggered = terms.reg.detach() > threshold
+    return torch.where(triggered, terms.rec + terms.reg, terms.loss), triggered
 
 
 class BetaSchedule:
-    """The two-phase beta of SPEC 4d, kept on the training device.
+    """The two-phase beta of SPEC 4d (and beta_p of SPEC 4c), kept on the training device.
 
     Phase 1 (epochs < ``rec_epochs``): beta = ``beta0``, no updates. Phase
     2: ``adaptive`` applies ``update_beta`` after every optimiser step
     (starting from ``beta0``, capped at 1); ``fixed`` uses ``fixed_beta``.
     With ``adaptive_beta_p`` (the HP "full" variant of the released code)
-    beta_p follows the same rule driven by -log p_pi(z|xi); otherwise
-    beta_p = 1.
+    beta_p starts at ``beta_p0`` and follows the same rule in phase 2 driven
+    by L = +mean log p_pi(z|xi) (i.e. ``-prior_nll``), without a cap;
+    otherwise beta_p = 1.
 
     Parameters
     ----------
@@ -376,6 +411,8 @@ class BetaSchedule:
     fixed_beta : float, default=1.0
     nu, tau : float, default=0.005, 1.0
     adaptive_beta_p : bool, default=False
+    beta_p0 : float, default=1e-8
+        Start of the adaptive beta_p (the released code's).
     device : torch.device or None
 
     Attributes
@@ -394,6 +431,7 @@ class BetaSchedule:
         nu: float = 0.005,
         tau: float = 1.0,
         adaptive_beta_p: bool = False,
+        beta_p0: float = 1e-8,
         device: torch.device | None = None,
     ) -> None:
         check_choice(mode, "mode", "BetaSchedule", BETA_MODES)
@@ -404,8 +442,9 @@ class BetaSchedule:
         self.nu = nu
         self.tau = tau
         self.adaptive_beta_p = adaptive_beta_p
+        self.beta_p0 = beta_p0
         self.beta = torch.tensor(beta0, device=device)
-        self.beta_p = torch.tensor(beta0 if adaptive_beta_p else 1.0, device=device)
+        self.beta_p = torch.tensor(beta_p0 if adaptive_beta_p else 1.0, device=device)
 
     def phase(self, epoch: int) -> str:
         """``"reconstruction"`` in phase 1, else the mode."""
@@ -420,13 +459,18 @@ class BetaSchedule:
         return self.beta, self.beta_p
 
     def step(self, epoch: int, rec_loss: Tensor, prior_nll: Tensor | None = None) -> None:
-        """Apply the rule after an optimiser step of ``epoch`` (no-op in phase 1)."""
+        """Apply the rules after an optimiser step of ``epoch`` (no-op in phase 1).
+
+        ``rec_loss`` drives beta; ``prior_nll`` (the batch mean of
+        -log p_pi(z|xi), ``LossTerms.prior_nll``) drives beta_p through
+        L = -prior_nll.
+        """
         if epoch < self.rec_epochs:
             return
         if self.mode == "adaptive":
             self.beta = update_beta(self.beta, rec_loss, self.nu, self.tau)
         if self.adaptive_beta_p and prior_nll is not None:
-            self.beta_p = update_beta(self.beta_p, prior_nll, self.nu, self.tau)
+            self.beta_p = update_beta(self.beta_p, -prior_nll, self.nu, self.tau, cap=None)
 
     def current(self, epoch: int) -> tuple[float, float]:
         """The weights of ``epoch`` as floats (one host sync; for logs)."""

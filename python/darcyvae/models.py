@@ -34,6 +34,8 @@ from torch import Tensor, nn
 from ._checks import check_choice, check_int, config_kwargs
 
 __all__ = [
+    "HP_DECODERS",
+    "HP_VARIANTS",
     "DenseDecoder",
     "DenseEncoder",
     "DenseVAE",
@@ -58,6 +60,11 @@ PRIORS = ("std_norm", "scaled_gaussian", "hierarchical")
 
 HP_VARIANTS = ("const", "full")
 """Hierarchical-prior log-variance variants: learned constants or MLP outputs."""
+
+HP_DECODERS = ("mlp", "released")
+"""Hierarchical-prior decoder networks (SPEC 4c): ``mlp``, the described n -> 8n -> 8n -> n
+MLP without output activation; ``released``, the network the authors' released code
+actually runs, Linear(n, 8n) -> ReLU -> Linear(8n, n) -> ReLU (outputs >= 0)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,14 @@ class VAEConfig:
     hp_width : int, default=8
         Hidden width of the hierarchical prior MLPs as a multiple of n
         (n -> 8n -> 8n -> n).
+    hp_decoder : {"mlp", "released"}, default="mlp"
+        The prior decoder p_pi(z|xi) (SPEC 4c): ``"mlp"`` is the network the
+        paper describes (n -> 8n -> 8n -> n, no output activation);
+        ``"released"`` is what the authors' released code runs (its module
+        name 'FullConn2' is registered twice, so the network is Linear(n, 8n)
+        -> ReLU -> Linear(8n, n) -> ReLU: the prior mean, and in the "full"
+        variant t_z, are >= 0). The presets that reproduce paper figures use
+        ``"released"``.
     xavier_init : bool, default=False
         Xavier-uniform weights and zero biases in every convolution and
         linear layer (the loss-landscape experiment's initialisation);
@@ -115,6 +130,7 @@ class VAEConfig:
     hp_variant: str = "const"
     hp_width: int = 8
     xavier_init: bool = False
+    hp_decoder: str = "mlp"
 
     def __post_init__(self) -> None:
         caller = "VAEConfig"
@@ -138,6 +154,7 @@ class VAEConfig:
         check_choice(self.prior, "prior", caller, PRIORS)
         check_choice(self.hp_variant, "hp_variant", caller, HP_VARIANTS)
         check_int(self.hp_width, "hp_width", caller, low=1)
+        check_choice(self.hp_decoder, "hp_decoder", caller, HP_DECODERS)
         if not isinstance(self.xavier_init, bool):
             msg = f"{caller}: xavier_init must be a bool; got {self.xavier_init!r}."
             raise TypeError(msg)
@@ -285,6 +302,23 @@ class _LastDecoding(nn.Sequential):
             mid, channels, 4, stride=2, padding=1, output_padding=1, bias=False
         )
         self.conv3 = nn.Conv2d(channels, channels, 5, padding=2, bias=False)
+
+
+def _released_mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    """The released prior decoder: n_in -> hidden -> n_out with ReLU after both layers.
+
+    The authors' code adds FullConn1, ReLU1, FullConn2 (hidden -> hidden),
+    ReLU2, FullConn2 (hidden -> n_out); the second 'FullConn2' replaces the
+    first in place, leaving Linear -> ReLU -> Linear -> ReLU (SPEC 4c).
+    """
+    return nn.Sequential(
+        OrderedDict(
+            fc1=nn.Linear(n_in, hidden),
+            relu1=nn.ReLU(),
+            fc2=nn.Linear(hidden, n_out),
+            relu2=nn.ReLU(),
+        )
+    )
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
@@ -465,6 +499,10 @@ class HierarchicalPrior(nn.Module):
         Log-variances t_xi, t_z as learned constants or as MLP outputs.
     width : int, default=8
         Hidden width of the MLPs as a multiple of n.
+    decoder : {"mlp", "released"}, default="mlp"
+        The prior decoder networks (m_pi, and t_z in the "full" variant):
+        the described MLP or the released code's Linear -> ReLU -> Linear ->
+        ReLU (see ``VAEConfig.hp_decoder``).
 
     Attributes
     ----------
@@ -472,21 +510,28 @@ class HierarchicalPrior(nn.Module):
         m_gamma: z -> mean of q_gamma(xi|z), an MLP n -> 8n -> 8n -> n with
         ReLU between layers and no output activation.
     dec_mean : nn.Sequential
-        m_pi: xi -> mean of p_pi(z|xi), the same shape.
+        m_pi: xi -> mean of p_pi(z|xi): the same shape (``mlp``) or
+        Linear(n, 8n) -> ReLU -> Linear(8n, n) -> ReLU (``released``).
     enc_logvar, dec_logvar : nn.Parameter of shape (n,) or nn.Sequential
-        t_xi and t_z: constants (initialised to 0) or MLPs of the same shape.
+        t_xi and t_z: constants (initialised to 0) or networks of the same
+        shape as ``enc_mean`` and ``dec_mean``.
     """
 
-    def __init__(self, latent_dim: int, variant: str = "const", width: int = 8) -> None:
+    def __init__(
+        self, latent_dim: int, variant: str = "const", width: int = 8, decoder: str = "mlp"
+    ) -> None:
         super().__init__()
         check_choice(variant, "variant", "HierarchicalPrior", HP_VARIANTS)
+        check_choice(decoder, "decoder", "HierarchicalPrior", HP_DECODERS)
         n, hidden = latent_dim, width * latent_dim
         self.variant = variant
+        self.decoder = decoder
+        dec_net = _released_mlp if decoder == "released" else _mlp
         self.enc_mean = _mlp(n, hidden, n)
-        self.dec_mean = _mlp(n, hidden, n)
+        self.dec_mean = dec_net(n, hidden, n)
         if variant == "full":
             self.enc_logvar: nn.Module | nn.Parameter = _mlp(n, hidden, n)
-            self.dec_logvar: nn.Module | nn.Parameter = _mlp(n, hidden, n)
+            self.dec_logvar: nn.Module | nn.Parameter = dec_net(n, hidden, n)
         else:
             self.enc_logvar = nn.Parameter(torch.zeros(n))
             self.dec_logvar = nn.Parameter(torch.zeros(n))
@@ -578,7 +623,7 @@ class DenseVAE(nn.Module):
         self.decoder = DenseDecoder(c)
         self.prior: nn.Module
         if c.prior == "hierarchical":
-            self.prior = HierarchicalPrior(c.latent_dim, c.hp_variant, c.hp_width)
+            self.prior = HierarchicalPrior(c.latent_dim, c.hp_variant, c.hp_width, c.hp_decoder)
         elif c.prior == "scaled_gaussian":
             self.prior = ScaledGaussianPrior(c.prior_variance)
         else:

@@ -74,6 +74,7 @@ from .losses import (
     LossTerms,
     gaussian_kl,
     gaussian_log_prob,
+    guarded_loss,
     hierarchical_bound_terms,
     label_loss,
     learning_rate,
@@ -94,6 +95,8 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDivergedError",
+    "build_model",
+    "child_seeds",
     "detect_over_regularization",
     "distortion_bound",
     "evaluate_losses",
@@ -191,14 +194,21 @@ def _deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = prev_bench
 
 
-def _seeds(seed: int) -> dict[str, int]:
-    """Independent child seeds for initialisation, shuffling, noise, labels."""
+def child_seeds(seed: int) -> dict[str, int]:
+    """The independent seeds a run with ``seed`` uses: ``init``, ``loader``, ``noise``, ``labels``.
+
+    ``init`` seeds parameter initialisation (``build_model``), ``loader`` the
+    shuffling generator, ``noise`` the reparameterisation generator (on the
+    training device), ``labels`` the labelled subset and batches. A batched
+    ensemble that uses them per member reproduces each member's single run.
+    """
     states = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
     s = [int(v >> np.uint64(1)) for v in states]  # torch wants < 2**63
     return {"init": s[0], "loader": s[1], "noise": s[2], "labels": s[3]}
 
 
-def _build_model(config: VAEConfig, seed: int, device: torch.device) -> DenseVAE:
+def build_model(config: VAEConfig, seed: int, device: torch.device) -> DenseVAE:
+    """The DenseVAE a run initialises from ``child_seeds(seed)["init"]`` (global RNG untouched)."""
     # Parameter initialisation draws from torch's global RNG; fork it so the
     # caller's global state is left exactly as it was.
     with torch.random.fork_rng(devices=[]):
@@ -244,8 +254,8 @@ class _Run:
         test_set: DarcyDataset | None,
         device: torch.device,
     ) -> _Run:
-        seeds = _seeds(config.run.seed)
-        model = _build_model(config.model, seeds["init"], device)
+        seeds = child_seeds(config.run.seed)
+        model = build_model(config.model, seeds["init"], device)
         optimizer = torch.optim.Adam(
             model.parameters(), lr=config.optim.lr_values[0], weight_decay=0.0
         )
@@ -258,6 +268,7 @@ class _Run:
             nu=b.nu,
             tau=b.tau,
             adaptive_beta_p=config.beta_p_adaptive,
+            beta_p0=b.beta_p0,
             device=device,
         )
         return cls(
@@ -369,14 +380,19 @@ def _label_term(
 def _train_epoch(
     run: _Run, loader: Any, epoch: int, labeled: tuple[Tensor, Tensor] | None
 ) -> list[float]:
-    """One epoch of optimiser steps; returns the epoch means (loss, rate, distortion, label).
+    """One epoch of optimiser steps.
 
-    Losses accumulate on the device; this is the epoch's one host sync.
+    Returns the epoch means of loss, rate, distortion and label loss, and
+    the number of steps where the phase-1 guard fired. Losses accumulate on
+    the device; this is the epoch's one host sync.
     """
     config, model, schedule, dev = run.config, run.model, run.schedule, run.device
-    include_rate = config.beta.warmup_rate or epoch >= config.beta.rec_epochs
+    phase1 = epoch < config.beta.rec_epochs
+    include_rate = config.beta.warmup_rate or not phase1
+    guard = config.beta.phase1_guard and phase1
     model.train()
     acc = torch.zeros(4, device=dev)
+    fired = torch.zeros(1, device=dev)
     for y, _ in loader:
         y = y.to(dev, non_blocking=True)
         beta, beta_p = schedule.weights(epoch)
@@ -390,6 +406,9 @@ def _train_epoch(
             generator=run.noise_gen,
         )
         loss = terms.loss
+        if guard:
+            loss, triggered = guarded_loss(terms, config.beta.guard_threshold)
+            fired += triggered
         lab = torch.zeros((), device=dev)
         if labeled is not None and config.labels.weight > 0:
             lab = _label_term(model, labeled, config, run.label_gen)
@@ -399,7 +418,7 @@ def _train_epoch(
         run.optimizer.step()
         schedule.step(epoch, terms.rec, terms.prior_nll)
         acc += torch.stack([loss, terms.rate, terms.distortion, lab]).detach() * len(y)
-    return (acc / len(run.train_set)).tolist()
+    return torch.cat([acc / len(run.train_set), fired]).tolist()
 
 
 def _epoch_eval(run: _Run, epoch: int) -> dict[str, Any]:
@@ -614,7 +633,7 @@ def _loop(run: _Run, out: Path, start: int, progress: bool) -> list[dict[str, An
             for group in run.optimizer.param_groups:
                 group["lr"] = lr
             sums = _train_epoch(run, loader, epoch, labeled)
-            if not all(math.isfinite(v) for v in sums):
+            if not all(math.isfinite(v) for v in sums[:4]):
                 msg = (
                     f"train: non-finite loss in epoch {epoch} (loss {sums[0]}, rate "
                     f"{sums[1]}, distortion {sums[2]}); stopped. The last good checkpoint "
@@ -635,6 +654,8 @@ def _loop(run: _Run, out: Path, start: int, progress: bool) -> list[dict[str, An
                 record["beta_p"] = beta_p_now
             if labeled is not None:
                 record["label_loss"] = sums[3]
+            if config.beta.phase1_guard and epoch < config.beta.rec_epochs:
+                record["guard_steps"] = int(sums[4])
             last = epoch == epochs - 1
             every = config.run.eval_every
             if last or (every and (epoch + 1) % every == 0):
@@ -723,10 +744,11 @@ def train_with_restarts(
             raise FileExistsError(msg)
         result = None
         first = len(trials)
-        if trials and not trials[-1]["over_regularized"]:
-            first = len(trials) - 1  # finished and accepted: resume it (e.g. more epochs)
+        if trials and (not trials[-1]["over_regularized"] or first > restarts):
+            # Accepted, or no restarts left: resume the last attempt (e.g. more epochs).
+            first = len(trials) - 1
             trials = trials[:-1]
-        for k in range(first, restarts + 1):
+        for k in range(first, max(restarts, first) + 1):
             seed = config.run.seed if k == 0 else restart_seed(config.run.seed, k)
             cfg = config.replace(seed=seed)
             folder = out / f"attempt_{k}"

@@ -1,0 +1,86 @@
+"""darcyvae.config: the sectioned TrainConfig still reads the old flat form."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import pytest
+from darcyvae.config import FLAT_KEYS, TrainConfig, load_preset
+from darcyvae.models import VAEConfig
+
+# The kle2_mixture4_hp preset as it was written before the sections existed.
+OLD_FLAT_TOML = """\
+epochs = 14000
+batch_size = 64
+rec_epochs = 6500
+lr_values = [0.0003, 5e-05, 2.5e-05]
+lr_milestones = [6500, 12500]
+beta_mode = "adaptive"
+beta0 = 1e-07
+nu = 0.005
+tau = 1.0
+reduction = "mean"
+seed = 0
+checkpoint_every = 100
+eval_every = 10
+
+[model]
+grid = 65
+latent_dim = 2
+blocks = [4, 6, 4]
+growth_rate = 4
+init_features = 2
+prior = "hierarchical"
+hp_variant = "const"
+"""
+
+
+def test_old_flat_toml_loads_into_the_sections(tmp_path):
+    path = tmp_path / "old.toml"
+    path.write_text(OLD_FLAT_TOML)
+    cfg = TrainConfig.from_toml(path)
+    assert (cfg.optim.epochs, cfg.beta.rec_epochs, cfg.run.eval_every) == (14000, 6500, 10)
+    assert cfg.optim.lr_values == (3e-4, 5e-5, 2.5e-5)
+    assert cfg.model.prior == "hierarchical"
+    # The preset differs only in what was added since (released decoder, guard).
+    preset = load_preset("kle2_mixture4_hp")
+    assert cfg.replace(phase1_guard=True, model={"hp_decoder": "released"}) == preset
+    # Round trips: sectioned TOML, nested dict, flat dict.
+    assert TrainConfig.from_toml(cfg.to_toml(tmp_path / "new.toml")) == cfg
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert TrainConfig.from_dict(cfg.to_flat_dict()) == cfg
+    assert "[optim]" in (tmp_path / "new.toml").read_text()
+
+
+def test_flat_keys_everywhere():
+    cfg = TrainConfig(epochs=10, seed=3, beta_mode="fixed", beta=5.0, label_loss="mse")
+    assert (cfg.optim.epochs, cfg.run.seed, cfg.beta.mode, cfg.beta.value) == (10, 3, "fixed", 5.0)
+    assert cfg.labels.loss == "mse"
+    assert (cfg.epochs, cfg.seed, cfg.beta_mode, cfg.label_loss) == (10, 3, "fixed", "mse")
+    assert cfg.replace(seed=4, beta=2.0).run.seed == 4
+    assert cfg.replace(beta=2.0).beta.value == 2.0
+    assert cfg.replace(beta={"nu": 0.01}).beta.nu == 0.01
+    assert cfg.replace(run={"seed": 9}).seed == 9
+    # dataclasses.replace with flat names (older callers) works too.
+    assert dataclasses.replace(cfg, seed=5, rec_epochs=2).beta.rec_epochs == 2
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    assert set(FLAT_KEYS) >= {"epochs", "seed", "beta", "n_labeled", "max_restarts"}
+
+
+def test_config_errors():
+    with pytest.raises(TypeError, match="unknown settings"):
+        TrainConfig(epochz=3)
+    with pytest.raises(ValueError, match="given both flat and in"):
+        TrainConfig.from_dict({"seed": 1, "run": {"seed": 2}})
+    with pytest.raises(ValueError, match="unknown keys"):
+        TrainConfig.from_dict({"run": {"sead": 2}})
+    with pytest.raises(TypeError, match="optim must be a OptimConfig"):
+        TrainConfig(optim=3)
+    with pytest.raises(TypeError, match="expected a dict"):
+        TrainConfig.from_dict([("epochs", 3)])
+    with pytest.raises(TypeError, match="phase1_guard must be a bool"):
+        TrainConfig(phase1_guard="yes")
+    with pytest.raises(ValueError, match="beta_p0"):
+        TrainConfig(beta_p0=0.0)
+    assert TrainConfig(model={"grid": 17}).model == VAEConfig(grid=17)
