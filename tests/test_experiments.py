@@ -102,7 +102,7 @@ def test_list_names_every_experiment_and_scale(capsys):
     assert main(["reproduce", "--list"]) == 0
     out = capsys.readouterr().out
     for name in ALL:
-        assert re.search(rf"^{re.escape(name)}\s", out, re.M), name
+        assert re.search(rf"^{re.escape(name)}\s", out, re.MULTILINE), name
     assert "smoke, cpu, paper" in out
     assert [e.name for e in list_experiments()] == ALL
 
@@ -205,7 +205,9 @@ def _check_report(out, res):
     assert "| the paper's claim | measured here | verdict | rule |" in report
     for c in res["claims"]:
         assert c["verdict"] in VERDICTS
-        assert c["claim"] and c["measured"] and c["rule"]
+        assert c["claim"]
+        assert c["measured"]
+        assert c["rule"]
         row = f"| {c['claim']} | {c['measured']} | **{c['verdict']}** | {c['rule']} |"
         assert row in report  # the report shows exactly the numbers of results.json
     for r in res.get("trial_table", []):
@@ -293,7 +295,8 @@ def test_more_trials_reuse_the_finished_ones(tmp_path):
     both = train_trials(config, [0, 1], paths["train"], paths["test"], tmp_path / "t", "cpu", False)
     assert both[0] == first[0]
     assert (tmp_path / "t" / "seed_0" / "checkpoint.pt").stat().st_mtime_ns == mtime
-    assert both[1]["seed"] == 1 and both[1]["status"] == "finished"
+    assert both[1]["seed"] == 1
+    assert both[1]["status"] == "finished"
     assert both[0]["test"] != both[1]["test"]  # a different seed, a different model
 
 
@@ -312,7 +315,8 @@ def test_reproduce_all_writes_top_report_and_skl_scores_the_others(tmp_path, cap
     assert len(skl["models"]) == 2  # the two normal trials
     for m in skl["models"]:
         assert m["experiment"] == "normal"
-        assert np.isfinite(m["s_kl"]) and 0.5 <= m["s_d"] <= 1.0
+        assert np.isfinite(m["s_kl"])
+        assert 0.5 <= m["s_d"] <= 1.0
         assert m["trained"] is False  # smoke models do not beat the bound
     assert skl["claims"][0]["verdict"] == "not judged"
     # the root holds 'all': a single experiment may not take it over

@@ -224,7 +224,8 @@ def test_latent_traversal_decodes_the_grid(tmp_path):
     path = plots.save_figure(fig, tmp_path / "trav.png", dpi=50)
     w, h = _png_size(path)
     fw, fh = fig.get_size_inches() * 50
-    assert abs(w - fw) <= 2 and abs(h - fh) <= 2  # laid out, not cropped
+    assert abs(w - fw) <= 2
+    assert abs(h - fh) <= 2
     with pytest.raises(ValueError, match="dims must be latent axes"):
         plots.latent_traversal(model, dims=(2,))
     with pytest.raises(ValueError, match="center must have shape"):
@@ -282,7 +283,8 @@ def test_plot_trial_scores_marks_every_trial():
     n_points = sum(len(c.get_offsets()) for c in ax.collections)
     assert n_points == 5  # no trial dropped
     labels = [t.get_text() for t in ax.get_xticklabels()]
-    assert labels[0].startswith("no HP") and "1/3 disent." in labels[0]
+    assert labels[0].startswith("no HP")
+    assert "1/3 disent." in labels[0]
     assert "1/3 over-reg." in labels[0]
     assert "2/2 disent." in labels[1]
 

@@ -324,11 +324,15 @@ def _report(res: dict[str, Any]) -> str:
             "",
             "## Every trial (none dropped, none restarted)",
             "",
-            ("Margin = Theorem-1 bound minus test distortion (nats per sample; > 1% of |bound|: "
-            "the model beats the bound and counts as trained)."),
+            (
+                "Margin = Theorem-1 bound minus test distortion (nats per sample; > 1% of |bound|: "
+                "the model beats the bound and counts as trained)."
+            ),
             "",
-            ("| arm | seed | test rate | test distortion | bound | margin | trained | "
-            "over-regularised | S_D |"),
+            (
+                "| arm | seed | test rate | test distortion | bound | margin | trained | "
+                "over-regularised | S_D |"
+            ),
             "|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["trial_table"]:
@@ -403,7 +407,7 @@ def run_all(
                 progress=progress,
                 command=_command(name, out / name, scale, seed, trials),
             )
-        except Exception as exc:  # noqa: BLE001 -- one failure must not lose the other experiments
+        except Exception as exc:
             log.exception("reproduce all: %s failed", name)
             results[name] = {"error": f"{type(exc).__name__}: {exc}", "claims": [], "figures": []}
     atomic_write_text(out / "report.md", _all_report(results, out, scale, seed, trials))

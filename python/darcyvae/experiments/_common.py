@@ -203,6 +203,9 @@ def train_config(
         "fc_hidden": s.fc_hidden,
         "prior": prior,
     }
+    if prior == "hierarchical" and "hp_decoder" in mfields:
+        # The released prior decoder (final ReLU, SPEC 4c) is what the paper's figures used.
+        mkw["hp_decoder"] = "released"
     for key, value in (model or {}).items():
         if key not in mfields:
             msg = (
@@ -253,8 +256,9 @@ def _ensemble_trainer(config):
             from ..ensemble.trainer import train_ensemble
         except ImportError:
             return None
-    if config.model.prior == "hierarchical" or config.n_labeled:
-        return None  # not supported by the batched trainer (its documented limits)
+    if config.n_labeled:
+        return None  # semi-supervised labels: not supported by the batched trainer
+
     return train_ensemble
 
 

@@ -226,8 +226,10 @@ SCALES: dict[str, Scale] = {
         checkpoint_every=50,
         notes=(
             "17 x 17 grid, tiny DenseVAE (blocks 2,2,2): the paper shrunk to 2 CPU cores",
-            ("deviation: decoder output log-variance initialised at the data's per-pixel "
-            "log-variance (MEASURED.md), so that 400-600 epochs beat the Theorem-1 bound"),
+            (
+                "deviation: decoder output log-variance initialised at the data's per-pixel "
+                "log-variance (MEASURED.md), so that 400-600 epochs beat the Theorem-1 bound"
+            ),
         ),
     ),
     "paper": Scale(

@@ -198,8 +198,10 @@ def semisupervised(ctx: Context) -> dict[str, Any]:
         "figures": files,
         "trial_table": trial_table({f"{k} labels": v for k, v in by_label.items()}),
         "notes": [
-            ("labelled pairs are drawn from the training set and sampled per step by the "
-            "trainer (darcyvae.training), not the authors' separate labelled set in one "
-            "concatenated batch (SPEC 4f); full batch of unlabelled samples"),
+            (
+                "labelled pairs are drawn from the training set and sampled per step by the "
+                "trainer (darcyvae.training), not the authors' separate labelled set in one "
+                "concatenated batch (SPEC 4f); full batch of unlabelled samples"
+            ),
         ],
     }

@@ -353,8 +353,10 @@ def mixture4(ctx: Context) -> dict[str, Any]:
         "figures": files,
         "trial_table": trial_table(arms),
         "notes": [
-            (f"reconstruction-only phase {ctx.scale.mixture_rec_factor}x as long as in the other "
-            "examples (the paper: 'more', number not given); no restarts")
+            (
+                f"reconstruction-only phase {ctx.scale.mixture_rec_factor}x as long as in the other "
+                "examples (the paper: 'more', number not given); no restarts"
+            )
         ],
     }
 
