@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from darcyvae import experiments
 from darcyvae.cli import main
-from darcyvae.experiments import list_experiments, run_all, run_experiment
+from darcyvae.experiments import cell, list_experiments, run_all, run_experiment
 from darcyvae.experiments._common import (
     VERDICTS,
     fmt,
@@ -68,6 +68,10 @@ def test_fraction_verdicts():
     assert fraction_verdict(10, 20, 0.0) == "not reproduced"
     assert fraction_verdict(10, 20, 0.5) == "reproduced"
     assert fraction_verdict(0, 0, 0.5) == "not judged"
+
+
+def test_report_cells_escape_pipes():
+    assert cell("|k/n - p| <= 0.2\nnext") == "\\|k/n - p\\| <= 0.2 next"
 
 
 def test_fmt_is_the_one_number_format():
@@ -208,7 +212,7 @@ def _check_report(out, res):
         assert c["claim"]
         assert c["measured"]
         assert c["rule"]
-        row = f"| {c['claim']} | {c['measured']} | **{c['verdict']}** | {c['rule']} |"
+        row = f"| {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** | {cell(c['rule'])} |"
         assert row in report  # the report shows exactly the numbers of results.json
     for r in res.get("trial_table", []):
         assert f"| {r['arm']} | {r['seed']} | {fmt(r['test_rate'])} |" in report

@@ -313,7 +313,8 @@ def _report(res: dict[str, Any]) -> str:
         ]
         for i, c in enumerate(res["claims"], 1):
             lines.append(
-                f"| {i} | {c['claim']} | {c['measured']} | **{c['verdict']}** | {c['rule']} |"
+                f"| {i} | {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** | "
+                f"{cell(c['rule'])} |"
             )
     else:
         lines.append("This experiment makes no claim of the paper's to judge (a demonstration).")
@@ -325,7 +326,8 @@ def _report(res: dict[str, Any]) -> str:
             "## Every trial (none dropped, none restarted)",
             "",
             (
-                "Margin = Theorem-1 bound minus test distortion (nats per sample; > 1% of |bound|: "
+                "Margin = Theorem-1 bound minus test distortion (nats per sample; above 1% of the "
+                "bound's magnitude: "
                 "the model beats the bound and counts as trained)."
             ),
             "",
@@ -346,6 +348,11 @@ def _report(res: dict[str, Any]) -> str:
         lines += ["", "## Figures", ""]
         lines += [f"![{f}]({f})" for f in res["figures"]]
     return "\n".join(lines) + "\n"
+
+
+def cell(text: str) -> str:
+    """``text`` as one Markdown table cell (pipes escaped, no line breaks)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def _seed_range(seeds: list[int]) -> str:
@@ -442,7 +449,9 @@ def _all_report(
     lines.append("|---|---|---|---|")
     for name, res in results.items():
         for c in res["claims"]:
-            lines.append(f"| `{name}` | {c['claim']} | {c['measured']} | **{c['verdict']}** |")
+            lines.append(
+                f"| `{name}` | {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -201,7 +201,8 @@ def semisupervised(ctx: Context) -> dict[str, Any]:
             (
                 "labelled pairs are drawn from the training set and sampled per step by the "
                 "trainer (darcyvae.training), not the authors' separate labelled set in one "
-                "concatenated batch (SPEC 4f); full batch of unlabelled samples"
+                "concatenated batch (SPEC 4f)"
             ),
+            f"batches of {min(s.ss_batch, s.n_train)} unlabelled samples (the authors: all 512)",
         ],
     }

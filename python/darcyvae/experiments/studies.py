@@ -298,13 +298,14 @@ def _mixture_claims(ctx: Context, arms, no_hp: str | None, hp_arms: list[str], t
         ]
     for arm in hp_arms:
         b = _arm_stats(arms[arm])
+        which = "HP" if arm == "HP" else f"HP ({arm})"
         g = judge_gate(arms[arm], arm)
         go = judge_gate(arms[arm], arm, count_over_regularized=True)
         rest = b["n_trained"] - b["n_disentangled"]
         claims += [
             claim(
                 f"{arm}-over-regularised",
-                f"{tag}with HP ({arm}) no run over-regularises",
+                f"{tag}with {which} no run over-regularises",
                 f"{b['n_over_regularized']} of {b['n']} trials over-regularised"
                 + (f"; {go}" if go else ""),
                 _gated(fraction_verdict(b["n_over_regularized"], b["n"], 0.0), go),
@@ -313,7 +314,7 @@ def _mixture_claims(ctx: Context, arms, no_hp: str | None, hp_arms: list[str], t
             ),
             claim(
                 f"{arm}-half-disentangle",
-                f"{tag}with HP ({arm}) about half of the runs disentangle",
+                f"{tag}with {which} about half of the runs disentangle",
                 f"{b['n_disentangled']} of {b['n_trained']} trained trials disentangled; S_D "
                 f"{fmt_spread(b['s_d_trained'])}" + (f"; {g}" if g else ""),
                 _gated(fraction_verdict(b["n_disentangled"], b["n_trained"], 0.5), g),
@@ -322,8 +323,7 @@ def _mixture_claims(ctx: Context, arms, no_hp: str | None, hp_arms: list[str], t
             ),
             claim(
                 f"{arm}-rotated",
-                f"{tag}with HP ({arm}) the runs that do not disentangle sit near a 45 degree "
-                "rotation",
+                f"{tag}with {which} the runs that do not disentangle sit near a 45 degree rotation",
                 f"{b['n_rotated']} of {rest} non-disentangled trained trials have S_D <= "
                 f"{SD_ROTATED}" + (f"; {g}" if g else ""),
                 _gated(fraction_verdict(b["n_rotated"], rest, 1.0), g),
