@@ -247,6 +247,10 @@ def test_experiment_runs_at_smoke_scale(tmp_path, name):
     # a smoke model does not beat the bound, so disentanglement is never judged on it
     judged = [c for c in res["claims"] if "S_D" in c["measured"] and "trained" in c["measured"]]
     assert all(c["verdict"] == "not judged" for c in judged)
+    # ... and a count over trained trials says which trials it left out
+    for c in res["claims"]:
+        if "trained trials" in c["measured"]:
+            assert "did not beat the Theorem-1 bound and are left out" in c["measured"]
 
 
 @pytest.mark.slow

@@ -145,9 +145,9 @@ def demo(
         seed=seed,
     )
     model = load_model(result.checkpoint, device="cpu")
-    trav = plots.save_figure(
+    trav = ctx.save(
         plots.latent_traversal(model, title="demo: decoded latent traversal"),
-        out / "latent_traversal.png",
+        "latent_traversal.png",
     )
 
     summary = {
