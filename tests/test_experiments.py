@@ -17,6 +17,8 @@ from darcyvae.experiments._common import (
     wilson,
 )
 from darcyvae.kle import kle_basis
+from hypothesis import given
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -356,3 +358,28 @@ def test_rotated_rate_is_invariant_for_the_standard_normal_prior_only():
     hp = DenseVAE(VAEConfig(**base, prior="hierarchical")).eval()
     hp_rates = rotated_rate(hp, data, omegas, n_draws=16, seed=1)
     assert np.ptp(hp_rates) > 1e-3 * abs(hp_rates[0])
+
+
+@given(st.integers(0, 60), st.integers(1, 60))
+def test_fraction_verdict_reproduces_its_own_fraction(k, n):
+    k = min(k, n)
+    lo, hi = wilson(k, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    assert fraction_verdict(k, n, k / n) == "reproduced"
+    # a claim far outside the interval is never reproduced
+    far = 0.0 if k / n > 0.5 else 1.0
+    if not lo <= far <= hi:
+        assert fraction_verdict(k, n, far) != "reproduced"
+
+
+@given(st.floats(-1e4, 1e4, allow_nan=False))
+def test_fmt_rounds_to_the_stated_digits(x):
+    assert float(fmt(x)) == pytest.approx(x, abs=5e-4, rel=1e-2)
+
+
+@given(st.integers(-5, 0))
+def test_nonpositive_trials_are_refused_before_anything_is_written(tmp_path_factory, trials):
+    out = tmp_path_factory.mktemp("t") / "out"
+    with pytest.raises(ValueError, match="trials"):
+        run_experiment("normal", out, scale="smoke", trials=trials, progress=False)
+    assert not out.exists()
