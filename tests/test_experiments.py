@@ -383,3 +383,13 @@ def test_nonpositive_trials_are_refused_before_anything_is_written(tmp_path_fact
     with pytest.raises(ValueError, match="trials"):
         run_experiment("normal", out, scale="smoke", trials=trials, progress=False)
     assert not out.exists()
+
+
+def test_a_folder_in_use_is_refused(tmp_path, capsys):
+    from darcyvae._lock import folder_lock
+
+    out = tmp_path / "busy"
+    with folder_lock(out, "another darcyvae reproduce"):
+        assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(out)]) == 2
+    assert "in use" in capsys.readouterr().err
+    assert not (out / "results.json").exists()

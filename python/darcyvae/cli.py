@@ -94,22 +94,16 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         "overwrite": args.overwrite,
         "progress": not args.no_progress,
     }
-    from .errors import FolderLockedError
-
-    try:
-        if args.experiment == "all":
-            out = args.out or "runs"
-            results = experiments.run_all(out, **kw)
-            failed = [name for name, res in results.items() if "error" in res]
-            print(f"all: wrote {out}/report.md ({len(results)} experiments)")
-            for name in failed:
-                print(f"darcyvae reproduce: {name} failed: {results[name]['error']}", file=sys.stderr)
-            return 1 if failed else 0
-        out = args.out or f"runs/{args.experiment}"
-        results = experiments.run_experiment(args.experiment, out, **kw)
-    except (FolderLockedError, NotADirectoryError) as exc:
-        print(f"darcyvae reproduce: error: {exc}", file=sys.stderr)
-        return 2
+    if args.experiment == "all":
+        out = args.out or "runs"
+        results = experiments.run_all(out, **kw)
+        failed = [name for name, res in results.items() if "error" in res]
+        print(f"all: wrote {out}/report.md ({len(results)} experiments)")
+        for name in failed:
+            print(f"darcyvae reproduce: {name} failed: {results[name]['error']}", file=sys.stderr)
+        return 1 if failed else 0
+    out = args.out or f"runs/{args.experiment}"
+    results = experiments.run_experiment(args.experiment, out, **kw)
     print(f"{args.experiment}: wrote {out} ({results['seconds']:.1f} s); report {out}/report.md")
     for c in results["claims"]:
         print(f"  [{c['verdict']}] {c['claim']}: {c['measured']}")
