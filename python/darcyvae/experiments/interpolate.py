@@ -51,7 +51,10 @@ def interpolate(ctx: Context) -> dict[str, Any]:
     test_set = load_split(paths["test"], config, paths["train"])
     sa = torch.load(a["checkpoint"], map_location="cpu", weights_only=True)["model"]
     sb = torch.load(b["checkpoint"], map_location="cpu", weights_only=True)["model"]
-    model = DenseVAE(config.model).eval()
+    from .._device import resolve_device
+
+    # the many evaluations run where training ran (a GPU at the paper scale)
+    model = DenseVAE(config.model).to(resolve_device(ctx.device)).eval()
     alphas = np.linspace(0.0, 1.0, ctx.scale.interp_points)
     points = []
     for alpha in tqdm(alphas, disable=not ctx.progress, desc="interpolate", unit="point"):

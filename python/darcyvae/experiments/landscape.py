@@ -81,7 +81,10 @@ def landscape(ctx: Context) -> dict[str, Any]:
     data = load_split(paths["train"], config)
     bound = rec["bound_train"]
     solution = torch.load(rec["checkpoint"], map_location="cpu", weights_only=True)["model"]
-    model = DenseVAE(config.model).eval()
+    from .._device import resolve_device
+
+    # the many evaluations run where training ran (a GPU at the paper scale)
+    model = DenseVAE(config.model).to(resolve_device(ctx.device)).eval()
     alphas = np.linspace(0.0, 1.0, s.landscape_points)
     L = s.landscape_latent_samples
 
