@@ -136,6 +136,7 @@ def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, capsys, argv, mess
     assert not (out / "results.json").exists()
 
 
+@pytest.mark.slow
 def test_folder_of_another_experiment_is_refused_then_overwritten(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(out)]) == 0
@@ -157,6 +158,14 @@ def test_folder_of_another_experiment_is_refused_then_overwritten(tmp_path, caps
         assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(foreign), *extra]) == 2
         assert "not written by darcyvae reproduce" in capsys.readouterr().err
     assert (foreign / "thesis.tex").read_text() == "keep me"
+    # --overwrite starts over: the old results go, new ones come
+    (out / "stale.txt").write_text("old")
+    assert (
+        main(["reproduce", "rotation", "--scale", "smoke", "--out", str(out), "--overwrite"]) == 0
+    )
+    assert not (out / "stale.txt").exists()
+    assert not (out / "fig1_kle_samples.png").exists()
+    assert json.loads((out / "results.json").read_text())["experiment"] == "rotation"
 
 
 def test_reproduce_fig1_smoke_via_cli(tmp_path, capsys):

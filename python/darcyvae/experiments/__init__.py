@@ -147,8 +147,8 @@ def _prepare(
         except ValueError:
             info = {"experiment": "?"}
         same = (info.get("experiment"), info.get("scale"), info.get("seed")) == (name, scale, seed)
-        if same:
-            return
+        if same and not overwrite:
+            return  # resume
         if not overwrite:
             if info.get("experiment") != name:
                 what = f"results of experiment {info.get('experiment')!r}"
