@@ -402,3 +402,17 @@ def test_a_folder_in_use_is_refused(tmp_path, capsys):
         assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(out)]) == 2
     assert "in use" in capsys.readouterr().err
     assert not (out / "results.json").exists()
+
+
+def test_a_diverged_trial_is_kept_as_a_record(tmp_path):
+    from darcyvae.experiments._common import require_finished, trial_record
+    from darcyvae.training import TrainingDivergedError
+
+    rec = trial_record(tmp_path / "seed_7", 7, -100.0, "non-finite loss in epoch 3")
+    assert rec["status"] == "diverged"
+    assert rec["seed"] == 7
+    assert not rec["beats_bound"]
+    assert not rec["over_regularized"]
+    assert not rec["disentangled"]
+    with pytest.raises(TrainingDivergedError, match=r"seed\(s\) \[7\] diverged"):
+        require_finished([rec], "landscape")

@@ -410,6 +410,19 @@ def history(folder: str | os.PathLike) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- models
 
 
+def require_finished(records: list[dict[str, Any]], what: str) -> None:
+    """Raise a clear error when an experiment needs a model that a diverged trial lacks."""
+    from ..training import TrainingDivergedError
+
+    bad = [r["seed"] for r in records if r["status"] != "finished"]
+    if bad:
+        msg = (
+            f"{what}: the training run(s) with seed(s) {bad} diverged (non-finite loss), so "
+            "there is no model to evaluate; see their metrics.jsonl, or rerun with another --seed."
+        )
+        raise TrainingDivergedError(msg)
+
+
 def load_trained(record: dict[str, Any]):
     """The trained model of a trial record (eval mode, CPU)."""
     from ..training import load_model

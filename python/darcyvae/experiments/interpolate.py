@@ -21,6 +21,7 @@ from ._common import (
     interpolate_state,
     load_split,
     losses,
+    require_finished,
     train_config,
     train_trials,
     trial_table,
@@ -47,6 +48,7 @@ def interpolate(ctx: Context) -> dict[str, Any]:
         ctx.device,
         ctx.progress,
     )
+    require_finished([a, b], "interpolate")
     train_set = load_split(paths["train"], config)
     test_set = load_split(paths["test"], config, paths["train"])
     sa = torch.load(a["checkpoint"], map_location="cpu", weights_only=True)["model"]

@@ -31,6 +31,7 @@ from ._common import (
     interpolate_state,
     load_split,
     losses,
+    require_finished,
     train_config,
     train_trials,
     trial_table,
@@ -78,6 +79,7 @@ def landscape(ctx: Context) -> dict[str, Any]:
         ctx.device,
         ctx.progress,
     )
+    require_finished([rec], "landscape")
     data = load_split(paths["train"], config)
     bound = rec["bound_train"]
     solution = torch.load(rec["checkpoint"], map_location="cpu", weights_only=True)["model"]

@@ -112,6 +112,8 @@ def rotation(ctx: Context) -> dict[str, Any]:
         theta = data.theta.double().numpy()
         curves[arm] = []
         for r in recs:
+            if r["status"] != "finished":
+                continue  # diverged: no model to rotate (listed in the trial table)
             model = load_model(r["checkpoint"], device="cpu")
             rates = rotated_rate(model, data, omegas, seed=ctx.seed)
             with torch.no_grad():
@@ -134,9 +136,9 @@ def rotation(ctx: Context) -> dict[str, Any]:
             )
     g_std = judge_gate(arms["std-normal prior"], "std-normal prior")
     g_hp = judge_gate(arms["HP"], "HP")
-    std_change = max(c["relative_rate_change"] for c in curves["std-normal prior"])
+    std_change = max((c["relative_rate_change"] for c in curves["std-normal prior"]), default=0.0)
     hp_changes = [c["relative_rate_change"] for c in curves["HP"]]
-    hp_min = min(hp_changes)
+    hp_min = min(hp_changes, default=0.0)
     claims = [
         claim(
             "std-normal-invariant",
@@ -159,7 +161,7 @@ def rotation(ctx: Context) -> dict[str, Any]:
             else "reproduced"
             if hp_min >= 0.05
             else "partly"
-            if max(hp_changes) >= 0.01
+            if max(hp_changes, default=0.0) >= 0.01
             else "not reproduced",
             "reproduced if every HP model's (max - min) / |rate(0)| >= 5%, partly if one's >= 1%",
             {"relative_changes": hp_changes},

@@ -85,7 +85,10 @@ def _figures(
     files.append(ctx.save(fig, f"{fig_name}_trials.png"))
     for arm, recs in arms.items():
         slug = arm.replace(" ", "_")
-        shown = recs[:8]
+        finished = [r for r in recs if r["status"] == "finished"]  # a diverged trial has no model
+        if not finished:
+            continue
+        shown = finished[:8]
         zs, ths, titles = [], [], []
         for r in shown:
             _model, _data, z, th = _latents(r, paths, configs[arm])
@@ -98,7 +101,7 @@ def _figures(
             zs, ths, titles, title=f"{title}, {arm}: latent means coloured by theta's quadrant"
         )
         files.append(ctx.save(fig, f"{fig_name}_latents_{slug}.png"))
-        first = next((r for r in recs if r["beats_bound"]), recs[0])
+        first = next((r for r in finished if r["beats_bound"]), finished[0])
         files.extend(_evaluation_figures(ctx, first, paths, configs[arm], arm, slug, title))
     return files
 
