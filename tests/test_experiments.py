@@ -273,11 +273,16 @@ def test_hp_ablation_runs_at_smoke_scale(tmp_path):
     _check_report(out, res)
 
 
-def test_hp_ablation_needs_the_decoder_choice(tmp_path):
-    if _has_hp_decoder():
-        pytest.skip("this build has hp_decoder")
-    with pytest.raises(ValueError, match="no field 'hp_decoder'"):
-        run_experiment("hp-ablation", tmp_path / "hp", scale="smoke", progress=False)
+def test_an_unknown_model_setting_is_a_clear_error(tmp_path):
+    from darcyvae.experiments._common import Context, train_config
+
+    ctx = Context("x", tmp_path, tmp_path, experiments.get_scale("smoke"), 0, None, "cpu", False)
+    with pytest.raises(ValueError, match="no field 'no_such_field'"):
+        train_config(ctx, model={"no_such_field": 1})
+    hp = train_config(ctx, prior="hierarchical")
+    if _has_hp_decoder():  # the paper's HP arms use the released prior decoder (SPEC 4c)
+        assert hp.model.hp_decoder == "released"
+    assert train_config(ctx, mixture=True).rec_epochs == 2 * ctx.scale.rec_epochs
 
 
 @pytest.mark.slow
