@@ -1,16 +1,174 @@
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import re
 
+import numpy as np
 import pytest
+from darcyvae import experiments
 from darcyvae.cli import main
-from darcyvae.experiments import list_experiments
+from darcyvae.experiments import cell, list_experiments, run_all, run_experiment
+from darcyvae.experiments._common import (
+    VERDICTS,
+    fmt,
+    fraction_verdict,
+    wilson,
+)
 from darcyvae.kle import kle_basis
+from hypothesis import given
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ALL = [
+    "fig1",
+    "demo",
+    "landscape",
+    "rd-plane",
+    "interpolate",
+    "normal",
+    "gaussian",
+    "rotation",
+    "mixture4",
+    "hp-ablation",
+    "semisupervised",
+    "skl",
+]
 
 
-def test_reproduce_fig1_quick_via_cli(tmp_path, monkeypatch, capsys):
+def _has_hp_decoder() -> bool:
+    from darcyvae.models import VAEConfig
+
+    return "hp_decoder" in {f.name for f in dataclasses.fields(VAEConfig)}
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DARCYVAE_CACHE_DIR", str(tmp_path / "cache"))
-    assert "fig1" in [e.name for e in list_experiments()]
+
+
+# --------------------------------------------------------------------------- verdict rules
+
+
+def test_wilson_interval_hand_computed():
+    # k = 0 of 20: upper bound z^2 / (n + z^2)
+    lo, hi = wilson(0, 20)
+    assert lo == 0.0
+    assert hi == pytest.approx(1.96**2 / (20 + 1.96**2))
+    # k = 10 of 20: symmetric about 1/2, half width z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n)
+    lo, hi = wilson(10, 20)
+    half = 1.96 * math.sqrt(0.25 / 20 + 1.96**2 / 1600) / (1 + 1.96**2 / 20)
+    assert (lo, hi) == pytest.approx((0.5 - half, 0.5 + half))
+
+
+def test_fraction_verdicts():
+    assert fraction_verdict(0, 20, 0.0) == "reproduced"
+    assert fraction_verdict(2, 20, 0.1) == "reproduced"
+    assert fraction_verdict(3, 20, 0.0) == "partly"  # 0.15 off, outside the interval
+    assert fraction_verdict(10, 20, 0.0) == "not reproduced"
+    assert fraction_verdict(10, 20, 0.5) == "reproduced"
+    assert fraction_verdict(0, 0, 0.5) == "not judged"
+
+
+def test_report_cells_escape_pipes():
+    assert cell("|k/n - p| <= 0.2\nnext") == "\\|k/n - p\\| <= 0.2 next"
+
+
+def test_fmt_is_the_one_number_format():
+    assert fmt(0.91234) == "0.912"
+    assert fmt(-2074.56, 1) == "-2074.6"
+    assert fmt(None) == "n/a"
+    assert fmt(3) == "3"
+    assert fmt(1.5e-6) == "1.5e-06"
+
+
+def test_scales_are_data_and_paper_scale_is_the_papers():
+    paper = experiments.get_scale("paper")
+    assert (paper.grid, paper.blocks, paper.n_train, paper.n_test) == (65, (4, 6, 4), 512, 512)
+    assert (paper.epochs, paper.rec_epochs, paper.hp_epochs, paper.hp_rec_epochs) == (
+        6500,
+        4000,
+        14000,
+        6500,
+    )
+    assert paper.trials == 50
+    assert paper.betas == (100.0, 10.0, 5.0, 2.0, 1.0, 0.1, 0.01, 0.001)
+    cpu = experiments.get_scale("cpu")
+    assert cpu.trials >= 20
+    with pytest.raises(ValueError, match="unknown scale 'huge'"):
+        experiments.get_scale("huge")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_list_names_every_experiment_and_scale(capsys):
+    assert main(["reproduce", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ALL:
+        assert re.search(rf"^{re.escape(name)}\s", out, re.MULTILINE), name
+    assert "smoke, cpu, paper" in out
+    assert [e.name for e in list_experiments()] == ALL
+
+
+def test_no_name_is_a_usage_error(capsys):
+    assert main(["reproduce"]) == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err
+    assert "name an experiment" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["reproduce", "nosuch", "--scale", "smoke"], "unknown experiment 'nosuch'"),
+        (["reproduce", "fig1", "--scale", "huge"], "unknown scale 'huge'"),
+        (["reproduce", "normal", "--scale", "smoke", "--trials", "0"], "trials"),
+        (["reproduce", "fig1", "--scale", "cpu", "--quick"], "--quick means --scale smoke"),
+    ],
+)
+def test_bad_input_exits_nonzero_and_writes_nothing(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "results.json").exists()
+
+
+@pytest.mark.slow
+def test_folder_of_another_experiment_is_refused_then_overwritten(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(out)]) == 0
+    before = (out / "results.json").read_bytes()
+    capsys.readouterr()
+    assert main(["reproduce", "rotation", "--scale", "smoke", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "holds results of experiment 'fig1'" in err
+    assert "--overwrite" in err
+    assert (out / "results.json").read_bytes() == before  # untouched
+    # another seed of the same experiment is refused as well
+    assert main(["reproduce", "fig1", "--scale", "smoke", "--seed", "1", "--out", str(out)]) == 2
+    assert "seed 0" in capsys.readouterr().err
+    # a folder darcyvae did not write is never cleared, not even with --overwrite
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("keep me")
+    for extra in ([], ["--overwrite"]):
+        assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(foreign), *extra]) == 2
+        assert "not written by darcyvae reproduce" in capsys.readouterr().err
+    assert (foreign / "thesis.tex").read_text() == "keep me"
+    # --overwrite starts over: the old results go, new ones come
+    (out / "stale.txt").write_text("old")
+    assert (
+        main(["reproduce", "rotation", "--scale", "smoke", "--out", str(out), "--overwrite"]) == 0
+    )
+    assert not (out / "stale.txt").exists()
+    assert not (out / "fig1_kle_samples.png").exists()
+    assert json.loads((out / "results.json").read_text())["experiment"] == "rotation"
+
+
+def test_reproduce_fig1_smoke_via_cli(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["reproduce", "fig1", "--out", str(out), "--quick", "--seed", "3"]) == 0
     assert "fig1: wrote" in capsys.readouterr().out
@@ -18,36 +176,248 @@ def test_reproduce_fig1_quick_via_cli(tmp_path, monkeypatch, capsys):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     res = json.loads((out / "results.json").read_text())
     assert res["experiment"] == "fig1"
+    assert res["scale"] == "smoke"
     assert res["quick"] is True
     assert res["seed"] == 3
-    assert res["grid"] == 33
-    assert res["n_modes"] == [2, 10, 100, 1000]
+    assert res["grid"] == 17
+    assert res["n_modes"] == [2, 10, 100, 289]  # KLE1000 capped at all 17 x 17 modes
     fractions = [res["variance_fraction"][f"KLE{s}"] for s in res["n_modes"]]
     assert fractions == sorted(fractions)
-    assert 0 < fractions[0] < fractions[-1] < 1
+    assert 0 < fractions[0] < fractions[-1] == pytest.approx(1.0)
     # the numbers are those of the bases, now in the cache of this run
-    again = kle_basis(grid=33, n_modes=100)
-    assert again.info["source"] == "cache-superset"  # the first 100 of KLE1000
+    again = kle_basis(grid=17, n_modes=100)
+    assert again.info["source"] == "cache-superset"  # the first 100 of KLE289
     assert res["variance_fraction"]["KLE100"] == pytest.approx(again.variance_fraction)
-    assert set(res["basis_seconds"]) == {"KLE2", "KLE10", "KLE100", "KLE1000"}
+    assert set(res["basis_seconds"]) == {"KLE2", "KLE10", "KLE100", "KLE289"}
+    assert res["claims"][0]["verdict"] == "reproduced"
+    assert "darcyvae reproduce fig1 --scale smoke --seed 3" in (out / "report.md").read_text()
 
 
-def test_reproduce_lists_fig1(capsys):
-    assert main(["reproduce", "--list"]) == 0
-    assert "fig1" in capsys.readouterr().out
-
-
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_resumes(tmp_path):
-    from darcyvae.experiments import run_experiment
-
     out = tmp_path / "demo"
-    res = run_experiment("demo", out, seed=0, quick=True, grid=17, n_train=64, n_test=32, epochs=2)
+    kw = {"scale": "smoke", "seed": 0, "grid": 17, "n_train": 64, "n_test": 32, "epochs": 2}
+    res = run_experiment("demo", out, progress=False, **kw)
     assert res["epochs"] == 2
     for split in ("train", "test"):
         assert res[split]["rate"] > 0
         assert 0.5 <= res[split]["s_d"] <= 1.0
     assert (out / "summary.txt").read_text().startswith("darcyvae demo")
-    assert {"reconstruction", "latent_vs_theta"} <= set(res["figures"])
+    assert {"reconstruction", "latent_vs_theta"} <= set(res["evaluation_figures"])
+    assert (out / "latent_traversal.png").read_bytes()[:4] == b"\x89PNG"
     # Running again reuses the finished data and checkpoint: the same numbers.
-    again = run_experiment("demo", out, seed=0, quick=True, grid=17, n_train=64, n_test=32, epochs=2)
+    again = run_experiment("demo", out, progress=False, **kw)
     assert again["test"] == res["test"]
+
+
+# --------------------------------------------------------------------------- every experiment
+
+
+def _check_report(out, res):
+    assert res["claims"] or res["experiment"] == "demo"
+    report = (out / "report.md").read_text()
+    assert f"darcyvae reproduce {res['experiment']} --scale smoke" in report
+    assert "| the paper's claim | measured here | verdict | rule |" in report
+    for c in res["claims"]:
+        assert c["verdict"] in VERDICTS
+        assert c["claim"]
+        assert c["measured"]
+        assert c["rule"]
+        row = f"| {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** | {cell(c['rule'])} |"
+        assert row in report  # the report shows exactly the numbers of results.json
+    for r in res.get("trial_table", []):
+        assert f"| {r['arm']} | {r['seed']} | {fmt(r['test_rate'])} |" in report
+        assert f"| {fmt(r['margin'], 1)} | {r['beats_bound']} | {r['over_regularized']} |" in report
+    for f in res["figures"]:
+        assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
+        assert f"![{f}]({f})" in report
+
+
+STUDIES = ["landscape", "rd-plane", "interpolate", "normal", "gaussian", "rotation"]
+STUDIES += ["mixture4", "semisupervised"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", STUDIES)
+def test_experiment_runs_at_smoke_scale(tmp_path, name):
+    out = tmp_path / name
+    res = run_experiment(name, out, scale="smoke", progress=False)
+    assert res["scale"] == "smoke"
+    assert res["scale_settings"]["grid"] == 9
+    assert res["seeds"], "every experiment records its seeds"
+    _check_report(out, res)
+    stored = json.loads((out / "results.json").read_text())
+    assert stored["claims"] == json.loads(json.dumps(res["claims"]))
+    # every trial is kept and its bound margin recorded (no dropping, no restarts)
+    n_arms = len(res["seeds"])
+    n_seeds = sum(len(v) for v in res["seeds"].values())
+    assert len(res["trial_table"]) == n_seeds >= n_arms
+    for r in res["trial_table"]:
+        assert r["margin"] == pytest.approx(r["bound_test"] - r["test_distortion"])
+        assert r["beats_bound"] == (r["margin"] > 0.01 * abs(r["bound_test"]))
+    # a smoke model does not beat the bound, so disentanglement is never judged on it
+    judged = [c for c in res["claims"] if "S_D" in c["measured"] and "trained" in c["measured"]]
+    assert all(c["verdict"] == "not judged" for c in judged)
+    # ... and a count over trained trials says which trials it left out
+    for c in res["claims"]:
+        if "trained trials" in c["measured"]:
+            assert "did not beat the Theorem-1 bound and are left out" in c["measured"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _has_hp_decoder(), reason="VAEConfig has no hp_decoder in this build")
+def test_hp_ablation_runs_at_smoke_scale(tmp_path):
+    out = tmp_path / "hp"
+    res = run_experiment("hp-ablation", out, scale="smoke", progress=False)
+    assert set(res["arms"]) == {"HP released", "HP mlp"}
+    _check_report(out, res)
+
+
+def test_an_unknown_model_setting_is_a_clear_error(tmp_path):
+    from darcyvae.experiments._common import Context, train_config
+
+    ctx = Context("x", tmp_path, tmp_path, experiments.get_scale("smoke"), 0, None, "cpu", False)
+    with pytest.raises(ValueError, match="no field 'no_such_field'"):
+        train_config(ctx, model={"no_such_field": 1})
+    hp = train_config(ctx, prior="hierarchical")
+    if _has_hp_decoder():  # the paper's HP arms use the released prior decoder (SPEC 4c)
+        assert hp.model.hp_decoder == "released"
+    assert train_config(ctx, mixture=True).rec_epochs == 2 * ctx.scale.rec_epochs
+
+
+@pytest.mark.slow
+def test_rerun_reuses_and_resumes_trials(tmp_path):
+    out = tmp_path / "interpolate"
+    res = run_experiment("interpolate", out, scale="smoke", progress=False)
+    ckpts = sorted(out.glob("trials/seed_*/checkpoint.pt"))
+    assert len(ckpts) == 2
+    mtimes = [p.stat().st_mtime_ns for p in ckpts]
+    data = sorted(out.glob("data/*/*.h5"))
+    data_mtimes = [p.stat().st_mtime_ns for p in data]
+    # a finished rerun trains and generates nothing: the same files, the same numbers
+    again = run_experiment("interpolate", out, scale="smoke", progress=False)
+    assert [p.stat().st_mtime_ns for p in ckpts] == mtimes
+    assert [p.stat().st_mtime_ns for p in data] == data_mtimes
+    assert again["trial_table"] == res["trial_table"]
+    assert again["points"] == res["points"]
+    # an interrupted trial (checkpoint, no summary yet) is resumed from its checkpoint
+    (ckpts[1].parent / "summary.json").unlink()
+    third = run_experiment("interpolate", out, scale="smoke", progress=False)
+    assert third["trial_table"] == res["trial_table"]
+
+
+def test_more_trials_reuse_the_finished_ones(tmp_path):
+    from darcyvae.experiments._common import Context, dataset, train_config, train_trials
+
+    ctx = Context(
+        "normal", tmp_path, tmp_path.parent, experiments.get_scale("smoke"), 0, None, "cpu", False
+    )
+    paths = dataset(ctx, "normal")
+    config = train_config(ctx, epochs=1, rec_epochs=0)
+    first = train_trials(config, [0], paths["train"], paths["test"], tmp_path / "t", "cpu", False)
+    mtime = (tmp_path / "t" / "seed_0" / "checkpoint.pt").stat().st_mtime_ns
+    both = train_trials(config, [0, 1], paths["train"], paths["test"], tmp_path / "t", "cpu", False)
+    assert both[0] == first[0]
+    assert (tmp_path / "t" / "seed_0" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert both[1]["seed"] == 1
+    assert both[1]["status"] == "finished"
+    assert both[0]["test"] != both[1]["test"]  # a different seed, a different model
+
+
+@pytest.mark.slow
+def test_reproduce_all_writes_top_report_and_skl_scores_the_others(tmp_path, capsys):
+    out = tmp_path / "all"
+    res = run_all(out, scale="smoke", progress=False, names=["fig1", "normal", "skl"])
+    assert list(res) == ["fig1", "normal", "skl"]  # skl last
+    top = (out / "report.md").read_text()
+    for name in res:
+        assert f"[report]({name}/report.md)" in top
+        for f in res[name]["figures"]:
+            assert f"({name}/{f})" in top
+            assert (out / name / f).is_file()
+    skl = res["skl"]
+    assert len(skl["models"]) == 2  # the two normal trials
+    for m in skl["models"]:
+        assert m["experiment"] == "normal"
+        assert np.isfinite(m["s_kl"])
+        assert 0.5 <= m["s_d"] <= 1.0
+        assert m["trained"] is False  # smoke models do not beat the bound
+    assert skl["claims"][0]["verdict"] == "not judged"
+    # the root holds 'all': a single experiment may not take it over
+    assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(out)]) == 2
+    assert "holds results of experiment 'all'" in capsys.readouterr().err
+
+
+def test_rotated_rate_is_invariant_for_the_standard_normal_prior_only():
+    import torch
+    from darcyvae.experiments.rotation import rotated_rate
+    from darcyvae.models import DenseVAE, VAEConfig
+    from darcyvae.training import gaussian_kl
+
+    class _Data:
+        pass
+
+    torch.manual_seed(0)
+    data = _Data()
+    data.y = torch.randn(16, 3, 9, 9)
+    base = {"grid": 9, "blocks": (1, 1, 1), "growth_rate": 2, "fc_hidden": 8}
+    model = DenseVAE(VAEConfig(**base)).eval()
+    omegas = np.linspace(0, np.pi / 2, 5)
+    rates = rotated_rate(model, data, omegas, n_draws=4000, seed=1)
+    assert np.ptp(rates) < 1e-4 * abs(rates[0])
+    with torch.no_grad():
+        mu, logvar = model.encode(data.y)
+        kl = float(gaussian_kl(mu, logvar).sum(1).mean())
+    assert rates[0] == pytest.approx(kl, rel=0.05, abs=0.02)  # Monte Carlo of the closed form
+    hp = DenseVAE(VAEConfig(**base, prior="hierarchical")).eval()
+    hp_rates = rotated_rate(hp, data, omegas, n_draws=16, seed=1)
+    assert np.ptp(hp_rates) > 1e-3 * abs(hp_rates[0])
+
+
+@given(st.integers(0, 60), st.integers(1, 60))
+def test_fraction_verdict_reproduces_its_own_fraction(k, n):
+    k = min(k, n)
+    lo, hi = wilson(k, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+    assert fraction_verdict(k, n, k / n) == "reproduced"
+    # a claim far outside the interval is never reproduced
+    far = 0.0 if k / n > 0.5 else 1.0
+    if not lo <= far <= hi:
+        assert fraction_verdict(k, n, far) != "reproduced"
+
+
+@given(st.floats(-1e4, 1e4, allow_nan=False))
+def test_fmt_rounds_to_the_stated_digits(x):
+    assert float(fmt(x)) == pytest.approx(x, abs=5e-4, rel=1e-2)
+
+
+@given(st.integers(-5, 0))
+def test_nonpositive_trials_are_refused_before_anything_is_written(tmp_path_factory, trials):
+    out = tmp_path_factory.mktemp("t") / "out"
+    with pytest.raises(ValueError, match="trials"):
+        run_experiment("normal", out, scale="smoke", trials=trials, progress=False)
+    assert not out.exists()
+
+
+def test_a_folder_in_use_is_refused(tmp_path, capsys):
+    from darcyvae._lock import folder_lock
+
+    out = tmp_path / "busy"
+    with folder_lock(out, "another darcyvae reproduce"):
+        assert main(["reproduce", "fig1", "--scale", "smoke", "--out", str(out)]) == 2
+    assert "in use" in capsys.readouterr().err
+    assert not (out / "results.json").exists()
+
+
+def test_a_diverged_trial_is_kept_as_a_record(tmp_path):
+    from darcyvae.experiments._common import require_finished, trial_record
+    from darcyvae.training import TrainingDivergedError
+
+    rec = trial_record(tmp_path / "seed_7", 7, -100.0, "non-finite loss in epoch 3")
+    assert rec["status"] == "diverged"
+    assert rec["seed"] == 7
+    assert not rec["beats_bound"]
+    assert not rec["over_regularized"]
+    assert not rec["disentangled"]
+    with pytest.raises(TrainingDivergedError, match=r"seed\(s\) \[7\] diverged"):
+        require_finished([rec], "landscape")

@@ -181,3 +181,120 @@ def test_plot_latent_vs_theta_grid_and_data():
     assert isinstance(
         _images(plots.plot_reconstruction(z[None, :2, :2], z[None, :2, :2]))[0], AxesImage
     )
+
+
+# --- experiment figures (darcyvae.experiments) -------------------------------------
+
+
+def _png_size(path):
+    import struct
+
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])  # IHDR width, height
+
+
+def test_latent_traversal_decodes_the_grid(tmp_path):
+    import torch
+    from darcyvae.models import DenseVAE, VAEConfig
+
+    torch.manual_seed(0)
+    model = DenseVAE(VAEConfig(grid=9, blocks=(1, 1, 1), growth_rate=2, fc_hidden=8)).eval()
+    center = np.array([0.5, -1.0])
+    offsets = np.array([-1.0, 0.0, 2.0])
+    fig = plots.latent_traversal(
+        model, center=center, offsets=offsets, denormalize=lambda y: 2 * y + 1
+    )
+    images = _images(fig)
+    assert len(images) == 2 * 3 * 3  # latent axes x channels x steps
+    for d in range(2):
+        z = np.repeat(center[None], 3, axis=0)
+        z[:, d] += offsets
+        with torch.no_grad():
+            expected = 2 * model.decode(torch.tensor(z, dtype=torch.float32))[0].numpy() + 1
+        for ch in range(3):
+            row = images[(d * 3 + ch) * 3 : (d * 3 + ch + 1) * 3]
+            for j, im in enumerate(row):
+                np.testing.assert_allclose(im.get_array(), expected[j, ch], rtol=1e-6)
+                assert im.origin == "lower"
+                assert im.get_clim() == row[0].get_clim()  # one colour scale per row
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles[:3] == ["z_1 = -0.5", "z_1 = 0.5", "z_1 = 2.5"]
+    assert fig.axes[0].get_ylabel() == "p (z_1)"
+    path = plots.save_figure(fig, tmp_path / "trav.png", dpi=50)
+    w, h = _png_size(path)
+    fw, fh = fig.get_size_inches() * 50
+    assert abs(w - fw) <= 2
+    assert abs(h - fh) <= 2
+    with pytest.raises(ValueError, match="dims must be latent axes"):
+        plots.latent_traversal(model, dims=(2,))
+    with pytest.raises(ValueError, match="center must have shape"):
+        plots.latent_traversal(model, center=[0.0])
+
+
+def test_plot_panels_series_labels_and_bound(tmp_path):
+    x = np.linspace(0, 1, 5)
+    fig = plots.plot_panels(
+        [
+            {
+                "series": {"a": (x, x**2), "b": (x, -x, "scatter")},
+                "xlabel": "alpha",
+                "ylabel": "loss",
+                "title": "one",
+                "hlines": {"bound": -3.0},
+            },
+            {
+                "series": {"c": (x, x, "line+marker")},
+                "xlabel": "t",
+                "ylabel": "S_D",
+                "title": "two",
+                "logx": "symlog",
+            },
+        ],
+        title="panels",
+    )
+    ax1, ax2 = [ax for ax in fig.axes if ax.get_visible()]
+    assert (ax1.get_title(), ax1.get_xlabel(), ax1.get_ylabel()) == ("one", "alpha", "loss")
+    np.testing.assert_allclose(ax1.lines[0].get_ydata(), x**2)
+    np.testing.assert_allclose(ax1.collections[0].get_offsets(), np.c_[x, -x])
+    assert ax1.lines[-1].get_ydata()[0] == -3.0  # the horizontal bound line
+    assert ax2.get_xscale() == "symlog"
+    assert _png_size(plots.save_figure(fig, tmp_path / "p.png", dpi=40))[0] > 100
+    with pytest.raises(ValueError, match="at least one panel"):
+        plots.plot_panels([])
+
+
+def test_plot_trial_scores_marks_every_trial():
+    fig = plots.plot_trial_scores(
+        {
+            "no HP": {
+                "s_d": [0.95, 0.5, None],
+                "over_regularized": [False, True, False],
+                "trained": [True, True, False],
+            },
+            "HP": {
+                "s_d": [0.99, 0.97],
+                "over_regularized": [False, False],
+                "trained": [True, True],
+            },
+        }
+    )
+    (ax,) = fig.axes
+    n_points = sum(len(c.get_offsets()) for c in ax.collections)
+    assert n_points == 5  # no trial dropped
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[0].startswith("no HP")
+    assert "1/3 disent." in labels[0]
+    assert "1/3 over-reg." in labels[0]
+    assert "2/2 disent." in labels[1]
+
+
+def test_plot_latent_grid_one_panel_per_model():
+    rng = np.random.default_rng(3)
+    th = rng.normal(size=(30, 2))
+    fig = plots.plot_latent_grid([th, -th, th @ [[0, 1], [1, 0]]], [th] * 3, ["a", "b", "c"])
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["a", "b", "c"]
+    np.testing.assert_allclose(visible[1].collections[0].get_offsets(), -th)
+    with pytest.raises(ValueError, match="equal length"):
+        plots.plot_latent_grid([th], [th, th], ["a"])

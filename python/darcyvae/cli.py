@@ -40,25 +40,73 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("reproduce", help="run one of the paper's experiments")
-    p.add_argument("experiment", nargs="?", help="experiment name (omit with --list)")
-    p.add_argument("--list", action="store_true", help="list the experiments and exit")
-    p.add_argument("--out", default=None, help="output folder (default: runs/<experiment>)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
-    p.set_defaults(func=_run_reproduce)
+    p = sub.add_parser(
+        "reproduce",
+        help="run one of the paper's experiments (or all) and write its report",
+        description="Run an experiment of Jacobsen & Duraisamy (2022) at a scale and write its "
+        "figures, results.json and report.md (the paper's claim beside the measured value and "
+        "a verdict). Rerunning the same command resumes it.",
+    )
+    p.add_argument("experiment", nargs="?", help="experiment name, or 'all' (see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments and scales, exit")
+    p.add_argument(
+        "--scale",
+        default=None,
+        help="smoke (seconds, for tests), cpu (default: 2 CPU cores) or paper (GPU)",
+    )
+    p.add_argument("--trials", type=int, default=None, help="trials per arm (default: the scale's)")
+    p.add_argument(
+        "--out", default=None, help="output folder (default: runs/<experiment>, runs for all)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--seed", type=int, default=0, help="base seed (trial k uses seed + k)")
+    p.add_argument("--quick", action="store_true", help="same as --scale smoke")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_reproduce, _parser=p)
 
 
 def _run_reproduce(args: argparse.Namespace) -> int:
     from . import experiments
 
-    if args.list or not args.experiment:
+    if args.list:
         for exp in experiments.list_experiments():
-            print(f"{exp.name:24s} {exp.description}")
+            print(f"{exp.name:16s} {exp.description}")
+        print(f"{'all':16s} every experiment above, then a top-level report.md")
+        print("scales: " + ", ".join(experiments.SCALES))
         return 0
+    if not args.experiment:
+        args._parser.print_usage(sys.stderr)
+        print(
+            "darcyvae reproduce: error: name an experiment (or 'all'); --list shows them",
+            file=sys.stderr,
+        )
+        return 2
+    if args.quick and args.scale not in (None, "smoke"):
+        msg = f"--quick means --scale smoke; got --scale {args.scale} as well"
+        raise ValueError(msg)
+    scale = args.scale or ("smoke" if args.quick else "cpu")
+    kw = {
+        "scale": scale,
+        "seed": args.seed,
+        "trials": args.trials,
+        "device": args.device,
+        "overwrite": args.overwrite,
+        "progress": not args.no_progress,
+    }
+    if args.experiment == "all":
+        out = args.out or "runs"
+        results = experiments.run_all(out, **kw)
+        failed = [name for name, res in results.items() if "error" in res]
+        print(f"all: wrote {out}/report.md ({len(results)} experiments)")
+        for name in failed:
+            print(f"darcyvae reproduce: {name} failed: {results[name]['error']}", file=sys.stderr)
+        return 1 if failed else 0
     out = args.out or f"runs/{args.experiment}"
-    results = experiments.run_experiment(args.experiment, out, seed=args.seed, quick=args.quick)
-    print(f"{args.experiment}: wrote {out} ({results['seconds']:.1f} s)")
+    results = experiments.run_experiment(args.experiment, out, **kw)
+    print(f"{args.experiment}: wrote {out} ({results['seconds']:.1f} s); report {out}/report.md")
+    for c in results["claims"]:
+        print(f"  [{c['verdict']}] {c['claim']}: {c['measured']}")
     return 0
 
 

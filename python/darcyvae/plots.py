@@ -14,6 +14,14 @@ plot_latent_distributions
     Aggregated posterior, (learned) prior and p(theta) (paper Figs. 6, 9, 12).
 plot_latent_vs_theta
     Latent means against theta with marginals (paper Fig. 7).
+latent_traversal
+    Decoded fields (p, u_x, u_y) along each latent axis.
+plot_panels
+    Line/scatter panels of the experiments (Figs. 3, 4, 5, 10, 14, 15).
+plot_trial_scores
+    S_D of every trial per arm, over-regularised and untrained ones marked (Figs. 8, 11-12).
+plot_latent_grid
+    Latent means of several trials, coloured by the mode of theta (Figs. 9, 11).
 """
 
 from __future__ import annotations
@@ -43,11 +51,15 @@ def _new_figure(**kwargs) -> Figure:
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix) through a temporary file.
 
-    The file appears complete or not at all. Returns the path written.
+    The file appears complete or not at all. Returns the path written. A
+    figure with a layout engine (``layout="constrained"``) is saved as laid
+    out; others are cropped to their content (``bbox_inches="tight"``, which
+    costs a second draw).
     """
     path = Path(path)
+    bbox = None if fig.get_layout_engine() is not None else "tight"
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=dpi, bbox_inches=bbox, format=path.suffix.lstrip(".") or "png")
     return path
 
 
@@ -475,6 +487,282 @@ def plot_latent_vs_theta(z_mean, theta, *, title: str | None = None) -> Figure:
         ax = fig.add_subplot(grid[n, j])
         ax.hist(th[:, j], bins=30, color="C2", alpha=0.7)
         ax.set_xlabel(f"theta_{j + 1}")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+__all__ += ["latent_traversal", "plot_latent_grid", "plot_panels", "plot_trial_scores"]
+
+
+def latent_traversal(
+    model,
+    *,
+    center=None,
+    offsets=None,
+    dims: tuple[int, ...] | None = None,
+    denormalize=None,
+    channel_names: tuple[str, ...] = ("p", "u_x", "u_y"),
+    title: str | None = None,
+) -> Figure:
+    """Decode a grid of latent values into fields: one block of rows per latent axis.
+
+    Latent axis ``d`` is moved through ``center[d] + offsets`` while the
+    other coordinates stay at ``center``; each decoded mean mu_psi(z) is
+    drawn as one image per channel.
+
+    Parameters
+    ----------
+    model : DenseVAE
+        A trained model (its ``decode`` is called in eval mode, no gradients).
+    center : array-like of shape (n,) or None
+        The latent point traversed around (None: the origin, the prior's mean).
+    offsets : array-like of shape (k,) or None
+        The steps along each axis (None: -2, -1, 0, 1, 2).
+    dims : tuple of int or None
+        The latent axes traversed (None: all).
+    denormalize : callable or None
+        Maps decoded (k, C, N, N) tensors back to physical units (e.g.
+        ``DarcyDataset.denormalize``).
+    channel_names : tuple of str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``len(dims) * C`` rows by ``k`` columns of images (``origin="lower"``);
+        images of one row share colour limits, the column titles give z.
+    """
+    import numpy as np
+    import torch
+
+    caller = "latent_traversal"
+    n = int(model.config.latent_dim)
+    center = np.zeros(n) if center is None else _as_numpy(center, "center", caller, 1)
+    if center.shape != (n,):
+        msg = f"{caller}: center must have shape ({n},); got {center.shape}."
+        raise ValueError(msg)
+    offsets = (
+        np.linspace(-2.0, 2.0, 5) if offsets is None else _as_numpy(offsets, "offsets", caller, 1)
+    )
+    if len(offsets) < 1 or not np.all(np.isfinite(offsets)) or not np.all(np.isfinite(center)):
+        msg = f"{caller}: center and offsets must be finite and offsets non-empty."
+        raise ValueError(msg)
+    dims = tuple(range(n)) if dims is None else tuple(int(d) for d in dims)
+    if not dims or any(d < 0 or d >= n for d in dims):
+        msg = f"{caller}: dims must be latent axes in [0, {n}); got {dims}."
+        raise ValueError(msg)
+    device = next(model.parameters()).device
+    fields = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for d in dims:
+                z = np.repeat(center[None, :], len(offsets), axis=0)
+                z[:, d] = center[d] + offsets
+                zt = torch.as_tensor(z, dtype=torch.float32, device=device)
+                y = model.decode(zt)[0]
+                if denormalize is not None:
+                    y = denormalize(y)
+                fields.append(y.detach().cpu().double().numpy())
+    finally:
+        model.train(was_training)
+    c = fields[0].shape[1]
+    k = len(offsets)
+    fig = _new_figure(figsize=(1.9 * k + 1.0, 1.8 * c * len(dims)), layout="constrained")
+    axes = fig.subplots(c * len(dims), k, squeeze=False)
+    for b, d in enumerate(dims):
+        for ch in range(c):
+            row = b * c + ch
+            lo, hi = float(fields[b][:, ch].min()), float(fields[b][:, ch].max())
+            name = channel_names[ch] if ch < len(channel_names) else f"channel {ch}"
+            for j in range(k):
+                ax = axes[row, j]
+                im = ax.imshow(
+                    fields[b][j, ch],
+                    origin="lower",
+                    cmap="viridis",
+                    vmin=lo,
+                    vmax=hi,
+                    extent=(0, 1, 0, 1),
+                )
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if ch == 0:
+                    ax.set_title(f"z_{d + 1} = {center[d] + offsets[j]:.2g}", fontsize="small")
+                if j == 0:
+                    ax.set_ylabel(f"{name} (z_{d + 1})")
+            fig.colorbar(im, ax=axes[row, -1], shrink=0.8)
+    fig.suptitle(title or "latent traversal: decoder mean along each latent axis")
+    return fig
+
+
+def plot_panels(
+    panels: list[dict], *, title: str | None = None, ncols: int | None = None
+) -> Figure:
+    """Panels of curves, one dict per panel.
+
+    Each panel dict has ``series`` (label -> (x, y), or label -> (x, y, style)
+    with style one of "line", "scatter", "line+marker"), ``xlabel``,
+    ``ylabel``, ``title`` and optionally ``hlines`` (label -> y value),
+    ``logx``/``logy`` (bool), ``band`` (label -> (x, low, high)), ``legend``
+    (bool, default True).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per panel, with the given titles and axis labels.
+    """
+    import numpy as np
+
+    if not panels:
+        msg = "plot_panels: give at least one panel."
+        raise ValueError(msg)
+    ncols = ncols or min(len(panels), 3)
+    nrows = -(-len(panels) // ncols)
+    fig = _new_figure(figsize=(4.6 * ncols, 3.8 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, panel in zip(axes, panels, strict=False):
+        for i, (label, spec) in enumerate(panel.get("series", {}).items()):
+            x = np.asarray(spec[0], dtype=float)
+            y = np.asarray(spec[1], dtype=float)
+            style = spec[2] if len(spec) > 2 else "line"
+            color = f"C{i % 10}"
+            if style == "scatter":
+                ax.scatter(x, y, s=14, color=color, label=label)
+            elif style == "line+marker":
+                ax.plot(x, y, "o-", ms=3, color=color, label=label)
+            else:
+                ax.plot(x, y, color=color, label=label, lw=1.2)
+        for i, (label, (x, lo, hi)) in enumerate(panel.get("band", {}).items()):
+            ax.fill_between(
+                np.asarray(x, float), lo, hi, alpha=0.2, color=f"C{i % 10}", label=label
+            )
+        for i, (label, yv) in enumerate(panel.get("hlines", {}).items()):
+            ax.axhline(yv, ls="--", color=f"C{(i + 7) % 10}", lw=1, label=label)
+        if panel.get("logx"):
+            ax.set_xscale("symlog" if panel.get("logx") == "symlog" else "log")
+        if panel.get("logy"):
+            ax.set_yscale("symlog" if panel.get("logy") == "symlog" else "log")
+        ax.set_xlabel(panel.get("xlabel", ""))
+        ax.set_ylabel(panel.get("ylabel", ""))
+        ax.set_title(panel.get("title", ""))
+        if panel.get("legend", True) and ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="x-small")
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_trial_scores(
+    arms: dict,
+    *,
+    threshold: float | None = 0.9,
+    title: str | None = None,
+) -> Figure:
+    """S_D of every trial, one column per arm (paper Figs. 8, 11-12 in one number per trial).
+
+    Parameters
+    ----------
+    arms : dict of str to dict
+        Per arm: ``s_d`` (list of float or None), ``over_regularized`` and
+        ``trained`` (lists of bool of the same length).
+    threshold : float or None
+        S_D drawn as the "disentangled" line.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes; trained trials as dots, untrained ones as open circles,
+        over-regularised ones as red crosses; x tick labels give k/n counts.
+    """
+    import numpy as np
+
+    if not arms:
+        msg = "plot_trial_scores: give at least one arm."
+        raise ValueError(msg)
+    fig = _new_figure(figsize=(2.2 + 1.8 * len(arms), 4.0), layout="constrained")
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)
+    labels = []
+    for i, (arm, d) in enumerate(arms.items()):
+        sd = np.asarray([np.nan if v is None else v for v in d["s_d"]], dtype=float)
+        over = np.asarray(d.get("over_regularized", [False] * len(sd)), dtype=bool)
+        ok = np.asarray(d.get("trained", [True] * len(sd)), dtype=bool)
+        x = i + rng.uniform(-0.15, 0.15, len(sd))
+        ax.scatter(
+            x[ok & ~over], sd[ok & ~over], s=22, color="C0", label="trained" if i == 0 else None
+        )
+        ax.scatter(
+            x[~ok & ~over],
+            sd[~ok & ~over],
+            s=22,
+            facecolors="none",
+            edgecolors="C1",
+            label="did not beat the bound" if i == 0 else None,
+        )
+        ax.scatter(
+            x[over],
+            sd[over],
+            s=30,
+            marker="x",
+            color="C3",
+            label="over-regularised" if i == 0 else None,
+        )
+        n_dis = int(np.sum((sd >= (threshold or 2)) & ok))
+        labels.append(f"{arm}\n{n_dis}/{len(sd)} disent.\n{int(over.sum())}/{len(sd)} over-reg.")
+    ax.set_xticks(range(len(arms)), labels)
+    if threshold is not None:
+        ax.axhline(threshold, ls="--", color="grey", lw=1)
+    ax.set_ylim(0.45, 1.02)
+    ax.set_ylabel("S_D (test)")
+    ax.set_title(title or "disentanglement of every trial")
+    ax.legend(fontsize="x-small", loc="lower right")
+    return fig
+
+
+def plot_latent_grid(
+    latents: list,
+    thetas: list,
+    titles: list[str],
+    *,
+    ncols: int = 4,
+    title: str | None = None,
+) -> Figure:
+    """Latent means of several models, each point coloured by the quadrant of its theta.
+
+    A disentangled model separates the four colours along the axes; a
+    rotated one along the diagonals (paper Figs. 9, 11).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One scatter axes (z_1 against z_2) per model.
+    """
+    import numpy as np
+
+    if not latents or len(latents) != len(thetas) or len(latents) != len(titles):
+        msg = "plot_latent_grid: latents, thetas and titles must be non-empty and of equal length."
+        raise ValueError(msg)
+    ncols = min(ncols, len(latents))
+    nrows = -(-len(latents) // ncols)
+    fig = _new_figure(figsize=(3.0 * ncols, 3.0 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, z, th, t in zip(axes, latents, thetas, titles, strict=False):
+        z = _as_numpy(z, "latents", "plot_latent_grid", 2)
+        th = _as_numpy(th, "thetas", "plot_latent_grid", 2)
+        quadrant = (th[:, 0] > np.median(th[:, 0])).astype(int) * 2 + (
+            th[:, 1] > np.median(th[:, 1])
+        ).astype(int)
+        ax.scatter(z[:, 0], z[:, 1], c=quadrant, cmap="tab10", vmin=0, vmax=9, s=5)
+        ax.set_title(t, fontsize="small")
+        ax.set_xlabel("z_1")
+        ax.set_ylabel("z_2")
+        ax.set_aspect("equal", adjustable="datalim")
+    for ax in axes[len(latents) :]:
+        ax.set_visible(False)
     if title:
         fig.suptitle(title)
     return fig

@@ -1,0 +1,468 @@
+"""The paper's experiments (SPEC 6), one registered function each, and their reports.
+
+``darcyvae reproduce NAME`` calls ``run_experiment``: it checks and locks the
+output folder, runs the experiment at a scale (``smoke``, ``cpu`` or
+``paper``, see ``darcyvae.experiments._scales``), and writes
+``results.json`` (every number) and ``report.md`` (the paper's claim beside
+the measured value, a verdict by a stated rule, the exact command, scale
+and seeds) next to the experiment's figures. ``run_all`` runs every
+experiment into one folder and writes a top-level ``report.md``.
+
+An experiment is a function ``fn(ctx: Context, **overrides) -> dict`` that
+writes its figures into ``ctx.out`` and returns its numbers, with the
+report rows under ``"claims"`` (``_common.claim``) and the written figures
+under ``"figures"``.
+
+Public names
+------------
+Experiment, register_experiment, list_experiments, run_experiment, run_all
+SCALES, Scale, get_scale
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .._checks import check_int
+from .._io import atomic_write_text
+from ._common import VERDICTS, Context, fmt
+from ._scales import SCALES, Scale, get_scale
+
+__all__ = [
+    "SCALES",
+    "Experiment",
+    "Scale",
+    "get_scale",
+    "list_experiments",
+    "register_experiment",
+    "run_all",
+    "run_experiment",
+]
+
+log = logging.getLogger(__name__)
+
+MARKER = "experiment.json"
+"""File that says which experiment, scale and seed an output folder holds."""
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered experiment: its name, a one-line description and the function."""
+
+    name: str
+    description: str
+    fn: Callable[..., dict[str, Any]]
+    order: int = 0
+
+
+_EXPERIMENTS: dict[str, Experiment] = {}
+"""Registry of experiments by name (filled by ``@register_experiment``)."""
+
+
+def register_experiment(name: str, description: str) -> Callable:
+    """Decorator adding an experiment function to the registry under ``name``."""
+
+    def decorate(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        if name in _EXPERIMENTS or name == "all":
+            msg = f"register_experiment: an experiment named {name!r} already exists."
+            raise ValueError(msg)
+        _EXPERIMENTS[name] = Experiment(name, description, fn, len(_EXPERIMENTS))
+        return fn
+
+    return decorate
+
+
+ORDER = (
+    "fig1",
+    "demo",
+    "landscape",
+    "rd-plane",
+    "interpolate",
+    "normal",
+    "gaussian",
+    "rotation",
+    "mixture4",
+    "hp-ablation",
+    "semisupervised",
+    "skl",
+)
+"""The order of ``reproduce all`` (``skl`` last: it scores the others' models)."""
+
+
+def list_experiments() -> list[Experiment]:
+    """Return the registered experiments in the order ``reproduce all`` runs them."""
+
+    def key(e: Experiment) -> tuple[int, int]:
+        return (ORDER.index(e.name) if e.name in ORDER else len(ORDER), e.order)
+
+    return sorted(_EXPERIMENTS.values(), key=key)
+
+
+def _check_name(name: str) -> Experiment:
+    if name not in _EXPERIMENTS:
+        known = ", ".join(e.name for e in list_experiments())
+        msg = f"unknown experiment {name!r}; expected one of: {known} (or all)."
+        raise ValueError(msg)
+    return _EXPERIMENTS[name]
+
+
+def _check_trials(trials: Any) -> int | None:
+    if trials is None:
+        return None
+    return check_int(trials, "trials", "reproduce", low=1)
+
+
+def _command(name: str, out: Path, scale: str, seed: int, trials: int | None) -> str:
+    cmd = f"darcyvae reproduce {name} --scale {scale} --seed {seed} --out {out}"
+    return cmd + (f" --trials {trials}" if trials is not None else "")
+
+
+def _entries(folder: Path) -> list[Path]:
+    from .._lock import LOCK_NAME
+
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.name != LOCK_NAME]
+
+
+def _prepare(
+    out: Path, name: str, scale: str, seed: int, overwrite: bool, allowed: set[str] = frozenset()
+) -> None:
+    """Refuse a folder holding other results; clear it under ``overwrite`` (ours only)."""
+    marker = out / MARKER
+    if out.exists() and not out.is_dir():
+        msg = f"output {str(out)!r} exists and is not a folder."
+        raise NotADirectoryError(msg)
+    if marker.is_file():
+        try:
+            info = json.loads(marker.read_text())
+        except ValueError:
+            info = {"experiment": "?"}
+        same = (info.get("experiment"), info.get("scale"), info.get("seed")) == (name, scale, seed)
+        if same and not overwrite:
+            return  # resume
+        if not overwrite:
+            if info.get("experiment") != name:
+                what = f"results of experiment {info.get('experiment')!r}"
+            else:
+                what = f"a run at scale {info.get('scale')!r} with seed {info.get('seed')!r}"
+            msg = (
+                f"output folder {str(out)!r} holds {what}; rerun with those settings to "
+                "resume, choose another --out, or pass --overwrite to replace it."
+            )
+            raise FileExistsError(msg)
+    else:
+        foreign = [p for p in _entries(out) if p.name not in allowed]
+        if foreign:
+            msg = (
+                f"output folder {str(out)!r} is not empty and was not written by darcyvae "
+                f"reproduce (e.g. {foreign[0].name!r}); choose another --out."
+            )
+            raise FileExistsError(msg)
+        if not overwrite or not _entries(out):
+            return
+    for p in _entries(out):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def run_experiment(
+    name: str,
+    out_dir: str | os.PathLike,
+    *,
+    scale: str | None = None,
+    seed: int = 0,
+    trials: int | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    quick: bool | None = None,
+    command: str | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Run experiment ``name`` into ``out_dir``: figures, ``results.json``, ``report.md``.
+
+    Parameters
+    ----------
+    name : str
+        A registered experiment (see ``list_experiments``).
+    out_dir : path-like
+        Output folder. A folder holding another experiment's results, or the
+        same experiment at another scale or seed, is refused unless
+        ``overwrite``; a folder with the same settings is resumed (finished
+        data and trials are reused, interrupted ones continued).
+    scale : {"smoke", "cpu", "paper"} or None, default=None
+        Sizes (``darcyvae.experiments.SCALES``); None means "cpu", or
+        "smoke" with ``quick=True``.
+    seed : int, default=0
+        Base seed of every random choice.
+    trials : int or None, default=None
+        Trials per arm (None: the scale's number).
+    device : str, default="auto"
+    overwrite : bool, default=False
+        Replace the folder's earlier results (only a folder darcyvae wrote).
+    progress : bool, default=True
+        tqdm bars.
+    quick : bool or None, default=None
+        Old name of ``scale="smoke"``.
+    command : str or None
+        The command line recorded in the report (default: the equivalent
+        ``darcyvae reproduce`` call).
+    **overrides
+        Passed to the experiment function (e.g. ``grid`` of ``fig1``).
+
+    Returns
+    -------
+    dict
+        What ``results.json`` holds.
+    """
+    exp = _check_name(name)
+    if scale is None:
+        scale = "smoke" if quick else "cpu"
+    sc = get_scale(scale)
+    seed = check_int(seed, "seed", "reproduce", low=0)
+    trials = _check_trials(trials)
+    out = Path(out_dir)
+    from .._lock import folder_lock
+
+    with folder_lock(out, "darcyvae reproduce"):
+        _prepare(out, name, scale, seed, overwrite)
+        atomic_write_text(
+            out / MARKER,
+            json.dumps({"experiment": name, "scale": scale, "seed": seed}, indent=2) + "\n",
+        )
+        ctx = Context(
+            name=name,
+            out=out,
+            root=out.parent,
+            scale=sc,
+            seed=seed,
+            trials=trials,
+            device=device,
+            progress=progress,
+            overrides=dict(overrides),
+        )
+        start = time.perf_counter()
+        results = dict(exp.fn(ctx, **overrides))
+        results.setdefault("claims", [])
+        results.setdefault("figures", [])
+        results.update(
+            experiment=name,
+            description=exp.description,
+            scale=scale,
+            scale_settings=sc.to_dict(),
+            seed=seed,
+            trials=trials,
+            seeds=ctx.seeds_used,
+            quick=scale == "smoke",
+            device=device,
+            command=command or _command(name, out, scale, seed, trials),
+            notes=list(ctx.notes) + list(results.get("notes", [])),
+            seconds=time.perf_counter() - start,
+        )
+        results["figures"] = [os.path.relpath(f, out) for f in results["figures"]]
+        atomic_write_text(
+            out / "results.json",
+            json.dumps(results, indent=2, sort_keys=True, default=_json_default) + "\n",
+        )
+        atomic_write_text(out / "report.md", _report(results))
+    return results
+
+
+def _json_default(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _report(res: dict[str, Any]) -> str:
+    """report.md of one experiment."""
+    lines = [
+        f"# `{res['experiment']}`: {res['description']}",
+        "",
+        f"- command: `{res['command']}`",
+        f"- scale: `{res['scale']}` ({'; '.join(res['scale_settings'].get('notes', []))})",
+        f"- base seed {res['seed']}; seeds per arm: "
+        + (
+            ", ".join(f"{arm}: {_seed_range(s)}" for arm, s in res["seeds"].items())
+            or "(no trials)"
+        ),
+        f"- wall time {res['seconds']:.1f} s on device `{res['device']}`",
+        "",
+        "## The paper's claims and what we measured",
+        "",
+    ]
+    if res["claims"]:
+        lines += [
+            "| # | the paper's claim | measured here | verdict | rule |",
+            "|---|---|---|---|---|",
+        ]
+        for i, c in enumerate(res["claims"], 1):
+            lines.append(
+                f"| {i} | {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** | "
+                f"{cell(c['rule'])} |"
+            )
+    else:
+        lines.append("This experiment makes no claim of the paper's to judge (a demonstration).")
+    if res.get("notes"):
+        lines += ["", "## Notes and deviations", ""] + [f"- {n}" for n in res["notes"]]
+    if res.get("trial_table"):
+        lines += [
+            "",
+            "## Every trial (none dropped, none restarted)",
+            "",
+            (
+                "Margin = Theorem-1 bound minus test distortion (nats per sample; above 1% of the "
+                "bound's magnitude: "
+                "the model beats the bound and counts as trained)."
+            ),
+            "",
+            (
+                "| arm | seed | test rate | test distortion | bound | margin | trained | "
+                "over-regularised | S_D |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in res["trial_table"]:
+            lines.append(
+                f"| {r['arm']} | {r['seed']} | {fmt(r['test_rate'])} | "
+                f"{fmt(r['test_distortion'], 1)} | {fmt(r['bound_test'], 1)} | "
+                f"{fmt(r['margin'], 1)} | {r['beats_bound']} | {r['over_regularized']} | "
+                f"{fmt(r['s_d'])} |"
+            )
+    if res["figures"]:
+        lines += ["", "## Figures", ""]
+        lines += [f"![{f}]({f})" for f in res["figures"]]
+    return "\n".join(lines) + "\n"
+
+
+def cell(text: str) -> str:
+    """``text`` as one Markdown table cell (pipes escaped, no line breaks)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _seed_range(seeds: list[int]) -> str:
+    if not seeds:
+        return "none"
+    if seeds == list(range(seeds[0], seeds[0] + len(seeds))) and len(seeds) > 2:
+        return f"{seeds[0]}..{seeds[-1]}"
+    return ", ".join(str(s) for s in seeds)
+
+
+def run_all(
+    out_dir: str | os.PathLike,
+    *,
+    scale: str | None = None,
+    seed: int = 0,
+    trials: int | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    progress: bool = True,
+    quick: bool | None = None,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run every experiment (``skl`` last) into ``out_dir/<name>``; write ``out_dir/report.md``.
+
+    Parameters are those of ``run_experiment``; ``names`` restricts the run
+    to some experiments (in the registry's order). An experiment that fails
+    is recorded (``{"error": message}``) and the others still run. Returns
+    ``{name: results}``.
+    """
+    if scale is None:
+        scale = "smoke" if quick else "cpu"
+    get_scale(scale)
+    trials = _check_trials(trials)
+    out = Path(out_dir)
+    chosen = [e.name for e in list_experiments()]
+    if names is not None:
+        for n in names:
+            _check_name(n)
+        chosen = [n for n in chosen if n in names]
+    from .._lock import folder_lock
+
+    with folder_lock(out, "darcyvae reproduce all"):
+        _prepare(out, "all", scale, seed, overwrite, allowed={*_EXPERIMENTS, "report.md", MARKER})
+        atomic_write_text(
+            out / MARKER,
+            json.dumps({"experiment": "all", "scale": scale, "seed": seed}, indent=2) + "\n",
+        )
+    results: dict[str, Any] = {}
+    for name in chosen:
+        try:
+            results[name] = run_experiment(
+                name,
+                out / name,
+                scale=scale,
+                seed=seed,
+                trials=trials,
+                device=device,
+                overwrite=overwrite,
+                progress=progress,
+                command=_command(name, out / name, scale, seed, trials),
+            )
+        except Exception as exc:
+            log.exception("reproduce all: %s failed", name)
+            results[name] = {"error": f"{type(exc).__name__}: {exc}", "claims": [], "figures": []}
+    atomic_write_text(out / "report.md", _all_report(results, out, scale, seed, trials))
+    return results
+
+
+def _all_report(
+    results: dict[str, Any], out: Path, scale: str, seed: int, trials: int | None
+) -> str:
+    cmd = f"darcyvae reproduce all --scale {scale} --seed {seed} --out {out}"
+    cmd += f" --trials {trials}" if trials is not None else ""
+    lines = [
+        "# Reproducing Jacobsen & Duraisamy (2022): all experiments",
+        "",
+        f"- command: `{cmd}`",
+        f"- scale: `{scale}`, base seed {seed}",
+        "",
+        "| experiment | verdicts | report | figures |",
+        "|---|---|---|---|",
+    ]
+    for name, res in results.items():
+        if "error" in res:
+            lines.append(f"| `{name}` | FAILED: {res['error']} | | |")
+            continue
+        counts = {v: 0 for v in VERDICTS}
+        for c in res["claims"]:
+            counts[c["verdict"]] += 1
+        verdicts = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no claims"
+        figs = " ".join(f"[{f}]({name}/{f})" for f in res["figures"])
+        lines.append(f"| `{name}` | {verdicts} | [report]({name}/report.md) | {figs} |")
+    lines += ["", "## Every claim", "", "| experiment | claim | measured | verdict |"]
+    lines.append("|---|---|---|---|")
+    for name, res in results.items():
+        for c in res["claims"]:
+            lines.append(
+                f"| `{name}` | {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+# Register the experiments (import order = the order of ``reproduce all``).
+from . import (
+    basic,  # noqa: F401
+    interpolate,  # noqa: F401
+    landscape,  # noqa: F401
+    rd_plane,  # noqa: F401
+    rotation,  # noqa: F401
+    semisupervised,  # noqa: F401
+    skl,  # noqa: F401
+    studies,  # noqa: F401
+)

@@ -1,0 +1,605 @@
+"""Pieces shared by the experiments: context, data, trials, verdicts.
+
+Everything here is private to ``darcyvae.experiments``. The one place that
+trains several seeds of one configuration is ``train_trials`` (the
+ensemble trainer when ``darcyvae.ensemble`` is importable, else a loop over
+``darcyvae.training.train``); the one place that generates data is
+``dataset``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._scales import Scale
+
+log = logging.getLogger(__name__)
+
+SD_DISENTANGLED = 0.9
+"""S_D at or above which a trial counts as disentangled (S_D = 1: aligned axes)."""
+SD_ROTATED = 0.6
+"""S_D at or below which a trial counts as rotated (S_D = 0.5 at a 45 degree rotation)."""
+BOUND_MARGIN = 0.01
+"""A trained model's test distortion lies this fraction of |bound| below the Theorem-1 bound."""
+
+VERDICTS = ("reproduced", "partly", "not reproduced", "not judged")
+
+GAUSSIAN_PARAMS = {"mean": [1.0, 1.0], "sd": [0.5, 0.5]}
+"""The paper's scaled/translated p(theta): isotropic, mu = (1, 1), sd = (0.5, 0.5) (SPEC 3)."""
+
+
+@dataclass
+class Context:
+    """What an experiment function receives.
+
+    Attributes
+    ----------
+    name : str
+        The experiment.
+    out : Path
+        Its output folder.
+    root : Path
+        The folder holding ``out`` (``skl`` searches it for trained models).
+    scale : Scale
+    seed : int
+        Base seed; trial k of every arm uses seed ``seed + k``.
+    trials : int or None
+        ``--trials`` (None: the scale's count).
+    device : str
+    progress : bool
+    notes : list of str
+        Deviations and remarks collected while running (go into the report).
+    overrides : dict
+        Extra keyword arguments of ``run_experiment``.
+    """
+
+    name: str
+    out: Path
+    root: Path
+    scale: Scale
+    seed: int
+    trials: int | None
+    device: str
+    progress: bool
+    notes: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    seeds_used: dict[str, list[int]] = field(default_factory=dict)
+
+    def n_trials(self, default: int) -> int:
+        """``--trials`` when given, else ``default``."""
+        return int(self.trials) if self.trials is not None else int(default)
+
+    def seeds(self, n: int, arm: str = "") -> list[int]:
+        """Seeds ``seed .. seed + n - 1`` (the same in every arm: paired trials)."""
+        seeds = [self.seed + k for k in range(n)]
+        if arm:
+            self.seeds_used[arm] = seeds
+        return seeds
+
+    def save(self, fig, name: str) -> Path:
+        """Write figure ``fig`` as ``out/name`` at the scale's resolution; returns the path."""
+        from .. import plots
+
+        path = plots.save_figure(fig, self.out / name, dpi=self.scale.dpi)
+        fig.clear()
+        return path
+
+    def note(self, text: str) -> None:
+        """Record a remark for the report (once)."""
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _sampling_kwargs() -> dict[str, Any]:
+    """Latin-hypercube training sets and Monte Carlo test sets where supported (issue 10)."""
+    from ..generate import GenerateConfig
+
+    names = {f.name for f in dataclasses.fields(GenerateConfig)}
+    if {"train_sampling", "test_sampling"} <= names:
+        return {"train_sampling": "lhs", "test_sampling": "mc"}
+    return {}
+
+
+def dataset(
+    ctx: Context, distribution: str, params: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """Generate (or reuse) KLE2 train/test files of ``distribution`` for this scale.
+
+    The files go to ``ctx.out/data/<distribution>``; a rerun keeps finished
+    files and resumes partial ones.
+    """
+    from ..darcy import DarcyConfig
+    from ..generate import GenerateConfig, generate_dataset
+    from ..kle import KLEConfig
+
+    sampling = _sampling_kwargs()
+    if not sampling:
+        ctx.note("training sets are Monte Carlo samples of p(theta) (no LHS option in this build)")
+    config = GenerateConfig(
+        kle=KLEConfig(grid=ctx.scale.grid, n_modes=2),
+        darcy=DarcyConfig(),
+        distribution=distribution,
+        dist_params=dict(params or {}),
+        n_train=ctx.scale.n_train,
+        n_test=ctx.scale.n_test,
+        seed=ctx.seed,
+        **sampling,
+    )
+    return generate_dataset(
+        config, ctx.out / "data" / distribution, resume=True, progress=ctx.progress
+    )
+
+
+def load_split(path: Path, config, stats_from: Path | None = None):
+    """A DarcyDataset normalised as ``config`` trains (statistics of ``stats_from``)."""
+    from ..dataset import DarcyDataset
+
+    if config.normalize == "channel":
+        return DarcyDataset(path, normalize="channel", stats=stats_from or path)
+    return DarcyDataset(path)
+
+
+# --------------------------------------------------------------------------- configurations
+
+
+def train_config(
+    ctx: Context,
+    *,
+    prior: str = "std_norm",
+    schedule: str | None = None,
+    mixture: bool = False,
+    model: dict[str, Any] | None = None,
+    **changes: Any,
+):
+    """The TrainConfig of this scale: network, schedule, normalisation.
+
+    Parameters
+    ----------
+    prior : {"std_norm", "hierarchical", "scaled_gaussian"}
+    schedule : {"plain", "hp", "ss"} or None
+        None: "hp" for the hierarchical prior, else "plain".
+    mixture : bool
+        Lengthen the reconstruction-only phase by ``scale.mixture_rec_factor``
+        (SPEC 4d: the mixture4 example needed more of it); the total grows by
+        the same number of epochs.
+    model : dict
+        Extra VAEConfig fields (e.g. ``hp_decoder``, ``prior_variance``).
+    """
+    from ..models import VAEConfig
+    from ..training import TrainConfig
+
+    s = ctx.scale
+    schedule = schedule or ("hp" if prior == "hierarchical" else "plain")
+    if schedule == "hp":
+        epochs, rec, lrs, miles = s.hp_epochs, s.hp_rec_epochs, s.hp_lr_values, s.hp_lr_milestones
+    elif schedule == "ss":
+        epochs, rec, lrs, miles = s.ss_epochs, s.ss_rec_epochs, s.ss_lr_values, s.ss_lr_milestones
+    else:
+        epochs, rec, lrs, miles = s.epochs, s.rec_epochs, s.lr_values, s.lr_milestones
+    if mixture:
+        extra = round(rec * (s.mixture_rec_factor - 1.0))
+        epochs, rec = epochs + extra, rec + extra
+        miles = tuple(m + extra for m in miles)
+    mfields = {f.name for f in dataclasses.fields(VAEConfig)}
+    mkw: dict[str, Any] = {
+        "grid": s.grid,
+        "latent_dim": 2,
+        "blocks": s.blocks,
+        "growth_rate": s.growth_rate,
+        "init_features": s.init_features,
+        "fc_hidden": s.fc_hidden,
+        "prior": prior,
+    }
+    if prior == "hierarchical" and "hp_decoder" in mfields:
+        # The released prior decoder (final ReLU, SPEC 4c) is what the paper's figures used.
+        mkw["hp_decoder"] = "released"
+    for key, value in (model or {}).items():
+        if key not in mfields:
+            msg = (
+                f"this darcyvae's VAEConfig has no field {key!r}, which experiment "
+                f"{ctx.name!r} needs; it comes with the hierarchical-prior decoder variants."
+            )
+            raise ValueError(msg)
+        mkw[key] = value
+    if s.output_logvar_init != "zero":
+        if "output_logvar_init" in mfields:
+            mkw["output_logvar_init"] = s.output_logvar_init
+            ctx.note(
+                f"deviation: decoder output log-variance initialised as {s.output_logvar_init!r} "
+                "(the data's per-pixel log-variance) instead of 0; see darcyvae/experiments/"
+                "_scales.py"
+            )
+        else:
+            ctx.note(
+                f"scale {s.name!r} asks for output_logvar_init={s.output_logvar_init!r}, which "
+                "this build's VAEConfig lacks: trained with the paper's zero initialisation, "
+                "so models may not beat the Theorem-1 bound (see the margins)"
+            )
+    tkw = {
+        "model": VAEConfig(**mkw),
+        "epochs": epochs,
+        "rec_epochs": min(rec, epochs),
+        "lr_values": lrs,
+        "lr_milestones": tuple(m for m in miles if m < epochs) if epochs > 1 else (),
+        "batch_size": s.batch_size,
+        "normalize": s.normalize,
+        "eval_every": s.eval_every,
+        "checkpoint_every": s.checkpoint_every,
+    }
+    tkw["lr_values"] = tuple(lrs[: len(tkw["lr_milestones"]) + 1])
+    tkw.update(changes)
+    return TrainConfig(**tkw)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _ensemble_trainer(config):
+    """``train_ensemble`` when darcyvae has it and it supports ``config``, else None."""
+    try:
+        from ..ensemble import train_ensemble
+    except ImportError:
+        try:
+            from ..ensemble.trainer import train_ensemble
+        except ImportError:
+            return None
+    if config.n_labeled:
+        return None  # semi-supervised labels: not supported by the batched trainer
+
+    return train_ensemble
+
+
+def _finished(folder: Path, epochs: int) -> bool:
+    summary = folder / "summary.json"
+    if not summary.is_file() or not (folder / "checkpoint.pt").is_file():
+        return False
+    try:
+        return int(json.loads(summary.read_text()).get("epochs", -1)) >= epochs
+    except (OSError, ValueError):
+        return False
+
+
+def train_trials(
+    config,
+    seeds: Sequence[int],
+    train_path: Path,
+    test_path: Path,
+    out_dir: Path,
+    device: str,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Train one model per seed of ``config``; return one record per trial, in seed order.
+
+    Trial ``seed`` lives in ``out_dir/seed_<seed>``. Finished trials are
+    reused, interrupted ones resumed from their checkpoint. With
+    ``darcyvae.ensemble`` available all unfinished seeds train together
+    through ``train_ensemble``; otherwise one after the other. No trial is
+    restarted or dropped: over-regularised ones are counted.
+    """
+    from ..training import train
+
+    out_dir = Path(out_dir)
+    seeds = [int(s) for s in seeds]
+    folders = {s: out_dir / f"seed_{s}" for s in seeds}
+    todo = [s for s in seeds if not _finished(folders[s], config.epochs)]
+    ensemble = _ensemble_trainer(config)
+    failed: dict[int, str] = {}
+    if todo and ensemble is not None and len(todo) > 1:
+        ensemble(
+            config,
+            todo,
+            train_path,
+            test_path,
+            out_dir=out_dir,
+            device=device,
+            resume=any(out_dir.glob("ensemble_checkpoint*.pt")),
+            progress=progress,
+        )
+    else:
+        from ..training import TrainingDivergedError
+
+        for s in todo:
+            folder = folders[s]
+            resume = (folder / "checkpoint.pt").is_file()
+            try:
+                train(
+                    config.replace(seed=s, max_restarts=0),
+                    train_path,
+                    test_path,
+                    out_dir=folder,
+                    device=device,
+                    resume=resume,
+                    progress=progress,
+                )
+            except TrainingDivergedError as exc:  # counted, not dropped
+                log.warning("trial seed %d diverged: %s", s, exc)
+                failed[s] = str(exc)
+    bound = test_bound(test_path, train_path, config)
+    return [trial_record(folders[s], s, bound, failed.get(s)) for s in seeds]
+
+
+_BOUNDS: dict[tuple[str, str, str], float] = {}
+
+
+def test_bound(test_path: Path, train_path: Path, config) -> float:
+    """Theorem-1 bound (SPEC 4e) of the test data, normalised as the model sees it."""
+    from ..training import distortion_bound
+
+    key = (str(test_path), str(train_path), config.normalize)
+    if key not in _BOUNDS:
+        _BOUNDS[key] = distortion_bound(load_split(test_path, config, train_path).y)
+    return _BOUNDS[key]
+
+
+def trial_record(
+    folder: Path, seed: int, bound_test: float, error: str | None = None
+) -> dict[str, Any]:
+    """The numbers of one trial (from its ``summary.json``) and its bound margin.
+
+    A trial without a summary (diverged) is kept as a record that is neither
+    trained nor over-regularised, with ``status`` "diverged".
+    """
+    path = Path(folder) / "summary.json"
+    if not path.is_file():
+        return {
+            "seed": int(seed),
+            "folder": str(folder),
+            "checkpoint": None,
+            "epochs": None,
+            "status": "diverged",
+            "error": error or "no summary.json",
+            "train": {},
+            "test": {},
+            "bound_train": None,
+            "bound_test": bound_test,
+            "margin": None,
+            "beats_bound": False,
+            "over_regularized": False,
+            "rate_per_dim": None,
+            "s_d": None,
+            "disentangled": False,
+            "rotated": False,
+        }
+    summary = json.loads(path.read_text())
+    test = summary.get("test", {})
+    train = summary.get("train", {})
+    distortion = test.get("distortion", train.get("distortion"))
+    margin = bound_test - distortion if distortion is not None else None
+    beats = margin is not None and margin > BOUND_MARGIN * abs(bound_test)
+    s_d = test.get("s_d")
+    over = summary.get("over_regularization", {})
+    return {
+        "seed": int(seed),
+        "folder": str(folder),
+        "checkpoint": str(Path(folder) / "checkpoint.pt"),
+        "epochs": summary.get("epochs"),
+        "status": "finished",
+        "train": train,
+        "test": test,
+        "bound_train": summary.get("distortion_bound"),
+        "bound_test": bound_test,
+        "margin": margin,
+        "beats_bound": bool(beats),
+        "over_regularized": bool(over.get("over_regularized", False)),
+        "rate_per_dim": over.get("rate_per_dim"),
+        "s_d": s_d,
+        "disentangled": bool(s_d is not None and s_d >= SD_DISENTANGLED),
+        "rotated": bool(s_d is not None and s_d <= SD_ROTATED),
+    }
+
+
+def history(folder: str | os.PathLike) -> list[dict[str, Any]]:
+    """The per-epoch log of a training run."""
+    path = Path(folder) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- models
+
+
+def require_finished(records: list[dict[str, Any]], what: str) -> None:
+    """Raise a clear error when an experiment needs a model that a diverged trial lacks."""
+    from ..training import TrainingDivergedError
+
+    bad = [r["seed"] for r in records if r["status"] != "finished"]
+    if bad:
+        msg = (
+            f"{what}: the training run(s) with seed(s) {bad} diverged (non-finite loss), so "
+            "there is no model to evaluate; see their metrics.jsonl, or rerun with another --seed."
+        )
+        raise TrainingDivergedError(msg)
+
+
+def load_trained(record: dict[str, Any]):
+    """The trained model of a trial record (eval mode, CPU)."""
+    from ..training import load_model
+
+    return load_model(record["checkpoint"], device="cpu")
+
+
+def interpolate_state(a: dict, b: dict, alpha: float) -> dict:
+    """(1 - alpha) a + alpha b for every floating tensor of two state dicts (else b's)."""
+    out = {}
+    for key, va in a.items():
+        vb = b[key]
+        if va.is_floating_point():
+            out[key] = (1.0 - alpha) * va + alpha * vb
+        else:
+            out[key] = vb.clone()
+    return out
+
+
+def losses(model, data, *, n_latent_samples: int = 1, seed: int = 0) -> dict[str, float]:
+    """Rate, distortion, loss (negative ELBO) and S_D of ``model`` on ``data``."""
+    from ..metrics import s_d
+    from ..training import evaluate_losses
+
+    summ = evaluate_losses(model, data, n_latent_samples=n_latent_samples, seed=seed)
+    finite = np.all(np.isfinite(summ.z_mean)) and len(summ.z_mean) >= 2
+    return {
+        "rate": summ.rate,
+        "distortion": summ.distortion,
+        "loss": summ.loss,
+        "s_d": s_d(summ.z_mean, summ.theta) if finite else None,
+    }
+
+
+# --------------------------------------------------------------------------- summaries and verdicts
+
+
+def spread(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean, sd, min, median, max and n of the finite values."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return {"n": 0, "mean": None, "sd": None, "min": None, "median": None, "max": None}
+    return {
+        "n": len(v),
+        "mean": float(v.mean()),
+        "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+        "min": float(v.min()),
+        "median": float(np.median(v)),
+        "max": float(v.max()),
+    }
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson 95% interval of a binomial fraction k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)  # exact ends (rounding gave 1 - 1e-16)
+    return (lo, hi)
+
+
+FRACTION_RULE = (
+    "reproduced if the paper's fraction lies in the Wilson 95% interval of k/n; partly if "
+    "|k/n - paper| <= 0.2; else not reproduced"
+)
+
+
+def fraction_verdict(k: int, n: int, claimed: float) -> str:
+    """Verdict of a claimed fraction against k successes in n trials (``FRACTION_RULE``)."""
+    if n == 0:
+        return "not judged"
+    lo, hi = wilson(k, n)
+    if lo <= claimed <= hi:
+        return "reproduced"
+    if abs(k / n - claimed) <= 0.2:
+        return "partly"
+    return "not reproduced"
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """The one number format of reports (results.json stores the same rounded value)."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.{digits}g}"
+    return f"{round(value, digits):.{digits}f}".rstrip("0").rstrip(".") if digits else str(value)
+
+
+def fmt_spread(sp: dict[str, Any]) -> str:
+    """``mean ± sd [min, max] (n)``."""
+    if not sp.get("n"):
+        return "n/a (no trials)"
+    return (
+        f"{fmt(sp['mean'])} ± {fmt(sp['sd'])} [min {fmt(sp['min'])}, max {fmt(sp['max'])}] "
+        f"(n = {sp['n']})"
+    )
+
+
+def claim(
+    cid: str,
+    text: str,
+    measured: str,
+    verdict: str,
+    rule: str,
+    values: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One row of a report: the paper's claim, our number, the verdict and its rule."""
+    if verdict not in VERDICTS:
+        msg = f"claim: verdict must be one of {VERDICTS}; got {verdict!r}."
+        raise ValueError(msg)
+    return {
+        "id": cid,
+        "claim": text,
+        "measured": measured,
+        "verdict": verdict,
+        "rule": rule,
+        "values": values or {},
+    }
+
+
+def trained_only(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trials whose test distortion beats the Theorem-1 bound (SPEC 6)."""
+    return [r for r in records if r["beats_bound"]]
+
+
+def judge_gate(
+    records: list[dict[str, Any]], what: str, *, count_over_regularized: bool = False
+) -> str | None:
+    """A reason not to judge a claim, or None when at least half the trials are trained.
+
+    With ``count_over_regularized`` an over-regularised trial counts as
+    converged too (it sits at the Theorem-1 optimum; claims that count
+    over-regularisation are judged on those).
+    """
+    if not records:
+        return f"{what}: no trials"
+    n_ok = sum(
+        r["beats_bound"] or (count_over_regularized and r["over_regularized"]) for r in records
+    )
+    if 2 * n_ok < len(records):
+        kind = (
+            "beat the Theorem-1 bound or over-regularised"
+            if count_over_regularized
+            else ("beat the Theorem-1 bound")
+        )
+        return f"{what}: only {n_ok} of {len(records)} trials {kind}, too few to judge"
+    return None
+
+
+def trial_table(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-trial rows for results.json and the report."""
+    rows = []
+    for arm, records in arms.items():
+        for r in records:
+            rows.append(
+                {
+                    "arm": arm,
+                    "seed": r["seed"],
+                    "test_rate": r["test"].get("rate"),
+                    "test_distortion": r["test"].get("distortion"),
+                    "bound_test": r["bound_test"],
+                    "margin": r["margin"],
+                    "beats_bound": r["beats_bound"],
+                    "over_regularized": r["over_regularized"],
+                    "s_d": r["s_d"],
+                    "disentangled": r["disentangled"],
+                }
+            )
+    return rows

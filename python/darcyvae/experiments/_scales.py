@@ -1,0 +1,288 @@
+"""The sizes of the reproduction, as data: ``smoke``, ``cpu`` and ``paper``.
+
+Every experiment reads its sizes from one ``Scale``; nothing else differs
+between the scales. Choosing the ``cpu`` scale (SPEC 6, MEASURED.md, and runs measured for it):
+
+- The paper's model on the 65 grid costs ~0.5 s per optimiser step on one
+  CPU core (7.2 GFLOP), so its 6,500-epoch schedule (52,000 steps) is ~7 h
+  per trial. The tiny DenseVAE (blocks (2, 2, 2), g 4) on the 17 grid is 80x
+  cheaper per step (0.09 GFLOP, ~16 ms) and still learns KLE2 fields
+  (SPEC 6: "shrink the grid or the model rather than the training").
+- What does not shrink is the number of Adam steps the decoder's constant
+  output log-variance needs: it starts at 0 and moves about lr per step
+  towards the data's per-pixel log-variance. In raw units that is ~-7.6 and
+  400 epochs at lr 1e-3 never beat the Theorem-1 bound (MEASURED.md:
+  distortion -453 against a bound of -2074 nats). With per-channel
+  normalisation (``normalize = "channel"``) the target is ~-3.8 and the
+  bound -394 nats per sample (17 grid, KLE2 normal). Measured here with the
+  cpu schedule (400 epochs, 150 reconstruction-only, seed 0, 1 thread):
+  lr 3e-3 in the first phase -> test distortion -1230, margin 833 nats,
+  S_D 0.69, ~90 s of CPU time; lr 1e-3 with the output log-variance started
+  at the data's per-pixel value (a model change) -> margin 569, S_D 0.73.
+  The cpu scale takes the first (no model change): lr 3e-3 then 2e-4, per-
+  channel normalisation; both are deviations from the paper's 5e-4 on raw
+  fields and are written into every report.
+- Per-pixel standardisation of the data was measured as well and rejected:
+  the beta rule reacts to the sign of L_rec, which standardisation shifts
+  (L_rec stayed positive for 250 epochs and drove beta to ~0).
+- Semi-supervised runs use batches of 64 instead of the authors' full batch:
+  a full batch is one step per epoch, and the log-variance argument above
+  needs thousands of steps (the paper's 20,000 epochs are 20,000 steps).
+- Trial counts: at least 20 per arm in the trial studies (issue 10); one
+  trial is ~1-1.5 min of CPU time, so a 2 x 20 study is ~45-60 min on one
+  core, less with the two cores shared by the ensemble trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+__all__ = ["SCALES", "Scale", "get_scale"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one reproduction scale (see the module docstring for the choices).
+
+    Attributes
+    ----------
+    name : str
+    grid, blocks, growth_rate, init_features, fc_hidden
+        The DenseVAE (SPEC 4a) and the data grid.
+    n_train, n_test : int
+        Samples per split (the paper: 512 each).
+    batch_size : int
+    normalize : {"none", "channel"}
+        Per-channel normalisation of the fields.
+    output_logvar_init : {"zero", "data"}
+        The decoder output log-variance's initial value ("data": the log of
+        the training data's per-pixel variance; a documented deviation).
+    epochs, rec_epochs, lr_values, lr_milestones
+        The schedule of models without the hierarchical prior (SPEC 4d).
+    hp_epochs, hp_rec_epochs, hp_lr_values, hp_lr_milestones
+        The schedule of models with the hierarchical prior.
+    mixture_rec_factor : float
+        The mixture4 study's reconstruction-only phase is this many times
+        E_rec (the paper: "more", SPEC 4d; the epochs grow by the same amount).
+    trials : int
+        Trials per arm in the trial studies (gaussian, mixture4, hp-ablation).
+    few_trials : int
+        Trials of the single-model experiments (normal, rotation, interpolate).
+    ss_trials, ss_labels, ss_epochs, ss_rec_epochs, ss_lr_values, ss_lr_milestones, ss_batch
+        The semi-supervised study (SPEC 4f).
+    betas : tuple of float
+        The fixed-beta sweep of the rate-distortion plane (Fig. 4).
+    landscape_inits, landscape_directions, landscape_points, landscape_latent_samples
+        The loss-landscape study (Fig. 3).
+    interp_points : int
+        Points on the line between two solutions (Fig. 5).
+    rotation_angles : int
+        Angles in [0, pi/2] of the rotation study (Fig. 10).
+    eval_every, checkpoint_every : int
+    traversal_steps : int
+        Decoded points per latent axis in the traversal figures.
+    dpi : int
+        Resolution of the figures (low at the smoke scale, where drawing dominates).
+    """
+
+    name: str
+    grid: int
+    blocks: tuple[int, ...]
+    growth_rate: int
+    init_features: int
+    fc_hidden: int | None
+    n_train: int
+    n_test: int
+    batch_size: int
+    normalize: str
+    output_logvar_init: str
+    epochs: int
+    rec_epochs: int
+    lr_values: tuple[float, ...]
+    lr_milestones: tuple[int, ...]
+    hp_epochs: int
+    hp_rec_epochs: int
+    hp_lr_values: tuple[float, ...]
+    hp_lr_milestones: tuple[int, ...]
+    mixture_rec_factor: float
+    trials: int
+    few_trials: int
+    ss_trials: int
+    ss_labels: tuple[int, ...]
+    ss_epochs: int
+    ss_rec_epochs: int
+    ss_lr_values: tuple[float, ...]
+    ss_lr_milestones: tuple[int, ...]
+    ss_batch: int
+    betas: tuple[float, ...]
+    landscape_inits: int
+    landscape_directions: int
+    landscape_points: int
+    landscape_latent_samples: int
+    interp_points: int
+    rotation_angles: int
+    eval_every: int
+    checkpoint_every: int
+    traversal_steps: int = 5
+    dpi: int = 150
+    notes: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        from dataclasses import asdict
+
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def replace(self, **changes: Any) -> Scale:
+        """A copy with ``changes``."""
+        return replace(self, **changes)
+
+
+PAPER_BETAS = (100.0, 10.0, 5.0, 2.0, 1.0, 0.1, 0.01, 0.001)
+"""The fixed-beta sweep of the paper's section 4.2 (Fig. 4)."""
+
+PAPER_LABELS = (0, 1, 2, 3, 5, 10, 20, 40)
+"""Labelled samples of the semi-supervised study (0 to 8% of 512, SPEC 4f)."""
+
+SCALES: dict[str, Scale] = {
+    "smoke": Scale(
+        name="smoke",
+        grid=9,
+        blocks=(1, 1, 1),
+        growth_rate=2,
+        init_features=2,
+        fc_hidden=16,
+        n_train=48,
+        n_test=32,
+        batch_size=16,
+        normalize="channel",
+        output_logvar_init="zero",
+        epochs=3,
+        rec_epochs=1,
+        lr_values=(1e-3,),
+        lr_milestones=(),
+        hp_epochs=3,
+        hp_rec_epochs=1,
+        hp_lr_values=(1e-3,),
+        hp_lr_milestones=(),
+        mixture_rec_factor=2.0,
+        trials=2,
+        few_trials=2,
+        ss_trials=2,
+        ss_labels=(0, 2, 4),
+        ss_epochs=3,
+        ss_rec_epochs=1,
+        ss_lr_values=(1e-3,),
+        ss_lr_milestones=(),
+        ss_batch=48,
+        betas=(10.0, 1.0, 0.1),
+        landscape_inits=2,
+        landscape_directions=3,
+        landscape_points=4,
+        landscape_latent_samples=1,
+        interp_points=4,
+        rotation_angles=5,
+        eval_every=0,
+        checkpoint_every=2,
+        dpi=40,
+        traversal_steps=3,
+        notes=("seconds per experiment; exercises the code, judges nothing",),
+    ),
+    "cpu": Scale(
+        name="cpu",
+        grid=17,
+        blocks=(2, 2, 2),
+        growth_rate=4,
+        init_features=2,
+        fc_hidden=None,
+        n_train=512,
+        n_test=512,
+        batch_size=64,
+        normalize="channel",
+        output_logvar_init="zero",
+        epochs=400,
+        rec_epochs=150,
+        lr_values=(3e-3, 2e-4),
+        lr_milestones=(350,),
+        hp_epochs=500,
+        hp_rec_epochs=200,
+        hp_lr_values=(3e-3, 2e-4),
+        hp_lr_milestones=(450,),
+        mixture_rec_factor=1.5,
+        trials=20,
+        few_trials=3,
+        ss_trials=5,
+        ss_labels=PAPER_LABELS,
+        ss_epochs=400,
+        ss_rec_epochs=200,
+        ss_lr_values=(3e-3, 1e-3),
+        ss_lr_milestones=(360,),
+        ss_batch=64,
+        betas=PAPER_BETAS,
+        landscape_inits=10,
+        landscape_directions=100,
+        landscape_points=11,
+        landscape_latent_samples=10,
+        interp_points=21,
+        rotation_angles=19,
+        eval_every=50,
+        checkpoint_every=50,
+        notes=(
+            "17 x 17 grid, tiny DenseVAE (blocks 2,2,2): the paper shrunk to 2 CPU cores",
+            (
+                "deviation: lr 3e-3 (paper 5e-4) in the first phase and per-channel normalised "
+                "fields, so that 400-600 epochs beat the Theorem-1 bound (see _scales.py)"
+            ),
+        ),
+    ),
+    "paper": Scale(
+        name="paper",
+        grid=65,
+        blocks=(4, 6, 4),
+        growth_rate=4,
+        init_features=2,
+        fc_hidden=None,
+        n_train=512,
+        n_test=512,
+        batch_size=64,
+        normalize="none",
+        output_logvar_init="zero",
+        epochs=6500,
+        rec_epochs=4000,
+        lr_values=(5e-4, 1e-4),
+        lr_milestones=(5900,),
+        hp_epochs=14000,
+        hp_rec_epochs=6500,
+        hp_lr_values=(3e-4, 5e-5, 2.5e-5),
+        hp_lr_milestones=(6500, 12500),
+        mixture_rec_factor=1.5,
+        trials=50,
+        few_trials=5,
+        ss_trials=10,
+        ss_labels=PAPER_LABELS,
+        ss_epochs=20000,
+        ss_rec_epochs=10000,
+        ss_lr_values=(1e-3, 5e-4),
+        ss_lr_milestones=(18000,),
+        ss_batch=512,
+        betas=PAPER_BETAS,
+        landscape_inits=10,
+        landscape_directions=1000,
+        landscape_points=21,
+        landscape_latent_samples=10,
+        interp_points=21,
+        rotation_angles=37,
+        eval_every=100,
+        checkpoint_every=100,
+        notes=("the paper's sizes (SPEC 4a, 4d); meant for a GPU",),
+    ),
+}
+
+
+def get_scale(name: str) -> Scale:
+    """The scale called ``name`` (smoke, cpu or paper)."""
+    if name not in SCALES:
+        msg = f"unknown scale {name!r}; expected one of {', '.join(SCALES)}."
+        raise ValueError(msg)
+    return SCALES[name]

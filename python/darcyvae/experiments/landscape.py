@@ -1,0 +1,226 @@
+"""Fig. 3: the loss landscape between Xavier initialisations and a trained solution.
+
+One model is trained with the paper's method. Then (paper section 4.1) the
+loss -- the negative ELBO, rate + distortion in nats per sample, averaged
+over all training data with ``landscape_latent_samples`` latent draws -- is
+evaluated
+
+- along the straight lines from ``landscape_inits`` Xavier-uniform
+  initialisations (alpha = 0) to the solution (alpha = 1), and
+- along ``landscape_directions`` random directions out of the solution,
+  theta* + t d for t in [0, 1], d Gaussian and scaled per tensor to the
+  norm of that tensor of theta* ("filter normalisation", Li et al. 2018;
+  the paper does not say how it scaled them).
+
+All floating state is interpolated, BatchNorm running statistics included,
+and the model is evaluated in eval mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import register_experiment
+from ._common import (
+    Context,
+    claim,
+    dataset,
+    fmt,
+    interpolate_state,
+    load_split,
+    losses,
+    require_finished,
+    train_config,
+    train_trials,
+    trial_table,
+)
+
+
+def _xavier_state(config, seed: int) -> dict:
+    import torch
+
+    from ..models import DenseVAE
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DenseVAE(config.model.__class__(**{**config.model.to_dict(), "xavier_init": True}))
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _is_valley(point: dict[str, float], bound: float, latent_dim: int) -> bool:
+    """Over-regularised point: rate < 0.01 nats per dimension, distortion within 5% of the bound."""
+    return point["rate"] / latent_dim < 0.01 and abs(point["distortion"] - bound) < 0.05 * abs(
+        bound
+    )
+
+
+@register_experiment(
+    "landscape", "Fig. 3: loss along lines from Xavier inits and random directions"
+)
+def landscape(ctx: Context) -> dict[str, Any]:
+    """Train one model; evaluate the loss along lines into and out of it."""
+    import torch
+    from tqdm import tqdm
+
+    from .. import plots
+    from ..models import DenseVAE
+
+    s = ctx.scale
+    paths = dataset(ctx, "normal")
+    config = train_config(ctx)
+    (rec,) = train_trials(
+        config,
+        ctx.seeds(1, "solution"),
+        paths["train"],
+        paths["test"],
+        ctx.out / "solution",
+        ctx.device,
+        ctx.progress,
+    )
+    require_finished([rec], "landscape")
+    data = load_split(paths["train"], config)
+    bound = rec["bound_train"]
+    solution = torch.load(rec["checkpoint"], map_location="cpu", weights_only=True)["model"]
+    from .._device import resolve_device
+
+    # the many evaluations run where training ran (a GPU at the paper scale)
+    model = DenseVAE(config.model).to(resolve_device(ctx.device)).eval()
+    alphas = np.linspace(0.0, 1.0, s.landscape_points)
+    L = s.landscape_latent_samples
+
+    def point(state: dict) -> dict[str, float]:
+        model.load_state_dict(state)
+        return losses(model, data, n_latent_samples=L, seed=ctx.seed)
+
+    n_init = s.landscape_inits
+    lines = []
+    total = n_init * len(alphas) + s.landscape_directions * len(alphas)
+    bar = tqdm(total=total, disable=not ctx.progress, desc="landscape", unit="point")
+    for k in range(n_init):
+        init = _xavier_state(config, 10_000 + ctx.seed * 100 + k)
+        pts = []
+        for a in alphas:
+            pts.append(point(interpolate_state(init, solution, float(a))))
+            bar.update()
+        lines.append(pts)
+    gen = torch.Generator().manual_seed(ctx.seed)
+    param_names = {name for name, _ in model.named_parameters()}
+    directions = []
+    for _ in range(s.landscape_directions):
+        direction = {}
+        for key, v in solution.items():
+            if key in param_names:
+                d = torch.randn(v.shape, generator=gen, dtype=v.dtype)
+                direction[key] = d * (v.norm() / (d.norm() + 1e-12))
+        pts = []
+        for t in alphas:
+            state = {
+                key: (v + float(t) * direction[key]) if key in direction else v
+                for key, v in solution.items()
+            }
+            pts.append(point(state))
+            bar.update()
+        directions.append(pts)
+    bar.close()
+
+    line_loss = np.array([[p["loss"] for p in pts] for pts in lines])
+    dir_loss = np.array([[p["loss"] for p in pts] for pts in directions])
+    valley = [any(_is_valley(p, bound, 2) for p in pts[1:-1]) for pts in lines]
+    sol_loss = float(dir_loss[0, 0]) if len(directions) else float(line_loss[0, -1])
+    tol = 1e-3 * max(1.0, abs(sol_loss))
+    lower = [bool(np.any(row[1:] < row[0] - tol)) for row in dir_loss]
+    trained = rec["beats_bound"]
+
+    n_valley = int(sum(valley))
+    n_lower = int(sum(lower))
+    gate = None if trained else "the solution does not beat the Theorem-1 bound"
+    v_valley = (
+        "not judged"
+        if gate
+        else (
+            "reproduced" if 2 * n_valley >= n_init else "partly" if n_valley else "not reproduced"
+        )
+    )
+    frac_ok = 1 - n_lower / max(1, len(directions))
+    v_min = (
+        "not judged"
+        if gate
+        else ("reproduced" if frac_ok >= 0.95 else "partly" if frac_ok >= 0.5 else "not reproduced")
+    )
+    claims = [
+        claim(
+            "valley",
+            "the lines from random (Xavier) initialisations to a trained solution pass through "
+            "an over-regularised valley (rate ~0, distortion at the Theorem-1 bound)",
+            f"{n_valley} of {n_init} lines pass an over-regularised point"
+            + (f" ({gate})" if gate else ""),
+            v_valley,
+            "a point is over-regularised when rate < 0.01 nats/dim and |distortion - bound| < "
+            "5% |bound|; reproduced if at least half the lines pass one, partly if any",
+            {"lines_with_valley": n_valley, "lines": n_init},
+        ),
+        claim(
+            "no-local-minimum",
+            "there is no lower point (no other minimum) along random directions out of the "
+            "solution",
+            f"{len(directions) - n_lower} of {len(directions)} directions never go below the "
+            f"solution's loss {fmt(sol_loss)}" + (f" ({gate})" if gate else ""),
+            v_min,
+            "reproduced if >= 95% of directions stay at or above the solution's loss (tolerance "
+            "1e-3 relative), partly if >= 50%",
+            {"directions_never_lower": len(directions) - n_lower, "directions": len(directions)},
+        ),
+    ]
+    fig = plots.plot_panels(
+        [
+            {
+                "series": {f"init {k}": (alphas, line_loss[k]) for k in range(min(n_init, 10))},
+                "hlines": {"Theorem-1 bound (rate 0)": bound},
+                "xlabel": "alpha (0: Xavier init, 1: trained solution)",
+                "ylabel": "loss (nats per sample)",
+                "title": "lines from initialisations to the solution",
+                "logy": "symlog",
+            },
+            {
+                "series": {
+                    f"init {k}": (
+                        [p["rate"] for p in lines[k]],
+                        [p["distortion"] for p in lines[k]],
+                        "line+marker",
+                    )
+                    for k in range(min(n_init, 10))
+                },
+                "hlines": {"Theorem-1 bound": bound},
+                "xlabel": "rate (nats)",
+                "ylabel": "distortion (nats)",
+                "title": "the same lines in the rate-distortion plane",
+                "logx": "symlog",
+                "logy": "symlog",
+                "legend": False,
+            },
+            {
+                "series": {f"dir {k}": (alphas, dir_loss[k]) for k in range(len(directions))},
+                "xlabel": "t (step along a random direction)",
+                "ylabel": "loss (nats per sample)",
+                "title": f"{len(directions)} random directions out of the solution",
+                "logy": "symlog",
+                "legend": False,
+            },
+        ],
+        title="Fig. 3: loss landscape around a trained DenseVAE",
+    )
+    files = [ctx.save(fig, "fig3_landscape.png")]
+    return {
+        "solution": rec,
+        "alphas": alphas.tolist(),
+        "lines": lines,
+        "directions_loss": dir_loss.tolist(),
+        "bound_train": bound,
+        "lines_with_valley": valley,
+        "directions_going_lower": lower,
+        "claims": claims,
+        "figures": files,
+        "trial_table": trial_table({"solution": [rec]}),
+    }

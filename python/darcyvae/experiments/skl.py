@@ -1,0 +1,188 @@
+"""Fig. 13: S_KL against S_D and the qualitative verdict, over every trained model found.
+
+Searches the output root (the folder holding this experiment's folder)
+for training runs of the other experiments (a ``summary.json`` beside a
+``checkpoint.pt``), and for each run whose test distortion beats the
+Theorem-1 bound computes, on its test data: S_D of the encoder means, and
+S_KL (SPEC 5) of aggregated-posterior samples z ~ q(z|y) against the test
+thetas (samples of p(theta)). The reported S_KL is ``s_kl(...).score``
+(cross-fitted where the metrics module provides it, with the in-sample
+minimum beside it). The qualitative class is read from S_D: disentangled
+(>= 0.9), rotated (<= 0.6), partly between; the paper judged by eye.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import MARKER, register_experiment
+from ._common import (
+    BOUND_MARGIN,
+    SD_DISENTANGLED,
+    SD_ROTATED,
+    Context,
+    claim,
+    fmt,
+    spread,
+)
+
+
+def _runs(root: Path, exclude: Path) -> list[Path]:
+    found = []
+    for summary in sorted(root.rglob("summary.json")):
+        folder = summary.parent
+        if exclude in folder.parents or folder == exclude:
+            continue
+        if (folder / "checkpoint.pt").is_file():
+            found.append(folder)
+    return found
+
+
+def _experiment_of(folder: Path, root: Path) -> str:
+    for parent in [folder, *folder.parents]:
+        if parent == root:
+            break
+        marker = parent / MARKER
+        if marker.is_file():
+            try:
+                return str(json.loads(marker.read_text()).get("experiment", "?"))
+            except ValueError:
+                return "?"
+    return "?"
+
+
+@register_experiment("skl", "Fig. 13: S_KL against S_D over all trained models found")
+def skl(ctx: Context) -> dict[str, Any]:
+    """Score every trained model under the output root with S_D and S_KL."""
+    from tqdm import tqdm
+
+    from .. import plots
+    from ..dataset import ChannelStats, DarcyDataset
+    from ..metrics import s_d, s_kl
+    from ..training import distortion_bound, evaluate_losses, load_checkpoint, load_model
+
+    root = ctx.root
+    rows, skipped = [], []
+    runs = _runs(root, ctx.out)
+    for folder in tqdm(runs, disable=not ctx.progress, desc="skl", unit="model"):
+        ckpt = load_checkpoint(folder)
+        train_path = Path(ckpt.get("train_path", ""))
+        test_path = train_path.with_name("test.h5")
+        if not test_path.is_file():
+            skipped.append({"folder": str(folder), "why": "no test data beside the training data"})
+            continue
+        stats = ckpt.get("normalization")
+        data = DarcyDataset(
+            test_path,
+            normalize="channel" if stats else False,
+            stats=ChannelStats(**stats) if stats else None,
+        )
+        model = load_model(ckpt, device="cpu")
+        if model.config.latent_dim != data.n_params:
+            skipped.append({"folder": str(folder), "why": "latent dimension != s"})
+            continue
+        summ = evaluate_losses(model, data, seed=ctx.seed)
+        bound = distortion_bound(data.y)
+        margin = bound - summ.distortion
+        trained = bool(margin > BOUND_MARGIN * abs(bound))
+        rng = np.random.default_rng(ctx.seed)
+        z = summ.z_mean + np.exp(0.5 * summ.z_logvar) * rng.standard_normal(summ.z_mean.shape)
+        try:
+            res = s_kl(z, summ.theta, seed=ctx.seed)
+        except ValueError as exc:
+            skipped.append({"folder": str(folder), "why": f"S_KL undefined ({exc})"})
+            continue
+        sd = s_d(summ.z_mean, summ.theta)
+        rows.append(
+            {
+                "folder": str(folder.relative_to(root)),
+                "experiment": _experiment_of(folder, root),
+                "s_d": sd,
+                "s_kl": float(res.score),
+                "s_kl_in_sample": float(getattr(res, "in_sample", res.score)),
+                "margin": margin,
+                "trained": trained,
+                "class": "disentangled"
+                if sd >= SD_DISENTANGLED
+                else "rotated"
+                if sd <= SD_ROTATED
+                else "partly",
+            }
+        )
+    judged = [r for r in rows if r["trained"]]
+    dis = [r["s_kl"] for r in judged if r["class"] == "disentangled"]
+    other = [r["s_kl"] for r in judged if r["class"] != "disentangled"]
+    rho = None
+    if len(judged) >= 3:
+        from scipy.stats import spearmanr
+
+        x = [r["s_d"] for r in judged]
+        y = [r["s_kl"] for r in judged]
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            rho = float(spearmanr(x, y).statistic)
+    sd_dis, sd_other = spread(dis), spread(other)
+    if len(dis) < 3 or len(other) < 3:
+        verdict = "not judged"
+    else:
+        ordered = sd_dis["median"] < sd_other["median"]
+        verdict = (
+            "reproduced"
+            if ordered and rho is not None and rho <= -0.5
+            else "partly"
+            if ordered
+            else "not reproduced"
+        )
+    claims = [
+        claim(
+            "skl-tracks",
+            "S_KL agrees with the qualitative judgement: disentangled models score lower S_KL "
+            "than rotated or entangled ones",
+            f"{len(judged)} trained models (of {len(rows)} found): median S_KL disentangled "
+            f"{fmt(sd_dis['median'])} (n = {sd_dis['n']}), others {fmt(sd_other['median'])} (n = {sd_other['n']}); "
+            f"Spearman(S_D, S_KL) {fmt(rho)}",
+            verdict,
+            "reproduced if the disentangled models' median S_KL is below the others' and "
+            "Spearman(S_D, S_KL) <= -0.5; partly if only the medians are ordered; not judged "
+            "with fewer than 3 trained models in either class (models that do not beat the "
+            "Theorem-1 bound are drawn but not judged)",
+            {
+                "spearman": rho,
+                "median_disentangled": sd_dis["median"],
+                "median_other": sd_other["median"],
+            },
+        )
+    ]
+    files = []
+    if rows:
+        by_class: dict[str, Any] = {}
+        for cls in ("disentangled", "partly", "rotated"):
+            for ok in (True, False):
+                sel = [r for r in rows if r["class"] == cls and r["trained"] == ok]
+                if sel:
+                    label = cls if ok else f"{cls} (did not beat the bound)"
+                    by_class[label] = ([r["s_d"] for r in sel], [r["s_kl"] for r in sel], "scatter")
+        fig = plots.plot_panels(
+            [
+                {
+                    "series": by_class,
+                    "xlabel": "S_D (test)",
+                    "ylabel": "S_KL (nats, lower is better)",
+                    "title": f"{len(rows)} models ({len(judged)} beat the Theorem-1 bound)",
+                }
+            ],
+            title="Fig. 13: S_KL against S_D and the qualitative class",
+        )
+        files.append(ctx.save(fig, "fig13_skl.png"))
+    else:
+        ctx.note(f"no model found under {root}: run the other experiments first")
+    return {
+        "root": str(root),
+        "models": rows,
+        "skipped": skipped,
+        "claims": claims,
+        "figures": files,
+    }
