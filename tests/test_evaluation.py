@@ -68,7 +68,7 @@ def test_evaluate_checkpoint_writes_results_and_figures(run, tmp_path):
     assert saved["test"]["s_d"] == pytest.approx(ev.test.s_d)
     assert saved["train"]["n_samples"] == 48
     assert saved["over_regularized"] is False
-    for name in ("reconstruction", "latent_distributions", "latent_vs_theta"):
+    for name in ("reconstruction", "latent_distributions", "latent_vs_theta", "latent_traversal"):
         image = imread(out / f"{name}.png")
         assert image.shape[0] > 200
         assert image.shape[1] > 200

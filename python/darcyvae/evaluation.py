@@ -671,5 +671,22 @@ def _figures(
             z_post, z_prior.cpu(), summary.theta
         ),
         "latent_vs_theta": plots.plot_latent_vs_theta(summary.z_mean, summary.theta),
+        "latent_traversal": _traversal(model, summary, test_set),
     }
     return {name: plots.save_figure(fig, out / f"{name}.png") for name, fig in figs.items()}
+
+
+def _traversal(model: DenseVAE, summary: LossSummary, test_set: DarcyDataset):
+    """Decoded fields along each latent axis through the mean code, +-2 spreads of the codes."""
+    from . import plots
+
+    z = np.asarray(summary.z_mean, dtype=np.float64)
+    spread = float(np.mean(np.std(z, axis=0))) if len(z) > 1 else 1.0
+    spread = spread if np.isfinite(spread) and spread > 0 else 1.0
+    return plots.latent_traversal(
+        model,
+        center=z.mean(axis=0),
+        offsets=np.linspace(-2.0 * spread, 2.0 * spread, 5),
+        denormalize=test_set.denormalize,
+        title="latent traversal: decoded mean fields along each latent axis",
+    )
