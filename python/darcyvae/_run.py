@@ -186,6 +186,7 @@ def save_run(run: RunState, path: Path, epoch_done: int) -> None:
 
 
 def check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse to resume with a configuration that differs beyond ``RUN_LENGTH_KEYS``."""
     old = TrainConfig.from_dict(saved).to_flat_dict()
     now = config.to_flat_dict()
     keys = sorted(set(old) | set(now))
@@ -216,6 +217,7 @@ def epoch_eval(run: RunState, epoch: int) -> dict[str, Any]:
 
 
 def final_metrics(run: RunState) -> dict[str, SplitMetrics]:
+    """The final ``SplitMetrics`` of the run's model on its train (and test) data."""
     cfg = run.config.run
     out = {}
     for name, data in (("train", run.train_set), ("test", run.test_set)):
@@ -237,6 +239,7 @@ def load_datasets(
     test_data: DarcyDataset | str | os.PathLike | None,
     device: torch.device,
 ) -> tuple[DarcyDataset, DarcyDataset | None]:
+    """The train (and test) datasets of a run, normalised per ``config`` and checked to fit it."""
     normalize = config.run.normalize == "channel"
     train_set = as_dataset(
         train_data, normalize=normalize, stats=None, device=device, caller="train"
