@@ -31,7 +31,11 @@ def machine(**extra: Any) -> dict[str, Any]:
     import numpy as np
     import scipy
 
-    versions = {"darcyvae": darcyvae.__version__, "numpy": np.__version__, "scipy": scipy.__version__}
+    versions = {
+        "darcyvae": darcyvae.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+    }
     info: dict[str, Any] = {
         "platform": platform.platform(),
         "cpu": cpu_model(),

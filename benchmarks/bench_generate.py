@@ -31,23 +31,26 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from _machine import machine
+from darcyvae._generate_plan import new_file
+from darcyvae._hdf5_layout import write_chunk
+from darcyvae._pipeline import Encoding
 from darcyvae.darcy import DarcyConfig, solve_batch
 from darcyvae.distributions import Normal
-from darcyvae.generate import (
-    GenerateConfig,
-    _create,
-    _make_chunk,
-    _write_chunk,
-    generate_dataset,
-)
+from darcyvae.generate import GenerateConfig, generate_dataset
 from darcyvae.kle import KLEConfig, kle_basis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import scipy_reference as ref  # tests/scipy_reference.py: the shared SciPy baseline
+
+PLAIN = Encoding(compression=None, level=4, theta_rows=256)
+"""The stored encoding of the stage timings (CRC only)."""
+GZIP = Encoding(compression="gzip", level=4, theta_rows=256)
+"""gzip level 4, as ``generate_dataset``'s default."""
 
 # -- the SciPy pipeline ----------------------------------------------------------------------
 # The fd system and its bordered SuperLU solve are tests/scipy_reference.py (ref.solve).
@@ -242,13 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             "float32 K, CRC, finite check",
             lambda: [
                 (
-                    _make_chunk(
-                        t64[a:b].astype(np.float32),
-                        k[a:b].astype(np.float32),
-                        out32[a:b],
-                        None,
-                        4,
-                        256,
+                    PLAIN.encode(
+                        t64[a:b].astype(np.float32), k[a:b].astype(np.float32), out32[a:b], None
                     ),
                     np.isfinite(out32[a:b]).all(),
                 )
@@ -259,9 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         encoded = {}
 
         def encode():
-            encoded["gzip"] = [
-                _make_chunk(t32[a:b], k32[a:b], out32[a:b], "gzip", 4, 256) for a, b in chunks
-            ]
+            with ThreadPoolExecutor(max_workers=cores) as pool:
+                encoded["gzip"] = [
+                    GZIP.encode(t32[a:b], k32[a:b], out32[a:b], pool) for a, b in chunks
+                ]
 
         stage(f"gzip encode ({cores} thr)", encode, cores)
         for compression in (None, "gzip", "lzf"):
@@ -274,15 +273,13 @@ def main(argv: list[str] | None = None) -> int:
             if compression == "gzip":
                 todo = encoded["gzip"]
             else:
-                todo = [
-                    _make_chunk(t32[a:b], k32[a:b], out32[a:b], None, 4, 256) for a, b in chunks
-                ]
+                todo = [PLAIN.encode(t32[a:b], k32[a:b], out32[a:b], None) for a, b in chunks]
 
             def write(cfg=cfg, todo=todo):
                 path = Path(tmp) / "stage.h5"
-                f = _create(path, cfg, {"split": "train"})
+                f = new_file(cfg, path, cfg.n_samples("train"), {"split": "train"})
                 for (a, _), chunk in zip(chunks, todo, strict=True):
-                    _write_chunk(f, a, chunk)
+                    write_chunk(f, a, chunk)
                 f.close()
 
             label = {None: "none", "gzip": "gzip, pre-encoded", "lzf": "lzf"}[compression]

@@ -28,10 +28,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 import scipy.sparse.linalg as sla
 from _machine import machine
+from _table import text_table
 from darcyvae.kle import KLEConfig, kle_basis
 from scipy.spatial.distance import cdist
 
@@ -170,22 +172,26 @@ def benchmark(cases, repeats: int, budget: float, memory: bool) -> list[dict]:
     return rows
 
 
+def _optional(key: str, spec: str, suffix: str = "") -> Callable[[dict], str]:
+    """Cell text of an optional row key: formatted with ``spec``, or "-" when absent."""
+    return lambda r: f"{r[key]:{spec}}{suffix}" if key in r else "-"
+
+
 def table(rows: list[dict]) -> str:
-    head = (
-        f"{'impl':9s} {'N':>4s} {'s':>5s} {'median s':>10s} {'min s':>10s} "
-        f"{'speed-up':>9s} {'peak MB':>9s} {'+MB':>8s} {'eig diff':>9s}"
+    return text_table(
+        [
+            ("impl", "9", lambda r: r["impl"]),
+            ("N", ">4", lambda r: f"{r['grid']}"),
+            ("s", ">5", lambda r: f"{r['n_modes']}"),
+            ("median s", ">10", lambda r: f"{r['median_s']:.4f}"),
+            ("min s", ">10", lambda r: f"{r['min_s']:.4f}"),
+            ("speed-up", ">9", _optional("speedup", ".1f", "x")),
+            ("peak MB", ">9", _optional("peak_mb", ".0f")),
+            ("+MB", ">8", _optional("increase_mb", ".0f")),
+            ("eig diff", ">9", _optional("max_eig_diff_rel", ".0e")),
+        ],
+        rows,
     )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        sp = f"{r['speedup']:.1f}x" if "speedup" in r else "-"
-        pk = f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-"
-        inc = f"{r['increase_mb']:.0f}" if "increase_mb" in r else "-"
-        ed = f"{r['max_eig_diff_rel']:.0e}" if "max_eig_diff_rel" in r else "-"
-        lines.append(
-            f"{r['impl']:9s} {r['grid']:>4d} {r['n_modes']:>5d} {r['median_s']:>10.4f} "
-            f"{r['min_s']:>10.4f} {sp:>9s} {pk:>9s} {inc:>8s} {ed:>9s}"
-        )
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------

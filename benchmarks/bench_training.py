@@ -49,6 +49,7 @@ import h5py
 import numpy as np
 import torch
 from _machine import machine
+from _table import text_table
 from darcyvae.config import TrainConfig
 from darcyvae.dataset import DarcyDataset
 from darcyvae.ensemble import train_ensemble
@@ -199,18 +200,22 @@ def benchmark(
 
 
 def table(rows: list[dict]) -> str:
-    head = (
-        f"{'impl':19s} {'model':16s} {'N':>3s} {'s/epoch':>9s} {'samples/s':>10s} "
-        f"{'vs authors':>10s} {'vs K sequential':>15s}"
+    return text_table(
+        [
+            ("impl", "19", lambda r: r["impl"]),
+            ("model", "16", lambda r: r["model"]),
+            ("N", ">3", lambda r: f"{r['grid']}"),
+            ("s/epoch", ">9", lambda r: f"{r['median_s']:.3f}"),
+            ("samples/s", ">10", lambda r: f"{r['samples_per_s']:.1f}"),
+            ("vs authors", ">10", lambda r: f"{r['vs_authors']:.2f}"),
+            (
+                "vs K sequential",
+                ">15",
+                lambda r: "" if r["impl"] == "authors_loop" else f"{r['vs_sequential']:.2f}",
+            ),
+        ],
+        rows,
     )
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        seq = "" if r["impl"] == "authors_loop" else f"{r['vs_sequential']:.2f}"
-        lines.append(
-            f"{r['impl']:19s} {r['model']:16s} {r['grid']:3d} {r['median_s']:9.3f} "
-            f"{r['samples_per_s']:10.1f} {r['vs_authors']:10.2f} {seq:>15s}"
-        )
-    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

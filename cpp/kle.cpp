@@ -184,40 +184,35 @@ void project_sym(double* w, Index n, int sym) {
   }
 }
 
-// Full-grid vector (N x N, [iy, ix]) from quarter coordinates of sector (px, py).
-void expand_quarter(int N, int px, int py, const double* u, double* full) {
+// Calls f(q, i, c) for every nonzero entry c = P[i, q] of the map P from the
+// quarter coordinates q of sector (px, py) to full-grid indices i ([iy, ix]).
+template <class F>
+void for_each_quarter_entry(int N, int px, int py, F&& f) {
   const Index ny = half_size(N, py), nx = half_size(N, px);
-  std::fill(full, full + static_cast<Index>(N) * N, 0.0);
   for (Index a = 0; a < ny; ++a) {
     int cy;
     const auto yn = half_nodes(N, py, a, &cy);
     for (Index b = 0; b < nx; ++b) {
       int cx;
       const auto xn = half_nodes(N, px, b, &cx);
-      const double v = u[a * nx + b];
       for (int s = 0; s < cy; ++s)
         for (int t = 0; t < cx; ++t)
-          full[static_cast<Index>(yn[s].index) * N + xn[t].index] += yn[s].coeff * xn[t].coeff * v;
+          f(a * nx + b, static_cast<Index>(yn[s].index) * N + xn[t].index,
+            yn[s].coeff * xn[t].coeff);
     }
   }
 }
 
-// Quarter coordinates of a full-grid vector (the adjoint of expand_quarter).
+// Full-grid vector (N x N, [iy, ix]) from quarter coordinates: full = P u.
+void expand_quarter(int N, int px, int py, const double* u, double* full) {
+  std::fill(full, full + static_cast<Index>(N) * N, 0.0);
+  for_each_quarter_entry(N, px, py, [&](Index q, Index i, double c) { full[i] += c * u[q]; });
+}
+
+// Quarter coordinates of a full-grid vector: u = P^T full (the adjoint of expand_quarter).
 void restrict_quarter(int N, int px, int py, const double* full, double* u) {
-  const Index ny = half_size(N, py), nx = half_size(N, px);
-  for (Index a = 0; a < ny; ++a) {
-    int cy;
-    const auto yn = half_nodes(N, py, a, &cy);
-    for (Index b = 0; b < nx; ++b) {
-      int cx;
-      const auto xn = half_nodes(N, px, b, &cx);
-      double v = 0.0;
-      for (int s = 0; s < cy; ++s)
-        for (int t = 0; t < cx; ++t)
-          v += yn[s].coeff * xn[t].coeff * full[static_cast<Index>(yn[s].index) * N + xn[t].index];
-      u[a * nx + b] = v;
-    }
-  }
+  std::fill(u, u + half_size(N, py) * half_size(N, px), 0.0);
+  for_each_quarter_entry(N, px, py, [&](Index q, Index i, double c) { u[q] += c * full[i]; });
 }
 
 // ---------------------------------------------------------------------------

@@ -68,6 +68,35 @@ inline double dist2(const double* q, const double* p, const double* w2, Index d)
 // (Arya & Mount): off[c] is the weighted squared offset along axis c from the
 // query to the current cell, rd their sum. Going to the far child of a split
 // along s only replaces off[s].
+// The interior step of every search: the child on the query's side of the split
+// first, then the other one when `visit_far(rd_far)` accepts its lower bound
+// rd_far (evaluated after the near child, so it sees the tightened bound).
+template <bool W, class Search, class VisitFar>
+inline void descend_split(const Node& nd, std::int32_t node, double rd, const double* q,
+                          const double* w2, double* off, Search&& search,
+                          VisitFar&& visit_far) {
+  const int s = nd.dim;
+  const double dl = q[s] - nd.lo;  // > 0: query beyond the left child
+  const double dr = nd.hi - q[s];  // > 0: query before the right child
+  std::int32_t near_child = node + 1;
+  std::int32_t far_child = nd.right;
+  double gap = dr;
+  if (dl > dr) {
+    near_child = nd.right;
+    far_child = node + 1;
+    gap = dl;
+  }
+  search(near_child, rd);
+  const double old = off[s];
+  const double now = W ? w2[s] * (gap * gap) : gap * gap;
+  const double rd_far = rd - old + now;
+  if (visit_far(rd_far)) {
+    off[s] = now;
+    search(far_child, rd_far);
+    off[s] = old;
+  }
+}
+
 template <int D, bool W>
 struct KnnSearch {
   const Node* nodes = nullptr;
@@ -119,26 +148,9 @@ struct KnnSearch {
       }
       return;
     }
-    const int s = nd.dim;
-    const double dl = q[s] - nd.lo;  // > 0: query beyond the left child
-    const double dr = nd.hi - q[s];  // > 0: query before the right child
-    std::int32_t near_child = node + 1;
-    std::int32_t far_child = nd.right;
-    double gap = dr;
-    if (dl > dr) {
-      near_child = nd.right;
-      far_child = node + 1;
-      gap = dl;
-    }
-    search(near_child, rd);
-    const double old = off[s];
-    const double now = W ? w2[s] * (gap * gap) : gap * gap;
-    const double rd_far = rd - old + now;
-    if (rd_far < bd[k - 1]) {
-      off[s] = now;
-      search(far_child, rd_far);
-      off[s] = old;
-    }
+    descend_split<W>(
+        nd, node, rd, q, w2, off, [this](std::int32_t c, double r) { search(c, r); },
+        [this](double rd_far) { return rd_far < bd[k - 1]; });
   }
 };
 
@@ -191,26 +203,9 @@ struct RadiusSearch {
       }
       return;
     }
-    const int s = nd.dim;
-    const double dl = q[s] - nd.lo;
-    const double dr = nd.hi - q[s];
-    std::int32_t near_child = node + 1;
-    std::int32_t far_child = nd.right;
-    double gap = dr;
-    if (dl > dr) {
-      near_child = nd.right;
-      far_child = node + 1;
-      gap = dl;
-    }
-    search(near_child, rd);
-    const double old = off[s];
-    const double now = W ? w2[s] * (gap * gap) : gap * gap;
-    const double rd_far = rd - old + now;
-    if (rd_far <= prune) {
-      off[s] = now;
-      search(far_child, rd_far);
-      off[s] = old;
-    }
+    descend_split<W>(
+        nd, node, rd, q, w2, off, [this](std::int32_t c, double r) { search(c, r); },
+        [this](double rd_far) { return rd_far <= prune; });
   }
 };
 

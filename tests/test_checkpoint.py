@@ -3,11 +3,13 @@ temporary files, the folder lock."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 
 import pytest
 import torch
+from _configs import tiny_train_config
 from darcyvae._lock import folder_lock
 from darcyvae.checkpoint import (
     checkpoint_checksum,
@@ -16,9 +18,7 @@ from darcyvae.checkpoint import (
     load_model,
     read_log,
 )
-from darcyvae.config import TrainConfig
 from darcyvae.errors import DataMismatchError, FolderLockedError, IntegrityError
-from darcyvae.models import model_config
 from darcyvae.training import train
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,18 +26,7 @@ from hypothesis import strategies as st
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny(**kw) -> TrainConfig:
-    base = {
-        "model": model_config("dense_vae_tiny"),
-        "epochs": 2,
-        "rec_epochs": 1,
-        "batch_size": 32,
-        "lr_values": (5e-3,),
-        "lr_milestones": (),
-        "checkpoint_every": 1,
-        "eval_every": 0,
-    }
-    return TrainConfig(**{**base, **kw})
+tiny = functools.partial(tiny_train_config, batch_size=32)
 
 
 @pytest.fixture(scope="module")

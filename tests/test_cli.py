@@ -12,27 +12,22 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from _configs import tiny_train_config
 from darcyvae import training
 from darcyvae.checkpoint import load_checkpoint, save_checkpoint
 from darcyvae.cli import main
-from darcyvae.config import TrainConfig
 from darcyvae.generate import GenerateConfig, generate_dataset
 from darcyvae.kle import KLEConfig
-from darcyvae.models import model_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def _tiny(**kw) -> TrainConfig:
-    """The tiny model with one reconstruction epoch and a constant learning rate."""
-    base = {"model": model_config("dense_vae_tiny"), "rec_epochs": 1, "lr_values": (5e-3,)}
-    return TrainConfig(**{**base, "lr_milestones": (), **kw})
 
 
 @pytest.fixture
 def setup(tmp_path, vae_data, synthetic_h5):
     train = synthetic_h5(tmp_path / "train.h5", n=32, grid=17, seed=0)
-    config = _tiny(epochs=3, batch_size=16, eval_every=1).to_toml(tmp_path / "tiny.toml")
+    config = tiny_train_config(epochs=3, eval_every=1, checkpoint_every=100).to_toml(
+        tmp_path / "tiny.toml"
+    )
     return tmp_path, str(config), train, vae_data.test
 
 
@@ -245,7 +240,7 @@ def _darcyvae(argv, *, limit=None, blocked=None, env=None):
 def trained(tmp_path_factory, vae_data):
     """A finished one-epoch run of the tiny model on the shared synthetic data."""
     out = tmp_path_factory.mktemp("trained") / "run"
-    cfg = _tiny(epochs=1, batch_size=32, eval_every=0)
+    cfg = tiny_train_config(epochs=1, batch_size=32, checkpoint_every=100)
     training.train(cfg, vae_data.train, out_dir=out, device="cpu", progress=False)
     cfg.to_toml(out.parent / "tiny.toml")
     return out

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
 import pytest
 import torch
-from darcyvae import training
+from _configs import tiny_train_config
+from darcyvae import _run, training
 from darcyvae.checkpoint import load_checkpoint
 from darcyvae.config import TrainConfig
 from darcyvae.ensemble import (
@@ -33,23 +35,31 @@ def data(vae_data):
     return vae_data.train, vae_data.test
 
 
-def tiny_config(**changes) -> TrainConfig:
-    base = {
-        "model": model_config("dense_vae_tiny"),
-        "epochs": 5,
-        "rec_epochs": 4,
-        "batch_size": 16,
-        "lr_values": (1e-3,),
-        "lr_milestones": (),
-        "eval_every": 0,
-        "checkpoint_every": 100,
-    }
-    base.update(changes)
-    return TrainConfig(**base)
+tiny_config = functools.partial(
+    tiny_train_config, epochs=5, rec_epochs=4, lr_values=(1e-3,), checkpoint_every=100
+)
 
 
 def rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-30)
+
+
+def ensemble_and_single_runs(cfg, seeds, train_path, tmp_path):
+    """The ensemble of ``seeds`` and, per seed, the run ``train(cfg.replace(seed=s))`` makes."""
+    res = train_ensemble(cfg, seeds, train_path, out_dir=tmp_path / "ens", progress=False)
+    singles = {
+        s: train(cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False)
+        for s in seeds
+    }
+    return res, singles
+
+
+def assert_same_history(single, member, keys, seed):
+    """Epoch by epoch, each of ``keys`` of the member within 1e-5 (relative) of the single run's."""
+    assert len(single.history) == len(member.history)
+    for a, b in zip(single.history, member.history, strict=True):
+        for key in keys:
+            assert rel(a[key], b[key]) < 1e-5, (seed, a["epoch"], key, a[key], b[key])
 
 
 # --------------------------------------------------------------------------- the batched model
@@ -107,17 +117,15 @@ def test_ensemble_equals_three_single_runs(data, tmp_path):
     """20 steps (16 reconstruction-only, 4 with the beta rule): same losses, beta, parameters."""
     train_path, _ = data
     cfg = tiny_config()
-    res = train_ensemble(cfg, SEEDS, train_path, out_dir=tmp_path / "ens", progress=False)
+    res, singles = ensemble_and_single_runs(cfg, SEEDS, train_path, tmp_path)
     assert [m.status for m in res.members] == ["done"] * 3
-    for s in SEEDS:
-        single = train(cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False)
+    for s, single in singles.items():
         member = res.member(s)
-        assert len(member.history) == len(single.history) == 5
+        assert len(single.history) == 5
+        assert_same_history(single, member, ("loss", "distortion", "beta"), s)
         for a, b in zip(single.history, member.history, strict=True):
             assert a["phase"] == b["phase"]
             assert a["lr"] == b["lr"]
-            for key in ("loss", "distortion", "beta"):
-                assert rel(a[key], b[key]) < 1e-5, (s, a["epoch"], key, a[key], b[key])
             assert abs(a["rate"] - b["rate"]) < 1e-3 * abs(a["rate"]) + 1e-5
         assert rel(single.final["train"]["distortion"], member.final["train"]["distortion"]) < 1e-5
         p_single = load_checkpoint(single.checkpoint)["model"]
@@ -137,36 +145,28 @@ def test_hierarchical_prior_members_equal_single_runs(data, tmp_path, variant):
     train_path, _ = data
     model = model_config("dense_vae_tiny", prior="hierarchical", hp_variant=variant)
     cfg = tiny_config(model=model, epochs=3, rec_epochs=1)
-    res = train_ensemble(cfg, [0, 5], train_path, out_dir=tmp_path / "hp", progress=False)
-    for s in (0, 5):
-        single = train(cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False)
-        for a, b in zip(single.history, res.member(s).history, strict=True):
-            for key in ("loss", "distortion", "beta", "beta_p"):
-                assert rel(a[key], b[key]) < 1e-5, (s, a["epoch"], key, a[key], b[key])
+    res, singles = ensemble_and_single_runs(cfg, [0, 5], train_path, tmp_path)
+    for s, single in singles.items():
+        assert_same_history(single, res.member(s), ("loss", "distortion", "beta", "beta_p"), s)
 
 
 def test_phase1_guard_per_member(data, tmp_path):
     """The released loop's phase-1 guard fires per member as in the single run."""
     train_path, _ = data
     cfg = tiny_config(epochs=1, rec_epochs=1, phase1_guard=True, guard_threshold=1e-3)
-    res = train_ensemble(cfg, [0, 5], train_path, out_dir=tmp_path / "g", progress=False)
-    for s in (0, 5):
-        single = train(cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False)
-        a, b = single.history[0], res.member(s).history[0]
-        assert a["guard_steps"] == b["guard_steps"] > 0
-        assert rel(a["loss"], b["loss"]) < 1e-5
+    res, singles = ensemble_and_single_runs(cfg, [0, 5], train_path, tmp_path)
+    for s, single in singles.items():
+        assert_same_history(single, res.member(s), ("loss",), s)
+        assert single.history[0]["guard_steps"] == res.member(s).history[0]["guard_steps"] > 0
 
 
 def test_semi_supervised_members_equal_single_runs(data, tmp_path):
     """Labelled subsets and batches per member (own label generator), as in the single run."""
     train_path, _ = data
     cfg = tiny_config(epochs=2, rec_epochs=1, n_labeled=5, label_batch_size=3)
-    res = train_ensemble(cfg, [0, 5], train_path, out_dir=tmp_path / "ss", progress=False)
-    for s in (0, 5):
-        single = train(cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False)
-        for a, b in zip(single.history, res.member(s).history, strict=True):
-            for key in ("loss", "distortion", "label_loss", "beta"):
-                assert rel(a[key], b[key]) < 1e-5, (s, a["epoch"], key, a[key], b[key])
+    res, singles = ensemble_and_single_runs(cfg, [0, 5], train_path, tmp_path)
+    for s, single in singles.items():
+        assert_same_history(single, res.member(s), ("loss", "distortion", "label_loss", "beta"), s)
         saved = load_checkpoint(res.member(s).out_dir)["labeled_indices"]
         assert saved == load_checkpoint(single.checkpoint)["labeled_indices"]
         assert len(saved) == 5
@@ -207,8 +207,8 @@ def test_nan_member_stops_alone(data, tmp_path, monkeypatch):
     cfg = tiny_config(epochs=2)
     clean = train_ensemble(cfg, [0, 11], train_path, out_dir=tmp_path / "clean", progress=False)
 
-    real_build = training.build_model
-    bad_init = training.child_seeds(5)["init"]
+    real_build = _run.build_model
+    bad_init = _run.child_seeds(5)["init"]
 
     def build(config, seed, device):
         model = real_build(config, seed, device)
@@ -217,7 +217,7 @@ def test_nan_member_stops_alone(data, tmp_path, monkeypatch):
                 model.decoder.output_logvar.fill_(float("nan"))
         return model
 
-    monkeypatch.setattr(training, "build_model", build)
+    monkeypatch.setattr(_run, "build_model", build)
     res = train_ensemble(cfg, [0, 5, 11], train_path, out_dir=tmp_path / "nan", progress=False)
     bad = res.member(5)
     assert bad.status == "diverged"

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _configs import tiny_train_config
 from darcyvae.checkpoint import load_checkpoint, load_model
-from darcyvae.config import TrainConfig
 from darcyvae.dataset import DarcyDataset
 from darcyvae.evaluation import (
     SplitMetrics,
@@ -34,15 +34,11 @@ def run(tmp_path_factory, synthetic_h5):
     folder = tmp_path_factory.mktemp("eval")
     train_path = synthetic_h5(folder / "train.h5", n=48, grid=17, seed=0)
     test_path = synthetic_h5(folder / "test.h5", n=24, grid=17, seed=1)
-    cfg = TrainConfig(
+    cfg = tiny_train_config(
         model=model_config("dense_vae_tiny", prior="hierarchical"),
         epochs=12,
         rec_epochs=4,
-        batch_size=16,
-        lr_values=(5e-3,),
-        lr_milestones=(),
         normalize="channel",
-        eval_every=0,
         checkpoint_every=12,
     )
     result = train(cfg, train_path, test_path, out_dir=folder / "run", device="cpu", progress=False)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from darcyvae.config import TrainConfig
+from _configs import tiny_train_config
 from darcyvae.losses import (
     BetaSchedule,
     LossTerms,
@@ -112,19 +112,11 @@ def test_guarded_loss_sets_beta_to_one_above_the_threshold():
 def test_phase1_guard_in_training_counts_its_steps(vae_data, tmp_path):
     # A prior variance of 1e-12 makes L_reg ~ mu^2 / v far above 1e10.
     model = model_config("dense_vae_tiny", prior="scaled_gaussian", prior_variance=(1e-12, 1e-12))
-    base = {
-        "model": model,
-        "epochs": 1,
-        "rec_epochs": 1,
-        "batch_size": 16,
-        "lr_values": (1e-3,),
-        "lr_milestones": (),
-        "eval_every": 0,
-        "max_restarts": 0,
-    }
     runs = {}
     for guard in (False, True):
-        cfg = TrainConfig(**base, phase1_guard=guard)
+        cfg = tiny_train_config(
+            model=model, epochs=1, lr_values=(1e-3,), max_restarts=0, phase1_guard=guard
+        )
         runs[guard] = train(
             cfg, vae_data.train, out_dir=tmp_path / str(guard), device="cpu", progress=False
         ).history[0]

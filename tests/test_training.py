@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import functools
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from _configs import tiny_train_config
 from darcyvae.dataset import DarcyDataset
 from darcyvae.metrics import s_d
 from darcyvae.models import DenseVAE, HierarchicalPrior, VAEConfig, model_config
@@ -41,19 +43,7 @@ TINY = model_config("dense_vae_tiny")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def tiny_config(**kw) -> TrainConfig:
-    base = {
-        "model": TINY,
-        "epochs": 4,
-        "batch_size": 16,
-        "rec_epochs": 1,
-        "lr_values": (5e-3,),
-        "lr_milestones": (),
-        "checkpoint_every": 1,
-        "eval_every": 2,
-    }
-    base.update(kw)
-    return TrainConfig(**base)
+tiny_config = functools.partial(tiny_train_config, epochs=4, eval_every=2)
 
 
 @pytest.fixture

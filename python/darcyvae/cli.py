@@ -525,8 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Exit codes: 0 success; 2 an error darcyvae reports (bad input, a missing
     or damaged file, a locked folder, different data on resume, a diverged
-    run: ``DarcyvaeError``, ``ValueError``, ``TypeError``, ``OSError``,
-    ``TrainingDivergedError``), printed as one line; 3 an unexpected
+    run: ``DarcyvaeError`` (``TrainingDivergedError`` among them), ``ValueError``,
+    ``TypeError``, ``OSError``), printed as one line; 3 an unexpected
     exception, which is a bug in darcyvae; 130 interrupted. ``--debug``
     also prints the traceback.
     """
@@ -555,13 +555,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"darcyvae {args.command}: error: {_one_line(exc, args.command)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - reported as a bug, see the docstring
-        from .training import TrainingDivergedError
-
         if debug:
             traceback.print_exc()
-        if isinstance(exc, TrainingDivergedError):
-            print(f"darcyvae {args.command}: error: {_one_line(exc)}", file=sys.stderr)
-            return 2
         where = ""
         tb = traceback.extract_tb(exc.__traceback__)
         if tb:

@@ -50,6 +50,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _core
 from ._checks import as_float_array, check_choice, check_int, check_real
+from .errors import SolveAccuracyError
 
 __all__ = [
     "MAX_THREADS",
@@ -298,7 +299,7 @@ def _check_accuracy(
     if on_inaccurate == "warn":
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
         return
-    raise ValueError(msg)
+    raise SolveAccuracyError(msg)
 
 
 def _config(config: DarcyConfig | None, caller: str) -> DarcyConfig:
@@ -348,9 +349,10 @@ def solve(
     ------
     ValueError
         Non-square or too small ``K``, NaN/inf or non-positive entries, a
-        source of the wrong shape; a solution that misses
-        `RESIDUAL_TOLERANCE` after the pivoting fallback (unless
-        ``on_inaccurate="warn"``).
+        source of the wrong shape.
+    SolveAccuracyError
+        (a ``ValueError``) A solution that misses `RESIDUAL_TOLERANCE` after
+        the pivoting fallback (unless ``on_inaccurate="warn"``).
     TypeError
         Complex, boolean or non-numeric input, a config that is not a
         DarcyConfig.
@@ -444,9 +446,10 @@ def solve_batch(
     ------
     ValueError
         Bad shapes or values of ``permeability``, ``source``, ``out`` or
-        ``threads``; an unsupported ``dtype``; ``out`` overlapping the input;
-        an inaccurate sample (see ``on_inaccurate``; ``out`` then holds
-        partial results).
+        ``threads``; an unsupported ``dtype``; ``out`` overlapping the input.
+    SolveAccuracyError
+        (a ``ValueError``) An inaccurate sample (see ``on_inaccurate``;
+        ``out`` then holds partial results).
     TypeError
         Complex, boolean or non-numeric input, ``out`` not an ndarray.
     RuntimeError

@@ -10,9 +10,12 @@ from __future__ import annotations
 __all__ = [
     "DarcyvaeError",
     "DataMismatchError",
+    "EnsembleMemoryError",
     "FolderLockedError",
     "IntegrityError",
     "MissingDependencyError",
+    "SolveAccuracyError",
+    "TrainingDivergedError",
 ]
 
 
@@ -34,3 +37,16 @@ class DataMismatchError(DarcyvaeError, ValueError):
 
 class MissingDependencyError(DarcyvaeError, ImportError):
     """An optional package a feature needs is not installed; the message names the extra."""
+
+
+class SolveAccuracyError(DarcyvaeError, ValueError):
+    """A Darcy sample missed the bordered-residual tolerance (or its output is not finite)
+    after the core's pivoting fallback (``darcyvae.darcy``, ``on_inaccurate="raise"``)."""
+
+
+class EnsembleMemoryError(DarcyvaeError, MemoryError):
+    """The device ran out of memory for a block of K ensemble members."""
+
+
+class TrainingDivergedError(DarcyvaeError, RuntimeError):
+    """A NaN or inf loss; the last good checkpoint is kept on disk (``darcyvae.training``)."""

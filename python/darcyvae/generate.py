@@ -56,11 +56,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from numpy.typing import NDArray
-
 from ._checks import check_choice, check_int
-from ._generate_plan import RunPlan, SplitPlan, new_file, plan_run
+from ._generate_plan import RunPlan, SplitPlan, plan_run
 from ._hdf5_layout import (
     CHECKSUM_ATTR,
     COMPRESSIONS,
@@ -644,24 +641,3 @@ def verify_dataset(path: str | os.PathLike) -> None:
         checksum, or its data do not match it.
     """
     verify_checksum(path, "verify_dataset")
-
-
-# -- names kept for benchmarks/bench_generate.py --------------------------------------------
-def _create(path: Path, config: GenerateConfig, attrs: Mapping[str, Any]) -> Any:
-    """A new file of ``config``'s layout for the split ``attrs["split"]`` (benchmark helper)."""
-    return new_file(config, path, config.n_samples(attrs["split"]), attrs)
-
-
-def _make_chunk(
-    theta: NDArray[np.float32],
-    perm: NDArray[np.float32],
-    out: NDArray[np.float32],
-    compression: str | None,
-    level: int,
-    theta_rows: int,
-) -> Chunk:
-    """:func:`darcyvae._hdf5_layout.make_chunk` with a pool of its own (benchmark helper)."""
-    return _encoder(Encoding(compression, level, theta_rows))(theta, perm, out)
-
-
-_write_chunk = write_chunk

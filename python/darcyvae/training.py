@@ -21,28 +21,27 @@ TrainConfig, vae_loss, ...``).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 from torch import Tensor
 
+from . import _run
 from ._checks import check_int
 from ._device import resolve_device, to_device_async
 from ._io import atomic_write_text
 from ._lock import folder_lock
-from ._vaedata import as_dataset, check_fits, data_fingerprint, fingerprint_differences
+from ._run import build_model, child_seeds
+from ._vaedata import data_fingerprint, fingerprint_differences
 from .checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -54,11 +53,10 @@ from .checkpoint import (
     load_model,
     load_state,
     read_log,
-    save_checkpoint,
 )
-from .config import RUN_LENGTH_KEYS, TrainConfig, list_presets, load_preset
+from .config import TrainConfig, list_presets, load_preset
 from .dataset import DarcyDataset, make_loader
-from .errors import DataMismatchError
+from .errors import DataMismatchError, TrainingDivergedError
 from .evaluation import (
     LossSummary,
     OverRegularization,
@@ -66,8 +64,6 @@ from .evaluation import (
     detect_over_regularization,
     distortion_bound,
     evaluate_losses,
-    s_d_or_none,
-    split_metrics,
 )
 from .losses import (
     BetaSchedule,
@@ -83,7 +79,7 @@ from .losses import (
     update_beta,
     vae_loss,
 )
-from .models import DenseVAE, VAEConfig
+from .models import DenseVAE
 
 __all__ = [
     # re-exported from darcyvae.losses, .config, .checkpoint, .evaluation
@@ -120,10 +116,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(RuntimeError):
-    """A NaN or inf loss; the last good checkpoint is kept on disk."""
 
 
 @dataclass(frozen=True)
@@ -181,165 +173,10 @@ class TrainResult:
 # --------------------------------------------------------------------------- pieces of a run
 
 
-@contextlib.contextmanager
-def _deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
-    """Deterministic algorithms for the duration of a run; previous settings restored."""
-    if not enabled:
-        yield
-        return
-    prev_det = torch.are_deterministic_algorithms_enabled()
-    prev_bench = torch.backends.cudnn.benchmark
-    if device.type == "cuda":
-        # cuBLAS needs this for deterministic GEMMs (documented in RunConfig).
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(prev_det)
-        torch.backends.cudnn.benchmark = prev_bench
-
-
-def child_seeds(seed: int) -> dict[str, int]:
-    """The independent seeds a run with ``seed`` uses: ``init``, ``loader``, ``noise``, ``labels``.
-
-    ``init`` seeds parameter initialisation (``build_model``), ``loader`` the
-    shuffling generator, ``noise`` the reparameterisation generator (on the
-    training device), ``labels`` the labelled subset and batches. A batched
-    ensemble that uses them per member reproduces each member's single run.
-    """
-    states = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
-    s = [int(v >> np.uint64(1)) for v in states]  # torch wants < 2**63
-    return {"init": s[0], "loader": s[1], "noise": s[2], "labels": s[3]}
-
-
-def build_model(config: VAEConfig, seed: int, device: torch.device) -> DenseVAE:
-    """The DenseVAE a run initialises from ``child_seeds(seed)["init"]`` (global RNG untouched)."""
-    # Parameter initialisation draws from torch's global RNG; fork it so the
-    # caller's global state is left exactly as it was.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = DenseVAE(config)
-    return model.to(device)
-
-
-def _labeled_indices(config: TrainConfig, n: int, derived_seed: int) -> NDArray[np.int64] | None:
-    if not config.labels.n_labeled:
-        return None
-    seed = config.labels.seed if config.labels.seed is not None else derived_seed
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=config.labels.n_labeled, replace=False)).astype(np.int64)
-
-
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-@dataclass
-class _Run:
-    """The state of a run that a checkpoint holds, and what it is trained on."""
-
-    config: TrainConfig
-    model: DenseVAE
-    optimizer: torch.optim.Optimizer
-    schedule: BetaSchedule
-    loader_gen: torch.Generator
-    noise_gen: torch.Generator
-    label_gen: torch.Generator
-    label_idx: NDArray[np.int64] | None
-    train_set: DarcyDataset
-    test_set: DarcyDataset | None
-    device: torch.device
-    bound: float
-
-    @classmethod
-    def build(
-        cls,
-        config: TrainConfig,
-        train_set: DarcyDataset,
-        test_set: DarcyDataset | None,
-        device: torch.device,
-    ) -> _Run:
-        seeds = child_seeds(config.run.seed)
-        model = build_model(config.model, seeds["init"], device)
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=config.optim.lr_values[0], weight_decay=0.0
-        )
-        b = config.beta
-        schedule = BetaSchedule(
-            rec_epochs=b.rec_epochs,
-            beta0=b.beta0,
-            mode=b.mode,
-            fixed_beta=b.value,
-            nu=b.nu,
-            tau=b.tau,
-            adaptive_beta_p=config.beta_p_adaptive,
-            beta_p0=b.beta_p0,
-            device=device,
-        )
-        return cls(
-            config=config,
-            model=model,
-            optimizer=optimizer,
-            schedule=schedule,
-            loader_gen=torch.Generator().manual_seed(seeds["loader"]),
-            noise_gen=torch.Generator(device=device).manual_seed(seeds["noise"]),
-            label_gen=torch.Generator().manual_seed(seeds["labels"]),
-            label_idx=_labeled_indices(config, len(train_set), seeds["labels"]),
-            train_set=train_set,
-            test_set=test_set,
-            device=device,
-            bound=distortion_bound(train_set.y, reduction="sum"),
-        )
-
-    def labeled(self) -> tuple[Tensor, Tensor] | None:
-        if self.label_idx is None:
-            return None
-        idx = torch.as_tensor(self.label_idx, device=self.train_set.device)
-        return self.train_set.y[idx].to(self.device), self.train_set.theta[idx].to(self.device)
-
-
-def _save(run: _Run, path: Path, epoch_done: int) -> None:
-    """Write the checkpoint of ``run`` after ``epoch_done`` epochs (atomic, with checksum)."""
-    stats = run.train_set.stats
-    payload = {
-        "config": run.config.to_dict(),
-        "epoch": epoch_done,
-        "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "schedule": run.schedule.state_dict(),
-        "rng": {
-            "loader": run.loader_gen.get_state(),
-            "noise": run.noise_gen.get_state().cpu(),
-            "labels": run.label_gen.get_state(),
-        },
-        "labeled_indices": [] if run.label_idx is None else [int(i) for i in run.label_idx],
-        "normalization": None if stats is None else stats.to_dict(),
-        "train_path": str(run.train_set.path),
-        "data": data_fingerprint(run.train_set),
-        "distortion_bound": run.bound,
-    }
-    save_checkpoint(payload, path)
-
-
-def _check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
-    old = TrainConfig.from_dict(saved).to_flat_dict()
-    now = config.to_flat_dict()
-    keys = sorted(set(old) | set(now))
-    differ = [k for k in keys if k not in RUN_LENGTH_KEYS and old.get(k) != now.get(k)]
-    if differ:
-        msg = (
-            "train: the checkpoint was written with a different configuration "
-            f"(keys {differ}); only {list(RUN_LENGTH_KEYS)} may change on resume."
-        )
-        raise ValueError(msg)
-
-
-def _restore(run: _Run, path: Path, *, allow_data_change: bool) -> int:
+def _restore(run: _run.RunState, path: Path, *, allow_data_change: bool) -> int:
     """Load the checkpoint at ``path`` into ``run``; return the epoch to continue from."""
     ckpt = load_checkpoint(path, map_location=run.device)
-    _check_resume_config(ckpt["config"], run.config)
+    _run.check_resume_config(ckpt["config"], run.config)
     saved_data = ckpt.get("data")
     if saved_data is not None:
         differ = fingerprint_differences(saved_data, data_fingerprint(run.train_set))
@@ -374,18 +211,11 @@ def _label_term(
         pick = to_device_async(pick, y_l.device)
         y_l, theta_l = y_l[pick], theta_l[pick]
     mu, logvar = model.encode(y_l)
-    return label_loss(
-        mu,
-        logvar,
-        theta_l,
-        kind=config.labels.loss,
-        reduction=config.optim.reduction,
-        hierarchical=model.hierarchical,
-    ).mean()
+    return _run.label_term(mu, logvar, theta_l, config, hierarchical=model.hierarchical)
 
 
 def _train_epoch(
-    run: _Run, loader: Any, epoch: int, labeled: tuple[Tensor, Tensor] | None
+    run: _run.RunState, loader: Any, epoch: int, labeled: tuple[Tensor, Tensor] | None
 ) -> list[float]:
     """One epoch of optimiser steps.
 
@@ -426,71 +256,6 @@ def _train_epoch(
         schedule.step(epoch, terms.rec, terms.prior_nll)
         acc += torch.stack([loss, terms.rate, terms.distortion, lab]).detach() * len(y)
     return torch.cat([acc / len(run.train_set), fired]).tolist()
-
-
-def _epoch_eval(run: _Run, epoch: int) -> dict[str, Any]:
-    """S_D on train and test, test losses (eval mode, fixed per-epoch noise seed)."""
-    bs = run.config.run.eval_batch_size
-    rec: dict[str, Any] = {}
-    tr = evaluate_losses(run.model, run.train_set, batch_size=bs, seed=epoch)
-    rec["s_d_train"] = s_d_or_none(tr)
-    if run.test_set is not None:
-        te = evaluate_losses(run.model, run.test_set, batch_size=bs, seed=epoch)
-        rec.update(
-            test_loss=_finite(te.loss),
-            test_rate=_finite(te.rate),
-            test_distortion=_finite(te.distortion),
-            s_d_test=s_d_or_none(te),
-        )
-    return rec
-
-
-def _final_metrics(run: _Run) -> dict[str, SplitMetrics]:
-    cfg = run.config.run
-    out = {}
-    for name, data in (("train", run.train_set), ("test", run.test_set)):
-        if data is not None:
-            out[name] = split_metrics(
-                run.model,
-                data,
-                batch_size=cfg.eval_batch_size,
-                seed=0,
-                rate_tol=cfg.rate_tol,
-                rel_tol=cfg.rel_tol,
-            )
-    return out
-
-
-def _datasets(
-    config: TrainConfig,
-    train_data: DarcyDataset | str | os.PathLike,
-    test_data: DarcyDataset | str | os.PathLike | None,
-    device: torch.device,
-) -> tuple[DarcyDataset, DarcyDataset | None]:
-    normalize = config.run.normalize == "channel"
-    train_set = as_dataset(
-        train_data, normalize=normalize, stats=None, device=device, caller="train"
-    )
-    test_set = None
-    if test_data is not None:
-        test_set = as_dataset(
-            test_data, normalize=normalize, stats=train_set.stats, device=device, caller="train"
-        )
-    check_fits(config.model, train_set, "training", "train")
-    if test_set is not None:
-        check_fits(config.model, test_set, "test", "train")
-    n_labeled = config.labels.n_labeled
-    if n_labeled:
-        if n_labeled > len(train_set):
-            msg = f"train: n_labeled must be <= {len(train_set)} training samples; got {n_labeled}."
-            raise ValueError(msg)
-        if train_set.n_params != config.model.latent_dim:
-            msg = (
-                f"train: semi-supervised labels need latent_dim == s; got latent_dim "
-                f"{config.model.latent_dim} and s = {train_set.n_params}."
-            )
-            raise ValueError(msg)
-    return train_set, test_set
 
 
 # --------------------------------------------------------------------------- train
@@ -581,19 +346,19 @@ def train(
     if not resume and ckpt_path.exists():
         msg = f"train: {str(ckpt_path)!r} already exists; pass resume=True or pick another out_dir."
         raise FileExistsError(msg)
-    train_set, test_set = _datasets(config, train_data, test_data, dev)
+    train_set, test_set = _run.load_datasets(config, train_data, test_data, dev)
     with folder_lock(out, "darcyvae train"):
         for name in (CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, SUMMARY_NAME):
             clean_stale_tmp(out, name)
-        with _deterministic_mode(config.run.deterministic, dev):
-            run = _Run.build(config, train_set, test_set, dev)
+        with _run.deterministic_mode(config.run.deterministic, dev):
+            run = _run.RunState.build(config, train_set, test_set, dev)
             start = _restore(run, ckpt_path, allow_data_change=allow_data_change) if resume else 0
             # the log is checked before any file of the run is rewritten
             history = read_log(out / LOG_NAME, start)
             if resume:
                 log.info("train: resuming %s at epoch %d", out, start)
             history = _loop(run, out, start, history, progress)
-            final_metrics = _final_metrics(run)
+            final_metrics = _run.final_metrics(run)
     final: dict[str, Any] = {"distortion_bound": run.bound}
     final.update({name: m.to_dict() for name, m in final_metrics.items()})
     over = final_metrics["train"].over_regularization
@@ -622,7 +387,7 @@ def train(
 
 
 def _loop(
-    run: _Run, out: Path, start: int, history: list[dict[str, Any]], progress: bool
+    run: _run.RunState, out: Path, start: int, history: list[dict[str, Any]], progress: bool
 ) -> list[dict[str, Any]]:
     """Epochs ``start .. epochs - 1``: train, log, evaluate, checkpoint.
 
@@ -682,14 +447,14 @@ def _loop(
             last = epoch == epochs - 1
             every = config.run.eval_every
             if last or (every and (epoch + 1) % every == 0):
-                record.update(_epoch_eval(run, epoch))
+                record.update(_run.epoch_eval(run, epoch))
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             bar.set_postfix(loss=f"{sums[0]:.4g}", beta=f"{beta_now:.3g}", rate=f"{sums[1]:.3g}")
             if last or (epoch + 1) % config.run.checkpoint_every == 0:
-                _save(run, ckpt_path, epoch + 1)
+                _run.save_run(run, ckpt_path, epoch + 1)
     bar.close()
     return history
 

@@ -1,10 +1,10 @@
 """One block of members trained together: the engine behind ``train_ensemble``.
 
-Each member starts as the single run with its seed (``darcyvae.training._Run.build``:
+Each member starts as the single run with its seed (``darcyvae._run.RunState.build``:
 model, beta schedule, generators, labelled subset); the block stacks them into a
 ``BatchedDenseVAE``, a ``StackedAdam`` and (K,) beta tensors, computes every
 member's loss with ``darcyvae.losses.vae_loss`` vmapped over members, and hands a
-member back as a ``_Run`` (the single run's state) to evaluate, checkpoint and
+member back as a ``RunState`` (the single run's state) to evaluate, checkpoint and
 summarise it with the single run's own functions.
 """
 
@@ -27,6 +27,15 @@ from torch import Tensor, nn
 
 from .._device import to_device_async
 from .._io import atomic_write_text
+from .._run import (
+    RunState,
+    check_resume_config,
+    deterministic_mode,
+    epoch_eval,
+    final_metrics,
+    label_term,
+    save_run,
+)
 from .._vaedata import data_fingerprint, fingerprint_differences
 
 # --------------------------------------------------------------------------- single-run pieces
@@ -45,16 +54,8 @@ from ..checkpoint import (
 from ..config import TrainConfig
 from ..dataset import DarcyDataset, make_loader
 from ..errors import DataMismatchError
-from ..losses import guarded_loss, label_loss, learning_rate, vae_loss
+from ..losses import guarded_loss, learning_rate, vae_loss
 from ..models import VAENoise, VAEOutput
-from ..training import (
-    _check_resume_config,
-    _deterministic_mode,
-    _epoch_eval,
-    _final_metrics,
-    _Run,
-    _save,
-)
 from .batched import BatchedDenseVAE, StackedAdam, adam_member_state
 from .results import EnsembleMemoryError, MemberResult
 
@@ -95,7 +96,7 @@ def _train_block(
 ) -> list[MemberResult]:
     k, dev = len(spec.members), opts.device
     try:
-        with _deterministic_mode(config.run.deterministic, dev):
+        with deterministic_mode(config.run.deterministic, dev):
             return _EnsembleRun(config, spec, train_set, test_set, opts).train()
     except (torch.OutOfMemoryError, RuntimeError) as exc:
         text = str(exc).lower()
@@ -219,7 +220,7 @@ class _EnsembleRun:
         # Each member starts as the single run with its seed (model, beta schedule, generators).
         with _INIT_LOCK:  # initialisation seeds torch's global RNG (forked): one block at a time
             self.runs = [
-                _Run.build(config.replace(seed=s), train_set, test_set, dev) for s in self.seeds
+                RunState.build(config.replace(seed=s), train_set, test_set, dev) for s in self.seeds
             ]
         models = [r.model for r in self.runs]
         self.scratch = models[0]  # reloaded with a member's state when one is needed alone
@@ -261,8 +262,8 @@ class _EnsembleRun:
 
     def member_run(
         self, m: int, *, with_optimizer: bool = False, state: dict[str, Any] | None = None
-    ) -> _Run:
-        """Member ``m`` as the single run's ``_Run`` (the scratch model holds its state).
+    ) -> RunState:
+        """Member ``m`` as the single run's ``RunState`` (the scratch model holds its state).
 
         ``state``: a saved ensemble state (``load_ensemble_checkpoint``) instead of the live one.
         """
@@ -330,7 +331,7 @@ class _EnsembleRun:
     def restore(self) -> None:
         path = self.spec.checkpoint
         ckpt = load_ensemble_checkpoint(path, map_location=self.dev)
-        _check_resume_config(ckpt["config"], self.config)
+        check_resume_config(ckpt["config"], self.config)
         if list(ckpt["seeds"]) != self.seeds:
             msg = (
                 f"train_ensemble: {str(path)!r} holds seeds {list(ckpt['seeds'])}, not "
@@ -434,7 +435,7 @@ class _EnsembleRun:
                     if config.beta.phase1_guard and epoch < config.beta.rec_epochs:
                         record["guard_steps"] = int(sums[4][m])
                     if evaluate:
-                        record.update(_epoch_eval(self.member_run(m), epoch))
+                        record.update(epoch_eval(self.member_run(m), epoch))
                     record["seconds"] = seconds
                     histories[m].append(record)
                     log_files[m].write(json.dumps(record) + "\n")
@@ -536,14 +537,7 @@ class _EnsembleRun:
         mu, logvar = mu.float(), logvar.float()
 
         def one(mu: Tensor, logvar: Tensor, theta: Tensor) -> Tensor:
-            return label_loss(
-                mu,
-                logvar,
-                theta,
-                kind=cfg.labels.loss,
-                reduction=cfg.optim.reduction,
-                hierarchical=self.scratch.hierarchical,
-            ).mean()
+            return label_term(mu, logvar, theta, cfg, hierarchical=self.scratch.hierarchical)
 
         return torch.func.vmap(one)(mu, logvar, theta_l)
 
@@ -562,7 +556,7 @@ class _EnsembleRun:
             state = load_ensemble_checkpoint(saved, map_location=self.dev)
             if int(state["epoch"]) <= epoch:
                 run = self.member_run(m, with_optimizer=True, state=state)
-                _save(run, self.dirs[m] / CHECKPOINT_NAME, int(state["epoch"]))
+                save_run(run, self.dirs[m] / CHECKPOINT_NAME, int(state["epoch"]))
                 self.stopped[m]["checkpoint_epoch"] = int(state["epoch"])
 
     def _finish(self, m: int, history: list[dict[str, Any]], start: int) -> MemberResult:
@@ -585,8 +579,8 @@ class _EnsembleRun:
                 run_seed=seed,
             )
         run = self.member_run(m, with_optimizer=True)
-        _save(run, ckpt_path, self.epoch)
-        metrics = _final_metrics(run)
+        save_run(run, ckpt_path, self.epoch)
+        metrics = final_metrics(run)
         final: dict[str, Any] = {"distortion_bound": self.bound}
         final.update({name: s.to_dict() for name, s in metrics.items()})
         over = metrics["train"].over_regularization

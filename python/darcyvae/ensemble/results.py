@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import DarcyvaeError
+from ..errors import EnsembleMemoryError  # re-exported: its home was this module
 from ..evaluation import OverRegularization, SplitMetrics
 
 __all__ = [
@@ -20,10 +20,6 @@ __all__ = [
 
 ENSEMBLE_SUMMARY = "ensemble.json"
 """Summary of all members, in the ensemble's output folder."""
-
-
-class EnsembleMemoryError(DarcyvaeError, MemoryError):
-    """The device ran out of memory for a block of K members."""
 
 
 def member_dir(out_dir: str | os.PathLike, seed: int) -> Path:

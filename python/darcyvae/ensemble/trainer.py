@@ -24,11 +24,12 @@ from .._checks import check_choice
 from .._device import resolve_device
 from .._io import atomic_write_text
 from .._lock import folder_lock
+from .._run import load_datasets
 from ..checkpoint import CHECKPOINT_NAME, clean_stale_tmp
 from ..config import TrainConfig
 from ..dataset import DarcyDataset
 from ..errors import MissingDependencyError
-from ..training import _datasets, restart_seed
+from ..training import restart_seed
 from ._engine import ENSEMBLE_CHECKPOINT, _BlockSpec, _Options, _train_block
 from .results import ENSEMBLE_SUMMARY, EnsembleResult, MemberResult, member_dir
 from .seeds import check_seeds, split_blocks
@@ -178,7 +179,7 @@ def train_ensemble(
                 raise FileExistsError(msg)
     # Data that do not fit the model fail here, before any training starts.
     dev = resolve_device(device, "train_ensemble")
-    train_set, test_set = _datasets(config, train_data, test_data, dev)
+    train_set, test_set = load_datasets(config, train_data, test_data, dev)
     check_choice(precision, "precision", "train_ensemble", PRECISIONS)
     opts = _Options(dev, resume, progress, channels_last, allow_data_change, precision)
 
@@ -344,6 +345,6 @@ def _dask_block(
     """One block on a dask worker: the data are read there, onto the worker's device."""
     cfg = TrainConfig.from_dict(config)
     dev = resolve_device("auto" if device.startswith("cuda") else device, "train_ensemble")
-    train_set, test_set = _datasets(cfg, train_data, test_data, dev)
+    train_set, test_set = load_datasets(cfg, train_data, test_data, dev)
     worker_opts = dataclasses.replace(opts, device=dev, progress=False)
     return _train_block(cfg, spec, train_set, test_set, worker_opts)

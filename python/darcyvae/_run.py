@@ -1,0 +1,281 @@
+"""The pieces of one training run that ``darcyvae.training`` and ``darcyvae.ensemble`` share.
+
+A run's state (``RunState``: model, optimiser, beta schedule, generators,
+labelled subset, data) is built, checkpointed, evaluated and summarised by
+the same functions whether it trains alone (``train``) or as a member of a
+batched ensemble (``train_ensemble``), so that a member is the single run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch import Tensor
+
+from ._vaedata import as_dataset, check_fits, data_fingerprint
+from .checkpoint import save_checkpoint
+from .config import RUN_LENGTH_KEYS, TrainConfig
+from .dataset import DarcyDataset
+from .evaluation import SplitMetrics, distortion_bound, evaluate_losses, s_d_or_none, split_metrics
+from .losses import BetaSchedule, label_loss
+from .models import DenseVAE, VAEConfig
+
+__all__ = [
+    "RunState",
+    "build_model",
+    "check_resume_config",
+    "child_seeds",
+    "deterministic_mode",
+    "epoch_eval",
+    "final_metrics",
+    "label_term",
+    "load_datasets",
+    "save_run",
+]
+
+
+@contextlib.contextmanager
+def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
+    """Deterministic algorithms for the duration of a run; previous settings restored."""
+    if not enabled:
+        yield
+        return
+    prev_det = torch.are_deterministic_algorithms_enabled()
+    prev_bench = torch.backends.cudnn.benchmark
+    if device.type == "cuda":
+        # cuBLAS needs this for deterministic GEMMs (documented in RunConfig).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev_det)
+        torch.backends.cudnn.benchmark = prev_bench
+
+
+def child_seeds(seed: int) -> dict[str, int]:
+    """The independent seeds a run with ``seed`` uses: ``init``, ``loader``, ``noise``, ``labels``.
+
+    ``init`` seeds parameter initialisation (``build_model``), ``loader`` the
+    shuffling generator, ``noise`` the reparameterisation generator (on the
+    training device), ``labels`` the labelled subset and batches. A batched
+    ensemble that uses them per member reproduces each member's single run.
+    """
+    states = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
+    s = [int(v >> np.uint64(1)) for v in states]  # torch wants < 2**63
+    return {"init": s[0], "loader": s[1], "noise": s[2], "labels": s[3]}
+
+
+def build_model(config: VAEConfig, seed: int, device: torch.device) -> DenseVAE:
+    """The DenseVAE a run initialises from ``child_seeds(seed)["init"]`` (global RNG untouched)."""
+    # Parameter initialisation draws from torch's global RNG; fork it so the
+    # caller's global state is left exactly as it was.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = DenseVAE(config)
+    return model.to(device)
+
+
+def _labeled_indices(config: TrainConfig, n: int, derived_seed: int) -> NDArray[np.int64] | None:
+    if not config.labels.n_labeled:
+        return None
+    seed = config.labels.seed if config.labels.seed is not None else derived_seed
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=config.labels.n_labeled, replace=False)).astype(np.int64)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+@dataclass
+class RunState:
+    """The state of a run that a checkpoint holds, and what it is trained on."""
+
+    config: TrainConfig
+    model: DenseVAE
+    optimizer: torch.optim.Optimizer
+    schedule: BetaSchedule
+    loader_gen: torch.Generator
+    noise_gen: torch.Generator
+    label_gen: torch.Generator
+    label_idx: NDArray[np.int64] | None
+    train_set: DarcyDataset
+    test_set: DarcyDataset | None
+    device: torch.device
+    bound: float
+
+    @classmethod
+    def build(
+        cls,
+        config: TrainConfig,
+        train_set: DarcyDataset,
+        test_set: DarcyDataset | None,
+        device: torch.device,
+    ) -> RunState:
+        seeds = child_seeds(config.run.seed)
+        model = build_model(config.model, seeds["init"], device)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=config.optim.lr_values[0], weight_decay=0.0
+        )
+        b = config.beta
+        schedule = BetaSchedule(
+            rec_epochs=b.rec_epochs,
+            beta0=b.beta0,
+            mode=b.mode,
+            fixed_beta=b.value,
+            nu=b.nu,
+            tau=b.tau,
+            adaptive_beta_p=config.beta_p_adaptive,
+            beta_p0=b.beta_p0,
+            device=device,
+        )
+        return cls(
+            config=config,
+            model=model,
+            optimizer=optimizer,
+            schedule=schedule,
+            loader_gen=torch.Generator().manual_seed(seeds["loader"]),
+            noise_gen=torch.Generator(device=device).manual_seed(seeds["noise"]),
+            label_gen=torch.Generator().manual_seed(seeds["labels"]),
+            label_idx=_labeled_indices(config, len(train_set), seeds["labels"]),
+            train_set=train_set,
+            test_set=test_set,
+            device=device,
+            bound=distortion_bound(train_set.y, reduction="sum"),
+        )
+
+    def labeled(self) -> tuple[Tensor, Tensor] | None:
+        if self.label_idx is None:
+            return None
+        idx = torch.as_tensor(self.label_idx, device=self.train_set.device)
+        return self.train_set.y[idx].to(self.device), self.train_set.theta[idx].to(self.device)
+
+
+def save_run(run: RunState, path: Path, epoch_done: int) -> None:
+    """Write the checkpoint of ``run`` after ``epoch_done`` epochs (atomic, with checksum)."""
+    stats = run.train_set.stats
+    payload = {
+        "config": run.config.to_dict(),
+        "epoch": epoch_done,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "rng": {
+            "loader": run.loader_gen.get_state(),
+            "noise": run.noise_gen.get_state().cpu(),
+            "labels": run.label_gen.get_state(),
+        },
+        "labeled_indices": [] if run.label_idx is None else [int(i) for i in run.label_idx],
+        "normalization": None if stats is None else stats.to_dict(),
+        "train_path": str(run.train_set.path),
+        "data": data_fingerprint(run.train_set),
+        "distortion_bound": run.bound,
+    }
+    save_checkpoint(payload, path)
+
+
+def check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse to resume with a configuration that differs beyond ``RUN_LENGTH_KEYS``."""
+    old = TrainConfig.from_dict(saved).to_flat_dict()
+    now = config.to_flat_dict()
+    keys = sorted(set(old) | set(now))
+    differ = [k for k in keys if k not in RUN_LENGTH_KEYS and old.get(k) != now.get(k)]
+    if differ:
+        msg = (
+            "train: the checkpoint was written with a different configuration "
+            f"(keys {differ}); only {list(RUN_LENGTH_KEYS)} may change on resume."
+        )
+        raise ValueError(msg)
+
+
+def epoch_eval(run: RunState, epoch: int) -> dict[str, Any]:
+    """S_D on train and test, test losses (eval mode, fixed per-epoch noise seed)."""
+    bs = run.config.run.eval_batch_size
+    rec: dict[str, Any] = {}
+    tr = evaluate_losses(run.model, run.train_set, batch_size=bs, seed=epoch)
+    rec["s_d_train"] = s_d_or_none(tr)
+    if run.test_set is not None:
+        te = evaluate_losses(run.model, run.test_set, batch_size=bs, seed=epoch)
+        rec.update(
+            test_loss=_finite(te.loss),
+            test_rate=_finite(te.rate),
+            test_distortion=_finite(te.distortion),
+            s_d_test=s_d_or_none(te),
+        )
+    return rec
+
+
+def final_metrics(run: RunState) -> dict[str, SplitMetrics]:
+    """The final ``SplitMetrics`` of the run's model on its train (and test) data."""
+    cfg = run.config.run
+    out = {}
+    for name, data in (("train", run.train_set), ("test", run.test_set)):
+        if data is not None:
+            out[name] = split_metrics(
+                run.model,
+                data,
+                batch_size=cfg.eval_batch_size,
+                seed=0,
+                rate_tol=cfg.rate_tol,
+                rel_tol=cfg.rel_tol,
+            )
+    return out
+
+
+def load_datasets(
+    config: TrainConfig,
+    train_data: DarcyDataset | str | os.PathLike,
+    test_data: DarcyDataset | str | os.PathLike | None,
+    device: torch.device,
+) -> tuple[DarcyDataset, DarcyDataset | None]:
+    """The train (and test) datasets of a run, normalised per ``config`` and checked to fit it."""
+    normalize = config.run.normalize == "channel"
+    train_set = as_dataset(
+        train_data, normalize=normalize, stats=None, device=device, caller="train"
+    )
+    test_set = None
+    if test_data is not None:
+        test_set = as_dataset(
+            test_data, normalize=normalize, stats=train_set.stats, device=device, caller="train"
+        )
+    check_fits(config.model, train_set, "training", "train")
+    if test_set is not None:
+        check_fits(config.model, test_set, "test", "train")
+    n_labeled = config.labels.n_labeled
+    if n_labeled:
+        if n_labeled > len(train_set):
+            msg = f"train: n_labeled must be <= {len(train_set)} training samples; got {n_labeled}."
+            raise ValueError(msg)
+        if train_set.n_params != config.model.latent_dim:
+            msg = (
+                f"train: semi-supervised labels need latent_dim == s; got latent_dim "
+                f"{config.model.latent_dim} and s = {train_set.n_params}."
+            )
+            raise ValueError(msg)
+    return train_set, test_set
+
+
+def label_term(
+    mu: Tensor, logvar: Tensor, theta: Tensor, config: TrainConfig, *, hierarchical: bool
+) -> Tensor:
+    """The semi-supervised label loss of a labelled batch's codes under ``config`` (SPEC 4f):
+    ``label_loss`` of the configured kind and reduction, averaged over the batch."""
+    return label_loss(
+        mu,
+        logvar,
+        theta,
+        kind=config.labels.loss,
+        reduction=config.optim.reduction,
+        hierarchical=hierarchical,
+    ).mean()
