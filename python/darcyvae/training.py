@@ -225,11 +225,20 @@ def build_model(config: VAEConfig, seed: int, device: torch.device) -> DenseVAE:
 
 
 def _labeled_indices(config: TrainConfig, n: int, derived_seed: int) -> NDArray[np.int64] | None:
-    if not config.labels.n_labeled:
+    """Indices of the labelled pairs in their source set (SPEC 4f); None without labels.
+
+    ``labels.source="train"``: a sorted random subset of the ``n`` training
+    samples (``labels.seed``, else ``derived_seed``); ``"test"``: the first
+    n_l samples of the test set, as in the authors' code.
+    """
+    n_l = config.labels.n_labeled
+    if not n_l:
         return None
+    if config.labels.source == "test":
+        return np.arange(n_l, dtype=np.int64)
     seed = config.labels.seed if config.labels.seed is not None else derived_seed
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=config.labels.n_labeled, replace=False)).astype(np.int64)
+    return np.sort(rng.choice(n, size=n_l, replace=False)).astype(np.int64)
 
 
 def _finite(x: float) -> float | None:
@@ -294,10 +303,15 @@ class _Run:
         )
 
     def labeled(self) -> tuple[Tensor, Tensor] | None:
+        """The labelled pairs (y, theta) on the training device, or None (SPEC 4f)."""
         if self.label_idx is None:
             return None
-        idx = torch.as_tensor(self.label_idx, device=self.train_set.device)
-        return self.train_set.y[idx].to(self.device), self.train_set.theta[idx].to(self.device)
+        source = self.test_set if self.config.labels.source == "test" else self.train_set
+        if source is None:  # pragma: no cover - _datasets refuses this before training
+            msg = "train: labels.source='test' needs test data."
+            raise ValueError(msg)
+        idx = torch.as_tensor(self.label_idx, device=source.device)
+        return source.y[idx].to(self.device), source.theta[idx].to(self.device)
 
 
 def _save(run: _Run, path: Path, epoch_done: int) -> None:
@@ -315,6 +329,10 @@ def _save(run: _Run, path: Path, epoch_done: int) -> None:
             "labels": run.label_gen.get_state(),
         },
         "labeled_indices": [] if run.label_idx is None else [int(i) for i in run.label_idx],
+        "labeled_source": run.config.labels.source,
+        "labeled_data": None
+        if run.label_idx is None or run.config.labels.source != "test" or run.test_set is None
+        else data_fingerprint(run.test_set),
         "normalization": None if stats is None else stats.to_dict(),
         "train_path": str(run.train_set.path),
         "data": data_fingerprint(run.train_set),
@@ -362,26 +380,74 @@ def _restore(run: _Run, path: Path, *, allow_data_change: bool) -> int:
     return int(ckpt["epoch"])
 
 
+def _label_batch(
+    labeled: tuple[Tensor, Tensor], config: TrainConfig, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """This step's labelled pairs: all of them, or ``labels.batch_size`` drawn from ``generator``."""
+    y_l, theta_l = labeled
+    if len(y_l) > config.labels.batch_size:
+        pick = torch.randperm(len(y_l), generator=generator)[: config.labels.batch_size]
+        pick = to_device_async(pick, y_l.device)
+        y_l, theta_l = y_l[pick], theta_l[pick]
+    return y_l, theta_l
+
+
+def _label_value(
+    mu: Tensor, logvar: Tensor, theta: Tensor, config: TrainConfig, hierarchical: bool
+) -> Tensor:
+    """The label term averaged over the labelled pairs (SPEC 4f)."""
+    return label_loss(
+        mu,
+        logvar,
+        theta,
+        kind=config.labels.loss,
+        reduction=config.optim.reduction,
+        hierarchical=hierarchical,
+        dim_reduction=config.labels.dim_reduction,
+    ).mean()
+
+
 def _label_term(
     model: DenseVAE,
     labeled: tuple[Tensor, Tensor],
     config: TrainConfig,
     generator: torch.Generator,
 ) -> Tensor:
-    y_l, theta_l = labeled
-    if len(y_l) > config.labels.batch_size:
-        pick = torch.randperm(len(y_l), generator=generator)[: config.labels.batch_size]
-        pick = to_device_async(pick, y_l.device)
-        y_l, theta_l = y_l[pick], theta_l[pick]
+    """``labels.forward="separate"``: a second encoder pass on the labelled batch."""
+    y_l, theta_l = _label_batch(labeled, config, generator)
     mu, logvar = model.encode(y_l)
-    return label_loss(
-        mu,
-        logvar,
-        theta_l,
-        kind=config.labels.loss,
-        reduction=config.optim.reduction,
-        hierarchical=model.hierarchical,
-    ).mean()
+    return _label_value(mu, logvar, theta_l, config, model.hierarchical)
+
+
+class _ConcatForward:
+    """``labels.forward="concat"`` (SPEC 4f): stands in for the model in ``vae_loss``.
+
+    Calling it runs the model once on [y; y_l] (so BatchNorm normalises the
+    unlabelled and the labelled fields together, and one reparameterisation
+    draw of shape (len(y) + n_l, n) comes from the generator) and returns the
+    unlabelled part of the output, on which ``vae_loss`` takes L_rec and
+    L_reg; the encoder outputs of the labelled part are kept in ``labeled``.
+    """
+
+    def __init__(self, model: DenseVAE, y_l: Tensor) -> None:
+        self.model = model
+        self.prior = model.prior
+        self.y_l = y_l
+        self.labeled: tuple[Tensor, Tensor] | None = None
+
+    def __call__(
+        self, y: Tensor, *, generator: torch.Generator | None = None, noise: Any = None
+    ) -> Any:
+        """The ``VAEOutput`` of the unlabelled part of one forward pass on [y; y_l]."""
+        if noise is not None:  # pragma: no cover - the training loop never passes noise
+            msg = "train: the concatenated forward draws its own noise."
+            raise ValueError(msg)
+        out = self.model(torch.cat([y, self.y_l]), generator=generator)
+        b = len(y)
+        self.labeled = (out.mu[b:], out.logvar[b:])
+        return out._replace(
+            mu=out.mu[:b], logvar=out.logvar[:b], z=out.z[:b], y_mean=out.y_mean[:b]
+        )
 
 
 def _train_epoch(
@@ -403,8 +469,12 @@ def _train_epoch(
     for y, _ in loader:
         y = y.to(dev, non_blocking=True)
         beta, beta_p = schedule.weights(epoch)
+        concat = None
+        if labeled is not None and config.labels.forward == "concat":
+            y_l, theta_l = _label_batch(labeled, config, run.label_gen)
+            concat = _ConcatForward(model, y_l)
         terms = vae_loss(
-            model,
+            model if concat is None else concat,  # type: ignore[arg-type]
             y,
             beta=beta,
             beta_p=beta_p,
@@ -417,7 +487,10 @@ def _train_epoch(
             loss, triggered = guarded_loss(terms, config.beta.guard_threshold)
             fired += triggered
         lab = torch.zeros((), device=dev)
-        if labeled is not None and config.labels.weight > 0:
+        if concat is not None and concat.labeled is not None:
+            lab = _label_value(*concat.labeled, theta_l, config, model.hierarchical)
+            loss = loss + config.labels.weight * lab
+        elif labeled is not None and config.labels.weight > 0:
             lab = _label_term(model, labeled, config, run.label_gen)
             loss = loss + config.labels.weight * lab
         run.optimizer.zero_grad(set_to_none=True)
@@ -481,7 +554,21 @@ def _datasets(
         check_fits(config.model, test_set, "test", "train")
     n_labeled = config.labels.n_labeled
     if n_labeled:
-        if n_labeled > len(train_set):
+        if config.labels.source == "test":
+            if test_set is None:
+                msg = (
+                    f"train: labels.source='test' takes the {n_labeled} labelled pairs from the "
+                    "test data (SPEC 4f), but no test data were given; pass test_data or use "
+                    "labels.source='train'."
+                )
+                raise ValueError(msg)
+            if n_labeled > len(test_set):
+                msg = (
+                    f"train: with labels.source='test', n_labeled must be <= {len(test_set)} "
+                    f"test samples; got {n_labeled}."
+                )
+                raise ValueError(msg)
+        elif n_labeled > len(train_set):
             msg = f"train: n_labeled must be <= {len(train_set)} training samples; got {n_labeled}."
             raise ValueError(msg)
         if train_set.n_params != config.model.latent_dim:
