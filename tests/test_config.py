@@ -104,6 +104,9 @@ _VALUES = {
     "n_labeled": st.integers(0, 512),
     "label_loss": st.sampled_from(["nll", "mse"]),
     "label_seed": st.none() | st.integers(0, 2**32),
+    "label_source": st.sampled_from(["train", "test"]),
+    "label_forward": st.sampled_from(["separate", "concat"]),
+    "label_dim_reduction": st.sampled_from(["rate", "sum"]),
     "normalize": st.sampled_from(["none", "channel"]),
     "seed": st.integers(0, 2**62),
     "deterministic": st.booleans(),
@@ -126,3 +129,48 @@ def test_flat_and_sectioned_forms_agree(flat):
     for key, value in flat.items():
         section, name = FLAT_KEYS[key]
         assert getattr(getattr(cfg, section), name) == value
+
+
+def test_label_options_default_to_the_original_setup_and_reject_unknown_values():
+    labels = TrainConfig().labels
+    assert (labels.source, labels.forward, labels.dim_reduction) == ("train", "separate", "rate")
+    cfg = TrainConfig(label_source="test", label_forward="concat", label_dim_reduction="sum")
+    assert (cfg.labels.source, cfg.labels.forward, cfg.labels.dim_reduction) == (
+        "test",
+        "concat",
+        "sum",
+    )
+    # a config written before these options existed loads with the original setup
+    old = TrainConfig(n_labeled=3).to_dict()
+    for key in ("source", "forward", "dim_reduction"):
+        del old["labels"][key]
+    assert TrainConfig.from_dict(old) == TrainConfig(n_labeled=3)
+    for key, bad, expected in (
+        ("label_source", "val", "'train', 'test'"),
+        ("label_forward", "joint", "'separate', 'concat'"),
+        ("label_dim_reduction", "mean", "'rate', 'sum'"),
+    ):
+        with pytest.raises(ValueError, match=expected):
+            TrainConfig(**{key: bad})
+
+
+def test_semisupervised_preset_is_the_released_setup():
+    cfg = load_preset("kle2_semisupervised")
+    lab = cfg.labels
+    assert (lab.source, lab.forward, lab.dim_reduction, lab.loss, lab.weight) == (
+        "test",
+        "concat",
+        "sum",
+        "nll",
+        1.0,
+    )
+    assert lab.batch_size >= 512  # every labelled pair in every step, whatever n_labeled
+    assert (cfg.model.prior, cfg.model.prior_variance) == ("scaled_gaussian", (1.0, 2.0))
+    o = cfg.optim
+    assert (o.epochs, o.batch_size, o.lr_values, o.lr_milestones) == (
+        20000,
+        512,
+        (1e-3, 5e-4),
+        (18000,),
+    )
+    assert cfg.beta.rec_epochs == 10000

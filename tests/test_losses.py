@@ -12,6 +12,7 @@ from darcyvae.losses import (
     LossTerms,
     guarded_loss,
     hierarchical_bound_terms,
+    label_loss,
     update_beta,
     vae_loss,
 )
@@ -125,3 +126,36 @@ def test_phase1_guard_in_training_counts_its_steps(vae_data, tmp_path):
     # beta = 1 instead of 1e-7: the logged loss carries the huge rate.
     assert runs[True]["loss"] > 1e10
     assert runs[False]["loss"] < 1e-6 * runs[True]["loss"]
+
+
+def test_label_loss_summed_over_latent_dims_by_hand():
+    # The released semi-supervised term (SPEC 4f): -sum_k log N(theta_k; mu_k, sigma_k^2)
+    # per labelled pair, whatever the reduction of the rest of the loss.
+    mu = torch.tensor([[0.0, 1.0], [2.0, -1.0]], dtype=torch.float64)
+    logvar = torch.tensor([[0.0, math.log(4.0)], [math.log(0.25), 0.0]], dtype=torch.float64)
+    theta = torch.tensor([[1.0, 1.0], [1.5, 0.0]], dtype=torch.float64)
+
+    def nll(t, m, v):
+        return 0.5 * (math.log(2 * math.pi * v) + (t - m) ** 2 / v)
+
+    hand = [
+        nll(1.0, 0.0, 1.0) + nll(1.0, 1.0, 4.0),
+        nll(1.5, 2.0, 0.25) + nll(0.0, -1.0, 1.0),
+    ]
+    for reduction in ("mean", "sum"):
+        for hierarchical in (False, True):
+            got = label_loss(
+                mu,
+                logvar,
+                theta,
+                reduction=reduction,
+                hierarchical=hierarchical,
+                dim_reduction="sum",
+            )
+            assert got.tolist() == pytest.approx(hand, rel=1e-12)
+    # "rate" (the default) averages over the 2 dimensions in the mean reduction without HP
+    assert label_loss(mu, logvar, theta).tolist() == pytest.approx([h / 2 for h in hand])
+    mse = label_loss(mu, logvar, theta, kind="mse", dim_reduction="sum")
+    assert mse.tolist() == pytest.approx([1.0, 0.25 + 1.0])
+    with pytest.raises(ValueError, match="dim_reduction must be one of 'rate', 'sum'"):
+        label_loss(mu, logvar, theta, dim_reduction="mean")

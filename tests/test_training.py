@@ -602,3 +602,160 @@ def test_data_must_fit_the_model(data, tmp_path):
         )
     with pytest.raises(TypeError, match="config must be a TrainConfig"):
         train({"epochs": 1}, data[0], out_dir=tmp_path / "t", device="cpu")
+
+
+# --------------------------------------------------------------------------- released semi-supervised setup
+
+RELEASED_LABELS = {"label_source": "test", "label_forward": "concat", "label_dim_reduction": "sum"}
+
+
+def _bn_buffers(state):
+    return {k: v.clone() for k, v in state.items() if k.endswith(("running_mean", "running_var"))}
+
+
+def test_concat_forward_step_matches_a_hand_built_reference(data, tmp_path):
+    # One full-batch step (64 unlabelled + the first 5 test samples), rebuilt by hand:
+    # the same initialisation, batch order and noise, one forward on the concatenation.
+    from darcyvae._vaedata import data_fingerprint
+    from darcyvae.dataset import make_loader
+    from darcyvae.training import build_model, child_seeds
+
+    cfg = tiny_config(
+        epochs=1, batch_size=64, rec_epochs=1, eval_every=0, n_labeled=5, seed=3, **RELEASED_LABELS
+    )
+    result = train(cfg, *data, out_dir=tmp_path / "run", device="cpu", progress=False)
+    train_set, test_set = DarcyDataset(data[0]), DarcyDataset(data[1])
+    seeds = child_seeds(3)
+    model = build_model(cfg.model, seeds["init"], torch.device("cpu"))
+    model.train()
+    loader = make_loader(
+        train_set,
+        batch_size=64,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seeds["loader"]),
+    )
+    ((y, _),) = list(loader)
+    y_l, theta_l = test_set.y[:5], test_set.theta[:5]
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        out = model(torch.cat([y, y_l]), generator=torch.Generator().manual_seed(seeds["noise"]))
+        n = 17 * 17
+        rec = reconstruction_loss(y, out.y_mean[:64], out.y_logvar, reduction="sum").mean() / n
+        reg = gaussian_kl(out.mu[:64], out.logvar[:64]).mean(dim=1).mean()
+    mu, var = out.mu[64:].double().numpy(), out.logvar[64:].exp().double().numpy()
+    lab = np.mean(np.sum(-stats.norm.logpdf(theta_l.double().numpy(), mu, np.sqrt(var)), axis=1))
+    record = result.history[0]
+    assert record["label_loss"] == pytest.approx(lab, rel=1e-5)
+    assert record["loss"] == pytest.approx(float(rec) + 1e-7 * float(reg) + lab, rel=1e-5)
+    # BatchNorm normalised the unlabelled and the labelled fields together: every running
+    # statistic after the step is the one of the concatenated batch, not of the 64 alone.
+    ckpt = load_checkpoint(tmp_path / "run")
+    saved, concat = _bn_buffers(ckpt["model"]), _bn_buffers(model.state_dict())
+    model.load_state_dict(ref)
+    with torch.no_grad():
+        model(y, generator=torch.Generator().manual_seed(seeds["noise"]))
+    alone = _bn_buffers(model.state_dict())
+    assert saved
+    for k in saved:
+        torch.testing.assert_close(saved[k], concat[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(saved[k], alone[k], rtol=1e-3) for k in saved)
+    # the checkpoint records where the labels came from
+    assert ckpt["labeled_source"] == "test"
+    assert ckpt["labeled_indices"] == [0, 1, 2, 3, 4]
+    assert ckpt["labeled_data"] == data_fingerprint(test_set)
+
+
+def test_test_source_labels_are_the_first_test_samples(data, tmp_path):
+    from darcyvae._run import RunState as _Run
+    from darcyvae._run import load_datasets as _datasets
+
+    cfg = tiny_config(n_labeled=7, label_source="test")
+    train_set, test_set = _datasets(cfg, *data, torch.device("cpu"))
+    run = _Run.build(cfg, train_set, test_set, torch.device("cpu"))
+    y_l, theta_l = run.labeled()
+    test = DarcyDataset(data[1])
+    assert torch.equal(y_l, test.y[:7])
+    assert torch.equal(theta_l, test.theta[:7])
+    # the label seed and the run seed do not change them
+    cfg2 = cfg.replace(seed=5, label_seed=11)
+    run2 = _Run.build(cfg2, *_datasets(cfg2, *data, torch.device("cpu")), torch.device("cpu"))
+    assert torch.equal(run2.labeled()[1], theta_l)
+    # the original setup draws a subset of the training set
+    cfg3 = cfg.replace(label_source="train", label_seed=11)
+    run3 = _Run.build(cfg3, *_datasets(cfg3, *data, torch.device("cpu")), torch.device("cpu"))
+    idx = torch.as_tensor(run3.label_idx)
+    assert torch.equal(run3.labeled()[1], DarcyDataset(data[0]).theta[idx])
+
+
+def test_released_labels_bad_inputs(data, tmp_path):
+    from darcyvae.ensemble import train_ensemble
+
+    cfg = tiny_config(epochs=1, n_labeled=5, **RELEASED_LABELS)
+    with pytest.raises(ValueError, match="no test data were given"):
+        train(cfg, data[0], out_dir=tmp_path / "a", device="cpu", progress=False)
+    with pytest.raises(ValueError, match="n_labeled must be <= 32 test samples; got 33"):
+        train(cfg.replace(n_labeled=33), *data, out_dir=tmp_path / "b", device="cpu")
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()
+    # the batched ensemble trainer refuses what it does not implement, naming the settings
+    for key, value in RELEASED_LABELS.items():
+        one = tiny_config(epochs=1, n_labeled=5, **{key: value})
+        with pytest.raises(ValueError, match=rf"got labels\.{key.removeprefix('label_')}="):
+            train_ensemble(one, [0, 1], *data, out_dir=tmp_path / "e", device="cpu")
+    assert not (tmp_path / "e").exists()
+
+
+def test_released_labels_resume_exactly(data, tmp_path):
+    cfg = tiny_config(
+        epochs=3,
+        rec_epochs=1,
+        n_labeled=6,
+        label_batch_size=4,
+        deterministic=True,
+        seed=2,
+        eval_every=0,
+        **RELEASED_LABELS,
+    )
+    full = train(cfg, *data, out_dir=tmp_path / "full", device="cpu", progress=False)
+    train(cfg.replace(epochs=1), *data, out_dir=tmp_path / "part", device="cpu", progress=False)
+    resumed = train(
+        cfg, *data, out_dir=tmp_path / "part", device="cpu", resume=True, progress=False
+    )
+    keys = ("loss", "rate", "distortion", "beta", "label_loss")
+    assert [[r[k] for k in keys] for r in full.history] == [
+        [r[k] for k in keys] for r in resumed.history
+    ]
+    sa = load_checkpoint(tmp_path / "full")["model"]
+    sb = load_checkpoint(tmp_path / "part")["model"]
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def test_released_labels_pull_the_latent_towards_theta(data, tmp_path):
+    # 8 labelled test pairs in the concatenated forward: the latent lines up with theta
+    # (z_k <-> theta_k, SPEC 4f) far better than in the same seeded run without labels.
+    common = {
+        "epochs": 20,
+        "rec_epochs": 5,
+        "lr_values": (1e-2,),
+        "eval_every": 0,
+        "checkpoint_every": 20,
+    }
+    plain = train(
+        tiny_config(**common), *data, out_dir=tmp_path / "u", device="cpu", progress=False
+    )
+    semi = train(
+        tiny_config(n_labeled=8, **RELEASED_LABELS, **common),
+        *data,
+        out_dir=tmp_path / "s",
+        device="cpu",
+        progress=False,
+    )
+    ds = DarcyDataset(data[0])
+
+    def error(result):
+        z = evaluate_losses(load_model(result.checkpoint), ds).z_mean
+        return float(np.mean((z - ds.theta.numpy()) ** 2))
+
+    assert error(semi) < 0.2 * error(plain)
+    assert semi.final["train"]["s_d"] > plain.final["train"]["s_d"] + 0.1
+    assert "label_loss" in semi.history[0]

@@ -87,11 +87,20 @@ def build_model(config: VAEConfig, seed: int, device: torch.device) -> DenseVAE:
 
 
 def _labeled_indices(config: TrainConfig, n: int, derived_seed: int) -> NDArray[np.int64] | None:
-    if not config.labels.n_labeled:
+    """Indices of the labelled pairs in their source set (SPEC 4f); None without labels.
+
+    ``labels.source="train"``: a sorted random subset of the ``n`` training
+    samples (``labels.seed``, else ``derived_seed``); ``"test"``: the first
+    n_l samples of the test set, as in the authors' code.
+    """
+    n_l = config.labels.n_labeled
+    if not n_l:
         return None
+    if config.labels.source == "test":
+        return np.arange(n_l, dtype=np.int64)
     seed = config.labels.seed if config.labels.seed is not None else derived_seed
     rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(n, size=config.labels.n_labeled, replace=False)).astype(np.int64)
+    return np.sort(rng.choice(n, size=n_l, replace=False)).astype(np.int64)
 
 
 def _finite(x: float) -> float | None:
@@ -156,10 +165,15 @@ class RunState:
         )
 
     def labeled(self) -> tuple[Tensor, Tensor] | None:
+        """The labelled pairs (y, theta) on the training device, or None (SPEC 4f)."""
         if self.label_idx is None:
             return None
-        idx = torch.as_tensor(self.label_idx, device=self.train_set.device)
-        return self.train_set.y[idx].to(self.device), self.train_set.theta[idx].to(self.device)
+        source = self.test_set if self.config.labels.source == "test" else self.train_set
+        if source is None:  # pragma: no cover - load_datasets refuses this before training
+            msg = "train: labels.source='test' needs test data."
+            raise ValueError(msg)
+        idx = torch.as_tensor(self.label_idx, device=source.device)
+        return source.y[idx].to(self.device), source.theta[idx].to(self.device)
 
 
 def save_run(run: RunState, path: Path, epoch_done: int) -> None:
@@ -177,6 +191,10 @@ def save_run(run: RunState, path: Path, epoch_done: int) -> None:
             "labels": run.label_gen.get_state(),
         },
         "labeled_indices": [] if run.label_idx is None else [int(i) for i in run.label_idx],
+        "labeled_source": run.config.labels.source,
+        "labeled_data": None
+        if run.label_idx is None or run.config.labels.source != "test" or run.test_set is None
+        else data_fingerprint(run.test_set),
         "normalization": None if stats is None else stats.to_dict(),
         "train_path": str(run.train_set.path),
         "data": data_fingerprint(run.train_set),
@@ -254,7 +272,21 @@ def load_datasets(
         check_fits(config.model, test_set, "test", "train")
     n_labeled = config.labels.n_labeled
     if n_labeled:
-        if n_labeled > len(train_set):
+        if config.labels.source == "test":
+            if test_set is None:
+                msg = (
+                    f"train: labels.source='test' takes the {n_labeled} labelled pairs from the "
+                    "test data (SPEC 4f), but no test data were given; pass test_data or use "
+                    "labels.source='train'."
+                )
+                raise ValueError(msg)
+            if n_labeled > len(test_set):
+                msg = (
+                    f"train: with labels.source='test', n_labeled must be <= {len(test_set)} "
+                    f"test samples; got {n_labeled}."
+                )
+                raise ValueError(msg)
+        elif n_labeled > len(train_set):
             msg = f"train: n_labeled must be <= {len(train_set)} training samples; got {n_labeled}."
             raise ValueError(msg)
         if train_set.n_params != config.model.latent_dim:
@@ -278,4 +310,5 @@ def label_term(
         kind=config.labels.loss,
         reduction=config.optim.reduction,
         hierarchical=hierarchical,
+        dim_reduction=config.labels.dim_reduction,
     ).mean()

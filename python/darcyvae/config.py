@@ -26,11 +26,13 @@ from typing import Any
 
 from . import _toml
 from ._checks import check_choice, check_int, check_real, config_kwargs
-from .losses import BETA_MODES, LABEL_LOSSES, REDUCTIONS
+from .losses import BETA_MODES, LABEL_DIM_REDUCTIONS, LABEL_LOSSES, REDUCTIONS
 from .models import VAEConfig
 
 __all__ = [
     "FLAT_KEYS",
+    "LABEL_FORWARDS",
+    "LABEL_SOURCES",
     "NORMALIZATIONS",
     "BetaConfig",
     "LabelConfig",
@@ -42,6 +44,10 @@ __all__ = [
 ]
 
 NORMALIZATIONS = ("none", "channel")
+LABEL_SOURCES = ("train", "test")
+"""Where the labelled pairs come from (``LabelConfig.source``, SPEC 4f)."""
+LABEL_FORWARDS = ("separate", "concat")
+"""How the labelled pairs pass through the network (``LabelConfig.forward``, SPEC 4f)."""
 
 
 def _check_bool(value: Any, name: str, caller: str) -> None:
@@ -161,17 +167,42 @@ class BetaConfig:
 class LabelConfig:
     """Semi-supervised labels (SPEC 4f).
 
+    The defaults are darcyvae's original setup (labels taken out of the
+    training set, a separate encoder pass, the term reduced like the rate);
+    ``source="test"``, ``forward="concat"``, ``dim_reduction="sum"`` together
+    are the authors' semi-supervised code (``configs/kle2_semisupervised.toml``).
+    Each is its own option so that the effect of each difference can be
+    measured.
+
     Parameters
     ----------
     n_labeled : int, default=0
-        Number of labelled training samples (0: unsupervised).
+        Number of labelled pairs n_l (0: unsupervised).
     loss : {"nll", "mse"}, default="nll"
     weight : float, default=1.0
         lambda.
     seed : int or None, default=None
-        Chooses the labelled subset (None: derived from ``run.seed``).
+        Chooses the labelled subset of the training set for
+        ``source="train"`` (None: derived from ``run.seed``); unused with
+        ``source="test"``.
     batch_size : int, default=64
-        Labelled samples per step (all of them when fewer).
+        Labelled pairs per step, drawn afresh each step from the label
+        generator when n_l is larger (all of them when n_l <= batch_size).
+    source : {"train", "test"}, default="train"
+        ``"train"``: a random subset (``seed``) of the training set;
+        ``"test"``: the first n_l samples of the test data passed to
+        ``train`` (the released code); the labelled pairs are then extra
+        data, not part of the unlabelled set.
+    forward : {"separate", "concat"}, default="separate"
+        ``"separate"``: a second encoder pass on the labelled batch;
+        ``"concat"``: one forward pass per step on [unlabelled batch;
+        labelled batch], so BatchNorm normalises them together (the
+        released code); L_rec and L_reg are taken over the unlabelled part,
+        the label term over the labelled part.
+    dim_reduction : {"rate", "sum"}, default="rate"
+        Over latent dimensions the label term is reduced like the rate
+        (``"rate"``: averaged for ``optim.reduction="mean"`` without HP,
+        else summed) or always summed (``"sum"``, the released code).
     """
 
     n_labeled: int = 0
@@ -179,6 +210,9 @@ class LabelConfig:
     weight: float = 1.0
     seed: int | None = None
     batch_size: int = 64
+    source: str = "train"
+    forward: str = "separate"
+    dim_reduction: str = "rate"
 
     def __post_init__(self) -> None:
         c = "TrainConfig.labels"
@@ -188,6 +222,9 @@ class LabelConfig:
         if self.seed is not None:
             check_int(self.seed, "seed", c, low=0)
         check_int(self.batch_size, "batch_size", c, low=1)
+        check_choice(self.source, "source", c, LABEL_SOURCES)
+        check_choice(self.forward, "forward", c, LABEL_FORWARDS)
+        check_choice(self.dim_reduction, "dim_reduction", c, LABEL_DIM_REDUCTIONS)
 
 
 @dataclass(frozen=True)
@@ -254,6 +291,9 @@ def _flat_keys() -> dict[str, tuple[str, str]]:
         ("labels", "weight"): "label_weight",
         ("labels", "seed"): "label_seed",
         ("labels", "batch_size"): "label_batch_size",
+        ("labels", "source"): "label_source",
+        ("labels", "forward"): "label_forward",
+        ("labels", "dim_reduction"): "label_dim_reduction",
     }
     out = {}
     for section, cls in _SECTIONS.items():

@@ -17,7 +17,7 @@ guarded_loss
     The released loop's phase-1 guard (beta = 1 while L_reg > 1e10).
 learning_rate
     The piecewise-constant learning rate of the released configuration.
-REDUCTIONS, LABEL_LOSSES, BETA_MODES
+REDUCTIONS, LABEL_LOSSES, LABEL_DIM_REDUCTIONS, BETA_MODES
     The accepted values of the matching options.
 """
 
@@ -34,6 +34,7 @@ from .models import DenseVAE, HierarchicalPrior, VAENoise, VAEOutput
 
 __all__ = [
     "BETA_MODES",
+    "LABEL_DIM_REDUCTIONS",
     "LABEL_LOSSES",
     "REDUCTIONS",
     "BetaSchedule",
@@ -56,6 +57,8 @@ REDUCTIONS = ("mean", "sum")
 ``sum``: the true negative ELBO per sample."""
 LABEL_LOSSES = ("nll", "mse")
 """Semi-supervised label terms (SPEC 4f)."""
+LABEL_DIM_REDUCTIONS = ("rate", "sum")
+"""How the label term reduces over latent dimensions (SPEC 4f): like the rate, or summed."""
 BETA_MODES = ("adaptive", "fixed")
 """``adaptive``: the paper's rule (SPEC 4d); ``fixed``: a beta-VAE with constant beta."""
 
@@ -198,6 +201,7 @@ def label_loss(
     kind: str = "nll",
     reduction: str = "mean",
     hierarchical: bool = False,
+    dim_reduction: str = "rate",
 ) -> Tensor:
     """Semi-supervised label term per labelled sample (SPEC 4f).
 
@@ -210,19 +214,36 @@ def label_loss(
     kind : {"nll", "mse"}, default="nll"
         ``nll``: -log N(theta; mu, diag e^logvar); ``mse``: ||mu - theta||^2.
     reduction : {"mean", "sum"}, default="mean"
-        Reduced over latent dimensions like the rate: averaged for
+        The objective's reduction; with ``dim_reduction="rate"`` the term
+        is reduced over latent dimensions like the rate: averaged for
         ``"mean"`` without HP, summed otherwise.
     hierarchical : bool, default=False
         Whether the model has the hierarchical prior (see ``reduction``).
+    dim_reduction : {"rate", "sum"}, default="rate"
+        ``"rate"``: over latent dimensions like the rate (see
+        ``reduction``); ``"sum"``: always summed over them, as the
+        authors' semi-supervised code does (SPEC 4f), whatever the
+        reduction of the rest of the loss.
 
     Returns
     -------
     Tensor of shape (batch,)
+
+    Examples
+    --------
+    >>> mu, logvar, theta = torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1, 2)
+    >>> float(label_loss(mu, logvar, theta, kind="mse"))  # mean of (1, 1)
+    1.0
+    >>> float(label_loss(mu, logvar, theta, kind="mse", dim_reduction="sum"))
+    2.0
     """
     check_choice(kind, "kind", "label_loss", LABEL_LOSSES)
     check_choice(reduction, "reduction", "label_loss", REDUCTIONS)
+    check_choice(dim_reduction, "dim_reduction", "label_loss", LABEL_DIM_REDUCTIONS)
     nll = kind == "nll"
     per_dim = -gaussian_log_prob(theta, mu, logvar) if nll else (mu - theta).square()
+    if dim_reduction == "sum":
+        return per_dim.sum(dim=1)
     return _reduce_latent(per_dim, reduction, hierarchical)
 
 

@@ -199,19 +199,59 @@ def _restore(run: _run.RunState, path: Path, *, allow_data_change: bool) -> int:
     return int(ckpt["epoch"])
 
 
+def _label_batch(
+    labeled: tuple[Tensor, Tensor], config: TrainConfig, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """This step's labelled pairs: all of them, or ``labels.batch_size`` drawn from ``generator``."""
+    y_l, theta_l = labeled
+    if len(y_l) > config.labels.batch_size:
+        pick = torch.randperm(len(y_l), generator=generator)[: config.labels.batch_size]
+        pick = to_device_async(pick, y_l.device)
+        y_l, theta_l = y_l[pick], theta_l[pick]
+    return y_l, theta_l
+
+
 def _label_term(
     model: DenseVAE,
     labeled: tuple[Tensor, Tensor],
     config: TrainConfig,
     generator: torch.Generator,
 ) -> Tensor:
-    y_l, theta_l = labeled
-    if len(y_l) > config.labels.batch_size:
-        pick = torch.randperm(len(y_l), generator=generator)[: config.labels.batch_size]
-        pick = to_device_async(pick, y_l.device)
-        y_l, theta_l = y_l[pick], theta_l[pick]
+    """``labels.forward="separate"``: a second encoder pass on the labelled batch."""
+    y_l, theta_l = _label_batch(labeled, config, generator)
     mu, logvar = model.encode(y_l)
     return _run.label_term(mu, logvar, theta_l, config, hierarchical=model.hierarchical)
+
+
+class _ConcatForward:
+    """``labels.forward="concat"`` (SPEC 4f): stands in for the model in ``vae_loss``.
+
+    Calling it runs the model once on [y; y_l] (so BatchNorm normalises the
+    unlabelled and the labelled fields together, and one reparameterisation
+    draw of shape (len(y) + n_l, n) comes from the generator) and returns the
+    unlabelled part of the output, on which ``vae_loss`` takes L_rec and
+    L_reg; the encoder outputs of the labelled part are kept in ``labeled``.
+    """
+
+    def __init__(self, model: DenseVAE, y_l: Tensor) -> None:
+        self.model = model
+        self.prior = model.prior
+        self.y_l = y_l
+        self.labeled: tuple[Tensor, Tensor] | None = None
+
+    def __call__(
+        self, y: Tensor, *, generator: torch.Generator | None = None, noise: Any = None
+    ) -> Any:
+        """The ``VAEOutput`` of the unlabelled part of one forward pass on [y; y_l]."""
+        if noise is not None:  # pragma: no cover - the training loop never passes noise
+            msg = "train: the concatenated forward draws its own noise."
+            raise ValueError(msg)
+        out = self.model(torch.cat([y, self.y_l]), generator=generator)
+        b = len(y)
+        self.labeled = (out.mu[b:], out.logvar[b:])
+        return out._replace(
+            mu=out.mu[:b], logvar=out.logvar[:b], z=out.z[:b], y_mean=out.y_mean[:b]
+        )
 
 
 def _train_epoch(
@@ -233,8 +273,12 @@ def _train_epoch(
     for y, _ in loader:
         y = y.to(dev, non_blocking=True)
         beta, beta_p = schedule.weights(epoch)
+        concat = None
+        if labeled is not None and config.labels.forward == "concat":
+            y_l, theta_l = _label_batch(labeled, config, run.label_gen)
+            concat = _ConcatForward(model, y_l)
         terms = vae_loss(
-            model,
+            model if concat is None else concat,  # type: ignore[arg-type]
             y,
             beta=beta,
             beta_p=beta_p,
@@ -247,7 +291,10 @@ def _train_epoch(
             loss, triggered = guarded_loss(terms, config.beta.guard_threshold)
             fired += triggered
         lab = torch.zeros((), device=dev)
-        if labeled is not None and config.labels.weight > 0:
+        if concat is not None and concat.labeled is not None:
+            lab = _run.label_term(*concat.labeled, theta_l, config, hierarchical=model.hierarchical)
+            loss = loss + config.labels.weight * lab
+        elif labeled is not None and config.labels.weight > 0:
             lab = _label_term(model, labeled, config, run.label_gen)
             loss = loss + config.labels.weight * lab
         run.optimizer.zero_grad(set_to_none=True)

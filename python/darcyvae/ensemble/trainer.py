@@ -45,6 +45,31 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- public entry
 
 
+def _check_supported(config: TrainConfig) -> None:
+    """Refuse semi-supervised settings the batched engine does not implement (SPEC 4f).
+
+    The engine reproduces the single run's original label setup only
+    (labels from the training set, a separate encoder pass, the term
+    reduced like the rate); the authors' setup (``labels.source="test"``,
+    ``forward="concat"``, ``dim_reduction="sum"``) must not silently train
+    the other way.
+    """
+    labels = config.labels
+    if not labels.n_labeled:
+        return
+    defaults = {"source": "train", "forward": "separate", "dim_reduction": "rate"}
+    other = {k: getattr(labels, k) for k, v in defaults.items() if getattr(labels, k) != v}
+    if other:
+        got = ", ".join(f"labels.{k}={v!r}" for k, v in other.items())
+        want = ", ".join(f"{k}={v!r}" for k, v in defaults.items())
+        msg = (
+            f"train_ensemble: the batched trainer implements semi-supervised labels only with "
+            f"{want}; got {got}. Train these seeds one by one with train() (darcyvae train "
+            "without --seeds)."
+        )
+        raise ValueError(msg)
+
+
 def train_ensemble(
     config: TrainConfig,
     seeds: list[int] | str,
@@ -126,7 +151,9 @@ def train_ensemble(
     ------
     ValueError, TypeError
         Bad seeds or block size, data that do not fit the model (before any
-        training starts), a resumed config that differs.
+        training starts), a resumed config that differs, semi-supervised
+        settings the batched engine does not implement (``labels.source``
+        ``"test"``, ``forward`` ``"concat"``, ``dim_reduction`` ``"sum"``).
     FileExistsError, FileNotFoundError
         A checkpoint already there without ``resume``; none with it.
     FolderLockedError
@@ -151,6 +178,7 @@ def train_ensemble(
     if not isinstance(config, TrainConfig):
         msg = f"train_ensemble: config must be a TrainConfig; got {type(config).__name__}."
         raise TypeError(msg)
+    _check_supported(config)
     seed_list = check_seeds(seeds)
     blocks = split_blocks(seed_list, seeds_per_block)
     restarts = config.run.max_restarts if max_restarts is None else max_restarts

@@ -70,7 +70,9 @@ class Scale:
     few_trials : int
         Trials of the single-model experiments (normal, rotation, interpolate).
     ss_trials, ss_labels, ss_epochs, ss_rec_epochs, ss_lr_values, ss_lr_milestones, ss_batch
-        The semi-supervised study (SPEC 4f).
+        The semi-supervised study (SPEC 4f), in the authors' setup (labelled
+        pairs = the first n_l test samples, so ``max(ss_labels) <= n_test``);
+        ``ss_batch`` unlabelled samples per step, all labelled pairs appended.
     betas : tuple of float
         The fixed-beta sweep of the rate-distortion plane (Fig. 4).
     landscape_inits, landscape_directions, landscape_points, landscape_latent_samples
@@ -218,6 +220,7 @@ SCALES: dict[str, Scale] = {
         ss_rec_epochs=200,
         ss_lr_values=(3e-3, 1e-3),
         ss_lr_milestones=(360,),
+        # deviation (stated in the report): the authors' full batch is one step per epoch
         ss_batch=64,
         betas=PAPER_BETAS,
         landscape_inits=10,
