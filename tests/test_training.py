@@ -9,6 +9,7 @@ import pytest
 import torch
 from _configs import tiny_train_config
 from darcyvae.dataset import DarcyDataset
+from darcyvae.errors import DataMismatchError
 from darcyvae.metrics import s_d
 from darcyvae.models import DenseVAE, HierarchicalPrior, VAEConfig, model_config
 from darcyvae.training import (
@@ -728,6 +729,27 @@ def test_released_labels_resume_exactly(data, tmp_path):
     sb = load_checkpoint(tmp_path / "part")["model"]
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
+
+
+def test_resume_with_other_labelled_test_data_is_refused(data, tmp_path, synthetic_h5):
+    # labels.source="test": the labelled pairs come from the test file, so resuming on
+    # another test file changes the labels and is refused like other training data.
+    cfg = tiny_config(epochs=2, rec_epochs=1, n_labeled=5, eval_every=0, **RELEASED_LABELS)
+    train(cfg.replace(epochs=1), *data, out_dir=tmp_path / "run", device="cpu", progress=False)
+    other = synthetic_h5(tmp_path / "other_test.h5", n=32, grid=17, seed=9)
+    with pytest.raises(DataMismatchError, match=r"labelled \(test\) data differ"):
+        train(cfg, data[0], other, out_dir=tmp_path / "run", device="cpu", resume=True)
+    resumed = train(
+        cfg,
+        data[0],
+        other,
+        out_dir=tmp_path / "run",
+        device="cpu",
+        resume=True,
+        progress=False,
+        allow_data_change=True,
+    )
+    assert resumed.epochs == 2
 
 
 def test_released_labels_pull_the_latent_towards_theta(data, tmp_path):

@@ -177,14 +177,19 @@ def _restore(run: _run.RunState, path: Path, *, allow_data_change: bool) -> int:
     """Load the checkpoint at ``path`` into ``run``; return the epoch to continue from."""
     ckpt = load_checkpoint(path, map_location=run.device)
     _run.check_resume_config(ckpt["config"], run.config)
-    saved_data = ckpt.get("data")
-    if saved_data is not None:
-        differ = fingerprint_differences(saved_data, data_fingerprint(run.train_set))
+    checked = [("training", ckpt.get("data"), run.train_set, ckpt.get("train_path"))]
+    if ckpt.get("labeled_data") is not None and run.test_set is not None:
+        # labels.source="test": the labelled pairs are the test file's first samples.
+        checked.append(("labelled (test)", ckpt["labeled_data"], run.test_set, None))
+    for name, saved, current, old_path in checked:
+        if saved is None:
+            continue
+        differ = fingerprint_differences(saved, data_fingerprint(current))
         if differ:
+            was = f"it was {old_path!r}, now " if old_path else "now "
             what = (
-                f"train: the training data differ from the data {str(path)!r} was trained on "
-                f"({', '.join(differ)} changed; it was {ckpt.get('train_path')!r}, now "
-                f"{str(run.train_set.path)!r})"
+                f"train: the {name} data differ from the data {str(path)!r} was trained on "
+                f"({', '.join(differ)} changed; {was}{str(current.path)!r})"
             )
             if not allow_data_change:
                 msg = f"{what}; pass allow_data_change=True (--allow-data-change) to continue."
