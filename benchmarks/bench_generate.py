@@ -2,7 +2,7 @@
 
 The SciPy pipeline, written here, is what one would write without darcyvae:
 the KLE field as a NumPy matrix product, ``exp``, the paper's fd scheme
-(SPEC 1a) assembled with ``scipy.sparse`` and the bordered system solved by
+(docs/data.md §1a) assembled with ``scipy.sparse`` and the bordered system solved by
 ``splu`` one sample at a time, then the velocities. darcyvae runs
 ``generate_dataset`` end to end (thetas, KLE, C++ solves, HDF5 writes) with
 1 and all solver threads (the KLE, CRC and HDF5 writer stages run in their

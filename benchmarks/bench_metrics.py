@@ -3,7 +3,7 @@
 Two parts, each timing darcyvae and a SciPy baseline side by side in this
 process (setup outside the timed region, median of repeats):
 
-1. ``kl``: the Wang-Kulkarni-Verdu estimators (SPEC 5a, fixed k = 1 and the
+1. ``kl``: the Wang-Kulkarni-Verdu estimators (docs/scores.md §5a, fixed k = 1 and the
    adaptive "epsilon" version) at n = m in {512, 4096, 65536, 1000000},
    d = 2. The baseline, written here, is what a user writes with
    ``cKDTree``: two trees, ``query`` for rho and nu, ``query_ball_point``
@@ -19,7 +19,7 @@ process (setup outside the timed region, median of repeats):
    computed once there too). Both report the minimum and the evaluations.
    The last row is the whole cross-fitted ``s_kl`` with the same options
    (the all-sample search, one search on each half and the two held-out
-   evaluations, SPEC 5): its ``value`` is the in-sample minimum (the same
+   evaluations, docs/scores.md §5): its ``value`` is the in-sample minimum (the same
    search as the rows above) and ``crossfit`` the reported score; its
    time over the one-search row is the cost of cross-fitting.
 

@@ -52,7 +52,7 @@ void bind_darcy(py::module_& m) {
       [as_grid](int grid, double well_width, double rate) {
         return as_grid(darcyvae::darcy_source(grid, well_width, rate), grid);
       },
-      "grid"_a, "well_width"_a, "rate"_a, "SPEC 1 well source f, shape (N, N); see darcyvae.darcy.source_term.");
+      "grid"_a, "well_width"_a, "rate"_a, "docs/data.md §1 well source f, shape (N, N); see darcyvae.darcy.source_term.");
   m.def(
       "darcy_gauge_weights",
       [as_grid](int grid) { return as_grid(darcyvae::darcy_gauge_weights(grid), grid); },
@@ -204,7 +204,7 @@ void bind_kle(py::module_& m) {
       "grid"_a, "kernel"_a, "length_x"_a, "length_y"_a, "variance"_a, "n_modes"_a,
       "method"_a = "auto", "matvec"_a = "auto", "tol"_a = 1e-12, "basis_size"_a = 0,
       "threads"_a = 0,
-      "Top KLE eigenpairs with the SPEC 2 basis rules (use darcyvae.kle.kle_basis).");
+      "Top KLE eigenpairs with the docs/data.md §2 basis rules (use darcyvae.kle.kle_basis).");
   m.def(
       "kle_matvec",
       [](int grid, const std::string& kernel, double length_x, double length_y, double variance,

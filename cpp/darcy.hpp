@@ -1,10 +1,10 @@
-// darcyvae: Darcy flow on the unit square (SPEC section 1).
+// darcyvae: Darcy flow on the unit square (docs/data.md §1).
 //
 //   u = -K grad p,  div u = f,  u . n = 0 on the walls,  trapezoid mean of p = 0,
 //
 // on an N x N node grid (h = 1/(N-1), arrays [iy, ix] row-major), discretised
-// by the paper's finite differences ("fd", SPEC 1a) or by conservative finite
-// volumes with harmonic-mean transmissibilities ("fv", SPEC 1b). The gauge is
+// by the paper's finite differences ("fd", docs/data.md §1a) or by conservative finite
+// volumes with harmonic-mean transmissibilities ("fv", docs/data.md §1b). The gauge is
 // imposed exactly through the bordered system
 //
 //   [[A, w], [w^T, 0]] [p; lambda] = [b; 0],   w the trapezoid weights,
@@ -59,7 +59,7 @@ KernelIsa parse_kernel_isa(const std::string& name);
 // reported as inaccurate if it stays above).
 constexpr double kDefaultResidualTolerance = 1e-6;
 
-// SPEC 1 source, [iy, ix]: +rate in the square |x - ws/2| <= ws/2,
+// docs/data.md §1 source, [iy, ix]: +rate in the square |x - ws/2| <= ws/2,
 // |y - ws/2| <= ws/2 at (0, 0), -rate in the mirrored square at (1, 1).
 // (A node within 1e-9 h of a well's edge counts as inside.)
 std::vector<double> darcy_source(int grid, double well_width, double rate);
@@ -68,7 +68,7 @@ std::vector<double> darcy_source(int grid, double well_width, double rate);
 std::vector<double> darcy_gauge_weights(int grid);
 
 // The scheme's matrix A (N^2 x N^2, row i = iy * N + ix) for permeability k.
-// fd rows are pointwise (SPEC 1a); fv rows are integrated over the control
+// fd rows are pointwise (docs/data.md §1a); fv rows are integrated over the control
 // volume, so the fv right-hand side is f * w (darcy_rhs).
 Eigen::SparseMatrix<double, Eigen::RowMajor> darcy_matrix(const double* k, int grid,
                                                           DarcyScheme scheme);

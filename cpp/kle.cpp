@@ -998,7 +998,7 @@ ModeSet assemble_modes(const SolveSetup& S, const std::vector<BlockSolution>& so
   return out;
 }
 
-// SPEC 2 basis rule inside every (near-)degenerate cluster of the selected
+// docs/data.md §2 basis rule inside every (near-)degenerate cluster of the selected
 // pairs (kle_cluster_rotation), with the rotated pairs' Rayleigh quotients
 // and residual bounds. Returns the number of clusters of two or more pairs.
 int apply_cluster_rule(const SolveSetup& S, ModeSet* m) {
@@ -1031,7 +1031,7 @@ int apply_cluster_rule(const SolveSetup& S, ModeSet* m) {
   return clusters;
 }
 
-// SPEC 2 sign rule r . phi > 0 on every row. Where r . phi vanishes exactly
+// docs/data.md §2 sign rule r . phi > 0 on every row. Where r . phi vanishes exactly
 // (r has exact integer relations, e.g. r_0 - r_1 - r_2 + r_3 = 0 decides
 // nothing for the checkerboard mode of N = 2), the quadratic sequence r2
 // decides instead.

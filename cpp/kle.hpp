@@ -1,5 +1,5 @@
 // darcyvae: Karhunen-Loeve expansion of a stationary Gaussian random field on
-// the N x N unit-square grid (SPEC section 2).
+// the N x N unit-square grid (docs/data.md §2).
 //
 // The covariance C[a, b] = k(x_a - x_b, y_a - y_b) of a kernel that depends on
 // (|dx|, |dy|) is block-Toeplitz with Toeplitz blocks. Two exact matrix-free
@@ -20,7 +20,7 @@
 // degenerate pairs, lambda_2 = lambda_3). kle_solve computes the top-s
 // eigenpairs of every block by thick-restart Lanczos with full
 // reorthogonalisation (or a dense eigensolver for small blocks), merges them,
-// and fixes the basis by the rules of SPEC 2 (degenerate clusters: R_x, then
+// and fixes the basis by the rules of docs/data.md §2 (degenerate clusters: R_x, then
 // R_y, then S, then the hash vector; sign: r . phi > 0).
 #pragma once
 
@@ -123,7 +123,7 @@ class KleSectorProduct {
   std::unique_ptr<Impl> impl_;
 };
 
-// The sign vector of SPEC 2: r_j = ((j + 1) * 2654435761 mod 2^32) / 2^32 - 0.5.
+// The sign vector of docs/data.md §2: r_j = ((j + 1) * 2654435761 mod 2^32) / 2^32 - 0.5.
 double kle_sign_entry(std::int64_t j);
 // darcyvae's tie-break where |r . phi| <= 1e-10 ||r||:
 // r2_j = ((j + 1)^2 * 2654435761 mod 2^32) / 2^32 - 0.5.
@@ -155,14 +155,14 @@ struct KleSolveResult {
   std::string matvec;           // product used: "trig" or "fft" (or "dense")
 };
 
-// Top n_modes eigenpairs of the covariance with the SPEC 2 basis and sign
+// Top n_modes eigenpairs of the covariance with the docs/data.md §2 basis and sign
 // rules. The eigenvectors do not depend on the variance: the solve runs on
 // the unit-variance covariance and the eigenvalues and residuals are scaled
 // by sigma^2 at the end (so tiny and huge variances lose no accuracy). Throws std::invalid_argument for bad input, std::runtime_error when a
 // returned pair misses the residual check.
 KleSolveResult kle_solve(const KleProblem& problem, const KleSolveOptions& options);
 
-// SPEC 2 basis rule for one cluster: given orthonormal columns V (N^2 x d) of a
+// docs/data.md §2 basis rule for one cluster: given orthonormal columns V (N^2 x d) of a
 // (near-)degenerate eigenspace, returns the d x d orthogonal Q such that V Q
 // is the rule's basis in the rule's order (R_x-odd first, then R_y-odd, then
 // S-odd when `use_swap`, then by descending Rayleigh quotient of diag(r)).

@@ -627,7 +627,7 @@ namespace {
 
 // The affine map of the samples of q, y'_c = a_c (y_{perm[c]} - b_c), turned
 // into a map of the queries: x_c goes to axis e = perm[c] as
-// x_c / a_c + b_c, searched with weights w2_e = a_c^2 (SPEC 5a, performance
+// x_c / a_c + b_c, searched with weights w2_e = a_c^2 (docs/scores.md §5a, performance
 // note). Inactive (no scale): queries are the samples of p themselves.
 struct QueryMap {
   bool active = false;

@@ -1,5 +1,5 @@
 // darcyvae: exact k-nearest-neighbour search (a KD-tree of our own) and the
-// Wang-Kulkarni-Verdu k-NN estimators of the KL divergence (SPEC section 5a).
+// Wang-Kulkarni-Verdu k-NN estimators of the KL divergence (docs/scores.md §5a).
 //
 // KDTree holds a copy of n points of R^d (any d) reordered into leaf order.
 // Queries return exact k-th neighbour distances and radius counts under the
@@ -106,7 +106,7 @@ struct KLValue {
   Index zero_y = 0;
 };
 
-// The p-side of the Wang-Kulkarni-Verdu estimators (SPEC 5a):
+// The p-side of the Wang-Kulkarni-Verdu estimators (docs/scores.md §5a):
 //   fixed:    D = (d/n) sum_i log(nu_k(i) / rho_k(i)) + log(m / (n - 1))
 //   adaptive: eps(i) = max(rho_k(i), nu_k(i)); l_i = #{x_j, j != i, within
 //             eps(i)}, k_i = #{y_j within eps(i)} (closed balls, so both >= k);

@@ -1,4 +1,4 @@
-"""The writer of synthetic SPEC 1c files behind the `synthetic_h5` and `vae_data` fixtures."""
+"""The writer of synthetic docs/data.md §1c files behind the `synthetic_h5` and `vae_data` fixtures."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def synthetic_fields(theta: np.ndarray, grid: int, noise: float, rng) -> np.ndar
 def write_synthetic_h5(
     path, *, n: int = 64, grid: int = 17, s: int = 2, seed: int = 0, noise: float = 0.01
 ) -> str:
-    """An HDF5 file in the SPEC 1c layout with y a smooth function of theta."""
+    """An HDF5 file in the docs/data.md §1c layout with y a smooth function of theta."""
     rng = np.random.default_rng(seed)
     theta = rng.standard_normal((n, s)).astype(np.float32)
     y = synthetic_fields(theta, grid, noise, rng)

@@ -38,7 +38,7 @@ def one_torch_thread():
 
 
 # --------------------------------------------------------------------------- VAE test data
-# The synthetic SPEC 1c files of the VAE tests, as fixtures (the writer itself
+# The synthetic docs/data.md §1c files of the VAE tests, as fixtures (the writer itself
 # stays in tests/_vae_data.py; tests reach it through these fixtures).
 
 

@@ -1,6 +1,6 @@
-"""Independent SciPy reference for the Darcy solver (SPEC 1a, 1b), shared by tests and benchmarks.
+"""Independent SciPy reference for the Darcy solver (docs/data.md §1a,§1b), shared by tests and benchmarks.
 
-Vectorised ``scipy.sparse`` assembly of both schemes straight from the SPEC's
+Vectorised ``scipy.sparse`` assembly of both schemes straight from docs/data.md §1's
 stencils, the bordered system ``[[A, w], [w^T, 0]] [p; lambda] = [b; 0]``
 solved by SuperLU (``splu``, COLAMD), and the velocities. It shares no code
 with the C++ core, so agreement with it checks the core; the benchmarks time
@@ -38,7 +38,7 @@ def weights(n_side: int) -> np.ndarray:
 
 
 def source(n_side: int, width: float = 0.125, rate: float = 10.0) -> np.ndarray:
-    """The two-well source f of SPEC 1 (+rate at (0, 0), -rate at (1, 1)), [iy, ix]."""
+    """The two-well source f of docs/data.md §1 (+rate at (0, 0), -rate at (1, 1)), [iy, ix]."""
     x = np.linspace(0.0, 1.0, n_side)
     xx, yy = np.meshgrid(x, x)
     tol = 1e-12
@@ -51,7 +51,7 @@ def source(n_side: int, width: float = 0.125, rate: float = 10.0) -> np.ndarray:
 
 
 def fd_matrix(k: np.ndarray) -> sp.csr_matrix:
-    """The paper's finite-difference matrix A (SPEC 1a) of K[iy, ix], row iy * N + ix."""
+    """The paper's finite-difference matrix A (docs/data.md §1a) of K[iy, ix], row iy * N + ix."""
     n_side = k.shape[0]
     h = 1.0 / (n_side - 1)
     idx = np.arange(n_side * n_side).reshape(n_side, n_side)
@@ -82,7 +82,7 @@ def fd_matrix(k: np.ndarray) -> sp.csr_matrix:
 
 
 def fv_matrix(k: np.ndarray) -> sp.csr_matrix:
-    """The finite-volume matrix A (SPEC 1b): harmonic-mean transmissibilities, half/quarter cells."""
+    """The finite-volume matrix A (docs/data.md §1b): harmonic-mean transmissibilities, half/quarter cells."""
     n_side = k.shape[0]
     idx = np.arange(n_side * n_side).reshape(n_side, n_side)
     tx = 2 * k[:, 1:] * k[:, :-1] / (k[:, 1:] + k[:, :-1])

@@ -180,7 +180,7 @@ VARIANCES = [0.0, -1.0, np.nan, np.inf, 5e-324, 1e-300, 1e-8, 1.0, 2.5, 1e8, 1e3
 
 
 def _dense_covariance(config: KLEConfig) -> np.ndarray:
-    """C[a, b] = sigma^2 k(r_ab) over the N^2 grid nodes, straight from SPEC 2."""
+    """C[a, b] = sigma^2 k(r_ab) over the N^2 grid nodes, straight from docs/data.md §2."""
     n = config.grid
     x = np.linspace(0.0, 1.0, n)
     xx, yy = np.meshgrid(x, x)
@@ -233,7 +233,7 @@ def test_kle_basis_is_refused_or_an_eigenbasis(grid, n_modes, kernel, length, va
     np.testing.assert_allclose(mu, ref_mu, atol=1e-8 * mu1, rtol=0)
     np.testing.assert_allclose(lam, variance * mu, rtol=1e-8, atol=1e-8 * lam1 + 1e-320)
     assert lam.sum() <= n * variance * (1 + 1e-10) + s * 5e-324  # at most trace(C)
-    # Sign rule (SPEC 2): r . phi > 0, r the fixed hash vector (ties decided elsewhere).
+    # Sign rule (docs/data.md §2): r . phi > 0, r the fixed hash vector (ties decided elsewhere).
     j = np.arange(n, dtype=np.uint64)
     r = ((j + 1) * np.uint64(2654435761) % np.uint64(2**32)).astype(np.float64) / 2**32 - 0.5
     proj = phi @ r

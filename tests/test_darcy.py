@@ -180,7 +180,7 @@ def test_discrete_residual(fields, scheme):
     if scheme == "fv":  # conservative: the symmetric wells need no multiplier
         assert np.all(np.abs(diag.lagrange_multiplier) < 1e-11)
         assert np.all(diag.relative_residual < 1e-11)
-    else:  # fd is slightly inconsistent (SPEC 1a)
+    else:  # fd is slightly inconsistent (docs/data.md §1a)
         assert np.all(np.abs(diag.lagrange_multiplier) > 1e-6)
         assert np.all((diag.relative_residual > 1e-6) & (diag.relative_residual < 0.1))
 

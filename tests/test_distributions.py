@@ -53,7 +53,7 @@ def test_registry_lists_every_distribution():
 
 
 def test_paper_defaults():
-    """SPEC 3: the gaussian default is radially symmetric, mu = (1, 1), sd = (0.5, 0.5)."""
+    """docs/data.md §3: the gaussian default is radially symmetric, mu = (1, 1), sd = (0.5, 0.5)."""
     g = get_distribution("gaussian", 2)
     np.testing.assert_array_equal(g.mean(), [1.0, 1.0])
     np.testing.assert_array_equal(g.cov(), np.diag([0.25, 0.25]))

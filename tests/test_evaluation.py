@@ -109,7 +109,7 @@ def test_evaluate_flags_a_mean_decoder(tmp_path):
     assert ev.test.rate == pytest.approx(0.0, abs=1e-6)
     assert ev.test.distortion == pytest.approx(ev.test.distortion_bound, rel=0.02)
     assert ev.over_regularized
-    # At the bound is not "trained" (SPEC 6): the margin is about zero.
+    # At the bound is not "trained" (docs/reproduction.md §6): the margin is about zero.
     assert not ev.test.trained
     assert not ev.trained
     assert abs(ev.test.relative_margin) < 0.02

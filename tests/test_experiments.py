@@ -280,7 +280,7 @@ def test_an_unknown_model_setting_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no field 'no_such_field'"):
         train_config(ctx, model={"no_such_field": 1})
     hp = train_config(ctx, prior="hierarchical")
-    if _has_hp_decoder():  # the paper's HP arms use the released prior decoder (SPEC 4c)
+    if _has_hp_decoder():  # the paper's HP arms use the released prior decoder (docs/model.md §4c)
         assert hp.model.hp_decoder == "released"
     assert train_config(ctx, mixture=True).rec_epochs == 2 * ctx.scale.rec_epochs
 

@@ -578,7 +578,7 @@ def test_cli_distribution_parameters(tmp_path, capsys):
     assert attrs["distribution_params"] == {"mean": [1.0, -1.0], "sd": [0.5, 0.5]}
     assert attrs["seed"] == 5
     assert (attrs["sampling"], read_attrs(out / "test.h5")["sampling"]) == ("lhs", "mc")
-    # the gaussian default is radially symmetric: mean (1, 1), sd (0.5, 0.5) (SPEC 3)
+    # the gaussian default is radially symmetric: mean (1, 1), sd (0.5, 0.5) (docs/data.md §3)
     args = ["generate", "--kle", "2", "--dist", "gaussian", "--n-train", "2", "--n-test", "0"]
     assert main([*args, "--grid", "9", "--out", str(tmp_path / "g0"), "--no-progress"]) == 0
     params = read_attrs(tmp_path / "g0" / "train.h5")["distribution_params"]

@@ -21,7 +21,7 @@ from scipy.spatial.distance import cdist
 
 # ---------------------------------------------------------------------------
 # Independent reference: the dense covariance, numpy/scipy eigensolvers and the
-# SPEC 2 basis and sign rules, written out here from the SPEC.
+# docs/data.md §2 basis and sign rules, written out here from the docs.
 
 
 def dense_covariance(n, length=(0.1, 0.1), kernel="exponential", variance=1.0):
@@ -45,7 +45,7 @@ def reflect(v, n, which):
 
 
 def rule_basis(w_block, n, use_swap, r, level=0):
-    """SPEC 2: split span(W) by R_x, then R_y (odd first), then S, then diag(r)."""
+    """docs/data.md §2: split span(W) by R_x, then R_y (odd first), then S, then diag(r)."""
     d = w_block.shape[1]
     if d == 1:
         return [w_block[:, 0]]
@@ -101,7 +101,7 @@ def compare_bases(basis, c, w_ref, v_ref, use_swap, s, *, ev_rtol=1e-10, ev_atol
 
     Modes whose eigenvalue is within cond * lambda_1 of another are compared
     through the projector on their group (they are ill-conditioned); the rest,
-    and exact SPEC clusters, mode by mode after the rules.
+    and exact clusters (docs/data.md §2), mode by mode after the rules.
     """
     n = basis.grid
     lam1 = w_ref[0]
@@ -249,7 +249,7 @@ def test_degenerate_pair_rule_and_sign_rule():
     # sign rule: r . phi > 0, far from rounding
     proj = m.reshape(100, -1) @ sign_vector(65 * 65)
     assert np.all(proj > 1e-4)
-    # the first mode has one sign (Perron-Frobenius); the SPEC rule, not a
+    # the first mode has one sign (Perron-Frobenius); the sign rule, not a
     # "positive mean" rule, picks it: here it comes out negative everywhere
     assert np.all(m[0] < 0)
     assert proj[0] > 0

@@ -129,7 +129,7 @@ def test_phase1_guard_in_training_counts_its_steps(vae_data, tmp_path):
 
 
 def test_label_loss_summed_over_latent_dims_by_hand():
-    # The released semi-supervised term (SPEC 4f): -sum_k log N(theta_k; mu_k, sigma_k^2)
+    # The released semi-supervised term (docs/model.md §4f): -sum_k log N(theta_k; mu_k, sigma_k^2)
     # per labelled pair, whatever the reduction of the rest of the loss.
     mu = torch.tensor([[0.0, 1.0], [2.0, -1.0]], dtype=torch.float64)
     logvar = torch.tensor([[0.0, math.log(4.0)], [math.log(0.25), 0.0]], dtype=torch.float64)

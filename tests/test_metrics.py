@@ -28,7 +28,7 @@ def theta():
 
 
 def mixture4(n, rng):
-    """SPEC 3 `mixture4`: each coordinate +-1 w.p. 1/2 plus N(0, 0.25^2)."""
+    """docs/data.md §3 `mixture4`: each coordinate +-1 w.p. 1/2 plus N(0, 0.25^2)."""
     return rng.choice([-1.0, 1.0], size=(n, 2)) + 0.25 * rng.standard_normal((n, 2))
 
 
@@ -395,7 +395,7 @@ def test_s_kl_recovers_a_scaled_shifted_permuted_copy():
 
 @pytest.mark.slow
 def test_s_kl_cross_fitted_score_of_aligned_latents_is_not_below_zero():
-    # SPEC 5: the in-sample minimum of the noisy estimate is biased low (about
+    # docs/scores.md §5: the in-sample minimum of the noisy estimate is biased low (about
     # -0.2 at n = 512); the held-out divergences are not. Measured over 10
     # seeds (n = 512, this setup): score +0.04 +- 0.08 per seed, in_sample
     # -0.21 +- 0.07. Over 6 seeds the mean score has sd ~0.035: -0.05 is
@@ -426,7 +426,7 @@ def test_s_kl_separates_a_45_degree_rotation_of_mixture4(method):
 
 
 def test_s_kl_in_sample_equals_a_search_rebuilding_points_per_evaluation():
-    # An independent search (one orientation, as SPEC 5 describes it):
+    # An independent search (one orientation, as docs/scores.md §5 describes it):
     # Nelder-Mead over log-scales and standardised shifts from the
     # moment-matched start, each evaluation a fresh kl_divergence on the
     # transformed latents. s_kl's tree reuse must give the same minimum.

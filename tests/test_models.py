@@ -39,7 +39,7 @@ def _dense_block(layers, f, g):
 
 
 def _hand_count_paper():
-    """SPEC 4a's paper configuration counted layer by layer (n = 2, 65 grid)."""
+    """docs/model.md §4a's paper configuration counted layer by layer (n = 2, 65 grid)."""
     enc = 3 * 2 * 49  # conv0 7x7, 3 -> 2, no bias
     enc += _dense_block(4, 2, 4)  # -> 18
     enc += _bn(18) + 18 * 9 + _bn(9) + 9 * 9 * 9  # transition down 18 -> 9
@@ -60,7 +60,7 @@ def test_paper_parameter_count_matches_spec():
     assert counts["output_logvar"] == 65 * 65
     assert counts["prior"] == 0
     assert counts["total"] == 2 * enc + dec + 4225
-    # SPEC 4a: about 2.66M per encoder network, 2.67M decoder, 8.0M in all.
+    # docs/model.md §4a: about 2.66M per encoder network, 2.67M decoder, 8.0M in all.
     assert counts["encoder_mean"] == pytest.approx(2.66e6, rel=0.005)
     assert counts["decoder"] == pytest.approx(2.67e6, rel=0.005)
     assert counts["total"] == pytest.approx(8.0e6, rel=0.005)

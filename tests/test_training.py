@@ -260,7 +260,7 @@ def test_beta_schedule_phases():
     assert fixed.weights(3)[0] == 5.0
     hp = BetaSchedule(rec_epochs=0, beta0=0.1, adaptive_beta_p=True)
     hp.step(0, torch.tensor(1.0), torch.tensor(-2.0))
-    # beta_p starts at 1e-8 and is driven by L = +log p = -prior_nll (SPEC 4c).
+    # beta_p starts at 1e-8 and is driven by L = +log p = -prior_nll (docs/model.md §4c).
     assert float(hp.beta_p) == pytest.approx(update_beta(1e-8, 2.0, cap=None), rel=1e-6)
     assert float(hp.beta) == pytest.approx(update_beta(0.1, 1.0), rel=1e-6)
 
@@ -433,7 +433,7 @@ def test_small_model_learns(data, tmp_path):
     ):
         assert key in rec
     assert isinstance(rec["s_d_test"], float)
-    # Trained (SPEC 6): the test distortion is clearly below its Theorem-1 bound, which an
+    # Trained (docs/reproduction.md §6): the test distortion is clearly below its Theorem-1 bound, which an
     # untrained or over-regularised model (distortion at or above the bound) misses.
     assert rec["test_distortion"] < final["test"]["distortion_bound"]
     assert final["test"]["trained"]
@@ -754,7 +754,7 @@ def test_resume_with_other_labelled_test_data_is_refused(data, tmp_path, synthet
 
 def test_released_labels_pull_the_latent_towards_theta(data, tmp_path):
     # 8 labelled test pairs in the concatenated forward: the latent lines up with theta
-    # (z_k <-> theta_k, SPEC 4f) far better than in the same seeded run without labels.
+    # (z_k <-> theta_k, docs/model.md §4f) far better than in the same seeded run without labels.
     common = {
         "epochs": 20,
         "rec_epochs": 5,

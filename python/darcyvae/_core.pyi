@@ -17,7 +17,7 @@ def max_threads() -> int:
 # --- darcy (cpp/darcy.hpp; public API: darcyvae.darcy) ---
 
 def darcy_source(grid: int, well_width: float, rate: float) -> NDArray[np.float64]:
-    """SPEC 1 well source f, shape (N, N); see darcyvae.darcy.source_term."""
+    """docs/data.md §1 well source f, shape (N, N); see darcyvae.darcy.source_term."""
 
 def darcy_gauge_weights(grid: int) -> NDArray[np.float64]:
     """Trapezoid weights of the zero-mean gauge, shape (N, N)."""
@@ -98,7 +98,7 @@ def kle_solve(
     basis_size: int = 0,
     threads: int = 0,
 ) -> dict[str, Any]:
-    """Top KLE eigenpairs with the SPEC 2 basis rules (use darcyvae.kle.kle_basis).
+    """Top KLE eigenpairs with the docs/data.md §2 basis rules (use darcyvae.kle.kle_basis).
 
     Returns a dict: eigenvalues (s,), modes (s, grid**2), residuals (s,), trace,
     matvecs, restarts, rounds, blocks, dense_blocks, clusters, matvec.

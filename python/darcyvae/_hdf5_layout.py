@@ -1,4 +1,4 @@
-"""The HDF5 layout of a Darcy flow dataset (SPEC 1c), for its writer and its readers.
+"""The HDF5 layout of a Darcy flow dataset (docs/data.md §1c), for its writer and its readers.
 
 One place for what a dataset file holds and how it is encoded:
 

@@ -87,7 +87,7 @@ def build_model(config: VAEConfig, seed: int, device: torch.device) -> DenseVAE:
 
 
 def _labeled_indices(config: TrainConfig, n: int, derived_seed: int) -> NDArray[np.int64] | None:
-    """Indices of the labelled pairs in their source set (SPEC 4f); None without labels.
+    """Indices of the labelled pairs in their source set (docs/model.md §4f); None without labels.
 
     ``labels.source="train"``: a sorted random subset of the ``n`` training
     samples (``labels.seed``, else ``derived_seed``); ``"test"``: the first
@@ -165,7 +165,7 @@ class RunState:
         )
 
     def labeled(self) -> tuple[Tensor, Tensor] | None:
-        """The labelled pairs (y, theta) on the training device, or None (SPEC 4f)."""
+        """The labelled pairs (y, theta) on the training device, or None (docs/model.md §4f)."""
         if self.label_idx is None:
             return None
         source = self.test_set if self.config.labels.source == "test" else self.train_set
@@ -276,7 +276,7 @@ def load_datasets(
             if test_set is None:
                 msg = (
                     f"train: labels.source='test' takes the {n_labeled} labelled pairs from the "
-                    "test data (SPEC 4f), but no test data were given; pass test_data or use "
+                    "test data (docs/model.md §4f), but no test data were given; pass test_data or use "
                     "labels.source='train'."
                 )
                 raise ValueError(msg)
@@ -301,7 +301,7 @@ def load_datasets(
 def label_term(
     mu: Tensor, logvar: Tensor, theta: Tensor, config: TrainConfig, *, hierarchical: bool
 ) -> Tensor:
-    """The semi-supervised label loss of a labelled batch's codes under ``config`` (SPEC 4f):
+    """The semi-supervised label loss of a labelled batch's codes under ``config`` (docs/model.md §4f):
     ``label_loss`` of the configured kind and reduction, averaged over the batch."""
     return label_loss(
         mu,

@@ -1,4 +1,4 @@
-"""The S_KL search (SPEC 5): the machinery behind :func:`darcyvae.metrics.s_kl`.
+"""The S_KL search (docs/scores.md §5): the machinery behind :func:`darcyvae.metrics.s_kl`.
 
 ``SKLOptions`` (public through :mod:`darcyvae.metrics`) holds the optimiser
 settings; ``Search`` is one sample pair (theta, z) with its estimator and
@@ -140,11 +140,11 @@ class Fit:
 
 class Search:
     """The divergence D(theta || a o (z_perm - b)) of one sample pair and its
-    minimisation over (a, b) and the orientations (SPEC 5).
+    minimisation over (a, b) and the orientations (docs/scores.md §5).
 
     One tree over z is built once and theta's rho_k are computed once; each
     evaluation queries the tree with theta mapped to theta / a + b and axis
-    weights |a| (SPEC 5a, last paragraph).
+    weights |a| (docs/scores.md §5a, last paragraph).
     """
 
     def __init__(

@@ -158,7 +158,7 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "generate",
         help="generate a Darcy flow dataset (train.h5 and test.h5)",
         description="Draw thetas from p(theta), build K = exp(KLE field) and solve Darcy flow; "
-        "write OUT/train.h5 and OUT/test.h5 (SPEC 1c layout). Settings and thetas are checked "
+        "write OUT/train.h5 and OUT/test.h5 (docs/data.md §1c layout). Settings and thetas are checked "
         "before any file is written; OUT is locked while the run lasts. Resumable (finished "
         "files are verified against their checksums); Dask optional.",
     )
@@ -285,7 +285,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a DenseVAE with the paper's method",
-        description="Train a DenseVAE (SPEC 4d-4f) from a TOML configuration or a shipped "
+        description="Train a DenseVAE (docs/model.md §4d-§4f) from a TOML configuration or a shipped "
         "preset; writes OUT/config.toml, metrics.jsonl, checkpoint.pt and summary.json.",
     )
     src = p.add_mutually_exclusive_group()

@@ -1,4 +1,4 @@
-"""The configuration of a training run, in sections (SPEC 4d-4f), and the shipped presets.
+"""The configuration of a training run, in sections (docs/model.md §4d-§4f), and the shipped presets.
 
 Public names
 ------------
@@ -45,9 +45,9 @@ __all__ = [
 
 NORMALIZATIONS = ("none", "channel")
 LABEL_SOURCES = ("train", "test")
-"""Where the labelled pairs come from (``LabelConfig.source``, SPEC 4f)."""
+"""Where the labelled pairs come from (``LabelConfig.source``, docs/model.md §4f)."""
 LABEL_FORWARDS = ("separate", "concat")
-"""How the labelled pairs pass through the network (``LabelConfig.forward``, SPEC 4f)."""
+"""How the labelled pairs pass through the network (``LabelConfig.forward``, docs/model.md §4f)."""
 
 
 def _check_bool(value: Any, name: str, caller: str) -> None:
@@ -58,7 +58,7 @@ def _check_bool(value: Any, name: str, caller: str) -> None:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """Optimiser and schedule (SPEC 4d): Adam, weight decay 0.
+    """Optimiser and schedule (docs/model.md §4d): Adam, weight decay 0.
 
     Parameters
     ----------
@@ -70,7 +70,7 @@ class OptimConfig:
         the defaults are the released no-HP schedule, the HP one is (3e-4,
         5e-5, 2.5e-5) with milestones (6500, 12500) over 14000 epochs.
     reduction : {"mean", "sum"}, default="mean"
-        The objective's reduction (SPEC 4b): the released code's ``mean``
+        The objective's reduction (docs/model.md §4b): the released code's ``mean``
         or the true negative ELBO ``sum``.
     """
 
@@ -103,7 +103,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class BetaConfig:
-    """The rate weight beta and its two phases (SPEC 4d), and beta_p of the HP (SPEC 4c).
+    """The rate weight beta and its two phases (docs/model.md §4d), and beta_p of the HP (docs/model.md §4c).
 
     Parameters
     ----------
@@ -122,13 +122,13 @@ class BetaConfig:
         Parameters of the beta rule.
     adaptive_beta_p : bool or None, default=None
         Weight the HP's KL(q_gamma || p(xi)) by beta_p driven by the same
-        rule with L = +mean log p_pi(z|xi), not capped at 1 (SPEC 4c); None
+        rule with L = +mean log p_pi(z|xi), not capped at 1 (docs/model.md §4c); None
         means "when ``model.hp_variant == 'full'``" (the released code).
     beta_p0 : float, default=1e-8
         Start of the adaptive beta_p (the released code's).
     phase1_guard : bool, default=False
         The released loop's guard: in phase 1, beta = 1 for any step whose
-        batch mean of L_reg exceeds ``guard_threshold`` (SPEC 4d). On in the
+        batch mean of L_reg exceeds ``guard_threshold`` (docs/model.md §4d). On in the
         presets that reproduce paper figures; steps where it fired are
         counted in ``metrics.jsonl`` (``guard_steps``).
     guard_threshold : float, default=1e10
@@ -165,7 +165,7 @@ class BetaConfig:
 
 @dataclass(frozen=True)
 class LabelConfig:
-    """Semi-supervised labels (SPEC 4f).
+    """Semi-supervised labels (docs/model.md §4f).
 
     The defaults are darcyvae's original setup (labels taken out of the
     training set, a separate encoder pass, the term reduced like the rate);
@@ -314,7 +314,7 @@ RUN_LENGTH_KEYS = ("epochs", "checkpoint_every", "eval_every", "max_restarts")
 
 @dataclass(frozen=True, init=False)
 class TrainConfig:
-    """Configuration of one training run (SPEC 4d-4f); TOML round-trips it.
+    """Configuration of one training run (docs/model.md §4d-§4f); TOML round-trips it.
 
     Parameters
     ----------

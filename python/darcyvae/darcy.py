@@ -1,4 +1,4 @@
-"""Darcy flow on the unit square (SPEC section 1), solved by the C++ core.
+"""Darcy flow on the unit square (docs/data.md §1), solved by the C++ core.
 
 Solves ``u = -K grad p``, ``div u = f`` with no flux through the walls and a
 zero trapezoid mean of ``p``, on an N x N node grid (``h = 1/(N-1)``; arrays
@@ -6,10 +6,10 @@ are indexed ``[iy, ix]``, row = y). Two discretisations:
 
 ``"fd"`` (default, the paper's)
     second-order finite differences of ``-K lap p - grad K . grad p = f``
-    with ghost-node reflection at the walls (SPEC 1a);
+    with ghost-node reflection at the walls (docs/data.md §1a);
 ``"fv"``
     conservative node-centred finite volumes with harmonic-mean face
-    transmissibilities (SPEC 1b); its rows are integrated over the control
+    transmissibilities (docs/data.md §1b); its rows are integrated over the control
     volumes, so its right-hand side is ``f * w``.
 
 The gauge is imposed exactly through the bordered system
@@ -29,7 +29,7 @@ DarcyConfig
 SolveDiagnostics
     Lagrange multiplier of the gauge and relative residual of a solve.
 source_term
-    The SPEC 1 injection/production well source ``f``.
+    The docs/data.md §1 injection/production well source ``f``.
 gauge_weights
     The trapezoid weights ``w`` of the zero-mean gauge.
 solve
@@ -82,13 +82,13 @@ ON_INACCURATE = ("raise", "warn")
 
 @dataclass(frozen=True)
 class DarcyConfig:
-    """How a Darcy problem is discretised and driven (SPEC 1).
+    """How a Darcy problem is discretised and driven (docs/data.md §1).
 
     Parameters
     ----------
     scheme : {"fd", "fv"}, default="fd"
-        ``"fd"``: the paper's finite differences (SPEC 1a); ``"fv"``:
-        conservative finite volumes (SPEC 1b).
+        ``"fd"``: the paper's finite differences (docs/data.md §1a); ``"fv"``:
+        conservative finite volumes (docs/data.md §1b).
     well_width : float, default=0.125
         Side ``w_s`` of the two square wells, in (0, 0.5].
     rate : float, default=10.0
@@ -165,7 +165,7 @@ def _check_grid(grid: Any, caller: str) -> int:
 
 
 def source_term(grid: int, well_width: float = 0.125, rate: float = 10.0) -> NDArray[np.float64]:
-    """The SPEC 1 source ``f`` on an N x N grid: two square wells in opposite corners.
+    """The docs/data.md §1 source ``f`` on an N x N grid: two square wells in opposite corners.
 
     ``f = +rate`` where ``|x - w/2| <= w/2`` and ``|y - w/2| <= w/2``,
     ``f = -rate`` in the mirrored square at (1, 1), 0 elsewhere (a node
@@ -341,7 +341,7 @@ def solve(
     Returns
     -------
     output : ndarray of shape (3, N, N)
-        ``(p, u_x, u_y)``, float64, ``[iy, ix]`` indexing (SPEC 1c layout).
+        ``(p, u_x, u_y)``, float64, ``[iy, ix]`` indexing (docs/data.md §1c layout).
     diagnostics : SolveDiagnostics
         Only with ``return_diagnostics=True``.
 
@@ -363,7 +363,7 @@ def solve(
 
     Notes
     -----
-    SPEC 1a/1b. The bordered system ``[[A, w], [w^T, 0]]`` is solved exactly
+    docs/data.md §1a/§1b. The bordered system ``[[A, w], [w^T, 0]]`` is solved exactly
     without factorising its dense border: the core factorises
     ``A + c e_q e_q^T`` (a multifrontal LU for "fd", LDL^T for "fv", over a
     nested-dissection ordering of the grid, no pivoting) and recovers ``p``

@@ -1,6 +1,6 @@
 """Reading Darcy flow datasets (HDF5) for PyTorch.
 
-The files follow SPEC 1c (the authors' layout, :mod:`darcyvae._hdf5_layout`):
+The files follow docs/data.md §1c (the authors' layout, :mod:`darcyvae._hdf5_layout`):
 datasets ``output`` ``(n, 3, N, N)``, ``generative_params`` ``(n, s)`` and
 ``permeability`` ``(n, 1, N, N)``, float32, plus file attributes saying how
 the file was made. Only ``output`` and ``generative_params`` are read here.
@@ -92,7 +92,7 @@ def channel_stats(path: str | os.PathLike, *, cache: bool = True) -> ChannelStat
     Parameters
     ----------
     path : path-like
-        An HDF5 file in the SPEC 1c layout (normally the training file).
+        An HDF5 file in the docs/data.md §1c layout (normally the training file).
     cache : bool, default=True
         Read and write the statistics in ``<path>.stats.json`` beside the
         file (written atomically; recomputed when the file's size or
@@ -155,7 +155,7 @@ def channel_stats(path: str | os.PathLike, *, cache: bool = True) -> ChannelStat
 
 
 class DarcyDataset(Dataset):
-    """Darcy flow samples ``(y, theta)`` read from an HDF5 file (SPEC 1c).
+    """Darcy flow samples ``(y, theta)`` read from an HDF5 file (docs/data.md §1c).
 
     The whole ``output`` and ``generative_params`` arrays are read into
     memory at construction (512 samples on the 65 grid are 26 MB), as float32
@@ -368,7 +368,7 @@ def make_loaders(
     Parameters
     ----------
     train_path, test_path : path-like
-        HDF5 files (SPEC 1c). ``test_path`` may be None.
+        HDF5 files (docs/data.md §1c). ``test_path`` may be None.
     batch_size : int, default=64
     seed : int, default=0
         Seed of the training loader's shuffling generator.

@@ -1,4 +1,4 @@
-"""Generative parameter distributions p(theta) of the KLE coefficients (SPEC 3).
+"""Generative parameter distributions p(theta) of the KLE coefficients (docs/data.md §3).
 
 Every distribution is a frozen dataclass over ``n_modes`` (s) coordinates
 with the same interface: ``sample(n, seed, sampling=...)``,
@@ -25,7 +25,7 @@ Two sampling designs (:data:`SAMPLINGS`):
     and jitter ``v_ik`` drawn from ``SeedSequence(seed, spawn_key=(stream,
     LHS_KEY, n, k))``. The design is a pure function of ``(seed, stream,
     n)``; coordinate k does not depend on s. The authors' training sets are
-    LHS samples of p(theta), their test sets Monte Carlo (SPEC 3).
+    LHS samples of p(theta), their test sets Monte Carlo (docs/data.md §3).
 
 Public names
 ------------
@@ -384,7 +384,7 @@ class Distribution:
 
 @dataclass(frozen=True)
 class Normal(Distribution):
-    """theta ~ N(0, I_s) (SPEC 3, paper section 5.1).
+    """theta ~ N(0, I_s) (docs/data.md §3, paper section 5.1).
 
     Examples
     --------
@@ -422,7 +422,7 @@ class Normal(Distribution):
 
 @dataclass(frozen=True)
 class Gaussian(Distribution):
-    """theta ~ N(mean, diag(sd^2)), scaled and translated (SPEC 3, section 5.2).
+    """theta ~ N(mean, diag(sd^2)), scaled and translated (docs/data.md §3, section 5.2).
 
     Parameters
     ----------
@@ -436,7 +436,7 @@ class Gaussian(Distribution):
     Notes
     -----
     The defaults are the paper experiment's radially symmetric p(theta)
-    (SPEC 3, section 5.3; the authors' generator draws ``randn * 0.5 + 1``
+    (docs/data.md §3, section 5.3; the authors' generator draws ``randn * 0.5 + 1``
     per coordinate): mu = (1, 1), sd = (0.5, 0.5) for s = 2. Draws
     ``mean + sd * z`` with the ``z`` of :class:`Normal` for the same seed,
     so the two datasets are an affine map of each other.

@@ -5,13 +5,13 @@ Public names
 evaluate_losses, LossSummary
     Rate, distortion and latent codes of a model over a whole dataset.
 distortion_bound
-    Theorem 1's distortion of an over-regularised VAE (SPEC 4e).
+    Theorem 1's distortion of an over-regularised VAE (docs/model.md §4e).
 detect_over_regularization, OverRegularization
-    The over-regularisation verdict (SPEC 4e).
+    The over-regularisation verdict (docs/model.md §4e).
 split_metrics, SplitMetrics
     The one result type for "metrics of a split": rate, distortion, loss,
     the Theorem-1 bound, the margin to it and whether the model beats it
-    (``trained``, SPEC 6), the over-regularisation verdict, S_D, S_KL and
+    (``trained``, docs/reproduction.md §6), the over-regularisation verdict, S_D, S_KL and
     the number of samples. Training's ``summary.json`` and ``evaluate``'s
     ``results.json`` both hold its ``to_dict()``.
 evaluate, Evaluation
@@ -77,7 +77,7 @@ def distortion_bound(
     reduction: str = "sum",
     min_variance: float = 1e-12,
 ) -> float:
-    """Theorem 1: the distortion of an over-regularised VAE (SPEC 4e).
+    """Theorem 1: the distortion of an over-regularised VAE (docs/model.md §4e).
 
     A latent that carries no information leaves the optimal decoder with
     the per-pixel data mean and (constant) data variance, whose expected
@@ -90,7 +90,7 @@ def distortion_bound(
     y : Tensor or ndarray of shape (n, C, N, N)
         The data the model is trained on (normalised if it is).
     shared_over_channels : bool, default=True
-        The model's output variance is shared over channels (SPEC 4); its
+        The model's output variance is shared over channels (docs/model.md §4); its
         optimum is then the channel-average of the data variance, and the
         bound is sum_{i,j} C/2 (log 2 pi mean_c sigma_cij^2 + 1) (>= the
         per-channel bound, by Jensen).
@@ -148,7 +148,7 @@ def detect_over_regularization(
     rate_tol: float = 0.01,
     rel_tol: float = 0.05,
 ) -> OverRegularization:
-    """Flag an over-regularised run (SPEC 4e, paper section 4.2).
+    """Flag an over-regularised run (docs/model.md §4e, paper section 4.2).
 
     A run is over-regularised when its rate is near zero (below ``rate_tol``
     nats per latent dimension) and its distortion is within ``rel_tol`` of
@@ -273,20 +273,20 @@ class SplitMetrics:
     rate_per_dim : float
         rate / latent_dim.
     distortion_bound : float
-        Theorem 1's distortion of an over-regularised model on this split (SPEC 4e).
+        Theorem 1's distortion of an over-regularised model on this split (docs/model.md §4e).
     distortion_margin : float
         bound - distortion: how many nats per sample the decoder explains
         beyond the per-pixel mean and variance (positive: below the bound).
     relative_margin : float
         distortion_margin / |bound|.
     trained : bool
-        The model counts as trained (SPEC 6): relative_margin > ``rel_tol``,
+        The model counts as trained (docs/reproduction.md §6): relative_margin > ``rel_tol``,
         i.e. the distortion is clearly below the bound.
     over_regularization : OverRegularization
     s_d : float or None
-        S_D of the encoder means against theta (SPEC 5); None when undefined.
+        S_D of the encoder means against theta (docs/scores.md §5); None when undefined.
     s_kl : float or None
-        S_KL (SPEC 5, Eq. 7): ``darcyvae.metrics.s_kl(...).score`` of the
+        S_KL (docs/scores.md §5, Eq. 7): ``darcyvae.metrics.s_kl(...).score`` of the
         latents (``skl_latent``) against the split's thetas; lower is better.
         None when undefined (latent dimension != s, degenerate latents,
         repeated thetas, fewer than 3 samples).
@@ -498,7 +498,7 @@ class Evaluation:
 
     @property
     def trained(self) -> bool:
-        """Whether the test distortion is clearly below its Theorem-1 bound (SPEC 6)."""
+        """Whether the test distortion is clearly below its Theorem-1 bound (docs/reproduction.md §6)."""
         return self.test.trained
 
     def splits(self) -> list[tuple[str, SplitMetrics]]:

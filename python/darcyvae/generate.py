@@ -1,4 +1,4 @@
-"""Bulk generation of Darcy flow datasets to HDF5 (SPEC 1c, 2, 3).
+"""Bulk generation of Darcy flow datasets to HDF5 (docs/data.md §1c, 2, 3).
 
 ``generate_dataset(config, out_dir)`` draws thetas from p(theta), turns them
 into permeability fields with the KLE and solves the Darcy problem for each,
@@ -110,9 +110,9 @@ class GenerateConfig:
     Parameters
     ----------
     kle : KLEConfig, default=KLEConfig()
-        Grid N, number of modes s, kernel, length scale and variance (SPEC 2).
+        Grid N, number of modes s, kernel, length scale and variance (docs/data.md §2).
     darcy : DarcyConfig, default=DarcyConfig()
-        Scheme ("fd" or "fv"), well width and rate (SPEC 1).
+        Scheme ("fd" or "fv"), well width and rate (docs/data.md §1).
     distribution : str or Distribution, default="normal"
         A name of :func:`darcyvae.distributions.list_distributions` (built
         with ``dist_params``) or a distribution object, e.g.
@@ -121,7 +121,7 @@ class GenerateConfig:
         Parameters of a named distribution (``mean``, ``sd``, ``loc``,
         ``scale``, ``low``, ``high``).
     n_train, n_test : int, default=512
-        Samples per split (SPEC 3: 512 each). ``n_train >= 1``; ``n_test = 0``
+        Samples per split (docs/data.md §3: 512 each). ``n_train >= 1``; ``n_test = 0``
         writes no test file.
     seed : int, default=0
         Seed of p(theta), 0 <= seed < 2**63.
@@ -143,7 +143,7 @@ class GenerateConfig:
     train_sampling, test_sampling : {"mc", "lhs"}, default="mc"
         How the split's thetas are drawn: Monte Carlo (sample i is a pure
         function of (seed, split, i)) or a Latin hypercube design of the
-        split's n samples (a pure function of (seed, split, n); SPEC 3, the
+        split's n samples (a pure function of (seed, split, n); docs/data.md §3, the
         authors' training sets). Recorded in the ``sampling`` attribute.
 
     Raises

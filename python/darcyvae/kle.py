@@ -1,4 +1,4 @@
-"""Karhunen-Loeve expansion (KLE) of the log-permeability field (SPEC section 2).
+"""Karhunen-Loeve expansion (KLE) of the log-permeability field (docs/data.md §2).
 
 The log-permeability ``G`` is a zero-mean Gaussian random field on the
 ``N x N`` unit-square grid with a stationary covariance ``C``; its truncated
@@ -102,7 +102,7 @@ class KLEConfig:
 
     Notes
     -----
-    SPEC section 2; the paper's datasets use the defaults with
+    docs/data.md §2; the paper's datasets use the defaults with
     ``s`` in {2, 10, 100, 1000, 4225}.
 
     Examples
@@ -187,7 +187,7 @@ class KLEBasis:
 
     Notes
     -----
-    Basis rule (SPEC 2), so equal parameters give equal modes on any machine
+    Basis rule (docs/data.md §2), so equal parameters give equal modes on any machine
     (to solver accuracy, about 1e-10; bitwise on one build, any thread count):
     inside a cluster of (near-)degenerate eigenvalues the basis diagonalises the reflection ``R_x`` (x -> 1 - x), odd modes first; blocks
     with equal ``R_x`` parity are split by ``R_y`` (y -> 1 - y) the same way;
@@ -205,7 +205,7 @@ class KLEBasis:
     not yet assigned and takes every following one within ``1e-8`` relative
     of it (no chaining of 1e-8 gaps, which on a nearly flat spectrum, e.g.
     ``l << h``, would merge eigenvalues far apart); for exact degeneracies
-    and separated spectra this is the same as the SPEC's relative gap < 1e-8.
+    and separated spectra this is the same as the relative gap < 1e-8 of docs/data.md §2.
     """
 
     config: KLEConfig
@@ -250,7 +250,7 @@ class KLEBasis:
 
         Notes
         -----
-        SPEC 2. Eigenvalues that come out negative at rounding level
+        docs/data.md §2. Eigenvalues that come out negative at rounding level
         (squared-exponential kernel) count as 0.
 
         Examples
@@ -454,7 +454,7 @@ def kle_basis(
 
     Notes
     -----
-    SPEC section 2. The covariance ``C`` (``N^2 x N^2``) is never formed for
+    docs/data.md §2. The covariance ``C`` (``N^2 x N^2``) is never formed for
     large ``N``: it commutes with the reflections x -> 1 - x and y -> 1 - y
     (and, isotropic, with x <-> y), so the eigenproblem splits into symmetry
     blocks of about ``N^2 / 8`` unknowns. Each block's product comes from

@@ -1,18 +1,18 @@
-"""Loss terms, the beta rule and the learning-rate schedule (SPEC 4b-4d, 4f).
+"""Loss terms, the beta rule and the learning-rate schedule (docs/model.md §4b-§4d,§4f).
 
 Public names
 ------------
 reconstruction_loss, gaussian_kl, gaussian_log_prob
-    Per-sample loss pieces (SPEC 4b).
+    Per-sample loss pieces (docs/model.md §4b).
 hierarchical_bound_terms, HierarchicalTerms
-    The Monte Carlo Jensen bound of the hierarchical prior (SPEC 4c).
+    The Monte Carlo Jensen bound of the hierarchical prior (docs/model.md §4c).
 label_loss
-    The semi-supervised label term (SPEC 4f).
+    The semi-supervised label term (docs/model.md §4f).
 vae_loss, LossTerms
     One batch: the objective to minimise plus rate and distortion in nats.
 update_beta, BetaSchedule
-    The adaptive beta rule (SPEC 4d) and its two-phase schedule (with the
-    uncapped beta_p of the HP "full" variant, SPEC 4c).
+    The adaptive beta rule (docs/model.md §4d) and its two-phase schedule (with the
+    uncapped beta_p of the HP "full" variant, docs/model.md §4c).
 guarded_loss
     The released loop's phase-1 guard (beta = 1 while L_reg > 1e10).
 learning_rate
@@ -56,11 +56,11 @@ REDUCTIONS = ("mean", "sum")
 """``mean``: the released code's L_rec / N^2 + beta L_reg / n (L_reg summed with HP);
 ``sum``: the true negative ELBO per sample."""
 LABEL_LOSSES = ("nll", "mse")
-"""Semi-supervised label terms (SPEC 4f)."""
+"""Semi-supervised label terms (docs/model.md §4f)."""
 LABEL_DIM_REDUCTIONS = ("rate", "sum")
-"""How the label term reduces over latent dimensions (SPEC 4f): like the rate, or summed."""
+"""How the label term reduces over latent dimensions (docs/model.md §4f): like the rate, or summed."""
 BETA_MODES = ("adaptive", "fixed")
-"""``adaptive``: the paper's rule (SPEC 4d); ``fixed``: a beta-VAE with constant beta."""
+"""``adaptive``: the paper's rule (docs/model.md §4d); ``fixed``: a beta-VAE with constant beta."""
 
 # --------------------------------------------------------------------------- loss pieces
 
@@ -68,7 +68,7 @@ BETA_MODES = ("adaptive", "fixed")
 def reconstruction_loss(
     y: Tensor, mean: Tensor, logvar: Tensor, *, reduction: str = "mean"
 ) -> Tensor:
-    """Gaussian negative log-likelihood -log p_psi(y|z) per sample (SPEC 4b).
+    """Gaussian negative log-likelihood -log p_psi(y|z) per sample (docs/model.md §4b).
 
     .. math:: L_{rec} = \\sum_{c,i,j} \\tfrac12 \\left(\\log 2\\pi + s_{ij}
               + (y_{cij} - \\mu_{cij})^2 e^{-s_{ij}}\\right)
@@ -96,7 +96,7 @@ def reconstruction_loss(
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor, variance: Tensor | None = None) -> Tensor:
-    """KL(N(mu, diag e^logvar) || N(0, diag v)) per latent dimension (SPEC 4b).
+    """KL(N(mu, diag e^logvar) || N(0, diag v)) per latent dimension (docs/model.md §4b).
 
     .. math:: \\tfrac12\\left(\\mu_k^2/v_k + \\sigma_k^2/v_k - 1 - \\log\\sigma_k^2
               + \\log v_k\\right)
@@ -122,7 +122,7 @@ def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
 
 
 class HierarchicalTerms(NamedTuple):
-    """Per-sample pieces of the hierarchical-prior bound (SPEC 4c), each (batch,)."""
+    """Per-sample pieces of the hierarchical-prior bound (docs/model.md §4c), each (batch,)."""
 
     log_q: Tensor
     """log q_phi(z|y) at the sampled z."""
@@ -141,7 +141,7 @@ def hierarchical_bound_terms(
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
 ) -> HierarchicalTerms:
-    """Monte Carlo pieces of the Jensen bound on KL(q_phi(z|y) || p(z)) (SPEC 4c).
+    """Monte Carlo pieces of the Jensen bound on KL(q_phi(z|y) || p(z)) (docs/model.md §4c).
 
     .. math:: L_{reg}^{HP} = \\log q_\\phi(z|y) + KL(q_\\gamma(\\xi|z) \\| N(0, I))
               - \\log p_\\pi(z|\\xi),\\quad z \\sim q_\\phi(z|y),\\ \\xi \\sim q_\\gamma(\\xi|z)
@@ -203,7 +203,7 @@ def label_loss(
     hierarchical: bool = False,
     dim_reduction: str = "rate",
 ) -> Tensor:
-    """Semi-supervised label term per labelled sample (SPEC 4f).
+    """Semi-supervised label term per labelled sample (docs/model.md §4f).
 
     Parameters
     ----------
@@ -222,7 +222,7 @@ def label_loss(
     dim_reduction : {"rate", "sum"}, default="rate"
         ``"rate"``: over latent dimensions like the rate (see
         ``reduction``); ``"sum"``: always summed over them, as the
-        authors' semi-supervised code does (SPEC 4f), whatever the
+        authors' semi-supervised code does (docs/model.md §4f), whatever the
         reduction of the rest of the loss.
 
     Returns
@@ -277,7 +277,7 @@ def vae_loss(
     generator: torch.Generator | None = None,
     noise: VAENoise | None = None,
 ) -> LossTerms:
-    """The VAE objective of one batch (SPEC 4b, 4c).
+    """The VAE objective of one batch (docs/model.md §4b,§4c).
 
     Parameters
     ----------
@@ -289,7 +289,7 @@ def vae_loss(
         Weight of KL(q_gamma || p(xi)) inside the HP bound (the "full"
         variant's beta_p); ignored without HP.
     reduction : {"mean", "sum"}, default="mean"
-        See ``reconstruction_loss`` and SPEC 4b: ``"mean"`` minimises
+        See ``reconstruction_loss`` and docs/model.md §4b: ``"mean"`` minimises
         L_rec / N^2 + beta L_reg / n (L_reg summed with HP).
     include_rate : bool, default=True
         False drops the rate from the objective (the released code's
@@ -349,7 +349,7 @@ def update_beta(
     *,
     cap: float | None = 1.0,
 ) -> float | Tensor:
-    """One step of the paper's adaptive beta rule (SPEC 4d).
+    """One step of the paper's adaptive beta rule (docs/model.md §4d).
 
     .. math:: \\beta \\leftarrow \\min(1, \\beta \\exp(\\nu f(\\beta, L) L)),\\quad
               f(\\beta, d) = (1 - H(d)) \\tanh(\\tau(\\beta - 1)) - H(d)
@@ -367,7 +367,7 @@ def update_beta(
     nu : float, default=0.005
     tau : float, default=1.0
     cap : float or None, default=1.0
-        The upper bound (beta's min(1, .)); None: no cap (beta_p, SPEC 4c).
+        The upper bound (beta's min(1, .)); None: no cap (beta_p, docs/model.md §4c).
 
     Returns
     -------
@@ -394,7 +394,7 @@ def update_beta(
 
 
 def guarded_loss(terms: LossTerms, threshold: float = 1e10) -> tuple[Tensor, Tensor]:
-    """The released loop's phase-1 guard (SPEC 4d): beta = 1 while the batch L_reg > threshold.
+    """The released loop's phase-1 guard (docs/model.md §4d): beta = 1 while the batch L_reg > threshold.
 
     Parameters
     ----------
@@ -414,7 +414,7 @@ def guarded_loss(terms: LossTerms, threshold: float = 1e10) -> tuple[Tensor, Ten
 
 
 class BetaSchedule:
-    """The two-phase beta of SPEC 4d (and beta_p of SPEC 4c), kept on the training device.
+    """The two-phase beta of docs/model.md §4d (and beta_p of docs/model.md §4c), kept on the training device.
 
     Phase 1 (epochs < ``rec_epochs``): beta = ``beta0``, no updates. Phase
     2: ``adaptive`` applies ``update_beta`` after every optimiser step

@@ -6,7 +6,7 @@ s_d
     Covariance-based disentanglement score S_D (paper Eq. 6).
 kl_divergence
     Wang-Kulkarni-Verdu k-nearest-neighbour estimate of D(p || q) from
-    samples (SPEC 5a), fixed k or adaptive ("epsilon", the paper's choice).
+    samples (docs/scores.md §5a), fixed k or adaptive ("epsilon", the paper's choice).
 s_kl, SKLResult, SKLOptions
     Shape-matching score S_KL (paper Eq. 7): D(p(theta) || q(a o (z - b)))
     minimised over scales, shifts and axis permutations, cross-fitted.
@@ -252,7 +252,7 @@ def kl_divergence(
 
     Notes
     -----
-    SPEC 5a. rho_k(i) is the distance from x_i to its k-th nearest
+    docs/scores.md §5a. rho_k(i) is the distance from x_i to its k-th nearest
     neighbour among the other x (the query's own index is left out, so a
     duplicate of x_i is a neighbour at distance 0) and nu_k(i) that to its
     k-th nearest y. Fixed k:
@@ -403,7 +403,7 @@ def s_kl(
     seed: int | np.random.Generator | None = None,
     threads: int | None = None,
 ) -> SKLResult:
-    """Shape-matching disentanglement score S_KL (paper Eq. 7, SPEC 5), cross-fitted.
+    """Shape-matching disentanglement score S_KL (paper Eq. 7, docs/scores.md §5), cross-fitted.
 
     .. math:: S_{KL} = \\min_{a, b, \\pi} D\\big(p(\\theta) \\,\\|\\, q(a \\circ (z_\\pi - b))\\big)
 
@@ -455,7 +455,7 @@ def s_kl(
 
     Notes
     -----
-    Cross-fitting (SPEC 5). The minimum of a noisy estimate is biased low:
+    Cross-fitting (docs/scores.md §5). The minimum of a noisy estimate is biased low:
     for two samples of the same 2-D law at n = 512 the in-sample minimum
     is about -0.1 to -0.3 nats, so an aligned latent would score below 0.
     The samples are split at random into halves A and B (paired samples
@@ -486,7 +486,7 @@ def s_kl(
     shifts are searched.
 
     One tree over z is built once per sample set and theta's rho_k are
-    computed once; each evaluation queries the tree with weights (SPEC 5a).
+    computed once; each evaluation queries the tree with weights (docs/scores.md §5a).
 
     Well-posedness. The estimate has log singularities: a transformed
     latent landing on a theta sample (nu -> 0) sends its term to -inf, and

@@ -1,4 +1,4 @@
-"""DenseVAE and its priors (SPEC 4a, 4c).
+"""DenseVAE and its priors (docs/model.md §4a,§4c).
 
 Public names
 ------------
@@ -8,7 +8,7 @@ DenseEncoder, DenseDecoder
     q_phi(z|y) (two networks of the same shape: mean and log-variance) and
     p_psi(y|z) (a mean network plus a learned constant N x N log-variance).
 StandardNormalPrior, ScaledGaussianPrior, HierarchicalPrior
-    The priors: N(0, I), N(0, diag v) and the hierarchical prior of SPEC 4c.
+    The priors: N(0, I), N(0, diag v) and the hierarchical prior of docs/model.md §4c.
 DenseVAE, VAEOutput, VAENoise
     The model, the named tuple its ``forward`` returns and its pre-drawn
     noise (``DenseVAE.draw_noise``).
@@ -62,14 +62,14 @@ HP_VARIANTS = ("const", "full")
 """Hierarchical-prior log-variance variants: learned constants or MLP outputs."""
 
 HP_DECODERS = ("mlp", "released")
-"""Hierarchical-prior decoder networks (SPEC 4c): ``mlp``, the described n -> 8n -> 8n -> n
+"""Hierarchical-prior decoder networks (docs/model.md §4c): ``mlp``, the described n -> 8n -> 8n -> n
 MLP without output activation; ``released``, the network the authors' released code
 actually runs, Linear(n, 8n) -> ReLU -> Linear(8n, n) -> ReLU (outputs >= 0)."""
 
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """Configuration of a DenseVAE (SPEC 4a) and its prior (SPEC 4b, 4c).
+    """Configuration of a DenseVAE (docs/model.md §4a) and its prior (docs/model.md §4b,§4c).
 
     Parameters
     ----------
@@ -100,7 +100,7 @@ class VAEConfig:
         Hidden width of the hierarchical prior MLPs as a multiple of n
         (n -> 8n -> 8n -> n).
     hp_decoder : {"mlp", "released"}, default="mlp"
-        The prior decoder p_pi(z|xi) (SPEC 4c): ``"mlp"`` is the network the
+        The prior decoder p_pi(z|xi) (docs/model.md §4c): ``"mlp"`` is the network the
         paper describes (n -> 8n -> 8n -> n, no output activation);
         ``"released"`` is what the authors' released code runs (its module
         name 'FullConn2' is registered twice, so the network is Linear(n, 8n)
@@ -310,7 +310,7 @@ def _released_mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
 
     The authors' code adds FullConn1, ReLU1, FullConn2 (hidden -> hidden),
     ReLU2, FullConn2 (hidden -> n_out); the second 'FullConn2' replaces the
-    first in place, leaving Linear -> ReLU -> Linear -> ReLU (SPEC 4c).
+    first in place, leaving Linear -> ReLU -> Linear -> ReLU (docs/model.md §4c).
     """
     return nn.Sequential(
         OrderedDict(
@@ -376,7 +376,7 @@ class DenseEncoder(nn.Module):
 
     Notes
     -----
-    Each network (SPEC 4a, paper configuration): Conv7x7 stride 2 pad 2
+    Each network (docs/model.md §4a, paper configuration): Conv7x7 stride 2 pad 2
     (3 -> 2 features, 65 -> 32), dense block(4) -> 18 features, transition
     down -> 9 x 16 x 16, flatten (2304), Linear(2304 -> 1152), ReLU,
     Linear(1152 -> n). Intermediate sizes follow from ``config.grid``.
@@ -407,7 +407,7 @@ class DenseDecoder(nn.Module):
 
     Notes
     -----
-    SPEC 4a, paper configuration: Linear(n -> 1152), ReLU, Linear(1152 ->
+    docs/model.md §4a, paper configuration: Linear(n -> 1152), ReLU, Linear(1152 ->
     2304), reshape 9 x 16 x 16, dense block(6) -> 33, transition up -> 16 x
     32 x 32, dense block(4) -> 32, then BN, ReLU, Conv1x1(32 -> 16), BN,
     ReLU, ConvTranspose4x4 stride 2 pad 1 output_pad 1 (-> 3 x 65 x 65),
@@ -454,7 +454,7 @@ class DenseDecoder(nn.Module):
 
 
 class ScaledGaussianPrior(nn.Module):
-    """p(z) = N(0, diag v) with fixed variances v (SPEC 4b).
+    """p(z) = N(0, diag v) with fixed variances v (docs/model.md §4b).
 
     Parameters
     ----------
@@ -490,7 +490,7 @@ class StandardNormalPrior(ScaledGaussianPrior):
 
 
 class HierarchicalPrior(nn.Module):
-    """Hierarchical prior p(z) = integral p_pi(z|xi) N(xi; 0, I) dxi (SPEC 4c).
+    """Hierarchical prior p(z) = integral p_pi(z|xi) N(xi; 0, I) dxi (docs/model.md §4c).
 
     Parameters
     ----------
@@ -750,7 +750,7 @@ def count_parameters(model: DenseVAE) -> dict[str, int]:
         ``encoder_mean``, ``encoder_logvar`` (each encoder network),
         ``decoder`` (without the output log-variances), ``output_logvar``
         (N^2), ``prior`` and ``total``. The paper configuration gives about
-        2.66M, 2.66M, 2.67M, 4,225, 0 and 8.0M (SPEC 4a).
+        2.66M, 2.66M, 2.67M, 4,225, 0 and 8.0M (docs/model.md §4a).
     """
 
     def n(module: nn.Module) -> int:
@@ -817,9 +817,11 @@ def get_model(name: str, **overrides: Any) -> DenseVAE:
     return DenseVAE(model_config(name, **overrides))
 
 
-@register_model("dense_vae_paper", "SPEC 4a: 65 grid, blocks (4, 6, 4), g 4, ~8.0M parameters")
+@register_model(
+    "dense_vae_paper", "docs/model.md §4a: 65 grid, blocks (4, 6, 4), g 4, ~8.0M parameters"
+)
 def dense_vae_paper(**overrides: Any) -> DenseVAE:
-    """The paper's DenseVAE (SPEC 4a): ``VAEConfig()`` with ``overrides``."""
+    """The paper's DenseVAE (docs/model.md §4a): ``VAEConfig()`` with ``overrides``."""
     return get_model("dense_vae_paper", **overrides)
 
 

@@ -75,7 +75,7 @@ class KDTree:
     -----
     The optional per-axis weights ``w`` of the queries give the distance
     :math:`\\sqrt{\\sum_c (w_c (q_c - p_c))^2}`; S_KL uses it to search the
-    points :math:`a \\circ (z - b)` through a tree over z (SPEC 5a). A query
+    points :math:`a \\circ (z - b)` through a tree over z (docs/scores.md §5a). A query
     can leave out one point by its index (``exclude``), so self-queries work
     and duplicated points still show up at distance 0.
 

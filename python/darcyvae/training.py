@@ -1,4 +1,4 @@
-"""The training loop of the paper's method (SPEC 4d-4f) and the trial runner (SPEC 4e).
+"""The training loop of the paper's method (docs/model.md §4d-§4f) and the trial runner (docs/model.md §4e).
 
 Public names
 ------------
@@ -229,7 +229,7 @@ def _label_term(
 
 
 class _ConcatForward:
-    """``labels.forward="concat"`` (SPEC 4f): stands in for the model in ``vae_loss``.
+    """``labels.forward="concat"`` (docs/model.md §4f): stands in for the model in ``vae_loss``.
 
     Calling it runs the model once on [y; y_l] (so BatchNorm normalises the
     unlabelled and the labelled fields together, and one reparameterisation
@@ -324,7 +324,7 @@ def train(
     progress: bool = True,
     allow_data_change: bool = False,
 ) -> TrainResult:
-    """Train a DenseVAE with the paper's method (SPEC 4d), optionally semi-supervised (4f).
+    """Train a DenseVAE with the paper's method (docs/model.md §4d), optionally semi-supervised (4f).
 
     Parameters
     ----------
@@ -545,7 +545,7 @@ def train_with_restarts(
     resume: bool = False,
     allow_data_change: bool = False,
 ) -> tuple[TrainResult, list[dict[str, Any]]]:
-    """Train, and restart with a new seed while the run ends over-regularised (SPEC 4e).
+    """Train, and restart with a new seed while the run ends over-regularised (docs/model.md §4e).
 
     Attempt 0 runs ``config`` in ``out_dir/attempt_0``; attempt k >= 1 runs
     with seed ``restart_seed(config.run.seed, k)`` in ``out_dir/attempt_k``.

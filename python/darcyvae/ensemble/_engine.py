@@ -147,7 +147,7 @@ class _MemberLoss(nn.Module):
         )
         nll = terms.prior_nll if terms.prior_nll is not None else torch.zeros_like(terms.loss)
         loss, fired = terms.loss, torch.zeros_like(terms.loss)
-        if guard is not None:  # the released loop's phase-1 guard (SPEC 4d)
+        if guard is not None:  # the released loop's phase-1 guard (docs/model.md §4d)
             loss, triggered = guarded_loss(terms, guard)
             fired = triggered.to(loss.dtype)
         return loss, terms.rec, terms.distortion, terms.rate, nll, fired
@@ -240,7 +240,7 @@ class _EnsembleRun:
         self.stopped: dict[int, dict[str, Any]] = {}  # member index -> {"epoch", "message"}
         self.epoch = 0
         self.bound = self.runs[0].bound
-        # Semi-supervised (SPEC 4f): each member's labelled pairs, (K, n_l, ...).
+        # Semi-supervised (docs/model.md §4f): each member's labelled pairs, (K, n_l, ...).
         self.labeled = None
         if self.runs[0].label_idx is not None:
             pairs = [r.labeled() for r in self.runs]

@@ -11,7 +11,7 @@ StackedAdam
 BatchedOutput
     What ``BatchedDenseVAE.forward`` returns (``VAEOutput`` with a leading K).
 
-How the members are kept apart (SPEC 4a per member)
+How the members are kept apart (docs/model.md §4a per member)
 ---------------------------------------------------
 Every parameter and buffer of a single DenseVAE becomes one tensor with a
 leading member axis K. In the convolutional parts the activations of all

@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 def _check_supported(config: TrainConfig) -> None:
-    """Refuse semi-supervised settings the batched engine does not implement (SPEC 4f).
+    """Refuse semi-supervised settings the batched engine does not implement (docs/model.md §4f).
 
     The engine reproduces the single run's original label setup only
     (labels from the training set, a separate encoder pass, the term

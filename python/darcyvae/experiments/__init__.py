@@ -1,4 +1,4 @@
-"""The paper's experiments (SPEC 6), one registered function each, and their reports.
+"""The paper's experiments (docs/reproduction.md §6), one registered function each, and their reports.
 
 ``darcyvae reproduce NAME`` calls ``run_experiment``: it checks and locks the
 output folder, runs the experiment at a scale (``smoke``, ``cpu`` or

@@ -35,7 +35,7 @@ BOUND_MARGIN = 0.01
 VERDICTS = ("reproduced", "partly", "not reproduced", "not judged")
 
 GAUSSIAN_PARAMS = {"mean": [1.0, 1.0], "sd": [0.5, 0.5]}
-"""The paper's scaled/translated p(theta): isotropic, mu = (1, 1), sd = (0.5, 0.5) (SPEC 3)."""
+"""The paper's scaled/translated p(theta): isotropic, mu = (1, 1), sd = (0.5, 0.5) (docs/data.md §3)."""
 
 
 @dataclass
@@ -173,7 +173,7 @@ def train_config(
         None: "hp" for the hierarchical prior, else "plain".
     mixture : bool
         Lengthen the reconstruction-only phase by ``scale.mixture_rec_factor``
-        (SPEC 4d: the mixture4 example needed more of it); the total grows by
+        (docs/model.md §4d: the mixture4 example needed more of it); the total grows by
         the same number of epochs.
     model : dict
         Extra VAEConfig fields (e.g. ``hp_decoder``, ``prior_variance``).
@@ -204,7 +204,7 @@ def train_config(
         "prior": prior,
     }
     if prior == "hierarchical" and "hp_decoder" in mfields:
-        # The released prior decoder (final ReLU, SPEC 4c) is what the paper's figures used.
+        # The released prior decoder (final ReLU, docs/model.md §4c) is what the paper's figures used.
         mkw["hp_decoder"] = "released"
     for key, value in (model or {}).items():
         if key not in mfields:
@@ -335,7 +335,7 @@ _BOUNDS: dict[tuple[str, str, str], float] = {}
 
 
 def test_bound(test_path: Path, train_path: Path, config) -> float:
-    """Theorem-1 bound (SPEC 4e) of the test data, normalised as the model sees it."""
+    """Theorem-1 bound (docs/model.md §4e) of the test data, normalised as the model sees it."""
     from ..training import distortion_bound
 
     key = (str(test_path), str(train_path), config.normalize)
@@ -555,7 +555,7 @@ def claim(
 
 
 def trained_only(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The trials whose test distortion beats the Theorem-1 bound (SPEC 6)."""
+    """The trials whose test distortion beats the Theorem-1 bound (docs/reproduction.md §6)."""
     return [r for r in records if r["beats_bound"]]
 
 

@@ -1,13 +1,13 @@
 """The sizes of the reproduction, as data: ``smoke``, ``cpu`` and ``paper``.
 
 Every experiment reads its sizes from one ``Scale``; nothing else differs
-between the scales. Choosing the ``cpu`` scale (SPEC 6, MEASURED.md, and runs measured for it):
+between the scales. Choosing the ``cpu`` scale (docs/reproduction.md §6, MEASURED.md, and runs measured for it):
 
 - The paper's model on the 65 grid costs ~0.5 s per optimiser step on one
   CPU core (7.2 GFLOP), so its 6,500-epoch schedule (52,000 steps) is ~7 h
   per trial. The tiny DenseVAE (blocks (2, 2, 2), g 4) on the 17 grid is 80x
   cheaper per step (0.09 GFLOP, ~16 ms) and still learns KLE2 fields
-  (SPEC 6: "shrink the grid or the model rather than the training").
+  (docs/reproduction.md §6: "shrink the grid or the model rather than the training").
 - What does not shrink is the number of Adam steps the decoder's constant
   output log-variance needs: it starts at 0 and moves about lr per step
   towards the data's per-pixel log-variance. In raw units that is ~-7.6 and
@@ -49,7 +49,7 @@ class Scale:
     ----------
     name : str
     grid, blocks, growth_rate, init_features, fc_hidden
-        The DenseVAE (SPEC 4a) and the data grid.
+        The DenseVAE (docs/model.md §4a) and the data grid.
     n_train, n_test : int
         Samples per split (the paper: 512 each).
     batch_size : int
@@ -59,18 +59,18 @@ class Scale:
         The decoder output log-variance's initial value ("data": the log of
         the training data's per-pixel variance; a documented deviation).
     epochs, rec_epochs, lr_values, lr_milestones
-        The schedule of models without the hierarchical prior (SPEC 4d).
+        The schedule of models without the hierarchical prior (docs/model.md §4d).
     hp_epochs, hp_rec_epochs, hp_lr_values, hp_lr_milestones
         The schedule of models with the hierarchical prior.
     mixture_rec_factor : float
         The mixture4 study's reconstruction-only phase is this many times
-        E_rec (the paper: "more", SPEC 4d; the epochs grow by the same amount).
+        E_rec (the paper: "more", docs/model.md §4d; the epochs grow by the same amount).
     trials : int
         Trials per arm in the trial studies (gaussian, mixture4, hp-ablation).
     few_trials : int
         Trials of the single-model experiments (normal, rotation, interpolate).
     ss_trials, ss_labels, ss_epochs, ss_rec_epochs, ss_lr_values, ss_lr_milestones, ss_batch
-        The semi-supervised study (SPEC 4f), in the authors' setup (labelled
+        The semi-supervised study (docs/model.md §4f), in the authors' setup (labelled
         pairs = the first n_l test samples, so ``max(ss_labels) <= n_test``);
         ``ss_batch`` unlabelled samples per step, all labelled pairs appended.
     betas : tuple of float
@@ -145,7 +145,7 @@ PAPER_BETAS = (100.0, 10.0, 5.0, 2.0, 1.0, 0.1, 0.01, 0.001)
 """The fixed-beta sweep of the paper's section 4.2 (Fig. 4)."""
 
 PAPER_LABELS = (0, 1, 2, 3, 5, 10, 20, 40)
-"""Labelled samples of the semi-supervised study (0 to 8% of 512, SPEC 4f)."""
+"""Labelled samples of the semi-supervised study (0 to 8% of 512, docs/model.md §4f)."""
 
 SCALES: dict[str, Scale] = {
     "smoke": Scale(
@@ -278,7 +278,7 @@ SCALES: dict[str, Scale] = {
         rotation_angles=37,
         eval_every=100,
         checkpoint_every=100,
-        notes=("the paper's sizes (SPEC 4a, 4d); meant for a GPU",),
+        notes=("the paper's sizes (docs/model.md §4a,§4d); meant for a GPU",),
     ),
 }
 

@@ -22,7 +22,7 @@ def fig1_kle_samples(
 ) -> dict[str, Any]:
     """Paper Fig. 1: permeability samples of the KLE truncations, and the spectrum.
 
-    Computes the KLE bases (exponential kernel, l = 0.1, sigma^2 = 1; SPEC 2)
+    Computes the KLE bases (exponential kernel, l = 0.1, sigma^2 = 1; docs/data.md §2)
     on a ``grid`` x ``grid`` grid (65; 17 at the smoke scale, where KLE1000 becomes
     KLE289, all modes), largest first
     so the smaller ones come from the disk cache, and writes

@@ -119,7 +119,7 @@ def rd_plane(ctx: Context) -> dict[str, Any]:
             f"{fmt(bad['test']['distortion'], 1)}, over-regularised {bad['over_regularized']} "
             f"(bound {fmt(bound, 1)})",
             v1,
-            "reproduced if the plain run is over-regularised (SPEC 4e detector) and the paper's "
+            "reproduced if the plain run is over-regularised (docs/model.md §4e detector) and the paper's "
             "method is not; partly if only the latter; not judged if the paper's method does "
             "not beat the bound",
             {

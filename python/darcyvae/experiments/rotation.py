@@ -6,8 +6,8 @@ change. The rate of the rotated model is estimated per test sample with the
 same Monte Carlo noise at every angle: log q(z|y) (a rotation keeps the
 density) minus log p(z') for the standard-normal prior, and the Jensen bound
 log q(z|y) + KL(q_gamma(xi|z') || N(0, I)) - log p_pi(z'|xi) for the
-hierarchical prior (SPEC 4c). S_D is that of the rotated encoder means.
-Models are trained on the gaussian p(theta) (SPEC 3, section 5.2).
+hierarchical prior (docs/model.md §4c). S_D is that of the rotated encoder means.
+Models are trained on the gaussian p(theta) (docs/data.md §3, section 5.2).
 """
 
 from __future__ import annotations

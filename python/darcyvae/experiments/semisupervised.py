@@ -1,4 +1,4 @@
-"""Figs. 14-15: semi-supervised training against the number of labelled samples (SPEC 4f).
+"""Figs. 14-15: semi-supervised training against the number of labelled samples (docs/model.md §4f).
 
 The authors' semi-supervised setup: mixture4 KLE2 data, the training set as
 the unlabelled data and the first n_l test samples as the labelled pairs,
@@ -202,7 +202,7 @@ def semisupervised(ctx: Context) -> dict[str, Any]:
         (
             "labelled pairs: the first n_l test samples, concatenated to every unlabelled batch "
             "in one forward pass, label NLL summed over latent dimensions (the authors' "
-            "semi-supervised code, SPEC 4f); the same pairs in every trial, and they are among "
+            "semi-supervised code, docs/model.md §4f); the same pairs in every trial, and they are among "
             "the test samples S_D is evaluated on"
         )
     ]

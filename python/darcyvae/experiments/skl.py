@@ -4,7 +4,7 @@ Searches the output root (the folder holding this experiment's folder)
 for training runs of the other experiments (a ``summary.json`` beside a
 ``checkpoint.pt``), and for each run whose test distortion beats the
 Theorem-1 bound computes, on its test data: S_D of the encoder means, and
-S_KL (SPEC 5) of aggregated-posterior samples z ~ q(z|y) against the test
+S_KL (docs/scores.md §5) of aggregated-posterior samples z ~ q(z|y) against the test
 thetas (samples of p(theta)). The reported S_KL is ``s_kl(...).score``
 (cross-fitted where the metrics module provides it, with the in-sample
 minimum beside it). The qualitative class is read from S_D: disentangled

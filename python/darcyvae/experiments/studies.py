@@ -3,7 +3,7 @@ and, beyond the paper, ``hp-ablation`` (the mixture4 HP study with each prior de
 
 Every arm trains ``trials`` seeds of one configuration through
 ``_common.train_trials``; every trial is kept and reported (no restarts, no
-dropping). Over-regularised trials (SPEC 4e detector) are counted over all
+dropping). Over-regularised trials (docs/model.md §4e detector) are counted over all
 trials; disentanglement (test S_D >= 0.9) is counted over the trials that
 beat the Theorem-1 bound, and the report says how many that is.
 """
@@ -280,7 +280,7 @@ def gaussian(ctx: Context) -> dict[str, Any]:
         "claims": claims,
         "figures": files,
         "trial_table": trial_table(arms),
-        "notes": [f"p(theta) = gaussian with {GAUSSIAN_PARAMS} (SPEC 3)"],
+        "notes": [f"p(theta) = gaussian with {GAUSSIAN_PARAMS} (docs/data.md §3)"],
     }
 
 
