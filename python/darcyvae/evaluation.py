@@ -70,6 +70,23 @@ SKL_LATENTS = ("sample", "mean")
 # --------------------------------------------------------------------------- over-regularisation
 
 
+TRAINED_MARGIN = 0.05
+"""A model counts as trained when its distortion lies more than this fraction of
+|bound| below the Theorem-1 bound (docs/model.md §4e): closer than that, it is
+indistinguishable from an over-regularised model (the same 5% as the verdict's
+``rel_tol``)."""
+
+
+def beats_bound(distortion: float, bound: float, rel_tol: float = TRAINED_MARGIN) -> bool:
+    """Whether ``distortion`` lies more than ``rel_tol * |bound|`` below the Theorem-1 ``bound``.
+
+    The one definition of a trained model (docs/reproduction.md §6), used by
+    ``SplitMetrics.trained`` and by every experiment report.
+    """
+    margin = bound - distortion
+    return bool(math.isfinite(margin) and margin > rel_tol * abs(bound))
+
+
 def distortion_bound(
     y: Tensor | NDArray[np.floating],
     *,
@@ -450,7 +467,7 @@ def split_metrics(
         distortion_bound=bound,
         distortion_margin=float(margin),
         relative_margin=float(rel),
-        trained=bool(math.isfinite(rel) and rel > rel_tol),
+        trained=beats_bound(summary.distortion, bound, rel_tol),
         over_regularization=over,
         s_d=s_d_or_none(summary),
         s_kl=skl,

@@ -326,7 +326,7 @@ def _report(res: dict[str, Any]) -> str:
             "## Every trial (none dropped, none restarted)",
             "",
             (
-                "Margin = Theorem-1 bound minus test distortion (nats per sample; above 1% of the "
+                "Margin = Theorem-1 bound minus test distortion (nats per sample; above 5% of the "
                 "bound's magnitude: "
                 "the model beats the bound and counts as trained)."
             ),

@@ -55,9 +55,6 @@ class Scale:
     batch_size : int
     normalize : {"none", "channel"}
         Per-channel normalisation of the fields.
-    output_logvar_init : {"zero", "data"}
-        The decoder output log-variance's initial value ("data": the log of
-        the training data's per-pixel variance; a documented deviation).
     epochs, rec_epochs, lr_values, lr_milestones
         The schedule of models without the hierarchical prior (docs/model.md §4d).
     hp_epochs, hp_rec_epochs, hp_lr_values, hp_lr_milestones
@@ -98,7 +95,6 @@ class Scale:
     n_test: int
     batch_size: int
     normalize: str
-    output_logvar_init: str
     epochs: int
     rec_epochs: int
     lr_values: tuple[float, ...]
@@ -159,7 +155,6 @@ SCALES: dict[str, Scale] = {
         n_test=32,
         batch_size=16,
         normalize="channel",
-        output_logvar_init="zero",
         epochs=3,
         rec_epochs=1,
         lr_values=(1e-3,),
@@ -202,7 +197,6 @@ SCALES: dict[str, Scale] = {
         n_test=512,
         batch_size=64,
         normalize="channel",
-        output_logvar_init="zero",
         epochs=400,
         rec_epochs=150,
         lr_values=(3e-3, 2e-4),
@@ -250,7 +244,6 @@ SCALES: dict[str, Scale] = {
         n_test=512,
         batch_size=64,
         normalize="none",
-        output_logvar_init="zero",
         epochs=6500,
         rec_epochs=4000,
         lr_values=(5e-4, 1e-4),

@@ -21,7 +21,6 @@ import numpy as np
 
 from . import MARKER, register_experiment
 from ._common import (
-    BOUND_MARGIN,
     SD_DISENTANGLED,
     SD_ROTATED,
     Context,
@@ -62,6 +61,7 @@ def skl(ctx: Context) -> dict[str, Any]:
 
     from .. import plots
     from ..dataset import ChannelStats, DarcyDataset
+    from ..evaluation import beats_bound
     from ..metrics import s_d, s_kl
     from ..training import distortion_bound, evaluate_losses, load_checkpoint, load_model
 
@@ -88,7 +88,7 @@ def skl(ctx: Context) -> dict[str, Any]:
         summ = evaluate_losses(model, data, seed=ctx.seed)
         bound = distortion_bound(data.y)
         margin = bound - summ.distortion
-        trained = bool(margin > BOUND_MARGIN * abs(bound))
+        trained = beats_bound(summ.distortion, bound)
         rng = np.random.default_rng(ctx.seed)
         z = summ.z_mean + np.exp(0.5 * summ.z_logvar) * rng.standard_normal(summ.z_mean.shape)
         try:
