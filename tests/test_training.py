@@ -553,33 +553,43 @@ def test_over_regularised_run_is_flagged_and_restarted(data, tmp_path):
     assert again.history == result.history
 
 
-@pytest.mark.slow
-def test_semi_supervised_labels_pull_the_latent_towards_theta(data, tmp_path):
+def _train_without_and_with_labels(files, tmp_path, epochs, **labels):
+    """Two seeded runs of the tiny VAE on ``files`` for ``epochs`` epochs (5 reconstruction-only,
+    lr 1e-2), the second with the label options ``labels``: (unlabelled, labelled) results."""
     common = {
-        "epochs": 25,
+        "epochs": epochs,
         "rec_epochs": 5,
         "lr_values": (1e-2,),
         "eval_every": 0,
-        "checkpoint_every": 25,
+        "checkpoint_every": epochs,
     }
     plain = train(
-        tiny_config(**common), data[0], out_dir=tmp_path / "u", device="cpu", progress=False
+        tiny_config(**common), *files, out_dir=tmp_path / "u", device="cpu", progress=False
     )
     semi = train(
-        tiny_config(n_labeled=16, label_loss="mse", label_weight=10.0, **common),
-        data[0],
+        tiny_config(**labels, **common),
+        *files,
         out_dir=tmp_path / "s",
         device="cpu",
         progress=False,
     )
+    return plain, semi
+
+
+def _latent_theta_error(result, ds):
+    """Mean squared difference between the trained model's latent means on ``ds`` and theta."""
+    z = evaluate_losses(load_model(result.checkpoint), ds).z_mean
+    return float(np.mean((z - ds.theta.numpy()) ** 2))
+
+
+@pytest.mark.slow
+def test_semi_supervised_labels_pull_the_latent_towards_theta(data, tmp_path):
+    plain, semi = _train_without_and_with_labels(
+        (data[0],), tmp_path, 25, n_labeled=16, label_loss="mse", label_weight=10.0
+    )
     ds = DarcyDataset(data[0])
-
-    def error(result):
-        z = evaluate_losses(load_model(result.checkpoint), ds).z_mean
-        return float(np.mean((z - ds.theta.numpy()) ** 2))
-
-    assert error(semi) < 0.3 * error(plain)
-    assert error(semi) < 0.25
+    assert _latent_theta_error(semi, ds) < 0.3 * _latent_theta_error(plain, ds)
+    assert _latent_theta_error(semi, ds) < 0.25
     # S_D of theta against itself is below 1 on 64 samples (sample cross-covariances).
     assert semi.final["train"]["s_d"] > 0.95 * s_d(ds.theta.numpy(), ds.theta.numpy())
     assert "label_loss" in semi.history[0]
@@ -755,29 +765,8 @@ def test_resume_with_other_labelled_test_data_is_refused(data, tmp_path, synthet
 def test_released_labels_pull_the_latent_towards_theta(data, tmp_path):
     # 8 labelled test pairs in the concatenated forward: the latent lines up with theta
     # (z_k <-> theta_k, docs/model.md §4f) far better than in the same seeded run without labels.
-    common = {
-        "epochs": 20,
-        "rec_epochs": 5,
-        "lr_values": (1e-2,),
-        "eval_every": 0,
-        "checkpoint_every": 20,
-    }
-    plain = train(
-        tiny_config(**common), *data, out_dir=tmp_path / "u", device="cpu", progress=False
-    )
-    semi = train(
-        tiny_config(n_labeled=8, **RELEASED_LABELS, **common),
-        *data,
-        out_dir=tmp_path / "s",
-        device="cpu",
-        progress=False,
-    )
+    plain, semi = _train_without_and_with_labels(data, tmp_path, 20, n_labeled=8, **RELEASED_LABELS)
     ds = DarcyDataset(data[0])
-
-    def error(result):
-        z = evaluate_losses(load_model(result.checkpoint), ds).z_mean
-        return float(np.mean((z - ds.theta.numpy()) ** 2))
-
-    assert error(semi) < 0.2 * error(plain)
+    assert _latent_theta_error(semi, ds) < 0.2 * _latent_theta_error(plain, ds)
     assert semi.final["train"]["s_d"] > plain.final["train"]["s_d"] + 0.1
     assert "label_loss" in semi.history[0]

@@ -308,6 +308,32 @@ def train_trials(
     return [trial_record(folders[s], s, bound, failed.get(s)) for s in seeds]
 
 
+def train_arms(
+    ctx: Context,
+    arm_configs: dict[str, Any],
+    paths: dict[str, Path],
+    n_trials: int,
+) -> dict[str, list[dict[str, Any]]]:
+    """``train_trials`` for every arm of a study: ``n_trials`` seeds of each arm's config.
+
+    Arm ``name`` trains the seeds ``ctx.seeds(n_trials, name)`` in ``ctx.out/<name>``
+    (spaces as underscores) on ``paths["train"]`` / ``paths["test"]``; the records come
+    back per arm, in the order of ``arm_configs``.
+    """
+    return {
+        arm: train_trials(
+            config,
+            ctx.seeds(n_trials, arm),
+            paths["train"],
+            paths["test"],
+            ctx.out / arm.replace(" ", "_"),
+            ctx.device,
+            ctx.progress,
+        )
+        for arm, config in arm_configs.items()
+    }
+
+
 _BOUNDS: dict[tuple[str, str, str], float] = {}
 
 

@@ -26,8 +26,8 @@ from ._common import (
     fmt,
     judge_gate,
     load_split,
+    train_arms,
     train_config,
-    train_trials,
     trial_table,
 )
 
@@ -93,18 +93,7 @@ def rotation(ctx: Context) -> dict[str, Any]:
         "std-normal prior": train_config(ctx),
         "HP": train_config(ctx, prior="hierarchical"),
     }
-    arms = {
-        arm: train_trials(
-            cfg,
-            ctx.seeds(n, arm),
-            paths["train"],
-            paths["test"],
-            ctx.out / arm.replace(" ", "_"),
-            ctx.device,
-            ctx.progress,
-        )
-        for arm, cfg in arms_cfg.items()
-    }
+    arms = train_arms(ctx, arms_cfg, paths, n)
     omegas = np.linspace(0.0, math.pi / 2, ctx.scale.rotation_angles)
     curves: dict[str, list[dict[str, Any]]] = {}
     for arm, recs in arms.items():

@@ -28,8 +28,8 @@ from ._common import (
     judge_gate,
     load_split,
     spread,
+    train_arms,
     train_config,
-    train_trials,
     trained_only,
     trial_table,
 )
@@ -155,18 +155,30 @@ def _run_arms(
     n_trials: int,
 ) -> tuple[dict[str, Path], dict[str, list[dict[str, Any]]]]:
     paths = dataset(ctx, distribution, params)
-    arms = {}
-    for arm, config in arm_configs.items():
-        arms[arm] = train_trials(
-            config,
-            ctx.seeds(n_trials, arm),
-            paths["train"],
-            paths["test"],
-            ctx.out / arm.replace(" ", "_"),
-            ctx.device,
-            ctx.progress,
-        )
-    return paths, arms
+    return paths, train_arms(ctx, arm_configs, paths, n_trials)
+
+
+def _study_result(
+    ctx: Context,
+    arms: dict[str, list[dict[str, Any]]],
+    configs: dict[str, Any],
+    paths: dict[str, Path],
+    claims: list[dict[str, Any]],
+    fig_name: str,
+    title: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A trial study's results: per-arm statistics, every record, the claims, the figures
+    (``_figures``) and the trial table, then the study's ``extra`` keys."""
+    files = _figures(ctx, arms, configs, paths, fig_name, title)
+    return {
+        "arms": {k: _arm_stats(v) for k, v in arms.items()},
+        "records": arms,
+        "claims": claims,
+        "figures": files,
+        "trial_table": trial_table(arms),
+        **extra,
+    }
 
 
 def _excluded(st: dict[str, Any]) -> str:
@@ -225,14 +237,7 @@ def normal(ctx: Context) -> dict[str, Any]:
             {"median_s_d": med},
         ),
     ]
-    files = _figures(ctx, arms, configs, paths, "fig6_7", "normal p(theta)")
-    return {
-        "arms": {k: _arm_stats(v) for k, v in arms.items()},
-        "records": arms,
-        "claims": claims,
-        "figures": files,
-        "trial_table": trial_table(arms),
-    }
+    return _study_result(ctx, arms, configs, paths, claims, "fig6_7", "normal p(theta)")
 
 
 @register_experiment("gaussian", "Figs. 8-9: scaled/translated gaussian p(theta), no HP vs HP")
@@ -252,16 +257,16 @@ def gaussian(ctx: Context) -> dict[str, Any]:
         else ("partly" if b["n_disentangled"] else "not reproduced")
     )
     claims = [
-        claim(
+        _fraction_claim(
             "no-hp-never",
             "without the hierarchical prior, disentanglement is never observed in many trials",
             f"{a['n_disentangled']} of {a['n_trained']} trained trials disentangled (S_D >= "
-            f"{SD_DISENTANGLED}); S_D {fmt_spread(a['s_d_trained'])}"
-            + _excluded(a)
-            + (f"; {ga}" if ga else ""),
-            _gated(fraction_verdict(a["n_disentangled"], a["n_trained"], 0.0), ga),
-            "paper's fraction 0; " + FRACTION_RULE,
-            {"k": a["n_disentangled"], "n": a["n_trained"]},
+            f"{SD_DISENTANGLED}); S_D {fmt_spread(a['s_d_trained'])}" + _excluded(a),
+            a["n_disentangled"],
+            a["n_trained"],
+            0.0,
+            "paper's fraction 0; ",
+            ga,
         ),
         claim(
             "hp-good",
@@ -273,15 +278,68 @@ def gaussian(ctx: Context) -> dict[str, Any]:
             {"k": b["n_disentangled"], "n": b["n_trained"]},
         ),
     ]
-    files = _figures(ctx, arms, configs, paths, "fig8_9", "gaussian p(theta)")
-    return {
-        "arms": {"no HP": a, "HP": b},
-        "records": arms,
-        "claims": claims,
-        "figures": files,
-        "trial_table": trial_table(arms),
-        "notes": [f"p(theta) = gaussian with {GAUSSIAN_PARAMS} (docs/data.md §3)"],
-    }
+    notes = [f"p(theta) = gaussian with {GAUSSIAN_PARAMS} (docs/data.md §3)"]
+    return _study_result(
+        ctx, arms, configs, paths, claims, "fig8_9", "gaussian p(theta)", notes=notes
+    )
+
+
+def _fraction_claim(
+    cid: str,
+    text: str,
+    measured: str,
+    k: int,
+    n: int,
+    claimed: float,
+    rule: str,
+    gate: str | None,
+) -> dict[str, Any]:
+    """The claim that a fraction ``claimed`` of ``n`` trials shows a property, ``k`` of them
+    do: judged by ``fraction_verdict`` (``rule`` is followed by ``FRACTION_RULE``) unless
+    ``gate`` (``judge_gate``'s reason, appended to ``measured``) holds the verdict back."""
+    return claim(
+        cid,
+        text,
+        measured + (f"; {gate}" if gate else ""),
+        _gated(fraction_verdict(k, n, claimed), gate),
+        rule + FRACTION_RULE,
+        {"k": k, "n": n},
+    )
+
+
+def _over_regularised_claim(
+    cid: str, text: str, st: dict[str, Any], claimed: float, gate: str | None
+) -> dict[str, Any]:
+    """The claim that a fraction ``claimed`` of all an arm's trials (``_arm_stats``)
+    over-regularise."""
+    return _fraction_claim(
+        cid,
+        text,
+        f"{st['n_over_regularized']} of {st['n']} trials over-regularised",
+        st["n_over_regularized"],
+        st["n"],
+        claimed,
+        f"paper's fraction {claimed:g}, over all trials; ",
+        gate,
+    )
+
+
+def _disentangled_claim(
+    cid: str, text: str, st: dict[str, Any], claimed: float, gate: str | None
+) -> dict[str, Any]:
+    """The claim that a fraction ``claimed`` of an arm's trained trials (``_arm_stats``)
+    disentangle."""
+    return _fraction_claim(
+        cid,
+        text,
+        f"{st['n_disentangled']} of {st['n_trained']} trained trials disentangled; S_D "
+        f"{fmt_spread(st['s_d_trained'])}" + _excluded(st),
+        st["n_disentangled"],
+        st["n_trained"],
+        claimed,
+        f"paper's fraction {claimed:g}, over trained trials; ",
+        gate,
+    )
 
 
 def _mixture_claims(ctx: Context, arms, no_hp: str | None, hp_arms: list[str], tag: str = ""):
@@ -291,23 +349,15 @@ def _mixture_claims(ctx: Context, arms, no_hp: str | None, hp_arms: list[str], t
         g = judge_gate(arms[no_hp], no_hp)
         go = judge_gate(arms[no_hp], no_hp, count_over_regularized=True)
         claims += [
-            claim(
+            _over_regularised_claim(
                 "no-hp-over-regularised",
                 "without HP about 10% of the runs over-regularise",
-                f"{a['n_over_regularized']} of {a['n']} trials over-regularised"
-                + (f"; {go}" if go else ""),
-                _gated(fraction_verdict(a["n_over_regularized"], a["n"], 0.1), go),
-                "paper's fraction 0.1, over all trials; " + FRACTION_RULE,
-                {"k": a["n_over_regularized"], "n": a["n"]},
+                a,
+                0.1,
+                go,
             ),
-            claim(
-                "no-hp-none-disentangle",
-                "without HP no run disentangles",
-                f"{a['n_disentangled']} of {a['n_trained']} trained trials disentangled; S_D "
-                f"{fmt_spread(a['s_d_trained'])}" + _excluded(a) + (f"; {g}" if g else ""),
-                _gated(fraction_verdict(a["n_disentangled"], a["n_trained"], 0.0), g),
-                "paper's fraction 0, over trained trials; " + FRACTION_RULE,
-                {"k": a["n_disentangled"], "n": a["n_trained"]},
+            _disentangled_claim(
+                "no-hp-none-disentangle", "without HP no run disentangles", a, 0.0, g
             ),
         ]
     for arm in hp_arms:
@@ -317,33 +367,27 @@ def _mixture_claims(ctx: Context, arms, no_hp: str | None, hp_arms: list[str], t
         go = judge_gate(arms[arm], arm, count_over_regularized=True)
         rest = b["n_trained"] - b["n_disentangled"]
         claims += [
-            claim(
-                f"{arm}-over-regularised",
-                f"{tag}with {which} no run over-regularises",
-                f"{b['n_over_regularized']} of {b['n']} trials over-regularised"
-                + (f"; {go}" if go else ""),
-                _gated(fraction_verdict(b["n_over_regularized"], b["n"], 0.0), go),
-                "paper's fraction 0, over all trials; " + FRACTION_RULE,
-                {"k": b["n_over_regularized"], "n": b["n"]},
+            _over_regularised_claim(
+                f"{arm}-over-regularised", f"{tag}with {which} no run over-regularises", b, 0.0, go
             ),
-            claim(
+            _disentangled_claim(
                 f"{arm}-half-disentangle",
                 f"{tag}with {which} about half of the runs disentangle",
-                f"{b['n_disentangled']} of {b['n_trained']} trained trials disentangled; S_D "
-                f"{fmt_spread(b['s_d_trained'])}" + _excluded(b) + (f"; {g}" if g else ""),
-                _gated(fraction_verdict(b["n_disentangled"], b["n_trained"], 0.5), g),
-                "paper's fraction 0.5, over trained trials; " + FRACTION_RULE,
-                {"k": b["n_disentangled"], "n": b["n_trained"]},
+                b,
+                0.5,
+                g,
             ),
-            claim(
+            _fraction_claim(
                 f"{arm}-rotated",
                 f"{tag}with {which} the runs that do not disentangle sit near a 45 degree rotation",
                 f"{b['n_rotated']} of {rest} non-disentangled trained trials have S_D <= "
-                f"{SD_ROTATED}" + _excluded(b) + (f"; {g}" if g else ""),
-                _gated(fraction_verdict(b["n_rotated"], rest, 1.0), g),
+                f"{SD_ROTATED}" + _excluded(b),
+                b["n_rotated"],
+                rest,
+                1.0,
                 f"S_D <= {SD_ROTATED} counts as rotated (45 degrees gives 0.5); paper's "
-                "fraction 1; " + FRACTION_RULE,
-                {"k": b["n_rotated"], "n": rest},
+                "fraction 1; ",
+                g,
             ),
         ]
     return claims
@@ -359,20 +403,15 @@ def mixture4(ctx: Context) -> dict[str, Any]:
     }
     paths, arms = _run_arms(ctx, "mixture4", None, configs, n)
     claims = _mixture_claims(ctx, arms, "no HP", ["HP"])
-    files = _figures(ctx, arms, configs, paths, "fig11_12", "mixture4 p(theta)")
-    return {
-        "arms": {k: _arm_stats(v) for k, v in arms.items()},
-        "records": arms,
-        "claims": claims,
-        "figures": files,
-        "trial_table": trial_table(arms),
-        "notes": [
-            (
-                f"reconstruction-only phase {ctx.scale.mixture_rec_factor}x as long as in the other "
-                "examples (the paper: 'more', number not given); no restarts"
-            )
-        ],
-    }
+    notes = [
+        (
+            f"reconstruction-only phase {ctx.scale.mixture_rec_factor}x as long as in the other "
+            "examples (the paper: 'more', number not given); no restarts"
+        )
+    ]
+    return _study_result(
+        ctx, arms, configs, paths, claims, "fig11_12", "mixture4 p(theta)", notes=notes
+    )
 
 
 @register_experiment(
@@ -408,12 +447,6 @@ def hp_ablation(ctx: Context) -> dict[str, Any]:
             {"p_value": p},
         )
     )
-    files = _figures(ctx, arms, configs, paths, "hp_ablation", "mixture4, HP decoders")
-    return {
-        "arms": {k: _arm_stats(v) for k, v in arms.items()},
-        "records": arms,
-        "claims": claims,
-        "figures": files,
-        "trial_table": trial_table(arms),
-        "fisher_p": p,
-    }
+    return _study_result(
+        ctx, arms, configs, paths, claims, "hp_ablation", "mixture4, HP decoders", fisher_p=p
+    )
