@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from _configs import tiny_train_config
@@ -159,3 +160,18 @@ def test_label_loss_summed_over_latent_dims_by_hand():
     assert mse.tolist() == pytest.approx([1.0, 0.25 + 1.0])
     with pytest.raises(ValueError, match="dim_reduction must be one of 'rate', 'sum'"):
         label_loss(mu, logvar, theta, dim_reduction="mean")
+
+
+def test_gaussian_log_prob_survives_a_collapsed_variance():
+    # A collapsing encoder variance (logvar -100: e^100 overflows float32) once made the
+    # hierarchical bound NaN for a sample sitting on its mean (the demo, epoch 138).
+    from darcyvae.losses import gaussian_log_prob
+
+    logvar = torch.tensor([-100.0, -100.0, -20.0, 3.0])
+    mean = torch.tensor([0.5, 0.5, 0.0, -1.0])
+    x = torch.tensor([0.5, 0.5 + 1e-45, 1e-9, 2.0])
+    got = gaussian_log_prob(x, mean, logvar)
+    assert torch.isfinite(got).all()
+    xd, md, lvd = x.double().numpy(), mean.double().numpy(), logvar.double().numpy()
+    want = -0.5 * (np.log(2 * np.pi) + lvd + (xd - md) ** 2 * np.exp(-lvd))
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=1e-5)

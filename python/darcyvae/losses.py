@@ -117,8 +117,14 @@ def gaussian_kl(mu: Tensor, logvar: Tensor, variance: Tensor | None = None) -> T
 
 
 def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
-    """Elementwise log N(x; mean, e^logvar) (same shape as the broadcast inputs)."""
-    return -0.5 * (LOG_2PI + logvar + (x - mean).square() * torch.exp(-logvar))
+    """Elementwise log N(x; mean, e^logvar) (same shape as the broadcast inputs).
+
+    The residual is scaled by e^(-logvar/2) before squaring, not multiplied by
+    e^(-logvar): a collapsing encoder variance (logvar below about -88, reached
+    when beta is tiny for long) would overflow e^(-logvar) in float32 and give
+    0 * inf = NaN for a sample that sits on its mean.
+    """
+    return -0.5 * (LOG_2PI + logvar + ((x - mean) * torch.exp(-0.5 * logvar)).square())
 
 
 class HierarchicalTerms(NamedTuple):
