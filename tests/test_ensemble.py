@@ -17,6 +17,7 @@ from darcyvae.ensemble import (
     parse_seeds,
     train_ensemble,
 )
+from darcyvae.errors import DataMismatchError
 from darcyvae.evaluation import evaluate
 from darcyvae.losses import gaussian_kl, reconstruction_loss
 from darcyvae.models import DenseVAE, model_config
@@ -44,22 +45,31 @@ def rel(a: float, b: float) -> float:
     return abs(a - b) / max(abs(a), abs(b), 1e-30)
 
 
-def ensemble_and_single_runs(cfg, seeds, train_path, tmp_path):
+def ensemble_and_single_runs(cfg, seeds, train_path, tmp_path, test_path=None):
     """The ensemble of ``seeds`` and, per seed, the run ``train(cfg.replace(seed=s))`` makes."""
-    res = train_ensemble(cfg, seeds, train_path, out_dir=tmp_path / "ens", progress=False)
+    data = (train_path, test_path)
+    res = train_ensemble(cfg, seeds, *data, out_dir=tmp_path / "ens", progress=False)
     singles = {
-        s: train(cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False)
+        s: train(cfg.replace(seed=s), *data, out_dir=tmp_path / f"s{s}", progress=False)
         for s in seeds
     }
     return res, singles
 
 
 def assert_same_history(single, member, keys, seed):
-    """Epoch by epoch, each of ``keys`` of the member within 1e-5 (relative) of the single run's."""
+    """Each of ``keys`` of the member equals the single run's: within 1e-5 (relative) in the
+    first epoch, 5e-4 after it.
+
+    The grouped and the single convolutions round differently in float32 (about 1e-7
+    per step), and training amplifies that: measured on an AVX-512 Xeon, one seed's
+    loss drifted from 5e-7 after epoch 1 to 8e-5 after epoch 5, while members given
+    each other's noise differed by 5e-4 to 1.2e-3 in the first epoch already.
+    """
     assert len(single.history) == len(member.history)
     for a, b in zip(single.history, member.history, strict=True):
+        tol = 1e-5 if a["epoch"] == 0 else 5e-4
         for key in keys:
-            assert rel(a[key], b[key]) < 1e-5, (seed, a["epoch"], key, a[key], b[key])
+            assert rel(a[key], b[key]) < tol, (seed, a["epoch"], key, a[key], b[key])
 
 
 # --------------------------------------------------------------------------- the batched model
@@ -126,17 +136,33 @@ def test_ensemble_equals_three_single_runs(data, tmp_path):
         for a, b in zip(single.history, member.history, strict=True):
             assert a["phase"] == b["phase"]
             assert a["lr"] == b["lr"]
-            assert abs(a["rate"] - b["rate"]) < 1e-3 * abs(a["rate"]) + 1e-5
-        assert rel(single.final["train"]["distortion"], member.final["train"]["distortion"]) < 1e-5
+            # In phase 1 the rate is outside the objective (beta 1e-7) and drifts freely, so
+            # it amplifies rounding most: measured for seed 11, 1.5e-4 after epoch 1 and
+            # 1.2e-2 after epoch 5, while its rate grew 60-fold (seeds 0, 5: below 1e-6).
+            tol = 1e-3 if a["epoch"] == 0 else 5e-2
+            assert abs(a["rate"] - b["rate"]) < tol * abs(a["rate"]) + 1e-5, (s, a["epoch"])
+        assert rel(single.final["train"]["distortion"], member.final["train"]["distortion"]) < 5e-4
+        # Parameters, in units of the learning rate: Adam moves a weight by up to ~lr per
+        # step whatever the gradient's size, so where a gradient component is near zero,
+        # rounding that flips its sign moves the weight by O(lr). Measured after these 20
+        # steps: seeds 0 and 5 within 5e-3 lr; seed 11, whose rate grows 60-fold in
+        # phase 1, median 0.22 lr, max 7.6 lr; its BatchNorm statistics within 0.02 (of 0.3).
+        lr = cfg.optim.lr_values[0]
         p_single = load_checkpoint(single.checkpoint)["model"]
         p_member = load_checkpoint(member.out_dir)["model"]
         assert p_single.keys() == p_member.keys()
+        diffs = []
         for name, t in p_single.items():
-            if t.is_floating_point():
-                scale = t.abs().max().item() + 1e-12
-                assert (t - p_member[name]).abs().max().item() < 2e-3 * scale, name
-            else:
+            if not t.is_floating_point():
                 assert torch.equal(t, p_member[name]), name
+                continue
+            diff = (t - p_member[name]).abs()
+            if "running_" in name:
+                assert diff.max().item() < 0.05 * max(t.abs().max().item(), 0.1), name
+            else:
+                assert diff.max().item() < 20 * lr, name
+                diffs.append(diff.flatten())
+        assert torch.cat(diffs).median().item() < 0.5 * lr
 
 
 @pytest.mark.parametrize("variant", ["const", "full"])
@@ -170,6 +196,58 @@ def test_semi_supervised_members_equal_single_runs(data, tmp_path):
         saved = load_checkpoint(res.member(s).out_dir)["labeled_indices"]
         assert saved == load_checkpoint(single.checkpoint)["labeled_indices"]
         assert len(saved) == 5
+
+
+AUTHORS_LABELS = {"label_source": "test", "label_forward": "concat", "label_dim_reduction": "sum"}
+
+
+@pytest.mark.parametrize(
+    ("prior", "label_batch_size"),
+    [
+        ({"prior": "scaled_gaussian", "prior_variance": (1.0, 2.0)}, 64),
+        ({"prior": "hierarchical"}, 3),
+    ],
+    ids=["all-pairs", "hp-drawn-pairs"],
+)
+def test_authors_semi_supervised_members_equal_single_runs(data, tmp_path, prior, label_batch_size):
+    """The authors' setup (docs/model.md §4f): labelled test pairs in one forward pass with
+    each batch (BatchNorm over both, one noise draw for both), the label NLL summed over
+    dimensions; each member equals its single run, with all pairs or a drawn subset."""
+    train_path, test_path = data
+    model = model_config("dense_vae_tiny", **prior)
+    cfg = tiny_config(
+        model=model,
+        epochs=2,
+        rec_epochs=1,
+        n_labeled=5,
+        label_batch_size=label_batch_size,
+        **AUTHORS_LABELS,
+    )
+    res, singles = ensemble_and_single_runs(cfg, [0, 5], train_path, tmp_path, test_path)
+    keys = ("loss", "distortion", "label_loss", "beta")
+    for s, single in singles.items():
+        assert_same_history(single, res.member(s), keys, s)
+        assert single.history[-1]["label_loss"] != 0.0
+        a = load_checkpoint(single.checkpoint)
+        b = load_checkpoint(res.member(s).out_dir)
+        assert a["labeled_indices"] == b["labeled_indices"] == [0, 1, 2, 3, 4]
+        assert a["labeled_data"] == b["labeled_data"] is not None
+        for name, t in a["model"].items():  # BatchNorm statistics saw [batch; labelled pairs]
+            if name.endswith(("running_mean", "running_var")):
+                assert torch.allclose(t, b["model"][name], rtol=1e-4, atol=1e-6), name
+
+
+def test_resume_with_other_labelled_test_data_is_refused(data, tmp_path, synthetic_h5):
+    """labels.source="test": the ensemble checkpoint records the labelled test file too."""
+    train_path = data[0]
+    cfg = tiny_config(epochs=2, rec_epochs=1, n_labeled=5, **AUTHORS_LABELS)
+    out = tmp_path / "ens"
+    train_ensemble(cfg.replace(epochs=1), [0, 5], *data, out_dir=out, progress=False)
+    other = synthetic_h5(tmp_path / "other_test.h5", n=32, grid=17, seed=9)
+    with pytest.raises(DataMismatchError, match=r"labelled \(test\) data differ"):
+        train_ensemble(cfg, [0, 5], train_path, other, out_dir=out, resume=True, progress=False)
+    res = train_ensemble(cfg, [0, 5], *data, out_dir=out, resume=True, progress=False)
+    assert [m.epochs for m in res.members] == [2, 2]
 
 
 def test_member_folders_are_runs(data, tmp_path):

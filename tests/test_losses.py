@@ -48,6 +48,20 @@ def test_pre_drawn_noise_reproduces_the_generator_draws(overrides):
     assert not torch.equal(a.output.z, c.output.z)
 
 
+def test_noise_for_a_concatenated_labelled_batch():
+    """``labeled=n_l``: eps_z covers [batch; labelled] in one draw, eps_xi only the batch,
+    in the order the concatenated forward and the hierarchical bound draw them."""
+    model = DenseVAE(model_config("dense_vae_tiny", prior="hierarchical"))
+    g1 = torch.Generator().manual_seed(4)
+    g2 = torch.Generator().manual_seed(4)
+    noise = model.draw_noise(5, g1, labeled=3)
+    assert torch.equal(noise.z, torch.randn(8, 2, generator=g2))
+    assert torch.equal(noise.xi, torch.randn(5, 2, generator=g2))
+    assert torch.equal(g1.get_state(), g2.get_state())
+    with pytest.raises(ValueError, match="labeled"):
+        model.draw_noise(5, g1, labeled=-1)
+
+
 def test_noise_shape_and_type_errors():
     model = DenseVAE(model_config("dense_vae_tiny", prior="hierarchical"))
     y = torch.randn(4, 3, 17, 17)

@@ -707,11 +707,9 @@ def test_released_labels_bad_inputs(data, tmp_path):
     with pytest.raises(ValueError, match="n_labeled must be <= 32 test samples; got 33"):
         train(cfg.replace(n_labeled=33), *data, out_dir=tmp_path / "b", device="cpu")
     assert not (tmp_path / "a" / "checkpoint.pt").exists()
-    # the batched ensemble trainer refuses what it does not implement, naming the settings
-    for key, value in RELEASED_LABELS.items():
-        one = tiny_config(epochs=1, n_labeled=5, **{key: value})
-        with pytest.raises(ValueError, match=rf"got labels\.{key.removeprefix('label_')}="):
-            train_ensemble(one, [0, 1], *data, out_dir=tmp_path / "e", device="cpu")
+    # the batched ensemble trainer checks the same before anything is written
+    with pytest.raises(ValueError, match="no test data were given"):
+        train_ensemble(cfg, [0, 1], data[0], out_dir=tmp_path / "e", device="cpu")
     assert not (tmp_path / "e").exists()
 
 
@@ -768,5 +766,11 @@ def test_released_labels_pull_the_latent_towards_theta(data, tmp_path):
     plain, semi = _train_without_and_with_labels(data, tmp_path, 20, n_labeled=8, **RELEASED_LABELS)
     ds = DarcyDataset(data[0])
     assert _latent_theta_error(semi, ds) < 0.2 * _latent_theta_error(plain, ds)
-    assert semi.final["train"]["s_d"] > plain.final["train"]["s_d"] + 0.1
+    # each z_k follows its own theta_k (measured: corr 0.97 and 0.87, the other factor 0.27
+    # and 0.45; without labels |corr| < 0.26). S_D is not compared: on 64 samples theta
+    # against itself scores only 0.88, and 20-epoch runs differ by more than the labels do.
+    z = evaluate_losses(load_model(semi.checkpoint), ds).z_mean
+    corr = np.corrcoef(z.T, ds.theta.numpy().T)[:2, 2:]
+    assert np.all(np.diag(corr) > 0.8), corr
+    assert np.all(np.diag(corr) > np.abs(np.fliplr(corr).diagonal())), corr
     assert "label_loss" in semi.history[0]

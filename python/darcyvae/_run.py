@@ -9,6 +9,7 @@ batched ensemble (``train_ensemble``), so that a member is the single run.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -21,13 +22,16 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from ._vaedata import as_dataset, check_fits, data_fingerprint
+from ._vaedata import as_dataset, check_fits, data_fingerprint, fingerprint_differences
 from .checkpoint import save_checkpoint
 from .config import RUN_LENGTH_KEYS, TrainConfig
 from .dataset import DarcyDataset
+from .errors import DataMismatchError
 from .evaluation import SplitMetrics, distortion_bound, evaluate_losses, s_d_or_none, split_metrics
 from .losses import BetaSchedule, label_loss
 from .models import DenseVAE, VAEConfig
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "RunState",
@@ -192,15 +196,63 @@ def save_run(run: RunState, path: Path, epoch_done: int) -> None:
         },
         "labeled_indices": [] if run.label_idx is None else [int(i) for i in run.label_idx],
         "labeled_source": run.config.labels.source,
-        "labeled_data": None
-        if run.label_idx is None or run.config.labels.source != "test" or run.test_set is None
-        else data_fingerprint(run.test_set),
+        **data_record(run),
         "normalization": None if stats is None else stats.to_dict(),
-        "train_path": str(run.train_set.path),
-        "data": data_fingerprint(run.train_set),
         "distortion_bound": run.bound,
     }
     save_checkpoint(payload, path)
+
+
+def data_record(run: RunState) -> dict[str, Any]:
+    """What a checkpoint records of the data ``run`` trains on (checked on resume).
+
+    ``data``: the training set's fingerprint, ``train_path``: its file,
+    ``labeled_data``: with ``labels.source="test"`` the fingerprint of the
+    test file the labelled pairs come from, else None.
+    """
+    labeled_from_test = (
+        run.label_idx is not None
+        and run.config.labels.source == "test"
+        and run.test_set is not None
+    )
+    return {
+        "train_path": str(run.train_set.path),
+        "data": data_fingerprint(run.train_set),
+        "labeled_data": data_fingerprint(run.test_set) if labeled_from_test else None,
+    }
+
+
+def check_resume_data(
+    saved: dict[str, Any],
+    run: RunState,
+    path: Path,
+    *,
+    who: str,
+    allow_data_change: bool,
+) -> None:
+    """Refuse to resume on data other than ``saved`` (a ``data_record``) records.
+
+    Raises ``DataMismatchError`` naming what changed, unless
+    ``allow_data_change`` (then it logs a warning and returns).
+    """
+    checked = [("training", saved.get("data"), run.train_set, saved.get("train_path"))]
+    if saved.get("labeled_data") is not None and run.test_set is not None:
+        # labels.source="test": the labelled pairs are the test file's first samples.
+        checked.append(("labelled (test)", saved["labeled_data"], run.test_set, None))
+    for name, fingerprint, current, old_path in checked:
+        if fingerprint is None:
+            continue
+        differ = fingerprint_differences(fingerprint, data_fingerprint(current))
+        if differ:
+            was = f"it was {old_path!r}, now " if old_path else "now "
+            what = (
+                f"{who}: the {name} data differ from the data {str(path)!r} was trained on "
+                f"({', '.join(differ)} changed; {was}{str(current.path)!r})"
+            )
+            if not allow_data_change:
+                msg = f"{what}; pass allow_data_change=True (--allow-data-change) to continue."
+                raise DataMismatchError(msg)
+            log.warning("%s; continuing on the new data (allow_data_change)", what)
 
 
 def check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:

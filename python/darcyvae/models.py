@@ -655,6 +655,7 @@ class DenseVAE(nn.Module):
         *,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        labeled: int = 0,
     ) -> VAENoise:
         """The noise one training step draws, as explicit tensors (for batched ensembles).
 
@@ -673,17 +674,25 @@ class DenseVAE(nn.Module):
             None: torch's global generator.
         device, dtype : optional
             Default: the device and dtype of the model's parameters.
+        labeled : int
+            Labelled pairs appended to the batch in the same forward pass
+            (``labels.forward="concat"``, docs/model.md §4f): eps_z then has
+            ``batch + labeled`` rows (one draw for the concatenated batch) and
+            eps_xi ``batch`` rows (the bound is taken on the unlabelled part).
 
         Returns
         -------
         VAENoise
         """
         check_int(batch, "batch", "DenseVAE.draw_noise", low=1)
+        check_int(labeled, "labeled", "DenseVAE.draw_noise", low=0)
         param = next(self.parameters())
         device = param.device if device is None else torch.device(device)
         dtype = param.dtype if dtype is None else dtype
         shape = (batch, self.config.latent_dim)
-        eps_z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        eps_z = torch.randn(
+            (batch + labeled, shape[1]), generator=generator, device=device, dtype=dtype
+        )
         eps_xi = None
         if self.hierarchical:
             eps_xi = torch.randn(shape, generator=generator, device=device, dtype=dtype)

@@ -41,7 +41,6 @@ from ._device import resolve_device, to_device_async
 from ._io import atomic_write_text
 from ._lock import folder_lock
 from ._run import build_model, child_seeds
-from ._vaedata import data_fingerprint, fingerprint_differences
 from .checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
@@ -56,7 +55,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig, list_presets, load_preset
 from .dataset import DarcyDataset, make_loader
-from .errors import DataMismatchError, TrainingDivergedError
+from .errors import TrainingDivergedError
 from .evaluation import (
     LossSummary,
     OverRegularization,
@@ -177,24 +176,7 @@ def _restore(run: _run.RunState, path: Path, *, allow_data_change: bool) -> int:
     """Load the checkpoint at ``path`` into ``run``; return the epoch to continue from."""
     ckpt = load_checkpoint(path, map_location=run.device)
     _run.check_resume_config(ckpt["config"], run.config)
-    checked = [("training", ckpt.get("data"), run.train_set, ckpt.get("train_path"))]
-    if ckpt.get("labeled_data") is not None and run.test_set is not None:
-        # labels.source="test": the labelled pairs are the test file's first samples.
-        checked.append(("labelled (test)", ckpt["labeled_data"], run.test_set, None))
-    for name, saved, current, old_path in checked:
-        if saved is None:
-            continue
-        differ = fingerprint_differences(saved, data_fingerprint(current))
-        if differ:
-            was = f"it was {old_path!r}, now " if old_path else "now "
-            what = (
-                f"train: the {name} data differ from the data {str(path)!r} was trained on "
-                f"({', '.join(differ)} changed; {was}{str(current.path)!r})"
-            )
-            if not allow_data_change:
-                msg = f"{what}; pass allow_data_change=True (--allow-data-change) to continue."
-                raise DataMismatchError(msg)
-            log.warning("%s; continuing on the new data (allow_data_change)", what)
+    _run.check_resume_data(ckpt, run, path, who="train", allow_data_change=allow_data_change)
     load_state(run.model, ckpt["model"], "train (resume)")
     load_state(run.optimizer, ckpt["optimizer"], "train (resume)")
     run.schedule.load_state_dict(ckpt["schedule"])

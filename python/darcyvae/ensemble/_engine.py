@@ -30,13 +30,14 @@ from .._io import atomic_write_text
 from .._run import (
     RunState,
     check_resume_config,
+    check_resume_data,
+    data_record,
     deterministic_mode,
     epoch_eval,
     final_metrics,
     label_term,
     save_run,
 )
-from .._vaedata import data_fingerprint, fingerprint_differences
 
 # --------------------------------------------------------------------------- single-run pieces
 # Everything the ensemble borrows from the single-run code, in one place: a member
@@ -53,10 +54,9 @@ from ..checkpoint import (
 )
 from ..config import TrainConfig
 from ..dataset import DarcyDataset, make_loader
-from ..errors import DataMismatchError
 from ..losses import guarded_loss, learning_rate, vae_loss
 from ..models import VAENoise, VAEOutput
-from .batched import BatchedDenseVAE, StackedAdam, adam_member_state
+from .batched import BatchedDenseVAE, BatchedOutput, StackedAdam, adam_member_state
 from .results import EnsembleMemoryError, MemberResult
 
 __all__ = ["ENSEMBLE_CHECKPOINT", "load_ensemble_checkpoint"]
@@ -320,8 +320,7 @@ class _EnsembleRun:
             },
             "stopped": {str(m): v for m, v in self.stopped.items()},
             "normalization": None if stats is None else stats.to_dict(),
-            "train_path": str(self.train_set.path),
-            "data": data_fingerprint(self.train_set),
+            **data_record(self.runs[0]),
             "distortion_bound": self.bound,
         }
 
@@ -338,16 +337,14 @@ class _EnsembleRun:
                 f"{self.seeds}; resume with the same seeds and seeds_per_block."
             )
             raise ValueError(msg)
-        differ = fingerprint_differences(ckpt["data"], data_fingerprint(self.train_set))
-        if differ:
-            msg = (
-                f"train_ensemble: the training data differ from the data {str(path)!r} was "
-                f"trained on ({', '.join(differ)} changed); pass allow_data_change=True "
-                "(--allow-data-change) to continue on the new data."
-            )
-            if not self.opts.allow_data_change:
-                raise DataMismatchError(msg)
-            log.warning("%s; continuing as allowed", msg)
+        # The data of member 0 stand for all: every member trains on the same files.
+        check_resume_data(
+            ckpt,
+            self.runs[0],
+            path,
+            who="train_ensemble",
+            allow_data_change=self.opts.allow_data_change,
+        )
         self.net.load_state_dict(ckpt["model"])
         self.opt.load_state_dict(ckpt["optimizer"])
         self.schedule.beta = ckpt["schedule"]["beta"].to(self.dev)
@@ -466,19 +463,11 @@ class _EnsembleRun:
         net.train()
         acc = torch.zeros(4, self.k, device=dev)
         fired = torch.zeros(self.k, device=dev)
+        concat = self.labeled is not None and config.labels.forward == "concat"
         for batches in _lockstep(loaders):
             y = torch.stack([b[0] for b in batches]).to(dev, non_blocking=True)
-            noise = [
-                self.scratch.draw_noise(y.shape[1], g, device=dev, dtype=y.dtype)
-                for g in self.noise_gens
-            ]
-            eps_z = torch.stack([n.z for n in noise])
-            eps_xi = None if noise[0].xi is None else torch.stack([n.xi for n in noise])
+            output, eps_z, eps_xi, coded_l = self._forward(y, concat)
             beta, beta_p = schedule.weights(epoch)
-            with self._autocast():
-                output = net(y, eps_z)
-            if self.opts.precision != "float32":  # the losses in float32
-                output = type(output)(*(t.float() for t in output))
             loss, rec, distortion, rate, prior_nll, triggered = _member_losses(
                 self.loss_module,
                 self.prior_params,
@@ -494,8 +483,14 @@ class _EnsembleRun:
             )
             fired += triggered.detach()
             lab = torch.zeros_like(loss)
-            if self.labeled is not None and config.labels.weight > 0:
-                lab = self._label_terms()
+            if coded_l is not None:
+                lab = self._label_losses(*coded_l)
+                loss = loss + config.labels.weight * lab
+            elif self.labeled is not None and config.labels.weight > 0:
+                y_l, theta_l = self._label_batches()
+                with self._autocast():  # labels.forward="separate": a second encoder pass
+                    mu_l, logvar_l = net.encode(y_l)
+                lab = self._label_losses(mu_l.float(), logvar_l.float(), theta_l)
                 loss = loss + config.labels.weight * lab
             opt.zero_grad()
             loss.sum().backward()  # members are independent: each gets its own gradient
@@ -515,31 +510,64 @@ class _EnsembleRun:
         ]
         return sums, beta_lists[0], beta_lists[1]
 
-    def _label_terms(self) -> Tensor:
-        """The label term of every member, (K,): the single run's ``_label_term`` batched.
+    def _forward(
+        self, y: Tensor, concat: bool
+    ) -> tuple[BatchedOutput, Tensor, Tensor | None, tuple[Tensor, Tensor, Tensor] | None]:
+        """Every member's forward pass on its batch ``y`` (K, batch, ...), with its own noise.
 
-        Each member draws its labelled batch from its own label generator; the
-        encoder runs once more on those fields (as in the single run).
+        Returns the output and the noise (eps_z, eps_xi) of the unlabelled
+        batch, and with ``concat`` (``labels.forward="concat"``, docs/model.md
+        §4f: one forward on [y; y_l], so BatchNorm sees both) the labelled
+        part's (mu, logvar, theta) for the label term; else None.
+        """
+        b = y.shape[1]
+        y_l, theta_l = self._label_batches() if concat else (y[:, :0], None)
+        noise = [
+            self.scratch.draw_noise(b, g, device=self.dev, dtype=y.dtype, labeled=y_l.shape[1])
+            for g in self.noise_gens
+        ]
+        eps_z = torch.stack([n.z for n in noise])
+        eps_xi = None if noise[0].xi is None else torch.stack([n.xi for n in noise])
+        with self._autocast():
+            output = self.net(torch.cat([y, y_l], dim=1) if concat else y, eps_z)
+        if self.opts.precision != "float32":  # the losses in float32
+            output = type(output)(*(t.float() for t in output))
+        if not concat:
+            return output, eps_z, eps_xi, None
+        coded_l = (output.mu[:, b:], output.logvar[:, b:], theta_l)
+        output = output._replace(
+            mu=output.mu[:, :b],
+            logvar=output.logvar[:, :b],
+            z=output.z[:, :b],
+            y_mean=output.y_mean[:, :b],
+        )
+        return output, eps_z[:, :b], eps_xi, coded_l
+
+    def _label_batches(self) -> tuple[Tensor, Tensor]:
+        """This step's labelled pairs of every member, (K, batch, ...) each.
+
+        All pairs, or ``labels.batch_size`` of them drawn from each member's own
+        label generator (the single run's ``_label_batch``).
         """
         y_l, theta_l = self.labeled
-        cfg = self.config
-        if y_l.shape[1] > cfg.labels.batch_size:
+        size = self.config.labels.batch_size
+        if y_l.shape[1] > size:
             picks = [
-                to_device_async(
-                    torch.randperm(y_l.shape[1], generator=g)[: cfg.labels.batch_size], self.dev
-                )
+                to_device_async(torch.randperm(y_l.shape[1], generator=g)[:size], self.dev)
                 for g in self.label_gens
             ]
             y_l = torch.stack([y_l[m, p] for m, p in enumerate(picks)])
             theta_l = torch.stack([theta_l[m, p] for m, p in enumerate(picks)])
-        with self._autocast():
-            mu, logvar = self.net.encode(y_l)
-        mu, logvar = mu.float(), logvar.float()
+        return y_l, theta_l
+
+    def _label_losses(self, mu: Tensor, logvar: Tensor, theta: Tensor) -> Tensor:
+        """The label term of every member, (K,), from its labelled codes (``label_term`` vmapped)."""
+        cfg, hierarchical = self.config, self.scratch.hierarchical
 
         def one(mu: Tensor, logvar: Tensor, theta: Tensor) -> Tensor:
-            return label_term(mu, logvar, theta, cfg, hierarchical=self.scratch.hierarchical)
+            return label_term(mu, logvar, theta, cfg, hierarchical=hierarchical)
 
-        return torch.func.vmap(one)(mu, logvar, theta_l)
+        return torch.func.vmap(one)(mu, logvar, theta)
 
     def _stop(self, m: int, epoch: int, vals: list[float]) -> None:
         text = (

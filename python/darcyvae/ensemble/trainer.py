@@ -45,31 +45,6 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- public entry
 
 
-def _check_supported(config: TrainConfig) -> None:
-    """Refuse semi-supervised settings the batched engine does not implement (docs/model.md §4f).
-
-    The engine reproduces the single run's original label setup only
-    (labels from the training set, a separate encoder pass, the term
-    reduced like the rate); the authors' setup (``labels.source="test"``,
-    ``forward="concat"``, ``dim_reduction="sum"``) must not silently train
-    the other way.
-    """
-    labels = config.labels
-    if not labels.n_labeled:
-        return
-    defaults = {"source": "train", "forward": "separate", "dim_reduction": "rate"}
-    other = {k: getattr(labels, k) for k, v in defaults.items() if getattr(labels, k) != v}
-    if other:
-        got = ", ".join(f"labels.{k}={v!r}" for k, v in other.items())
-        want = ", ".join(f"{k}={v!r}" for k, v in defaults.items())
-        msg = (
-            f"train_ensemble: the batched trainer implements semi-supervised labels only with "
-            f"{want}; got {got}. Train these seeds one by one with train() (darcyvae train "
-            "without --seeds)."
-        )
-        raise ValueError(msg)
-
-
 def train_ensemble(
     config: TrainConfig,
     seeds: list[int] | str,
@@ -151,9 +126,7 @@ def train_ensemble(
     ------
     ValueError, TypeError
         Bad seeds or block size, data that do not fit the model (before any
-        training starts), a resumed config that differs, semi-supervised
-        settings the batched engine does not implement (``labels.source``
-        ``"test"``, ``forward`` ``"concat"``, ``dim_reduction`` ``"sum"``).
+        training starts), a resumed config that differs.
     FileExistsError, FileNotFoundError
         A checkpoint already there without ``resume``; none with it.
     FolderLockedError
@@ -175,36 +148,10 @@ def train_ensemble(
     epoch (all members of the block).
     """
     t0 = time.perf_counter()
-    if not isinstance(config, TrainConfig):
-        msg = f"train_ensemble: config must be a TrainConfig; got {type(config).__name__}."
-        raise TypeError(msg)
-    _check_supported(config)
-    seed_list = check_seeds(seeds)
-    blocks = split_blocks(seed_list, seeds_per_block)
-    restarts = config.run.max_restarts if max_restarts is None else max_restarts
-    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
-        msg = f"train_ensemble: max_restarts must be an integer >= 0 or None; got {restarts!r}."
-        raise ValueError(msg)
+    seed_list, blocks, restarts = _check_arguments(config, seeds, seeds_per_block, max_restarts)
     out = Path(out_dir)
     first = [_block_checkpoint(out, 0, i, len(blocks)) for i in range(len(blocks))]
-    if resume and not any(path.is_file() for path in first):
-        msg = f"train_ensemble: resume asked for, but {str(first[0])!r} does not exist."
-        raise FileNotFoundError(msg)
-    for path in first:
-        if not resume and path.exists():
-            msg = (
-                f"train_ensemble: {str(path)!r} already exists; pass resume=True or pick "
-                "another out_dir."
-            )
-            raise FileExistsError(msg)
-    if not resume:
-        for s in seed_list:
-            if (member_dir(out, s) / CHECKPOINT_NAME).exists():
-                msg = (
-                    f"train_ensemble: {str(member_dir(out, s))!r} already holds a run; "
-                    "pick another out_dir."
-                )
-                raise FileExistsError(msg)
+    _check_outputs(out, first, seed_list, resume)
     # Data that do not fit the model fail here, before any training starts.
     dev = resolve_device(device, "train_ensemble")
     train_set, test_set = load_datasets(config, train_data, test_data, dev)
@@ -214,41 +161,112 @@ def train_ensemble(
     with folder_lock(out, "darcyvae train --seeds"):
         for name in (ENSEMBLE_SUMMARY, *(path.name for path in first)):
             clean_stale_tmp(out, name)  # left by an interrupted atomic save
+        rounds = _Rounds(out, config, seeds_per_block, restarts, dask)
+        trials = rounds.run(seed_list, train_set, test_set, train_data, test_data, opts)
+        members = [_accepted(trial, trials[trial]) for trial in seed_list]
+        result = EnsembleResult(out, seed_list, members, time.perf_counter() - t0)
+        _write_summary(result, config, blocks, dev, precision)
+    return result
+
+
+def _check_arguments(
+    config: TrainConfig, seeds: Any, seeds_per_block: int | None, max_restarts: int | None
+) -> tuple[list[int], list[list[int]], int]:
+    """Validated ``(seeds, blocks, restarts)``; a clear error for anything else."""
+    if not isinstance(config, TrainConfig):
+        msg = f"train_ensemble: config must be a TrainConfig; got {type(config).__name__}."
+        raise TypeError(msg)
+    seed_list = check_seeds(seeds)
+    blocks = split_blocks(seed_list, seeds_per_block)
+    restarts = config.run.max_restarts if max_restarts is None else max_restarts
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
+        msg = f"train_ensemble: max_restarts must be an integer >= 0 or None; got {restarts!r}."
+        raise ValueError(msg)
+    return seed_list, blocks, restarts
+
+
+def _check_outputs(out: Path, first: list[Path], seed_list: list[int], resume: bool) -> None:
+    """Refuse to overwrite a run, or to resume one that is not there (before any file)."""
+    if resume and not any(path.is_file() for path in first):
+        msg = f"train_ensemble: resume asked for, but {str(first[0])!r} does not exist."
+        raise FileNotFoundError(msg)
+    if resume:
+        return
+    for path in first:
+        if path.exists():
+            msg = (
+                f"train_ensemble: {str(path)!r} already exists; pass resume=True or pick "
+                "another out_dir."
+            )
+            raise FileExistsError(msg)
+    for s in seed_list:
+        if (member_dir(out, s) / CHECKPOINT_NAME).exists():
+            msg = (
+                f"train_ensemble: {str(member_dir(out, s))!r} already holds a run; "
+                "pick another out_dir."
+            )
+            raise FileExistsError(msg)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rounds:
+    """Round 0 trains every seed; round r > 0 restarts, together, the trials whose
+    previous attempt ended over-regularised (seeds from the restart stream)."""
+
+    out: Path
+    config: TrainConfig
+    seeds_per_block: int | None
+    restarts: int
+    dask: Any
+
+    def run(
+        self,
+        seed_list: list[int],
+        train_set: DarcyDataset,
+        test_set: DarcyDataset | None,
+        train_data: Any,
+        test_data: Any,
+        opts: _Options,
+    ) -> dict[int, list[MemberResult]]:
+        """Every attempt of every trial, in order: ``{trial seed: [MemberResult, ...]}``."""
+        out = self.out
         trials: dict[int, list[MemberResult]] = {s: [] for s in seed_list}
         todo = [(s, s, member_dir(out, s)) for s in seed_list]  # (trial, seed, folder)
-        for r in range(restarts + 1):
+        for r in range(self.restarts + 1):
             if not todo:
                 break
-            n = len(blocks) if r == 0 else len(split_blocks(todo, seeds_per_block))
+            blocks = split_blocks(todo, self.seeds_per_block)
             specs = [
-                _BlockSpec(block, _block_checkpoint(out, r, i, n))
-                for i, block in enumerate(split_blocks(todo, seeds_per_block))
+                _BlockSpec(block, _block_checkpoint(out, r, i, len(blocks)))
+                for i, block in enumerate(blocks)
             ]
             if r > 0:
                 opts = dataclasses.replace(
                     opts, resume=all(sp.checkpoint.is_file() for sp in specs)
                 )
             results = _run_blocks(
-                specs, config, train_set, test_set, train_data, test_data, opts, dask
+                specs, self.config, train_set, test_set, train_data, test_data, opts, self.dask
             )
-            again = []
             for (trial, _, _), res in zip(todo, results, strict=True):
                 trials[trial].append(res)
-                if res.over_regularized and r < restarts:
-                    seed = restart_seed(trial, r + 1)
-                    log.warning(
-                        "train_ensemble: seed %d over-regularised; restart %d with seed %d "
-                        "from the restart stream",
-                        trial,
-                        r + 1,
-                        seed,
-                    )
-                    again.append((trial, seed, out / f"seed_{trial}.restart_{r + 1}"))
-            todo = again
-        members = [_accepted(trial, trials[trial]) for trial in seed_list]
-        result = EnsembleResult(out, seed_list, members, time.perf_counter() - t0)
-        _write_summary(result, config, blocks, dev, precision)
-    return result
+            todo = [
+                self._restart(trial, r)
+                for (trial, _, _), res in zip(todo, results, strict=True)
+                if res.over_regularized and r < self.restarts
+            ]
+        return trials
+
+    def _restart(self, trial: int, r: int) -> tuple[int, int, Path]:
+        """Restart r + 1 of ``trial``: (trial, seed from the restart stream, its folder)."""
+        seed = restart_seed(trial, r + 1)
+        log.warning(
+            "train_ensemble: seed %d over-regularised; restart %d with seed %d from the "
+            "restart stream",
+            trial,
+            r + 1,
+            seed,
+        )
+        return trial, seed, self.out / f"seed_{trial}.restart_{r + 1}"
 
 
 def _accepted(trial: int, attempts: list[MemberResult]) -> MemberResult:

@@ -228,17 +228,6 @@ def train_config(
 # --------------------------------------------------------------------------- training
 
 
-def _ensemble_trainer(config):
-    """``train_ensemble``, or None for semi-supervised configs (the experiments use the
-    released-style concatenated forward, which only the single-model loop implements)."""
-    from ..ensemble import train_ensemble
-
-    if config.n_labeled:
-        return None  # semi-supervised labels: not supported by the batched trainer
-
-    return train_ensemble
-
-
 def _finished(folder: Path, epochs: int) -> bool:
     summary = folder / "summary.json"
     if not summary.is_file() or not (folder / "checkpoint.pt").is_file():
@@ -261,21 +250,21 @@ def train_trials(
     """Train one model per seed of ``config``; return one record per trial, in seed order.
 
     Trial ``seed`` lives in ``out_dir/seed_<seed>``. Finished trials are
-    reused, interrupted ones resumed from their checkpoint. With
-    ``darcyvae.ensemble`` available all unfinished seeds train together
-    through ``train_ensemble``; otherwise one after the other. No trial is
-    restarted or dropped: over-regularised ones are counted.
+    reused, interrupted ones resumed from their checkpoint. Two or more
+    unfinished seeds train together through ``train_ensemble`` (a lone one
+    through ``train``). No trial is restarted or dropped: over-regularised
+    ones are counted.
     """
+    from ..ensemble import train_ensemble
     from ..training import train
 
     out_dir = Path(out_dir)
     seeds = [int(s) for s in seeds]
     folders = {s: out_dir / f"seed_{s}" for s in seeds}
     todo = [s for s in seeds if not _finished(folders[s], config.epochs)]
-    ensemble = _ensemble_trainer(config)
     failed: dict[int, str] = {}
-    if todo and ensemble is not None and len(todo) > 1:
-        ensemble(
+    if len(todo) > 1:
+        train_ensemble(
             config,
             todo,
             train_path,
