@@ -522,21 +522,8 @@ def s_kl(
     (0.07, -0.29)
     """
     caller = "s_kl"
-    z = _samples(z, "z", caller)
-    theta = _samples(theta, "theta", caller)
-    _same_dim(z, theta, ("z", "theta"), caller)
-    method = check_choice(method, "method", caller, _METHODS)
+    z, theta, method, paired, k, options = _skl_arguments(z, theta, method, k, paired, options)
     n, m = len(theta), len(z)
-    paired = (m == n) if paired is None else bool(paired)
-    if paired and m != n:
-        msg = f"{caller}: paired samples need as many z as theta; got {m} and {n}."
-        raise ValueError(msg)
-    k = _check_k(k, n, m - paired, caller, ("theta", "z"))
-    if options is None:
-        options = SKLOptions()
-    elif not isinstance(options, SKLOptions):
-        msg = f"{caller}: options must be an SKLOptions; got {type(options).__name__}."
-        raise TypeError(msg)
     threads = _threads(threads, caller)
     rng = check_random_state(seed)
     # exact power-of-two rescaling: theta as a whole, each latent on its own
@@ -580,15 +567,7 @@ def s_kl(
         )
         raise ValueError(msg)
     a, b, perm = fit.params()
-    z_e = z_exp[perm]
-    with np.errstate(over="ignore", under="ignore"):
-        scale, shift = np.ldexp(a, int(t_exp) - z_e), np.ldexp(b, z_e)
-    if not (np.all(np.isfinite(scale)) and np.all(scale != 0)):
-        msg = (
-            f"{caller}: the fitted scale a ~ sd(theta) / sd(z) lies outside the float64 "
-            f"range (2^{int(t_exp)} / 2^{z_e.tolist()}); rescale z or theta."
-        )
-        raise ValueError(msg)
+    scale, shift = _in_caller_units(a, b, t_exp, z_exp[perm], caller)
     return SKLResult(
         score=0.5 * (folds[0] + folds[1]),
         in_sample=fit.value,
@@ -605,6 +584,44 @@ def s_kl(
         paired=paired,
         options=options,
     )
+
+
+def _skl_arguments(
+    z: ArrayLike, theta: ArrayLike, method: str, k: int, paired: bool | None, options: Any
+) -> tuple[np.ndarray, np.ndarray, str, bool, int, SKLOptions]:
+    """``s_kl``'s checked inputs: (z, theta, method, paired, k, options)."""
+    caller = "s_kl"
+    z = _samples(z, "z", caller)
+    theta = _samples(theta, "theta", caller)
+    _same_dim(z, theta, ("z", "theta"), caller)
+    method = check_choice(method, "method", caller, _METHODS)
+    n, m = len(theta), len(z)
+    paired = (m == n) if paired is None else bool(paired)
+    if paired and m != n:
+        msg = f"{caller}: paired samples need as many z as theta; got {m} and {n}."
+        raise ValueError(msg)
+    k = _check_k(k, n, m - paired, caller, ("theta", "z"))
+    if options is None:
+        options = SKLOptions()
+    elif not isinstance(options, SKLOptions):
+        msg = f"{caller}: options must be an SKLOptions; got {type(options).__name__}."
+        raise TypeError(msg)
+    return z, theta, method, paired, k, options
+
+
+def _in_caller_units(
+    a: np.ndarray, b: np.ndarray, t_exp: Any, z_e: np.ndarray, caller: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fitted (a, b) of the rescaled samples as (scale, shift) in the caller's units."""
+    with np.errstate(over="ignore", under="ignore"):
+        scale, shift = np.ldexp(a, int(t_exp) - z_e), np.ldexp(b, z_e)
+    if not (np.all(np.isfinite(scale)) and np.all(scale != 0)):
+        msg = (
+            f"{caller}: the fitted scale a ~ sd(theta) / sd(z) lies outside the float64 "
+            f"range (2^{int(t_exp)} / 2^{z_e.tolist()}); rescale z or theta."
+        )
+        raise ValueError(msg)
+    return scale, shift
 
 
 # ------------------------------------------------------- standard metrics

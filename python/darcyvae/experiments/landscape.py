@@ -62,12 +62,7 @@ def _is_valley(point: dict[str, float], bound: float, latent_dim: int) -> bool:
 def landscape(ctx: Context) -> dict[str, Any]:
     """Train one model; evaluate the loss along lines into and out of it."""
     import torch
-    from tqdm import tqdm
 
-    from .. import plots
-    from ..models import DenseVAE
-
-    s = ctx.scale
     paths = dataset(ctx, "normal")
     config = train_config(ctx)
     (rec,) = train_trials(
@@ -80,25 +75,53 @@ def landscape(ctx: Context) -> dict[str, Any]:
         ctx.progress,
     )
     require_finished([rec], "landscape")
-    data = load_split(paths["train"], config)
-    bound = rec["bound_train"]
     solution = torch.load(rec["checkpoint"], map_location="cpu", weights_only=True)["model"]
-    from .._device import resolve_device
+    alphas = np.linspace(0.0, 1.0, ctx.scale.landscape_points)
+    lines, directions = _walk(ctx, config, load_split(paths["train"], config), solution, alphas)
+    bound = rec["bound_train"]
+    line_loss = np.array([[p["loss"] for p in pts] for pts in lines])
+    dir_loss = np.array([[p["loss"] for p in pts] for pts in directions])
+    valley = [any(_is_valley(p, bound, 2) for p in pts[1:-1]) for pts in lines]
+    sol_loss = float(dir_loss[0, 0]) if len(directions) else float(line_loss[0, -1])
+    tol = 1e-3 * max(1.0, abs(sol_loss))
+    lower = [bool(np.any(row[1:] < row[0] - tol)) for row in dir_loss]
+    return {
+        "solution": rec,
+        "alphas": alphas.tolist(),
+        "lines": lines,
+        "directions_loss": dir_loss.tolist(),
+        "bound_train": bound,
+        "lines_with_valley": valley,
+        "directions_going_lower": lower,
+        "claims": _claims(valley, lower, sol_loss, trained=rec["beats_bound"]),
+        "figures": [ctx.save(_figure(alphas, lines, dir_loss, bound), "fig3_landscape.png")],
+        "trial_table": trial_table({"solution": [rec]}),
+    }
 
+
+def _walk(
+    ctx: Context, config, data, solution: dict, alphas: np.ndarray
+) -> tuple[list[list[dict[str, float]]], list[list[dict[str, float]]]]:
+    """The loss terms at every point of the lines from Xavier initialisations to the
+    solution and of the random directions out of it: ``(lines, directions)``."""
+    import torch
+    from tqdm import tqdm
+
+    from .._device import resolve_device
+    from ..models import DenseVAE
+
+    s = ctx.scale
     # the many evaluations run where training ran (a GPU at the paper scale)
     model = DenseVAE(config.model).to(resolve_device(ctx.device)).eval()
-    alphas = np.linspace(0.0, 1.0, s.landscape_points)
-    L = s.landscape_latent_samples
 
     def point(state: dict) -> dict[str, float]:
         model.load_state_dict(state)
-        return losses(model, data, n_latent_samples=L, seed=ctx.seed)
+        return losses(model, data, n_latent_samples=s.landscape_latent_samples, seed=ctx.seed)
 
-    n_init = s.landscape_inits
-    lines = []
-    total = n_init * len(alphas) + s.landscape_directions * len(alphas)
+    total = (s.landscape_inits + s.landscape_directions) * len(alphas)
     bar = tqdm(total=total, disable=not ctx.progress, desc="landscape", unit="point")
-    for k in range(n_init):
+    lines = []
+    for k in range(s.landscape_inits):
         init = _xavier_state(config, 10_000 + ctx.seed * 100 + k)
         pts = []
         for a in alphas:
@@ -109,11 +132,7 @@ def landscape(ctx: Context) -> dict[str, Any]:
     param_names = {name for name, _ in model.named_parameters()}
     directions = []
     for _ in range(s.landscape_directions):
-        direction = {}
-        for key, v in solution.items():
-            if key in param_names:
-                d = torch.randn(v.shape, generator=gen, dtype=v.dtype)
-                direction[key] = d * (v.norm() / (d.norm() + 1e-12))
+        direction = _random_direction(solution, param_names, gen)
         pts = []
         for t in alphas:
             state = {
@@ -124,17 +143,28 @@ def landscape(ctx: Context) -> dict[str, Any]:
             bar.update()
         directions.append(pts)
     bar.close()
+    return lines, directions
 
-    line_loss = np.array([[p["loss"] for p in pts] for pts in lines])
-    dir_loss = np.array([[p["loss"] for p in pts] for pts in directions])
-    valley = [any(_is_valley(p, bound, 2) for p in pts[1:-1]) for pts in lines]
-    sol_loss = float(dir_loss[0, 0]) if len(directions) else float(line_loss[0, -1])
-    tol = 1e-3 * max(1.0, abs(sol_loss))
-    lower = [bool(np.any(row[1:] < row[0] - tol)) for row in dir_loss]
-    trained = rec["beats_bound"]
 
-    n_valley = int(sum(valley))
-    n_lower = int(sum(lower))
+def _random_direction(solution: dict, param_names: set[str], gen) -> dict:
+    """A Gaussian direction over the parameters, each tensor scaled to the norm of the
+    solution's ("filter normalisation"; buffers such as BatchNorm statistics stay put)."""
+    import torch
+
+    direction = {}
+    for key, v in solution.items():
+        if key in param_names:
+            d = torch.randn(v.shape, generator=gen, dtype=v.dtype)
+            direction[key] = d * (v.norm() / (d.norm() + 1e-12))
+    return direction
+
+
+def _claims(
+    valley: list[bool], lower: list[bool], sol_loss: float, *, trained: bool
+) -> list[dict[str, Any]]:
+    """The valley and no-other-minimum claims of Fig. 3, each judged by its stated rule."""
+    n_init, n_dirs = len(valley), len(lower)
+    n_valley, n_lower = int(sum(valley)), int(sum(lower))
     gate = None if trained else "the solution does not beat the Theorem-1 bound"
     v_valley = (
         "not judged"
@@ -143,13 +173,13 @@ def landscape(ctx: Context) -> dict[str, Any]:
             "reproduced" if 2 * n_valley >= n_init else "partly" if n_valley else "not reproduced"
         )
     )
-    frac_ok = 1 - n_lower / max(1, len(directions))
+    frac_ok = 1 - n_lower / max(1, n_dirs)
     v_min = (
         "not judged"
         if gate
         else ("reproduced" if frac_ok >= 0.95 else "partly" if frac_ok >= 0.5 else "not reproduced")
     )
-    claims = [
+    return [
         claim(
             "valley",
             "the lines from random (Xavier) initialisations to a trained solution pass through "
@@ -165,18 +195,25 @@ def landscape(ctx: Context) -> dict[str, Any]:
             "no-local-minimum",
             "there is no lower point (no other minimum) along random directions out of the "
             "solution",
-            f"{len(directions) - n_lower} of {len(directions)} directions never go below the "
+            f"{n_dirs - n_lower} of {n_dirs} directions never go below the "
             f"solution's loss {fmt(sol_loss)}" + (f" ({gate})" if gate else ""),
             v_min,
             "reproduced if >= 95% of directions stay at or above the solution's loss (tolerance "
             "1e-3 relative), partly if >= 50%",
-            {"directions_never_lower": len(directions) - n_lower, "directions": len(directions)},
+            {"directions_never_lower": n_dirs - n_lower, "directions": n_dirs},
         ),
     ]
-    fig = plots.plot_panels(
+
+
+def _figure(alphas: np.ndarray, lines: list, dir_loss: np.ndarray, bound: float) -> Any:
+    """Fig. 3: loss along the lines, the lines in the RD plane, loss along the directions."""
+    from .. import plots
+
+    shown = range(min(len(lines), 10))
+    return plots.plot_panels(
         [
             {
-                "series": {f"init {k}": (alphas, line_loss[k]) for k in range(min(n_init, 10))},
+                "series": {f"init {k}": (alphas, [p["loss"] for p in lines[k]]) for k in shown},
                 "hlines": {"Theorem-1 bound (rate 0)": bound},
                 "xlabel": "alpha (0: Xavier init, 1: trained solution)",
                 "ylabel": "loss (nats per sample)",
@@ -190,7 +227,7 @@ def landscape(ctx: Context) -> dict[str, Any]:
                         [p["distortion"] for p in lines[k]],
                         "line+marker",
                     )
-                    for k in range(min(n_init, 10))
+                    for k in shown
                 },
                 "hlines": {"Theorem-1 bound": bound},
                 "xlabel": "rate (nats)",
@@ -201,26 +238,13 @@ def landscape(ctx: Context) -> dict[str, Any]:
                 "legend": False,
             },
             {
-                "series": {f"dir {k}": (alphas, dir_loss[k]) for k in range(len(directions))},
+                "series": {f"dir {k}": (alphas, dir_loss[k]) for k in range(len(dir_loss))},
                 "xlabel": "t (step along a random direction)",
                 "ylabel": "loss (nats per sample)",
-                "title": f"{len(directions)} random directions out of the solution",
+                "title": f"{len(dir_loss)} random directions out of the solution",
                 "logy": "symlog",
                 "legend": False,
             },
         ],
         title="Fig. 3: loss landscape around a trained DenseVAE",
     )
-    files = [ctx.save(fig, "fig3_landscape.png")]
-    return {
-        "solution": rec,
-        "alphas": alphas.tolist(),
-        "lines": lines,
-        "directions_loss": dir_loss.tolist(),
-        "bound_train": bound,
-        "lines_with_valley": valley,
-        "directions_going_lower": lower,
-        "claims": claims,
-        "figures": files,
-        "trial_table": trial_table({"solution": [rec]}),
-    }

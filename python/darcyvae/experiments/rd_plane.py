@@ -45,39 +45,55 @@ def _spearman(x, y) -> float | None:
 @register_experiment("rd-plane", "Fig. 4: rate-distortion trajectories and the fixed-beta sweep")
 def rd_plane(ctx: Context) -> dict[str, Any]:
     """Train the two trajectory runs and the beta sweep; draw the RD plane."""
-    from .. import plots
+    good, bad, sweep = _train_runs(ctx)
+    betas = list(ctx.scale.betas)
+    hg, hb = history(good["folder"]), history(bad["folder"])
+    runs = {"paper's method": [good], "beta=1 from start": [bad]}
+    runs.update({f"beta={b:g}": [sweep[b]] for b in betas})
+    fig = _figure(good, sweep, hg, hb)
+    return {
+        "paper_method": good,
+        "plain_vae": bad,
+        "sweep": {f"{b:g}": sweep[b] for b in betas},
+        "trajectories": {
+            "paper_method": [[h["rate"], h["distortion"]] for h in hg],
+            "plain_vae": [[h["rate"], h["distortion"]] for h in hb],
+        },
+        "claims": _claims(good, bad, sweep),
+        "figures": [ctx.save(fig, "fig4_rd_plane.png")],
+        "trial_table": trial_table(runs),
+    }
 
-    s = ctx.scale
+
+def _train_runs(ctx: Context) -> tuple[dict, dict, dict[float, dict]]:
+    """The paper's method, a plain VAE (beta = 1 from the start) and the fixed-beta sweep:
+    ``(good, bad, {beta: record})``."""
     paths = dataset(ctx, "normal")
     tr, te = paths["train"], paths["test"]
-    seeds = ctx.seeds(1, "paper's method")
-    method = train_config(ctx)
-    (good,) = train_trials(
-        method, seeds, tr, te, ctx.out / "paper_method", ctx.device, ctx.progress
-    )
-    plain = train_config(ctx, rec_epochs=0, beta_mode="fixed", beta=1.0)
-    (bad,) = train_trials(
-        plain,
-        ctx.seeds(1, "beta=1 from start"),
-        tr,
-        te,
-        ctx.out / "plain_vae",
-        ctx.device,
-        ctx.progress,
-    )
-    sweep = {}
-    for beta in s.betas:
-        cfg = train_config(ctx, beta_mode="fixed", beta=float(beta))
-        (sweep[beta],) = train_trials(
-            cfg,
-            ctx.seeds(1, f"beta={beta:g}"),
-            tr,
-            te,
-            ctx.out / f"beta_{beta:g}",
-            ctx.device,
-            ctx.progress,
+
+    def one(config, label: str, folder: str) -> dict:
+        (rec,) = train_trials(
+            config, ctx.seeds(1, label), tr, te, ctx.out / folder, ctx.device, ctx.progress
         )
-    betas = list(s.betas)
+        return rec
+
+    good = one(train_config(ctx), "paper's method", "paper_method")
+    plain = train_config(ctx, rec_epochs=0, beta_mode="fixed", beta=1.0)
+    bad = one(plain, "beta=1 from start", "plain_vae")
+    sweep = {
+        beta: one(
+            train_config(ctx, beta_mode="fixed", beta=float(beta)),
+            f"beta={beta:g}",
+            f"beta_{beta:g}",
+        )
+        for beta in ctx.scale.betas
+    }
+    return good, bad, sweep
+
+
+def _claims(good: dict, bad: dict, sweep: dict[float, dict]) -> list[dict[str, Any]]:
+    """The trajectory and beta-sweep claims of Fig. 4, each judged by its stated rule."""
+    betas = list(sweep)
     rates = [sweep[b]["test"]["rate"] for b in betas]
     dists = [sweep[b]["test"]["distortion"] for b in betas]
     rho_rate = _spearman(betas, rates)
@@ -107,7 +123,7 @@ def rd_plane(ctx: Context) -> dict[str, Any]:
     )
     large = [b for b in betas if b >= 5]
     n_or_large = sum(sweep[b]["over_regularized"] for b in large)
-    claims = [
+    return [
         claim(
             "trajectories",
             "a VAE trained naively ends over-regularised (rate ~0, distortion at the Theorem-1 "
@@ -140,8 +156,17 @@ def rd_plane(ctx: Context) -> dict[str, Any]:
             {"spearman_rate": rho_rate, "spearman_distortion": rho_dist},
         ),
     ]
-    hg, hb = history(good["folder"]), history(bad["folder"])
-    fig = plots.plot_panels(
+
+
+def _figure(good: dict, sweep: dict[float, dict], hg: list[dict], hb: list[dict]) -> Any:
+    """Fig. 4: the trajectories in the RD plane, and the sweep's rate and distortion."""
+    from .. import plots
+
+    betas = list(sweep)
+    rates = [sweep[b]["test"]["rate"] for b in betas]
+    dists = [sweep[b]["test"]["distortion"] for b in betas]
+    bound = good["bound_test"]
+    return plots.plot_panels(
         [
             {
                 "series": {
@@ -186,18 +211,3 @@ def rd_plane(ctx: Context) -> dict[str, Any]:
         ],
         title="Fig. 4: rate-distortion plane",
     )
-    files = [ctx.save(fig, "fig4_rd_plane.png")]
-    runs = {"paper's method": [good], "beta=1 from start": [bad]}
-    runs.update({f"beta={b:g}": [sweep[b]] for b in betas})
-    return {
-        "paper_method": good,
-        "plain_vae": bad,
-        "sweep": {f"{b:g}": sweep[b] for b in betas},
-        "trajectories": {
-            "paper_method": [[h["rate"], h["distortion"]] for h in hg],
-            "plain_vae": [[h["rate"], h["distortion"]] for h in hb],
-        },
-        "claims": claims,
-        "figures": files,
-        "trial_table": trial_table(runs),
-    }

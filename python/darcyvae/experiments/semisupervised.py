@@ -35,12 +35,29 @@ from ._common import (
 @register_experiment("semisupervised", "Figs. 14-15: S_D and losses against the labelled ratio")
 def semisupervised(ctx: Context) -> dict[str, Any]:
     """Train ``ss_trials`` models per label count; S_D mean/min/max and the training losses."""
-    from .. import plots
-
     s = ctx.scale
     n = ctx.n_trials(s.ss_trials)
-    paths = dataset(ctx, "mixture4")
     batch = min(s.ss_batch, s.n_train)
+    by_label = _train_label_counts(ctx, n, batch)
+    labels = list(s.ss_labels)
+    stats = {n_l: spread([r["s_d"] for r in by_label[n_l]]) for n_l in labels}
+    dist = {n_l: spread([r["train"].get("distortion") for r in by_label[n_l]]) for n_l in labels}
+    return {
+        "labels": labels,
+        "s_d": {str(k): stats[k] for k in labels},
+        "train_distortion": {str(k): dist[k] for k in labels},
+        "records": {str(k): v for k, v in by_label.items()},
+        "claims": _claims(s.n_train, by_label, stats, dist),
+        "figures": _figures(ctx, n, by_label, stats),
+        "trial_table": trial_table({f"{k} labels": v for k, v in by_label.items()}),
+        "notes": _notes(batch, s.n_train),
+    }
+
+
+def _train_label_counts(ctx: Context, n: int, batch: int) -> dict[int, list[dict[str, Any]]]:
+    """``n`` trials of the authors' semi-supervised setup per label count: records by count."""
+    s = ctx.scale
+    paths = dataset(ctx, "mixture4")
     by_label: dict[int, list[dict[str, Any]]] = {}
     for n_l in s.ss_labels:
         cfg = train_config(
@@ -66,11 +83,19 @@ def semisupervised(ctx: Context) -> dict[str, Any]:
             ctx.device,
             ctx.progress,
         )
-    labels = list(s.ss_labels)
-    stats = {n_l: spread([r["s_d"] for r in by_label[n_l]]) for n_l in labels}
-    dist = {n_l: spread([r["train"].get("distortion") for r in by_label[n_l]]) for n_l in labels}
+    return by_label
+
+
+def _claims(
+    n_train: int,
+    by_label: dict[int, list[dict[str, Any]]],
+    stats: dict[int, dict[str, Any]],
+    dist: dict[int, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The three claims of Figs. 14-15, each judged by its stated rule."""
+    labels = list(by_label)
     bound = by_label[labels[0]][0]["bound_train"]
-    ratio = {n_l: n_l / s.n_train for n_l in labels}
+    ratio = {n_l: n_l / n_train for n_l in labels}
     one_pct = [n_l for n_l in labels if 0.009 <= ratio[n_l] < 0.03] or [
         n_l for n_l in labels if n_l > 0
     ][:1]
@@ -107,7 +132,7 @@ def semisupervised(ctx: Context) -> dict[str, Any]:
         if max(shifts) <= 0.05
         else "not reproduced"
     )
-    claims = [
+    return [
         claim(
             "one-percent",
             "about 1% labelled samples give consistently good disentanglement",
@@ -146,6 +171,18 @@ def semisupervised(ctx: Context) -> dict[str, Any]:
             {"max_shift_fraction_of_bound": max(shifts) if shifts else None},
         ),
     ]
+
+
+def _figures(
+    ctx: Context,
+    n: int,
+    by_label: dict[int, list[dict[str, Any]]],
+    stats: dict[int, dict[str, Any]],
+) -> list[str]:
+    """Fig. 14 (S_D against the label count) and Fig. 15 (training loss and rate)."""
+    from .. import plots
+
+    labels = list(by_label)
     x = np.asarray(labels, float)
     mean = [stats[k]["mean"] for k in labels]
     fig14 = plots.plot_panels(
@@ -159,7 +196,7 @@ def semisupervised(ctx: Context) -> dict[str, Any]:
                         [stats[k]["max"] for k in labels],
                     )
                 },
-                "xlabel": f"labelled samples (of {s.n_train})",
+                "xlabel": f"labelled samples (of {ctx.scale.n_train})",
                 "ylabel": "S_D (test)",
                 "title": f"S_D over {n} trials per label count",
                 "logx": "symlog",
@@ -167,14 +204,12 @@ def semisupervised(ctx: Context) -> dict[str, Any]:
         ],
         title="Fig. 14: semi-supervised disentanglement",
     )
-    curves = {}
-    for k in labels:
+    curves, rates = {}, {}
+    for k in labels:  # the first trial of each label count
         h = history(by_label[k][0]["folder"])
-        curves[f"{k} labels"] = ([r["epoch"] for r in h], [r["loss"] for r in h], "line")
-    rates = {}
-    for k in labels:
-        h = history(by_label[k][0]["folder"])
-        rates[f"{k} labels"] = ([r["epoch"] for r in h], [r["rate"] for r in h], "line")
+        epochs = [r["epoch"] for r in h]
+        curves[f"{k} labels"] = (epochs, [r["loss"] for r in h], "line")
+        rates[f"{k} labels"] = (epochs, [r["rate"] for r in h], "line")
     fig15 = plots.plot_panels(
         [
             {
@@ -194,10 +229,14 @@ def semisupervised(ctx: Context) -> dict[str, Any]:
         ],
         title="Fig. 15: training losses",
     )
-    files = [
+    return [
         ctx.save(fig14, "fig14_semisupervised_sd.png"),
         ctx.save(fig15, "fig15_semisupervised_losses.png"),
     ]
+
+
+def _notes(batch: int, n_train: int) -> list[str]:
+    """What the report says of the setup and of deviations from it."""
     notes = [
         (
             "labelled pairs: the first n_l test samples, concatenated to every unlabelled batch "
@@ -206,18 +245,9 @@ def semisupervised(ctx: Context) -> dict[str, Any]:
             "the test samples S_D is evaluated on"
         )
     ]
-    if batch < s.n_train:
+    if batch < n_train:
         notes.append(
-            f"deviation: batches of {batch} unlabelled samples (the authors: all {s.n_train}), "
+            f"deviation: batches of {batch} unlabelled samples (the authors: all {n_train}), "
             "each with all labelled pairs appended"
         )
-    return {
-        "labels": labels,
-        "s_d": {str(k): stats[k] for k in labels},
-        "train_distortion": {str(k): dist[k] for k in labels},
-        "records": {str(k): v for k, v in by_label.items()},
-        "claims": claims,
-        "figures": files,
-        "trial_table": trial_table({f"{k} labels": v for k, v in by_label.items()}),
-        "notes": notes,
-    }
+    return notes
