@@ -57,62 +57,81 @@ def _experiment_of(folder: Path, root: Path) -> str:
 @register_experiment("skl", "Fig. 13: S_KL against S_D over all trained models found")
 def skl(ctx: Context) -> dict[str, Any]:
     """Score every trained model under the output root with S_D and S_KL."""
-    from tqdm import tqdm
+    from collections import Counter
 
-    from .. import plots
-    from ..dataset import ChannelStats, DarcyDataset
-    from ..evaluation import beats_bound
-    from ..metrics import s_d, s_kl
-    from ..training import distortion_bound, evaluate_losses, load_checkpoint, load_model
+    from tqdm import tqdm
 
     root = ctx.root
     rows, skipped = [], []
     runs = _runs(root, ctx.out)
     for folder in tqdm(runs, disable=not ctx.progress, desc="skl", unit="model"):
-        ckpt = load_checkpoint(folder)
-        train_path = Path(ckpt.get("train_path", ""))
-        test_path = train_path.with_name("test.h5")
-        if not test_path.is_file():
-            skipped.append({"folder": str(folder), "why": "no test data beside the training data"})
-            continue
-        stats = ckpt.get("normalization")
-        data = DarcyDataset(
-            test_path,
-            normalize="channel" if stats else False,
-            stats=ChannelStats(**stats) if stats else None,
+        row = _score(folder, root, ctx.seed)
+        (rows if "why" not in row else skipped).append(row)
+    if rows:
+        counts = Counter(r["experiment"] for r in rows)
+        ctx.note(
+            "models scored, by experiment: "
+            + ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
         )
-        model = load_model(ckpt, device="cpu")
-        if model.config.latent_dim != data.n_params:
-            skipped.append({"folder": str(folder), "why": "latent dimension != s"})
-            continue
-        summ = evaluate_losses(model, data, seed=ctx.seed)
-        bound = distortion_bound(data.y)
-        margin = bound - summ.distortion
-        trained = beats_bound(summ.distortion, bound)
-        rng = np.random.default_rng(ctx.seed)
-        z = summ.z_mean + np.exp(0.5 * summ.z_logvar) * rng.standard_normal(summ.z_mean.shape)
-        try:
-            res = s_kl(z, summ.theta, seed=ctx.seed)
-        except ValueError as exc:
-            skipped.append({"folder": str(folder), "why": f"S_KL undefined ({exc})"})
-            continue
-        sd = s_d(summ.z_mean, summ.theta)
-        rows.append(
-            {
-                "folder": str(folder.relative_to(root)),
-                "experiment": _experiment_of(folder, root),
-                "s_d": sd,
-                "s_kl": float(res.score),
-                "s_kl_in_sample": float(getattr(res, "in_sample", res.score)),
-                "margin": margin,
-                "trained": trained,
-                "class": "disentangled"
-                if sd >= SD_DISENTANGLED
-                else "rotated"
-                if sd <= SD_ROTATED
-                else "partly",
-            }
-        )
+    else:
+        ctx.note(f"no model found under {root}: run the other experiments first")
+    return {
+        "root": str(root),
+        "models": rows,
+        "skipped": skipped,
+        "claims": _claims(rows),
+        "figures": [ctx.save(_figure(rows), "fig13_skl.png")] if rows else [],
+    }
+
+
+def _score(folder: Path, root: Path, seed: int) -> dict[str, Any]:
+    """S_D, S_KL (cross-fitted and in-sample), the Theorem-1 margin and the class of the
+    model in ``folder`` on its test data; ``{"folder", "why"}`` when it cannot be scored."""
+    from ..dataset import ChannelStats, DarcyDataset
+    from ..evaluation import beats_bound
+    from ..metrics import s_d, s_kl
+    from ..training import distortion_bound, evaluate_losses, load_checkpoint, load_model
+
+    ckpt = load_checkpoint(folder)
+    test_path = Path(ckpt.get("train_path", "")).with_name("test.h5")
+    if not test_path.is_file():
+        return {"folder": str(folder), "why": "no test data beside the training data"}
+    stats = ckpt.get("normalization")
+    data = DarcyDataset(
+        test_path,
+        normalize="channel" if stats else False,
+        stats=ChannelStats(**stats) if stats else None,
+    )
+    model = load_model(ckpt, device="cpu")
+    if model.config.latent_dim != data.n_params:
+        return {"folder": str(folder), "why": "latent dimension != s"}
+    summ = evaluate_losses(model, data, seed=seed)
+    bound = distortion_bound(data.y)
+    rng = np.random.default_rng(seed)
+    z = summ.z_mean + np.exp(0.5 * summ.z_logvar) * rng.standard_normal(summ.z_mean.shape)
+    try:
+        res = s_kl(z, summ.theta, seed=seed)
+    except ValueError as exc:
+        return {"folder": str(folder), "why": f"S_KL undefined ({exc})"}
+    sd = s_d(summ.z_mean, summ.theta)
+    return {
+        "folder": str(folder.relative_to(root)),
+        "experiment": _experiment_of(folder, root),
+        "s_d": sd,
+        "s_kl": float(res.score),
+        "s_kl_in_sample": float(res.in_sample),
+        "margin": bound - summ.distortion,
+        "trained": beats_bound(summ.distortion, bound),
+        "class": "disentangled"
+        if sd >= SD_DISENTANGLED
+        else "rotated"
+        if sd <= SD_ROTATED
+        else "partly",
+    }
+
+
+def _claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fig. 13's claim, judged on the models that beat the Theorem-1 bound."""
     judged = [r for r in rows if r["trained"]]
     dis = [r["s_kl"] for r in judged if r["class"] == "disentangled"]
     other = [r["s_kl"] for r in judged if r["class"] != "disentangled"]
@@ -136,14 +155,14 @@ def skl(ctx: Context) -> dict[str, Any]:
             if ordered
             else "not reproduced"
         )
-    claims = [
+    return [
         claim(
             "skl-tracks",
             "S_KL agrees with the qualitative judgement: disentangled models score lower S_KL "
             "than rotated or entangled ones",
             f"{len(judged)} trained models (of {len(rows)} found): median S_KL disentangled "
-            f"{fmt(sd_dis['median'])} (n = {sd_dis['n']}), others {fmt(sd_other['median'])} (n = {sd_other['n']}); "
-            f"Spearman(S_D, S_KL) {fmt(rho)}",
+            f"{fmt(sd_dis['median'])} (n = {sd_dis['n']}), others {fmt(sd_other['median'])} "
+            f"(n = {sd_other['n']}); Spearman(S_D, S_KL) {fmt(rho)}",
             verdict,
             "reproduced if the disentangled models' median S_KL is below the others' and "
             "Spearman(S_D, S_KL) <= -0.5; partly if only the medians are ordered; not judged "
@@ -156,33 +175,28 @@ def skl(ctx: Context) -> dict[str, Any]:
             },
         )
     ]
-    files = []
-    if rows:
-        by_class: dict[str, Any] = {}
-        for cls in ("disentangled", "partly", "rotated"):
-            for ok in (True, False):
-                sel = [r for r in rows if r["class"] == cls and r["trained"] == ok]
-                if sel:
-                    label = cls if ok else f"{cls} (did not beat the bound)"
-                    by_class[label] = ([r["s_d"] for r in sel], [r["s_kl"] for r in sel], "scatter")
-        fig = plots.plot_panels(
-            [
-                {
-                    "series": by_class,
-                    "xlabel": "S_D (test)",
-                    "ylabel": "S_KL (nats, lower is better)",
-                    "title": f"{len(rows)} models ({len(judged)} beat the Theorem-1 bound)",
-                }
-            ],
-            title="Fig. 13: S_KL against S_D and the qualitative class",
-        )
-        files.append(ctx.save(fig, "fig13_skl.png"))
-    else:
-        ctx.note(f"no model found under {root}: run the other experiments first")
-    return {
-        "root": str(root),
-        "models": rows,
-        "skipped": skipped,
-        "claims": claims,
-        "figures": files,
-    }
+
+
+def _figure(rows: list[dict[str, Any]]) -> Any:
+    """Fig. 13: S_KL against S_D, coloured by class, untrained models marked."""
+    from .. import plots
+
+    by_class: dict[str, Any] = {}
+    for cls in ("disentangled", "partly", "rotated"):
+        for ok in (True, False):
+            sel = [r for r in rows if r["class"] == cls and r["trained"] == ok]
+            if sel:
+                label = cls if ok else f"{cls} (did not beat the bound)"
+                by_class[label] = ([r["s_d"] for r in sel], [r["s_kl"] for r in sel], "scatter")
+    judged = sum(r["trained"] for r in rows)
+    return plots.plot_panels(
+        [
+            {
+                "series": by_class,
+                "xlabel": "S_D (test)",
+                "ylabel": "S_KL (nats, lower is better)",
+                "title": f"{len(rows)} models ({judged} beat the Theorem-1 bound)",
+            }
+        ],
+        title="Fig. 13: S_KL against S_D and the qualitative class",
+    )
