@@ -421,3 +421,24 @@ def test_a_diverged_trial_is_kept_as_a_record(tmp_path):
     assert not rec["disentangled"]
     with pytest.raises(TrainingDivergedError, match=r"seed\(s\) \[7\] diverged"):
         require_finished([rec], "landscape")
+
+
+@given(points=st.integers(2, 41), refine=st.integers(0, 20))
+def test_landscape_line_grid_refines_the_last_step(points, refine):
+    """The uniform grid, plus ``refine`` points between the last grid step and 1e-3 short of
+    the solution, geometrically spaced (equal ratios of the gaps to alpha = 1)."""
+    from darcyvae.experiments.landscape import _line_alphas
+
+    alphas = np.linspace(0.0, 1.0, points)
+    grid = _line_alphas(alphas, refine)
+    assert np.all(np.diff(grid) > 0)
+    assert np.all(np.isin(alphas, grid))
+    extra = np.setdiff1d(grid, alphas)
+    step = alphas[1] - alphas[0]
+    if refine == 0 or step <= 1e-3:
+        assert len(extra) <= refine
+        return
+    assert len(extra) == refine
+    assert extra[0] > 1.0 - step and math.isclose(extra[-1], 1.0 - 1e-3)
+    gaps = 1.0 - extra
+    assert np.allclose(gaps[1:] / gaps[:-1], (1e-3 / step) ** (1 / refine))

@@ -74,6 +74,12 @@ class Scale:
         The fixed-beta sweep of the rate-distortion plane (Fig. 4).
     landscape_inits, landscape_directions, landscape_points, landscape_latent_samples
         The loss-landscape study (Fig. 3).
+    landscape_refine : int
+        Extra points on each line from an initialisation to the solution,
+        geometrically spaced between the last grid step and 1e-3 short of the
+        solution: the loss falls from its maximum to the solution's there,
+        within one grid step (measured at the cpu scale: 21 points), so a
+        valley on the way would fall between two grid points.
     interp_points : int
         Points on the line between two solutions (Fig. 5).
     rotation_angles : int
@@ -122,6 +128,7 @@ class Scale:
     rotation_angles: int
     eval_every: int
     checkpoint_every: int
+    landscape_refine: int = 0
     traversal_steps: int = 5
     dpi: int = 150
     notes: tuple[str, ...] = field(default=())
@@ -177,6 +184,7 @@ SCALES: dict[str, Scale] = {
         landscape_inits=2,
         landscape_directions=3,
         landscape_points=4,
+        landscape_refine=2,
         landscape_latent_samples=1,
         interp_points=4,
         rotation_angles=5,
@@ -219,7 +227,8 @@ SCALES: dict[str, Scale] = {
         betas=PAPER_BETAS,
         landscape_inits=10,
         landscape_directions=100,
-        landscape_points=21,  # as at the paper scale: a valley narrower than 0.1 in alpha shows
+        landscape_points=21,  # as at the paper scale (was 11)
+        landscape_refine=10,
         landscape_latent_samples=10,
         interp_points=21,
         rotation_angles=19,
@@ -266,6 +275,7 @@ SCALES: dict[str, Scale] = {
         landscape_inits=10,
         landscape_directions=1000,
         landscape_points=21,
+        landscape_refine=10,
         landscape_latent_samples=10,
         interp_points=21,
         rotation_angles=37,

@@ -6,7 +6,9 @@ over all training data with ``landscape_latent_samples`` latent draws -- is
 evaluated
 
 - along the straight lines from ``landscape_inits`` Xavier-uniform
-  initialisations (alpha = 0) to the solution (alpha = 1), and
+  initialisations (alpha = 0) to the solution (alpha = 1), on a uniform
+  grid plus ``landscape_refine`` points in the last grid step (the loss
+  falls from its maximum to the solution's there), and
 - along ``landscape_directions`` random directions out of the solution,
   theta* + t d for t in [0, 1], d Gaussian and scaled per tensor to the
   norm of that tensor of theta* ("filter normalisation", Li et al. 2018;
@@ -77,7 +79,9 @@ def landscape(ctx: Context) -> dict[str, Any]:
     require_finished([rec], "landscape")
     solution = torch.load(rec["checkpoint"], map_location="cpu", weights_only=True)["model"]
     alphas = np.linspace(0.0, 1.0, ctx.scale.landscape_points)
-    lines, directions = _walk(ctx, config, load_split(paths["train"], config), solution, alphas)
+    line_alphas = _line_alphas(alphas, ctx.scale.landscape_refine)
+    data = load_split(paths["train"], config)
+    lines, directions = _walk(ctx, config, data, solution, line_alphas, alphas)
     bound = rec["bound_train"]
     line_loss = np.array([[p["loss"] for p in pts] for pts in lines])
     dir_loss = np.array([[p["loss"] for p in pts] for pts in directions])
@@ -88,22 +92,40 @@ def landscape(ctx: Context) -> dict[str, Any]:
     return {
         "solution": rec,
         "alphas": alphas.tolist(),
+        "line_alphas": line_alphas.tolist(),
         "lines": lines,
         "directions_loss": dir_loss.tolist(),
         "bound_train": bound,
         "lines_with_valley": valley,
         "directions_going_lower": lower,
         "claims": _claims(valley, lower, sol_loss, trained=rec["beats_bound"]),
-        "figures": [ctx.save(_figure(alphas, lines, dir_loss, bound), "fig3_landscape.png")],
+        "figures": [
+            ctx.save(_figure(line_alphas, lines, alphas, dir_loss, bound), "fig3_landscape.png")
+        ],
         "trial_table": trial_table({"solution": [rec]}),
     }
 
 
+def _line_alphas(alphas: np.ndarray, refine: int) -> np.ndarray:
+    """The grid of the lines into the solution: ``alphas`` plus ``refine`` points spaced
+    geometrically from one grid step to 1e-3 short of the solution (alpha = 1)."""
+    if refine <= 0 or len(alphas) < 2:
+        return alphas
+    gaps = np.geomspace(alphas[1] - alphas[0], 1e-3, refine + 1)[1:]
+    return np.union1d(alphas, 1.0 - gaps)
+
+
 def _walk(
-    ctx: Context, config, data, solution: dict, alphas: np.ndarray
+    ctx: Context,
+    config,
+    data,
+    solution: dict,
+    line_alphas: np.ndarray,
+    alphas: np.ndarray,
 ) -> tuple[list[list[dict[str, float]]], list[list[dict[str, float]]]]:
     """The loss terms at every point of the lines from Xavier initialisations to the
-    solution and of the random directions out of it: ``(lines, directions)``."""
+    solution (at ``line_alphas``) and of the random directions out of it (at ``alphas``):
+    ``(lines, directions)``."""
     import torch
     from tqdm import tqdm
 
@@ -118,13 +140,13 @@ def _walk(
         model.load_state_dict(state)
         return losses(model, data, n_latent_samples=s.landscape_latent_samples, seed=ctx.seed)
 
-    total = (s.landscape_inits + s.landscape_directions) * len(alphas)
+    total = s.landscape_inits * len(line_alphas) + s.landscape_directions * len(alphas)
     bar = tqdm(total=total, disable=not ctx.progress, desc="landscape", unit="point")
     lines = []
     for k in range(s.landscape_inits):
         init = _xavier_state(config, 10_000 + ctx.seed * 100 + k)
         pts = []
-        for a in alphas:
+        for a in line_alphas:
             pts.append(point(interpolate_state(init, solution, float(a))))
             bar.update()
         lines.append(pts)
@@ -205,7 +227,9 @@ def _claims(
     ]
 
 
-def _figure(alphas: np.ndarray, lines: list, dir_loss: np.ndarray, bound: float) -> Any:
+def _figure(
+    line_alphas: np.ndarray, lines: list, alphas: np.ndarray, dir_loss: np.ndarray, bound: float
+) -> Any:
     """Fig. 3: loss along the lines, the lines in the RD plane, loss along the directions."""
     from .. import plots
 
@@ -213,7 +237,9 @@ def _figure(alphas: np.ndarray, lines: list, dir_loss: np.ndarray, bound: float)
     return plots.plot_panels(
         [
             {
-                "series": {f"init {k}": (alphas, [p["loss"] for p in lines[k]]) for k in shown},
+                "series": {
+                    f"init {k}": (line_alphas, [p["loss"] for p in lines[k]]) for k in shown
+                },
                 "hlines": {"Theorem-1 bound (rate 0)": bound},
                 "xlabel": "alpha (0: Xavier init, 1: trained solution)",
                 "ylabel": "loss (nats per sample)",
