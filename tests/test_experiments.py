@@ -439,6 +439,7 @@ def test_landscape_line_grid_refines_the_last_step(points, refine):
         assert len(extra) <= refine
         return
     assert len(extra) == refine
-    assert extra[0] > 1.0 - step and math.isclose(extra[-1], 1.0 - 1e-3)
+    assert extra[0] > 1.0 - step
+    assert math.isclose(extra[-1], 1.0 - 1e-3)
     gaps = 1.0 - extra
     assert np.allclose(gaps[1:] / gaps[:-1], (1e-3 / step) ** (1 / refine))
