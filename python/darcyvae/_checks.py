@@ -141,3 +141,22 @@ def config_kwargs(
         msg = f"{cls.__name__}: unknown keys {unknown}; known: {sorted(known)}."
         raise error(msg)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+def paired_samples(z: Any, theta: Any, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """(n, d_z) latents and (n, d_theta) factors of the same n >= 2 samples, as float64."""
+    z = as_float_array(z, "z", caller, ndim=(1, 2))
+    theta = as_float_array(theta, "theta", caller, ndim=(1, 2))
+    z = z.reshape(len(z), -1)
+    theta = theta.reshape(len(theta), -1)
+    if len(z) != len(theta):
+        msg = f"{caller}: z and theta must have the same number of samples; got {len(z)} and {len(theta)}."
+        raise ValueError(msg)
+    if len(z) < 2:
+        msg = f"{caller}: need at least 2 samples; got {len(z)}."
+        raise ValueError(msg)
+    for name, arr in (("z", z), ("theta", theta)):
+        if arr.shape[1] < 1:
+            msg = f"{caller}: {name} must have at least one coordinate; got shape {arr.shape}."
+            raise ValueError(msg)
+    return z, theta
