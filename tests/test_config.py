@@ -174,3 +174,21 @@ def test_semisupervised_preset_is_the_released_setup():
         (18000,),
     )
     assert cfg.beta.rec_epochs == 10000
+
+
+def test_legacy_rel_tol_is_dropped_with_a_warning(caplog):
+    """Files written before the unit-free margin (docs/model.md §4e) still load: ``rel_tol``,
+    flat or in [run], is ignored with a warning naming ``margin_tol``, and the default margin
+    applies; the new key round-trips."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="darcyvae.config"):
+        nested = TrainConfig.from_dict({"run": {"rel_tol": 0.5, "seed": 2}})
+        flat = TrainConfig.from_dict({"rel_tol": 0.5})
+    assert nested.run.seed == 2
+    assert nested.run.margin_tol == flat.run.margin_tol == 0.05
+    assert caplog.text.count("margin_tol") == 2
+    cfg = TrainConfig(margin_tol=0.2)
+    assert TrainConfig.from_dict(cfg.to_dict()).run.margin_tol == 0.2
+    with pytest.raises(ValueError, match="margin_tol"):
+        TrainConfig(margin_tol=-1.0)

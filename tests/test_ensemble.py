@@ -395,7 +395,7 @@ def test_resume_with_blocks_restarts_blocks_never_begun(data, tmp_path):
 def test_restarts_use_the_restart_stream(data, tmp_path):
     """With thresholds that call every run over-regularised, each member restarts once, alone."""
     train_path, _ = data
-    cfg = tiny_config(epochs=1, rate_tol=1e9, rel_tol=1e9, max_restarts=1)
+    cfg = tiny_config(epochs=1, rate_tol=1e9, margin_tol=1e9, max_restarts=1)
     res = train_ensemble(cfg, [7, 8], train_path, out_dir=tmp_path / "r", progress=False)
     for m in res.members:
         assert m.restarts == 1
@@ -522,3 +522,40 @@ def test_dask_blocks_match_local(data, tmp_path):
         a, b = local.member(s).history[0], remote.member(s).history[0]
         assert rel(a["loss"], b["loss"]) < 1e-5
     assert np.isfinite(remote.member(2).final["train"]["distortion"])
+
+
+@pytest.mark.parametrize("normalize", ["none", "channel"])
+def test_output_logvar_init_data_is_the_data_log_variance(data, tmp_path, normalize):
+    """``output_logvar_init = "data"`` starts s at log(mean over channels of the per-pixel
+    variance) of the training file, in the units the model sees (docs/model.md §4a, §4e):
+    checked against NumPy on the HDF5 file, for a single run and for each ensemble member.
+    A learning rate of 1e-12 keeps the one epoch from moving s measurably."""
+    import h5py
+
+    train_path, _ = data
+    with h5py.File(train_path) as fh:
+        y = fh["output"][...].astype(np.float64)
+    if normalize == "channel":
+        y = (y - y.mean(axis=(0, 2, 3), keepdims=True)) / y.std(axis=(0, 2, 3), keepdims=True)
+    expected = np.log(y.var(axis=0).mean(axis=0))[None, None]
+    model = model_config("dense_vae_tiny", output_logvar_init="data")
+    cfg = tiny_config(model=model, epochs=1, rec_epochs=1, lr_values=(1e-12,), normalize=normalize)
+    res, singles = ensemble_and_single_runs(cfg, [0, 5], train_path, tmp_path)
+    for s, single in singles.items():
+        for folder in (single.out_dir, res.member(s).out_dir):
+            ckpt = load_checkpoint(folder)
+            s_init = ckpt["model"]["decoder.output_logvar"].double().numpy()
+            np.testing.assert_allclose(s_init, expected, rtol=1e-5, atol=1e-5)
+            assert ckpt["config"]["model"]["output_logvar_init"] == "data"
+            assert 'output_logvar_init = "data"' in (folder / "config.toml").read_text()
+    # The default stays the paper's zero start.
+    zero = train(
+        tiny_config(epochs=1, lr_values=(1e-12,)),
+        train_path,
+        out_dir=tmp_path / "z",
+        progress=False,
+    )
+    assert (
+        np.abs(load_checkpoint(zero.checkpoint)["model"]["decoder.output_logvar"].numpy()).max()
+        < 1e-6
+    )

@@ -227,7 +227,10 @@ def _check_report(out, res):
         assert row in report  # the report shows exactly the numbers of results.json
     for r in res.get("trial_table", []):
         assert f"| {r['arm']} | {r['seed']} | {fmt(r['test_rate'])} |" in report
-        assert f"| {fmt(r['margin'], 1)} | {r['beats_bound']} | {r['over_regularized']} |" in report
+        assert (
+            f"| {fmt(r['margin'], 1)} | {fmt(r['margin_per_element'])} | "
+            f"{r['beats_bound']} | {r['over_regularized']} |"
+        ) in report
     for f in res["figures"]:
         assert (out / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f
         assert f"![{f}]({f})" in report
@@ -254,7 +257,8 @@ def test_experiment_runs_at_smoke_scale(tmp_path, name):
     assert len(res["trial_table"]) == n_seeds >= n_arms
     for r in res["trial_table"]:
         assert r["margin"] == pytest.approx(r["bound_test"] - r["test_distortion"])
-        assert r["beats_bound"] == (r["margin"] > 0.01 * abs(r["bound_test"]))
+        assert r["beats_bound"] == (r["margin_per_element"] > 0.05)
+        assert r["margin_per_element"] == pytest.approx(r["margin"] / (3 * 9 * 9))
     # a smoke model does not beat the bound, so disentanglement is never judged on it
     judged = [c for c in res["claims"] if "S_D" in c["measured"] and "trained" in c["measured"]]
     assert all(c["verdict"] == "not judged" for c in judged)
@@ -413,7 +417,7 @@ def test_a_diverged_trial_is_kept_as_a_record(tmp_path):
     from darcyvae.experiments._common import require_finished, trial_record
     from darcyvae.training import TrainingDivergedError
 
-    rec = trial_record(tmp_path / "seed_7", 7, -100.0, "non-finite loss in epoch 3")
+    rec = trial_record(tmp_path / "seed_7", 7, (-100.0, 243), "non-finite loss in epoch 3")
     assert rec["status"] == "diverged"
     assert rec["seed"] == 7
     assert not rec["beats_bound"]

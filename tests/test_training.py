@@ -372,7 +372,9 @@ def test_distortion_bound_is_the_nll_of_the_data_mean_decoder():
     assert nll == pytest.approx(shared, rel=1e-10)
     assert distortion_bound(y, reduction="mean") == pytest.approx(shared / 25)
     # And it is flagged, with zero rate.
-    assert detect_over_regularization(0.0, nll, shared, latent_dim=2).over_regularized
+    assert detect_over_regularization(
+        0.0, nll, shared, latent_dim=2, n_elements=75
+    ).over_regularized
     # Zero-variance pixels (walls) are floored, not -inf.
     y[:, 1, :, 0] = 0.0
     assert np.isfinite(distortion_bound(y, shared_over_channels=False))
@@ -381,19 +383,82 @@ def test_distortion_bound_is_the_nll_of_the_data_mean_decoder():
 
 
 def test_detector_thresholds():
-    ok = detect_over_regularization(5.0, -900.0, -500.0, latent_dim=2)
+    # 200 field elements: the margin tolerance 0.05 nats per element is 10 nats per sample.
+    def detect(rate, dist, bound, latent_dim=2):
+        return detect_over_regularization(rate, dist, bound, latent_dim=latent_dim, n_elements=200)
+
+    ok = detect(5.0, -900.0, -500.0)
     assert not ok.over_regularized
-    assert ok.relative_gap == pytest.approx(0.8)
+    assert ok.margin_per_element == pytest.approx(2.0)
     # Low rate but a distortion well below the bound: not over-regularised.
-    assert not detect_over_regularization(0.001, -900.0, -500.0, latent_dim=2).over_regularized
+    assert not detect(0.001, -900.0, -500.0).over_regularized
     # Distortion at the bound but a real rate: not flagged either.
-    assert not detect_over_regularization(1.0, -499.0, -500.0, latent_dim=2).over_regularized
-    flag = detect_over_regularization(0.01, -490.0, -500.0, latent_dim=2)
+    assert not detect(1.0, -499.0, -500.0).over_regularized
+    flag = detect(0.01, -491.0, -500.0)
     assert flag.over_regularized
     assert flag.rate_per_dim == 0.005
-    assert detect_over_regularization(0.005, 100.0, 98.0, latent_dim=1).over_regularized
+    assert flag.margin_per_element == pytest.approx(-9.0 / 200)
+    assert detect(0.005, 100.0, 98.0, latent_dim=1).over_regularized
+    # Just outside the margin (11 nats = 0.055 per element), on either side: not flagged.
+    assert not detect(0.005, 109.0, 98.0, latent_dim=1).over_regularized
+    assert not detect(0.005, 87.0, 98.0, latent_dim=1).over_regularized
     # Zero rate but far above the bound: unconverged, not the over-regularised optimum.
-    assert not detect_over_regularization(0.0, 300.0, 100.0, latent_dim=1).over_regularized
+    assert not detect(0.0, 300.0, 100.0, latent_dim=1).over_regularized
+
+
+def test_trained_and_over_regularised_verdicts_are_unit_free(tmp_path):
+    """A model and its exact rescaled twin (decoder mean x c, output log-variance + 2 log c),
+    evaluated on the data x c, get the same margin per element and the same verdicts, while
+    the fraction margin / |bound| that the old rule used moves with c (docs/model.md §4e)."""
+    import copy
+
+    import h5py
+    from darcyvae.evaluation import beats_bound, evaluate_losses, margin_per_element
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=(40, 3, 9, 9)) * rng.uniform(0.5, 2.0, size=(1, 3, 9, 9))
+    theta = rng.normal(size=(40, 2))
+    model = DenseVAE(VAEConfig(grid=9, blocks=(1, 1, 1), growth_rate=2, fc_hidden=8)).eval()
+    twin = copy.deepcopy(model)
+    c = 37.0
+    with torch.no_grad():
+        model.decoder.output_logvar.fill_(-0.3)
+        twin.decoder.output_logvar.fill_(-0.3 + 2.0 * math.log(c))
+    # A decoder that explains part of each field: mean = 0.6 y of the sample it encodes
+    # (passed through a hook); the twin outputs exactly c times that.
+    target = {}
+    for m, scale in ((model, 1.0), (twin, c)):
+        m.encoder.register_forward_hook(
+            lambda mod, inp, out, scale=scale: target.update(y=inp[0] / scale) or out
+        )
+        m.decoder.register_forward_hook(
+            lambda mod, inp, out, scale=scale: (scale * 0.6 * target["y"], out[1])
+        )
+    results = []
+    for m, data, name in ((model, y, "a"), (twin, c * y, "b")):
+        path = tmp_path / f"{name}.h5"
+        with h5py.File(path, "w") as fh:
+            fh["output"] = data.astype(np.float32)
+            fh["generative_params"] = theta.astype(np.float32)
+        ds = DarcyDataset(path)
+        summary = evaluate_losses(m, ds, seed=0, batch_size=64)
+        bound = distortion_bound(ds.y)
+        n_el = y[0].size
+        results.append(
+            (
+                margin_per_element(summary.distortion, bound, n_el),
+                beats_bound(summary.distortion, bound, n_el),
+                detect_over_regularization(
+                    summary.rate, summary.distortion, bound, latent_dim=2, n_elements=n_el
+                ).over_regularized,
+                (bound - summary.distortion) / abs(bound),
+            )
+        )
+    (m1, t1, o1, r1), (m2, t2, o2, r2) = results
+    assert m1 == pytest.approx(m2, abs=1e-3)
+    assert (t1, o1) == (t2, o2)
+    assert t1  # the decoder explains 0.6 of each field: clearly below the bound
+    assert r1 != pytest.approx(r2, rel=0.05)  # the old relative rule was not unit-free
 
 
 # --------------------------------------------------------------------------- training runs
@@ -437,7 +502,7 @@ def test_small_model_learns(data, tmp_path):
     # untrained or over-regularised model (distortion at or above the bound) misses.
     assert rec["test_distortion"] < final["test"]["distortion_bound"]
     assert final["test"]["trained"]
-    assert final["test"]["relative_margin"] > 0.2
+    assert final["test"]["margin_per_element"] > 0.2
     assert final["test"]["distortion_margin"] == pytest.approx(
         final["test"]["distortion_bound"] - final["test"]["distortion"]
     )
@@ -540,7 +605,7 @@ def test_over_regularised_run_is_flagged_and_restarted(data, tmp_path):
     assert len(result.trials) == 2
     over = result.over_regularization
     assert over.rate_per_dim < 0.01
-    assert abs(over.relative_gap) < 0.05
+    assert abs(over.margin_per_element) < 0.05
     record = json.loads((tmp_path / "or" / "trials.json").read_text())
     assert record["restarts"] == 1
     assert record["attempts"][1]["attempt"] == 1

@@ -18,6 +18,7 @@ list_presets, load_preset
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -27,6 +28,11 @@ from typing import Any
 from . import _toml
 from ._checks import check_choice, check_int, check_real, config_kwargs
 from .losses import BETA_MODES, LABEL_DIM_REDUCTIONS, LABEL_LOSSES, REDUCTIONS
+
+logger = logging.getLogger(__name__)
+
+LEGACY_KEYS = {("run", "rel_tol"): "margin_tol"}
+"""Settings of older files that are read and dropped with a warning, and what replaced them."""
 from .models import VAEConfig
 
 __all__ = [
@@ -245,8 +251,15 @@ class RunConfig:
     eval_every : int, default=1
         Epochs between test/S_D evaluations (0: only at the end).
     eval_batch_size : int, default=256
-    rate_tol, rel_tol : float, default=0.01, 0.05
-        Over-regularisation thresholds (``detect_over_regularization``).
+    rate_tol : float, default=0.01
+        Over-regularisation threshold on the rate, nats per latent dimension.
+    margin_tol : float, default=0.05
+        Nats per field element (channel x pixel) below the Theorem-1 bound
+        that count as trained; within it (and with a rate under
+        ``rate_tol``) a run is over-regularised (docs/model.md §4e). Unit-free.
+        (It replaced ``rel_tol``, a fraction of |bound| that moved with the
+        units of the data; a file that still sets ``rel_tol`` loads with a
+        warning and the default margin.)
     max_restarts : int, default=0
         Restarts with a new seed when the run ends over-regularised
         (``train_with_restarts``).
@@ -259,7 +272,7 @@ class RunConfig:
     eval_every: int = 1
     eval_batch_size: int = 256
     rate_tol: float = 0.01
-    rel_tol: float = 0.05
+    margin_tol: float = 0.05
     max_restarts: int = 0
 
     def __post_init__(self) -> None:
@@ -271,7 +284,7 @@ class RunConfig:
         check_int(self.eval_every, "eval_every", c, low=0)
         check_int(self.eval_batch_size, "eval_batch_size", c, low=1)
         check_real(self.rate_tol, "rate_tol", c, low=0.0)
-        check_real(self.rel_tol, "rel_tol", c, low=0.0)
+        check_real(self.margin_tol, "margin_tol", c, low=0.0)
         check_int(self.max_restarts, "max_restarts", c, low=0)
 
 
@@ -475,6 +488,7 @@ class TrainConfig:
         if not isinstance(data, dict):
             msg = f"TrainConfig.from_dict: expected a dict; got {type(data).__name__}."
             raise TypeError(msg)
+        data = _drop_legacy(data)
         kw: dict[str, Any] = {}
         flat: dict[str, Any] = {}
         for key, value in data.items():
@@ -505,6 +519,26 @@ class TrainConfig:
     def to_toml(self, path: str | os.PathLike, header: str = "") -> Path:
         """Write the configuration as TOML (one table per section), atomically; returns the path."""
         return _toml.write(path, self.to_dict(), header)
+
+
+def _drop_legacy(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` without the ``LEGACY_KEYS`` (flat or in their section), each named in a warning."""
+    out = dict(data)
+    for (section, name), new in LEGACY_KEYS.items():
+        part = out.get(section)
+        found = name in out
+        out.pop(name, None)
+        if isinstance(part, dict) and name in part:
+            out[section] = {k: v for k, v in part.items() if k != name}
+            found = True
+        if found:
+            logger.warning(
+                "config: [%s] %s is no longer used (replaced by %s, docs/model.md §4e); ignored",
+                section,
+                name,
+                new,
+            )
+    return out
 
 
 def _presets_dir():

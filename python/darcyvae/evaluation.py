@@ -49,16 +49,21 @@ from .metrics import s_d, s_kl
 from .models import DenseVAE
 
 __all__ = [
+    "RATE_TOL",
     "SKL_LATENTS",
+    "TRAINED_MARGIN",
     "Evaluation",
     "LossSummary",
     "OverRegularization",
     "SplitMetrics",
     "aggregated_posterior_sample",
+    "beats_bound",
+    "data_output_logvar",
     "detect_over_regularization",
     "distortion_bound",
     "evaluate",
     "evaluate_losses",
+    "margin_per_element",
     "s_d_or_none",
     "split_metrics",
 ]
@@ -70,21 +75,74 @@ SKL_LATENTS = ("sample", "mean")
 # --------------------------------------------------------------------------- over-regularisation
 
 
-TRAINED_MARGIN = 0.05
-"""A model counts as trained when its distortion lies more than this fraction of
-|bound| below the Theorem-1 bound (docs/model.md §4e): closer than that, it is
-indistinguishable from an over-regularised model (the same 5% as the verdict's
-``rel_tol``)."""
+def _pixel_variance(arr: np.ndarray, shared_over_channels: bool, min_variance: float) -> np.ndarray:
+    """The (C, N, N) maximum-likelihood variance of ``arr`` (n, C, N, N), optionally
+    averaged over channels (broadcast back), floored at ``min_variance``."""
+    var = arr.var(axis=0)
+    if shared_over_channels:
+        var = np.broadcast_to(var.mean(axis=0, keepdims=True), var.shape)
+    return np.maximum(var, min_variance)
 
 
-def beats_bound(distortion: float, bound: float, rel_tol: float = TRAINED_MARGIN) -> bool:
-    """Whether ``distortion`` lies more than ``rel_tol * |bound|`` below the Theorem-1 ``bound``.
+def data_output_logvar(y: Tensor | NDArray[np.floating], *, min_variance: float = 1e-12) -> Tensor:
+    """The Theorem-1 optimum of the decoder's shared output log-variance (docs/model.md §4e).
 
-    The one definition of a trained model (docs/reproduction.md §6), used by
-    ``SplitMetrics.trained`` and by every experiment report.
+    log of the data's per-pixel (maximum-likelihood) variance averaged over
+    the channels, shape (1, 1, N, N), float32: what
+    ``output_logvar_init = "data"`` starts the decoder at. ``y`` (n, C, N, N)
+    in the units the model sees (after any normalisation).
     """
-    margin = bound - distortion
-    return bool(math.isfinite(margin) and margin > rel_tol * abs(bound))
+    arr = y.detach().cpu().double().numpy() if isinstance(y, Tensor) else np.asarray(y, float)
+    if arr.ndim != 4 or arr.shape[0] < 2 or not np.all(np.isfinite(arr)):
+        msg = f"data_output_logvar: y must be finite with shape (n >= 2, C, N, N); got {arr.shape}."
+        raise ValueError(msg)
+    var = _pixel_variance(arr, True, min_variance)[:1]
+    return torch.from_numpy(np.log(var)[None].astype(np.float32))
+
+
+RATE_TOL = 0.01
+"""Nats per latent dimension below which a run's rate counts as near zero (docs/model.md §4e)."""
+
+TRAINED_MARGIN = 0.05
+"""Nats per field element (channel x pixel): a model counts as trained when its
+distortion lies more than this far below the Theorem-1 bound, and a run with
+near-zero rate counts as over-regularised when its distortion lies within it
+(docs/model.md §4e). Unit-free: rescaling a channel shifts the distortion and
+the bound alike, so the margin does not move. 0.05 nats per element means the
+decoder's residual variance is at most e^-0.1 ~ 0.90 of the data's per-pixel
+variance (geometric mean); it is ~20x the bootstrap noise of the test margin
+(0.002-0.003 nats per element, 512 test samples, KLE2 at grid 17) and ~10x
+the test-set gap of the train-fitted decoder that ignores z (0.0015-0.004)."""
+
+
+def margin_per_element(distortion: float, bound: float, n_elements: int) -> float:
+    """(bound - distortion) / n_elements: nats per field element below the Theorem-1 bound.
+
+    ``n_elements`` is the number of field values per sample (channels x N x N).
+    Unlike the margin as a fraction of |bound| it does not change when a
+    channel is rescaled (docs/model.md §4e).
+    """
+    check_int(n_elements, "n_elements", "margin_per_element", low=1)
+    return float((bound - distortion) / n_elements)
+
+
+def beats_bound(
+    distortion: float, bound: float, n_elements: int, margin_tol: float = TRAINED_MARGIN
+) -> bool:
+    """Whether ``distortion`` lies more than ``margin_tol`` nats per element below ``bound``.
+
+    The one definition of a trained model (docs/model.md §4e), used by
+    ``SplitMetrics.trained`` and by every experiment report.
+
+    Examples
+    --------
+    >>> beats_bound(-2000.0, -1900.0, n_elements=867)   # 0.115 nats per element
+    True
+    >>> beats_bound(-1920.0, -1900.0, n_elements=867)   # 0.023: within the margin
+    False
+    """
+    margin = margin_per_element(distortion, bound, n_elements)
+    return bool(math.isfinite(margin) and margin > margin_tol)
 
 
 def distortion_bound(
@@ -129,10 +187,7 @@ def distortion_bound(
     if not np.all(np.isfinite(arr)):
         msg = "distortion_bound: y must be finite (no NaN or inf)."
         raise ValueError(msg)
-    var = arr.var(axis=0)  # (C, N, N), the maximum-likelihood variance
-    if shared_over_channels:
-        var = np.broadcast_to(var.mean(axis=0, keepdims=True), var.shape)
-    var = np.maximum(var, min_variance)
+    var = _pixel_variance(arr, shared_over_channels, min_variance)
     bound = float(np.sum(0.5 * (np.log(2.0 * np.pi * var) + 1.0)))
     if reduction == "mean":
         bound /= arr.shape[-1] * arr.shape[-2]
@@ -141,19 +196,30 @@ def distortion_bound(
 
 @dataclass(frozen=True)
 class OverRegularization:
-    """Verdict of ``detect_over_regularization`` (all values in nats per sample)."""
+    """Verdict of ``detect_over_regularization`` (values in nats per sample unless named)."""
 
     over_regularized: bool
     rate: float
     rate_per_dim: float
     distortion: float
     bound: float
-    relative_gap: float
-    """(bound - distortion) / |bound|: how far below the bound the distortion lies."""
+    margin_per_element: float
+    """(bound - distortion) / n_elements: nats per field element below the bound."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OverRegularization:
+        """Inverse of ``to_dict``; a record written before the unit-free margin
+        (with ``relative_gap``) reads with ``margin_per_element`` NaN."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        kw = {k: v for k, v in data.items() if k in names}
+        kw.setdefault("margin_per_element", math.nan)
+        if kw["margin_per_element"] is None:
+            kw["margin_per_element"] = math.nan
+        return cls(**kw)
 
 
 def detect_over_regularization(
@@ -162,35 +228,40 @@ def detect_over_regularization(
     bound: float,
     *,
     latent_dim: int,
-    rate_tol: float = 0.01,
-    rel_tol: float = 0.05,
+    n_elements: int,
+    rate_tol: float = RATE_TOL,
+    margin_tol: float = TRAINED_MARGIN,
 ) -> OverRegularization:
     """Flag an over-regularised run (docs/model.md §4e, paper section 4.2).
 
     A run is over-regularised when its rate is near zero (below ``rate_tol``
-    nats per latent dimension) and its distortion is within ``rel_tol`` of
-    Theorem 1's bound: |distortion - bound| < rel_tol * |bound|. (A zero rate
-    with a distortion far above the bound is an unconverged run, not the
-    over-regularised optimum.)
+    nats per latent dimension) and its distortion lies within ``margin_tol``
+    nats per field element of Theorem 1's bound:
+    |bound - distortion| / n_elements < margin_tol. (A zero rate with a
+    distortion far above the bound is an unconverged run, not the
+    over-regularised optimum.) Both thresholds are unit-free.
 
     Parameters
     ----------
     rate, distortion, bound : float
         Nats per sample (``evaluate_losses``, ``distortion_bound``).
     latent_dim : int
+    n_elements : int
+        Field values per sample (channels x N x N).
     rate_tol : float, default=0.01
-    rel_tol : float, default=0.05
+    margin_tol : float, default=TRAINED_MARGIN (0.05)
 
     Returns
     -------
     OverRegularization
     """
     check_int(latent_dim, "latent_dim", "detect_over_regularization", low=1)
-    gap = (bound - distortion) / max(abs(bound), 1e-12)
+    check_real(margin_tol, "margin_tol", "detect_over_regularization", low=0.0)
+    margin = margin_per_element(distortion, bound, n_elements)
     per_dim = rate / latent_dim
-    flag = bool(per_dim < rate_tol and abs(gap) < rel_tol)
+    flag = bool(per_dim < rate_tol and abs(margin) < margin_tol)
     return OverRegularization(
-        flag, float(rate), float(per_dim), float(distortion), float(bound), float(gap)
+        flag, float(rate), float(per_dim), float(distortion), float(bound), margin
     )
 
 
@@ -294,11 +365,13 @@ class SplitMetrics:
     distortion_margin : float
         bound - distortion: how many nats per sample the decoder explains
         beyond the per-pixel mean and variance (positive: below the bound).
-    relative_margin : float
-        distortion_margin / |bound|.
+    margin_per_element : float
+        distortion_margin / (channels x N x N): nats per field element, unit-free
+        (docs/model.md §4e).
     trained : bool
-        The model counts as trained (docs/reproduction.md §6): relative_margin > ``rel_tol``,
-        i.e. the distortion is clearly below the bound.
+        The model counts as trained (docs/model.md §4e): margin_per_element >
+        ``margin_tol`` (``TRAINED_MARGIN``, 0.05 nats per element), i.e. the
+        distortion is clearly below the bound.
     over_regularization : OverRegularization
     s_d : float or None
         S_D of the encoder means against theta (docs/scores.md §5); None when undefined.
@@ -321,7 +394,7 @@ class SplitMetrics:
     rate_per_dim: float
     distortion_bound: float
     distortion_margin: float
-    relative_margin: float
+    margin_per_element: float
     trained: bool
     over_regularization: OverRegularization
     s_d: float | None
@@ -355,7 +428,7 @@ class SplitMetrics:
         for f in dataclasses.fields(cls):
             value = data.get(f.name)
             if f.name == "over_regularization":
-                value = OverRegularization(**value)
+                value = OverRegularization.from_dict(value)
             elif f.type == "float" and value is None:
                 value = math.nan
             kw[f.name] = value
@@ -373,8 +446,9 @@ class SplitMetrics:
         verdict = "trained" if self.trained else "NOT below the bound"
         return (
             f"rate {self.rate:.4g} nats, distortion {self.distortion:.6g} nats "
-            f"(bound {self.distortion_bound:.6g}, margin {self.distortion_margin:+.4g}: "
-            f"{verdict}), S_D {fmt(self.s_d)}, S_KL {skl}"
+            f"(bound {self.distortion_bound:.6g}, margin {self.distortion_margin:+.4g} = "
+            f"{self.margin_per_element:+.3f} per element: {verdict}), "
+            f"S_D {fmt(self.s_d)}, S_KL {skl} (lower is better)"
         )
 
 
@@ -406,8 +480,8 @@ def split_metrics(
     n_latent_samples: int = 1,
     batch_size: int = 256,
     seed: int = 0,
-    rate_tol: float = 0.01,
-    rel_tol: float = 0.05,
+    rate_tol: float = RATE_TOL,
+    margin_tol: float = TRAINED_MARGIN,
     skl_latent: str = "sample",
     with_s_kl: bool = True,
     summary: LossSummary | None = None,
@@ -420,9 +494,10 @@ def split_metrics(
     data : DarcyDataset
     n_latent_samples, batch_size, seed : see ``evaluate_losses``
         ``seed`` also seeds the aggregated-posterior draw and S_KL's search.
-    rate_tol, rel_tol : float, default=0.01, 0.05
-        Over-regularisation thresholds; ``rel_tol`` is also the relative
-        margin below the bound that counts as trained.
+    rate_tol, margin_tol : float, default=0.01, TRAINED_MARGIN (0.05)
+        Over-regularisation thresholds (nats per latent dimension, nats per
+        field element); ``margin_tol`` is also the margin below the bound that
+        counts as trained (docs/model.md §4e).
     skl_latent : {"sample", "mean"}, default="sample"
         S_KL on one z ~ q(z|y) per y (the aggregated posterior, drawn with
         ``seed``) or on the encoder means.
@@ -436,20 +511,22 @@ def split_metrics(
     SplitMetrics
     """
     check_choice(skl_latent, "skl_latent", "split_metrics", SKL_LATENTS)
-    check_real(rel_tol, "rel_tol", "split_metrics", low=0.0)
+    check_real(margin_tol, "margin_tol", "split_metrics", low=0.0)
     if summary is None:
         summary = evaluate_losses(
             model, data, n_latent_samples=n_latent_samples, batch_size=batch_size, seed=seed
         )
     latent_dim = model.config.latent_dim
     bound = distortion_bound(data.y)
+    n_elements = int(np.prod(data.y.shape[1:]))
     over = detect_over_regularization(
         summary.rate,
         summary.distortion,
         bound,
         latent_dim=latent_dim,
+        n_elements=n_elements,
         rate_tol=rate_tol,
-        rel_tol=rel_tol,
+        margin_tol=margin_tol,
     )
     skl = in_sample = None
     if with_s_kl:
@@ -458,7 +535,6 @@ def split_metrics(
             z = aggregated_posterior_sample(summary, seed)
         skl, in_sample = _s_kl_or_none(z, summary.theta, seed)
     margin = bound - summary.distortion
-    rel = over.relative_gap
     return SplitMetrics(
         rate=summary.rate,
         distortion=summary.distortion,
@@ -466,8 +542,8 @@ def split_metrics(
         rate_per_dim=summary.rate / latent_dim,
         distortion_bound=bound,
         distortion_margin=float(margin),
-        relative_margin=float(rel),
-        trained=beats_bound(summary.distortion, bound, rel_tol),
+        margin_per_element=over.margin_per_element,
+        trained=beats_bound(summary.distortion, bound, n_elements, margin_tol),
         over_regularization=over,
         s_d=s_d_or_none(summary),
         s_kl=skl,
@@ -546,8 +622,8 @@ def evaluate(
     batch_size: int = 256,
     device: str | torch.device | None = None,
     seed: int = 0,
-    rate_tol: float = 0.01,
-    rel_tol: float = 0.05,
+    rate_tol: float = RATE_TOL,
+    margin_tol: float = TRAINED_MARGIN,
     skl_latent: str = "sample",
     recorded_train: bool = False,
 ) -> Evaluation:
@@ -578,9 +654,10 @@ def evaluate(
         None: the model's device (a checkpoint loads on the CPU).
     seed : int, default=0
         Seeds every draw (private generators).
-    rate_tol, rel_tol : float, default=0.01, 0.05
+    rate_tol, margin_tol : float, default=0.01, TRAINED_MARGIN (0.05)
         Over-regularisation thresholds (``detect_over_regularization``);
-        ``rel_tol`` is also the margin below the bound that counts as trained.
+        ``margin_tol`` (nats per field element) is also the margin below the
+        bound that counts as trained.
     skl_latent : {"sample", "mean"}, default="sample"
         S_KL on the aggregated posterior (one z ~ q(z|y) per y) or on the
         encoder means.
@@ -626,7 +703,7 @@ def evaluate(
         "batch_size": batch_size,
         "seed": seed,
         "rate_tol": rate_tol,
-        "rel_tol": rel_tol,
+        "margin_tol": margin_tol,
         "skl_latent": skl_latent,
     }
     test_summary = evaluate_losses(

@@ -36,6 +36,7 @@ from ._checks import check_choice, check_int, config_kwargs
 __all__ = [
     "HP_DECODERS",
     "HP_VARIANTS",
+    "OUTPUT_LOGVAR_INITS",
     "DenseDecoder",
     "DenseEncoder",
     "DenseVAE",
@@ -62,6 +63,9 @@ HP_VARIANTS = ("const", "full")
 """Hierarchical-prior log-variance variants: learned constants or MLP outputs."""
 
 HP_DECODERS = ("mlp", "released")
+
+OUTPUT_LOGVAR_INITS = ("zero", "data")
+"""Starts of the decoder's output log-variance (``VAEConfig.output_logvar_init``)."""
 """Hierarchical-prior decoder networks (docs/model.md §4c): ``mlp``, the described n -> 8n -> 8n -> n
 MLP without output activation; ``released``, the network the authors' released code
 actually runs, Linear(n, 8n) -> ReLU -> Linear(8n, n) -> ReLU (outputs >= 0)."""
@@ -111,6 +115,13 @@ class VAEConfig:
         Xavier-uniform weights and zero biases in every convolution and
         linear layer (the loss-landscape experiment's initialisation);
         otherwise PyTorch's default initialisation.
+    output_logvar_init : {"zero", "data"}, default="zero"
+        Start of the decoder's output log-variance s (docs/model.md §4a):
+        ``"zero"`` as in the paper; ``"data"`` the log of the training data's
+        per-pixel variance averaged over the channels, in the units the model
+        sees (the Theorem-1 optimum, docs/model.md §4e). The model itself
+        always starts at zero; training (single runs and ensembles alike)
+        applies ``"data"`` from the training set it is given.
 
     Raises
     ------
@@ -131,6 +142,7 @@ class VAEConfig:
     hp_width: int = 8
     xavier_init: bool = False
     hp_decoder: str = "mlp"
+    output_logvar_init: str = "zero"
 
     def __post_init__(self) -> None:
         caller = "VAEConfig"
@@ -155,6 +167,7 @@ class VAEConfig:
         check_choice(self.hp_variant, "hp_variant", caller, HP_VARIANTS)
         check_int(self.hp_width, "hp_width", caller, low=1)
         check_choice(self.hp_decoder, "hp_decoder", caller, HP_DECODERS)
+        check_choice(self.output_logvar_init, "output_logvar_init", caller, OUTPUT_LOGVAR_INITS)
         if not isinstance(self.xavier_init, bool):
             msg = f"{caller}: xavier_init must be a bool; got {self.xavier_init!r}."
             raise TypeError(msg)
@@ -403,7 +416,8 @@ class DenseDecoder(nn.Module):
     Attributes
     ----------
     output_logvar : nn.Parameter of shape (1, 1, N, N)
-        The log-variance s, shared over channels and samples (initialised to 0).
+        The log-variance s, shared over channels and samples (initialised to
+        0; training sets it from the data when ``output_logvar_init="data"``).
 
     Notes
     -----

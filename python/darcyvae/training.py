@@ -595,7 +595,7 @@ def train_with_restarts(
                     "out_dir": str(result.out_dir),
                     "over_regularized": result.over_regularized,
                     "rate_per_dim": over.rate_per_dim,
-                    "relative_gap": over.relative_gap,
+                    "margin_per_element": over.margin_per_element,
                     "distortion_margin": train_m["distortion_margin"],
                     "trained": train_m["trained"],
                 }

@@ -326,22 +326,23 @@ def _report(res: dict[str, Any]) -> str:
             "## Every trial (none dropped, none restarted)",
             "",
             (
-                "Margin = Theorem-1 bound minus test distortion (nats per sample; above 5% of the "
-                "bound's magnitude: "
-                "the model beats the bound and counts as trained)."
+                "Margin = Theorem-1 bound minus test distortion, in nats per sample and per "
+                "field element; above 0.05 nats per element the model beats the bound and "
+                "counts as trained (a unit-free rule, docs/model.md §4e)."
             ),
             "",
             (
-                "| arm | seed | test rate | test distortion | bound | margin | trained | "
-                "over-regularised | S_D |"
+                "| arm | seed | test rate | test distortion | bound | margin | margin/element | "
+                "trained | over-regularised | S_D |"
             ),
-            "|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in res["trial_table"]:
             lines.append(
                 f"| {r['arm']} | {r['seed']} | {fmt(r['test_rate'])} | "
                 f"{fmt(r['test_distortion'], 1)} | {fmt(r['bound_test'], 1)} | "
-                f"{fmt(r['margin'], 1)} | {r['beats_bound']} | {r['over_regularized']} | "
+                f"{fmt(r['margin'], 1)} | {fmt(r.get('margin_per_element'))} | "
+                f"{r['beats_bound']} | {r['over_regularized']} | "
                 f"{fmt(r['s_d'])} |"
             )
     if res["figures"]:

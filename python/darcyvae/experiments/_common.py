@@ -323,29 +323,39 @@ def train_arms(
     }
 
 
-_BOUNDS: dict[tuple[str, str, str], float] = {}
+_BOUNDS: dict[tuple[str, str, str], tuple[float, int]] = {}
 
 
-def test_bound(test_path: Path, train_path: Path, config) -> float:
-    """Theorem-1 bound (docs/model.md §4e) of the test data, normalised as the model sees it."""
-    from ..training import distortion_bound
+def test_bound(test_path: Path, train_path: Path, config) -> tuple[float, int]:
+    """Theorem-1 bound (docs/model.md §4e) of the test data, normalised as the model sees it,
+    and the number of field elements per sample (channels x N x N) it is spread over."""
+    from ..evaluation import distortion_bound
 
     key = (str(test_path), str(train_path), config.normalize)
     if key not in _BOUNDS:
-        _BOUNDS[key] = distortion_bound(load_split(test_path, config, train_path).y)
+        y = load_split(test_path, config, train_path).y
+        _BOUNDS[key] = (distortion_bound(y), int(np.prod(y.shape[1:])))
     return _BOUNDS[key]
 
 
 def trial_record(
-    folder: Path, seed: int, bound_test: float, error: str | None = None
+    folder: Path,
+    seed: int,
+    bound_test: tuple[float, int],
+    error: str | None = None,
 ) -> dict[str, Any]:
     """The numbers of one trial (from its ``summary.json``) and its bound margin.
 
-    A trial without a summary (diverged) is kept as a record that is neither
-    trained nor over-regularised, with ``status`` "diverged".
+    ``bound_test`` is ``test_bound``'s (bound, elements per sample). The
+    verdicts "trained" and "over-regularised" are derived here from the
+    stored numbers with the unit-free rule (docs/model.md §4e), so runs
+    written under an older rule are judged by today's. A trial without a
+    summary (diverged) is kept as a record that is neither trained nor
+    over-regularised, with ``status`` "diverged".
     """
-    from ..evaluation import beats_bound
+    from ..evaluation import RATE_TOL, TRAINED_MARGIN, beats_bound, margin_per_element
 
+    bound, n_elements = bound_test
     path = Path(folder) / "summary.json"
     if not path.is_file():
         return {
@@ -358,8 +368,10 @@ def trial_record(
             "train": {},
             "test": {},
             "bound_train": None,
-            "bound_test": bound_test,
+            "bound_test": bound,
+            "n_elements": n_elements,
             "margin": None,
+            "margin_per_element": None,
             "beats_bound": False,
             "over_regularized": False,
             "rate_per_dim": None,
@@ -371,10 +383,24 @@ def trial_record(
     test = summary.get("test", {})
     train = summary.get("train", {})
     distortion = test.get("distortion", train.get("distortion"))
-    margin = bound_test - distortion if distortion is not None else None
-    beats = distortion is not None and beats_bound(distortion, bound_test)
+    margin = bound - distortion if distortion is not None else None
+    per_element = None if margin is None else margin_per_element(distortion, bound, n_elements)
+    beats = distortion is not None and beats_bound(distortion, bound, n_elements)
     s_d = test.get("s_d")
     over = summary.get("over_regularization", {})
+    # Over-regularised: the run's own (training-split) rate and distortion, judged
+    # by the unit-free rule whatever rule wrote the summary.
+    or_margin = (
+        None
+        if over.get("bound") is None or over.get("distortion") is None
+        else margin_per_element(over["distortion"], over["bound"], n_elements)
+    )
+    over_regularized = bool(
+        or_margin is not None
+        and over.get("rate_per_dim") is not None
+        and over["rate_per_dim"] < RATE_TOL
+        and abs(or_margin) < TRAINED_MARGIN
+    )
     return {
         "seed": int(seed),
         "folder": str(folder),
@@ -384,10 +410,12 @@ def trial_record(
         "train": train,
         "test": test,
         "bound_train": summary.get("distortion_bound"),
-        "bound_test": bound_test,
+        "bound_test": bound,
+        "n_elements": n_elements,
         "margin": margin,
+        "margin_per_element": per_element,
         "beats_bound": bool(beats),
-        "over_regularized": bool(over.get("over_regularized", False)),
+        "over_regularized": over_regularized,
         "rate_per_dim": over.get("rate_per_dim"),
         "s_d": s_d,
         "disentangled": bool(s_d is not None and s_d >= SD_DISENTANGLED),
@@ -590,6 +618,7 @@ def trial_table(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                     "test_distortion": r["test"].get("distortion"),
                     "bound_test": r["bound_test"],
                     "margin": r["margin"],
+                    "margin_per_element": r.get("margin_per_element"),
                     "beats_bound": r["beats_bound"],
                     "over_regularized": r["over_regularized"],
                     "s_d": r["s_d"],

@@ -186,10 +186,14 @@ def demo(
 def _trained_line(metrics: Any) -> str:
     """Whether the demo's model beats the Theorem-1 bound, in words (docs/model.md §4e)."""
     margin = metrics.distortion_margin
+    per_el = metrics.margin_per_element
     if metrics.trained:
-        return f"yes: test distortion {margin:.4g} nats below the Theorem-1 bound"
+        return (
+            f"yes: test distortion {margin:.4g} nats ({per_el:.3f} per field element) below "
+            "the Theorem-1 bound"
+        )
     where = (
-        f"only {margin:.4g} nats below the bound (needs 5% of it)"
+        f"only {per_el:.3f} nats per field element below the bound (needs 0.05)"
         if margin > 0
         else f"{-margin:.4g} nats above the Theorem-1 bound (a decoder that ignores z does better)"
     )

@@ -51,11 +51,18 @@ def _xavier_state(config, seed: int) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _is_valley(point: dict[str, float], bound: float, latent_dim: int) -> bool:
-    """Over-regularised point: rate < 0.01 nats per dimension, distortion within 5% of the bound."""
-    return point["rate"] / latent_dim < 0.01 and abs(point["distortion"] - bound) < 0.05 * abs(
-        bound
-    )
+def _is_valley(point: dict[str, float], bound: float, latent_dim: int, n_elements: int) -> bool:
+    """Over-regularised point (docs/model.md §4e): rate < 0.01 nats per dimension and
+    distortion within ``TRAINED_MARGIN`` nats per field element of the bound."""
+    from ..evaluation import detect_over_regularization
+
+    return detect_over_regularization(
+        point["rate"],
+        point["distortion"],
+        bound,
+        latent_dim=latent_dim,
+        n_elements=n_elements,
+    ).over_regularized
 
 
 @register_experiment(
@@ -85,7 +92,7 @@ def landscape(ctx: Context) -> dict[str, Any]:
     bound = rec["bound_train"]
     line_loss = np.array([[p["loss"] for p in pts] for pts in lines])
     dir_loss = np.array([[p["loss"] for p in pts] for pts in directions])
-    valley = [any(_is_valley(p, bound, 2) for p in pts[1:-1]) for pts in lines]
+    valley = [any(_is_valley(p, bound, 2, rec["n_elements"]) for p in pts[1:-1]) for pts in lines]
     sol_loss = float(dir_loss[0, 0]) if len(directions) else float(line_loss[0, -1])
     tol = 1e-3 * max(1.0, abs(sol_loss))
     lower = [bool(np.any(row[1:] < row[0] - tol)) for row in dir_loss]
@@ -210,7 +217,8 @@ def _claims(
             + (f" ({gate})" if gate else ""),
             v_valley,
             "a point is over-regularised when rate < 0.01 nats/dim and |distortion - bound| < "
-            "5% |bound|; reproduced if at least half the lines pass one, partly if any",
+            "0.05 nats per field element; reproduced if at least half the lines pass one, "
+            "partly if any",
             {"lines_with_valley": n_valley, "lines": n_init},
         ),
         claim(

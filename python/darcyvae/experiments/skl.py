@@ -121,7 +121,7 @@ def _score(folder: Path, root: Path, seed: int) -> dict[str, Any]:
         "s_kl": float(res.score),
         "s_kl_in_sample": float(res.in_sample),
         "margin": bound - summ.distortion,
-        "trained": beats_bound(summ.distortion, bound),
+        "trained": beats_bound(summ.distortion, bound, int(np.prod(data.y.shape[1:]))),
         "class": "disentangled"
         if sd >= SD_DISENTANGLED
         else "rotated"

@@ -221,8 +221,8 @@ def normal(ctx: Context) -> dict[str, Any]:
             else "partly"
             if st["n_trained"]
             else "not reproduced",
-            "reproduced if every trial's test distortion is > 5% of |bound| below the "
-            "Theorem-1 bound, partly if some are",
+            "reproduced if every trial's test distortion is > 0.05 nats per field element below "
+            "the Theorem-1 bound, partly if some are",
             {"n_trained": st["n_trained"], "n": st["n"]},
         ),
         claim(
