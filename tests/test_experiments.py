@@ -33,6 +33,7 @@ ALL = [
     "rotation",
     "mixture4",
     "hp-ablation",
+    "sensitivity",
     "semisupervised",
     "skl",
 ]

@@ -62,6 +62,12 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     p.add_argument("--seed", type=int, default=0, help="base seed (trial k uses seed + k)")
     p.add_argument("--quick", action="store_true", help="same as --scale smoke")
+    p.add_argument(
+        "--cells",
+        default=None,
+        help="sensitivity only: comma-separated cells, e.g. raw-authors-zero,channel-common-zero "
+        "(default: all eight)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_reproduce, _parser=p)
 
@@ -86,6 +92,15 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         msg = f"--quick means --scale smoke; got --scale {args.scale} as well"
         raise ValueError(msg)
     scale = args.scale or ("smoke" if args.quick else "cpu")
+    overrides = {}
+    if args.cells is not None:
+        if args.experiment != "sensitivity":
+            msg = f"--cells is an option of 'sensitivity' only; got experiment {args.experiment!r}"
+            raise ValueError(msg)
+        from .experiments.sensitivity import parse_cells
+
+        parse_cells(args.cells)  # a bad name fails before anything is written
+        overrides["cells"] = args.cells
     kw = {
         "scale": scale,
         "seed": args.seed,
@@ -103,7 +118,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
             print(f"darcyvae reproduce: {name} failed: {results[name]['error']}", file=sys.stderr)
         return 1 if failed else 0
     out = args.out or f"runs/{args.experiment}"
-    results = experiments.run_experiment(args.experiment, out, **kw)
+    results = experiments.run_experiment(args.experiment, out, **kw, **overrides)
     print(f"{args.experiment}: wrote {out} ({results['seconds']:.1f} s); report {out}/report.md")
     for c in results["claims"]:
         print(f"  [{c['verdict']}] {c['claim']}: {c['measured']}")

@@ -91,6 +91,7 @@ ORDER = (
     "rotation",
     "mixture4",
     "hp-ablation",
+    "sensitivity",
     "semisupervised",
     "skl",
 )
@@ -318,6 +319,11 @@ def _report(res: dict[str, Any]) -> str:
             )
     else:
         lines.append("This experiment makes no claim of the paper's to judge (a demonstration).")
+    for table in res.get("tables", []):
+        lines += ["", f"## {table['title']}", ""]
+        lines.append("| " + " | ".join(cell(h) for h in table["header"]) + " |")
+        lines.append("|" + "---|" * len(table["header"]))
+        lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table["rows"]]
     if res.get("notes"):
         lines += ["", "## Notes and deviations", ""] + [f"- {n}" for n in res["notes"]]
     if res.get("trial_table"):
@@ -464,6 +470,7 @@ from . import (
     rd_plane,  # noqa: F401
     rotation,  # noqa: F401
     semisupervised,  # noqa: F401
+    sensitivity,  # noqa: F401
     skl,  # noqa: F401
     studies,  # noqa: F401
 )

@@ -59,6 +59,9 @@ class Scale:
         The schedule of models without the hierarchical prior (docs/model.md §4d).
     hp_epochs, hp_rec_epochs, hp_lr_values, hp_lr_milestones
         The schedule of models with the hierarchical prior.
+    lr_factor : float
+        The ``sensitivity`` experiment's "authors" learning rates are the
+        authors' per-arm rates times this (docs/reproduction.md §7).
     mixture_rec_factor : float
         The mixture4 study's reconstruction-only phase is this many times
         E_rec (the paper: "more", docs/model.md §4d; the epochs grow by the same amount).
@@ -129,6 +132,7 @@ class Scale:
     eval_every: int
     checkpoint_every: int
     landscape_refine: int = 0
+    lr_factor: float = 1.0
     traversal_steps: int = 5
     dpi: int = 150
     notes: tuple[str, ...] = field(default=())
@@ -234,6 +238,7 @@ SCALES: dict[str, Scale] = {
         rotation_angles=19,
         eval_every=50,
         checkpoint_every=50,
+        lr_factor=10.0,
         notes=(
             "17 x 17 grid, tiny DenseVAE (blocks 2,2,2): the paper shrunk to 2 CPU cores",
             (

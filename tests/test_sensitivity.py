@@ -1,0 +1,141 @@
+"""``darcyvae reproduce sensitivity``: the mixture4 study over a grid of training settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from darcyvae import experiments
+from darcyvae.cli import main
+from darcyvae.experiments._common import Context
+from darcyvae.experiments.sensitivity import (
+    AUTHORS_LR,
+    CELLS,
+    MIXTURE4_CLAIMS,
+    cell_config,
+    parse_cells,
+)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DARCYVAE_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _ctx(tmp_path, scale="cpu"):
+    return Context(
+        "sensitivity", tmp_path, tmp_path, experiments.get_scale(scale), 0, None, "cpu", False
+    )
+
+
+def test_the_grid_has_eight_cells_closest_to_the_authors_first():
+    names = [c.name for c in CELLS]
+    assert len(set(names)) == 8
+    assert names[0] == "raw-authors-zero"
+    assert names[-1] == "channel-common-data"
+    # Fidelity order (docs/reproduction.md §7): raw fields first, then the authors' rates,
+    # then the paper's zero start of the output log-variance.
+    key = [(c.normalize != "none", c.lr != "authors", c.init != "zero") for c in CELLS]
+    assert key == sorted(key)
+    assert [c.deviations for c in CELLS] == [0, 1, 1, 2, 1, 2, 2, 3]
+    assert parse_cells(" channel-common-zero,raw-authors-zero ") == (CELLS[0], CELLS[6])
+    assert parse_cells(None) == CELLS
+
+
+@pytest.mark.parametrize("bad", ["raw-authors", "raw-authors-zero,nope", "", ","])
+def test_an_unknown_cell_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="unknown cell"):
+        parse_cells(bad)
+
+
+def test_cell_configs_follow_the_authors_schedule_shape(tmp_path):
+    """cpu scale: the authors' rates x lr_factor (HP / no HP = 0.6 at every phase), drops at the
+    authors' places in phase 2; the common schedule is 3e-3 -> 2e-4 for both arms."""
+    ctx = _ctx(tmp_path)
+    f = ctx.scale.lr_factor
+    for cell in CELLS:
+        plain, hp = cell_config(ctx, cell, False), cell_config(ctx, cell, True)
+        assert plain.normalize == hp.normalize == cell.normalize
+        assert plain.model.output_logvar_init == hp.model.output_logvar_init == cell.init
+        assert hp.model.prior == "hierarchical"
+        assert plain.model.prior == "std_norm"
+        if cell.lr == "authors":
+            assert plain.optim.lr_values == pytest.approx([r * f for r in AUTHORS_LR["plain"][0]])
+            assert hp.optim.lr_values == pytest.approx([r * f for r in AUTHORS_LR["hp"][0]])
+            assert hp.optim.lr_values[0] / plain.optim.lr_values[0] == pytest.approx(0.6)
+            # no HP drops 76% into phase 2 (5900 of 4000..6500); HP at the end of the
+            # reconstruction-only phase (6500) and 80% into phase 2 (12500 of 6500..14000)
+            e, r = plain.optim.epochs, plain.beta.rec_epochs
+            assert plain.optim.lr_milestones == (r + round(0.76 * (e - r)),)
+            e, r = hp.optim.epochs, hp.beta.rec_epochs
+            assert hp.optim.lr_milestones == (r, r + round(0.8 * (e - r)))
+        else:
+            assert plain.optim.lr_values == hp.optim.lr_values == (3e-3, 2e-4)
+
+
+@pytest.mark.slow
+def test_smoke_run_reports_one_row_per_cell_and_resumes(tmp_path):
+    out = tmp_path / "sens"
+    res = experiments.run_experiment("sensitivity", out, scale="smoke", progress=False)
+    report = (out / "report.md").read_text()
+    assert len(res["cells"]) == 8
+    (table,) = res["tables"]
+    assert [row[0] for row in table["rows"]] == [c.name for c in CELLS]
+    for c, row in zip(res["cells"], table["rows"], strict=True):
+        assert f"| {row[0]} | {row[1]} |" in report
+        # Smoke models never beat the bound: each cell says so with its probes' margins.
+        assert c["status"] == "does not train"
+        m = c["probe_margin_per_element"]
+        assert m["no HP"] < 0.05
+        assert m["HP"] < 0.05
+        assert "does not train: measured margin" in row[2]
+    assert [c["id"] for c in res["claims"]] == [f"robust-{i}" for i in MIXTURE4_CLAIMS]
+    assert (out / "sensitivity_s_d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A rerun reuses every probe: nothing is trained again.
+    ckpts = sorted(out.glob("*/*/seed_*/checkpoint.pt"))
+    assert len(ckpts) == 16
+    mtimes = [p.stat().st_mtime_ns for p in ckpts]
+    experiments.run_experiment("sensitivity", out, scale="smoke", progress=False)
+    assert [p.stat().st_mtime_ns for p in ckpts] == mtimes
+
+
+@pytest.mark.slow
+def test_a_measured_cell_reports_counts_fisher_and_verdicts(tmp_path):
+    out = tmp_path / "one"
+    res = experiments.run_experiment(
+        "sensitivity", out, scale="smoke", progress=False, cells="channel-common-zero", probe=False
+    )
+    (c,) = res["cells"]
+    assert c["status"] == "trained"
+    assert set(c["verdicts"]) == set(MIXTURE4_CLAIMS)
+    for arm in ("no HP", "HP"):
+        st = c["arms"][arm]
+        assert st["n"] == 2
+        recs = res["records"]["channel-common-zero"][arm]
+        assert st["n_trained"] == sum(r["beats_bound"] for r in recs)
+        assert st["margin_per_element"]["n"] == 2
+    assert c["fraction_trained"] == pytest.approx(
+        sum(a["n_trained"] for a in c["arms"].values()) / 4
+    )
+    assert c["qualifies"] == (c["fraction_trained"] >= 0.9)
+    # Smoke models do not train, so every mixture4 verdict is held back.
+    assert set(c["verdicts"].values()) == {"not judged"}
+    stored = json.loads((out / "results.json").read_text())
+    assert stored["cell_names"] == ["channel-common-zero"]
+
+
+def test_cli_refuses_bad_cells_before_writing(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert (
+        main(["reproduce", "sensitivity", "--scale", "smoke", "--cells", "x", "--out", str(out)])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "unknown cell" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not out.exists()
+    assert main(["reproduce", "normal", "--cells", "raw-authors-zero", "--out", str(out)]) == 2
+    assert "--cells is an option of 'sensitivity' only" in capsys.readouterr().err
+    assert not out.exists()
