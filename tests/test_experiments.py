@@ -199,16 +199,26 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     out = tmp_path / "demo"
     kw = {"scale": "smoke", "seed": 0, "grid": 17, "n_train": 64, "n_test": 32, "epochs": 2}
     res = run_experiment("demo", out, progress=False, **kw)
-    assert res["epochs"] == 2
-    for split in ("train", "test"):
-        assert res[split]["rate"] > 0
-        assert 0.5 <= res[split]["s_d"] <= 1.0
-    assert (out / "summary.txt").read_text().startswith("darcyvae demo")
-    assert {"reconstruction", "latent_vs_theta"} <= set(res["evaluation_figures"])
-    assert (out / "latent_traversal.png").read_bytes()[:4] == b"\x89PNG"
-    # Running again reuses the finished data and checkpoint: the same numbers.
+    assert set(res["arms"]) == {"no HP", "HP"}
+    summary = (out / "summary.txt").read_text()
+    assert summary.startswith("darcyvae demo: KLE2 (normal), grid 17, 64 train / 32 test")
+    assert "S_KL: lower is better" in summary
+    for arm, a in res["arms"].items():
+        assert a["epochs"] == 2
+        assert f"{arm} (2 epochs):" in summary
+        assert a["test"]["n_samples"] == 32
+        assert a["train"]["n_samples"] == 64
+        # the summary's verdict is the evaluation's: a 2-epoch model is not trained
+        assert not a["trained"]
+        assert a["test"]["margin_per_element"] < 0.05
+        assert {"reconstruction", "latent_vs_theta", "latent_traversal"} <= set(
+            a["evaluation_figures"]
+        )
+    assert summary.count("trained          NO:") == 2
+    assert "latent_vs_theta.png" in " ".join(res["figures"])
+    # Running again reuses the finished data and checkpoints: the same numbers.
     again = run_experiment("demo", out, progress=False, **kw)
-    assert again["test"] == res["test"]
+    assert again["arms"] == res["arms"]
 
 
 # --------------------------------------------------------------------------- every experiment

@@ -291,8 +291,20 @@ SCALES: dict[str, Scale] = {
 }
 
 
+SCALES["cpu-fast"] = SCALES["cpu"].replace(
+    name="cpu-fast",
+    notes=(
+        *SCALES["cpu"].notes,
+        (
+            "the cpu scale's settings before the sensitivity study chose them by fidelity "
+            "(docs/reproduction.md §7); kept runnable for comparison"
+        ),
+    ),
+)
+
+
 def get_scale(name: str) -> Scale:
-    """The scale called ``name`` (smoke, cpu or paper)."""
+    """The scale called ``name`` (smoke, cpu, cpu-fast or paper)."""
     if name not in SCALES:
         msg = f"unknown scale {name!r}; expected one of {', '.join(SCALES)}."
         raise ValueError(msg)
