@@ -110,7 +110,7 @@ def test_list_names_every_experiment_and_scale(capsys):
     out = capsys.readouterr().out
     for name in ALL:
         assert re.search(rf"^{re.escape(name)}\s", out, re.MULTILINE), name
-    assert "smoke, cpu, paper" in out
+    assert "smoke, cpu, cpu-fast, paper" in out
     assert [e.name for e in list_experiments()] == ALL
 
 
@@ -458,3 +458,17 @@ def test_landscape_line_grid_refines_the_last_step(points, refine):
     assert math.isclose(extra[-1], 1.0 - 1e-3)
     gaps = 1.0 - extra
     assert np.allclose(gaps[1:] / gaps[:-1], (1e-3 / step) ** (1 / refine))
+
+
+def test_scales_state_only_what_differs_from_the_paper():
+    """Every Scale field defaults to the paper's setting; the named scales override some."""
+    paper = experiments.get_scale("paper")
+    assert paper == experiments.Scale()
+    assert (paper.grid, paper.epochs, paper.hp_epochs, paper.ss_batch) == (65, 6500, 14000, 512)
+    assert paper.lr_values == (5e-4, 1e-4)
+    assert paper.hp_lr_values == (3e-4, 5e-5, 2.5e-5)
+    assert paper.normalize == "none"
+    assert paper.output_logvar_init == "zero"
+    fast = experiments.get_scale("cpu-fast")
+    assert (fast.grid, fast.normalize, fast.lr_values) == (17, "channel", (3e-3, 2e-4))
+    assert experiments.get_scale("smoke").dpi >= 100  # legible figures at every scale

@@ -200,6 +200,7 @@ def train_config(
         "init_features": s.init_features,
         "fc_hidden": s.fc_hidden,
         "prior": prior,
+        "output_logvar_init": s.output_logvar_init,
     }
     if prior == "hierarchical" and "hp_decoder" in mfields:
         # The released prior decoder (final ReLU, docs/model.md §4c) is what the paper's figures used.

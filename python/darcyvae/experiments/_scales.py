@@ -45,6 +45,9 @@ __all__ = ["SCALES", "Scale", "get_scale"]
 class Scale:
     """Sizes of one reproduction scale (see the module docstring for the choices).
 
+    Every field defaults to the paper's setting (docs/model.md §4a, §4d, §4f), so a
+    scale states only what differs from the paper (``SCALES``).
+
     Attributes
     ----------
     name : str
@@ -55,6 +58,8 @@ class Scale:
     batch_size : int
     normalize : {"none", "channel"}
         Per-channel normalisation of the fields.
+    output_logvar_init : {"zero", "data"}
+        Start of the decoder's output log-variance (docs/model.md §4e).
     epochs, rec_epochs, lr_values, lr_milestones
         The schedule of models without the hierarchical prior (docs/model.md §4d).
     hp_epochs, hp_rec_epochs, hp_lr_values, hp_lr_milestones
@@ -94,48 +99,51 @@ class Scale:
         Resolution of the figures (low at the smoke scale, where drawing dominates).
     """
 
-    name: str
-    grid: int
-    blocks: tuple[int, ...]
-    growth_rate: int
-    init_features: int
-    fc_hidden: int | None
-    n_train: int
-    n_test: int
-    batch_size: int
-    normalize: str
-    epochs: int
-    rec_epochs: int
-    lr_values: tuple[float, ...]
-    lr_milestones: tuple[int, ...]
-    hp_epochs: int
-    hp_rec_epochs: int
-    hp_lr_values: tuple[float, ...]
-    hp_lr_milestones: tuple[int, ...]
-    mixture_rec_factor: float
-    trials: int
-    few_trials: int
-    ss_trials: int
-    ss_labels: tuple[int, ...]
-    ss_epochs: int
-    ss_rec_epochs: int
-    ss_lr_values: tuple[float, ...]
-    ss_lr_milestones: tuple[int, ...]
-    ss_batch: int
-    betas: tuple[float, ...]
-    landscape_inits: int
-    landscape_directions: int
-    landscape_points: int
-    landscape_latent_samples: int
-    interp_points: int
-    rotation_angles: int
-    eval_every: int
-    checkpoint_every: int
-    landscape_refine: int = 0
+    name: str = "paper"
+    grid: int = 65
+    blocks: tuple[int, ...] = (4, 6, 4)
+    growth_rate: int = 4
+    init_features: int = 2
+    fc_hidden: int | None = None
+    n_train: int = 512
+    n_test: int = 512
+    batch_size: int = 64
+    normalize: str = "none"
+    output_logvar_init: str = "zero"
+    epochs: int = 6500
+    rec_epochs: int = 4000
+    lr_values: tuple[float, ...] = (5e-4, 1e-4)
+    lr_milestones: tuple[int, ...] = (5900,)
+    hp_epochs: int = 14000
+    hp_rec_epochs: int = 6500
+    hp_lr_values: tuple[float, ...] = (3e-4, 5e-5, 2.5e-5)
+    hp_lr_milestones: tuple[int, ...] = (6500, 12500)
+    mixture_rec_factor: float = 1.5
+    trials: int = 50
+    few_trials: int = 5
+    ss_trials: int = 10
+    ss_labels: tuple[int, ...] = (0, 1, 2, 3, 5, 10, 20, 40)
+    ss_epochs: int = 20000
+    ss_rec_epochs: int = 10000
+    ss_lr_values: tuple[float, ...] = (1e-3, 5e-4)
+    ss_lr_milestones: tuple[int, ...] = (18000,)
+    ss_batch: int = 512
+    betas: tuple[float, ...] = (100.0, 10.0, 5.0, 2.0, 1.0, 0.1, 0.01, 0.001)
+    landscape_inits: int = 10
+    landscape_directions: int = 1000
+    landscape_points: int = 21
+    landscape_latent_samples: int = 10
+    interp_points: int = 21
+    rotation_angles: int = 37
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    landscape_refine: int = 10
     lr_factor: float = 1.0
     traversal_steps: int = 5
     dpi: int = 150
-    notes: tuple[str, ...] = field(default=())
+    notes: tuple[str, ...] = field(
+        default=("the paper's sizes (docs/model.md §4a,§4d); meant for a GPU",)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -148,159 +156,103 @@ class Scale:
         return replace(self, **changes)
 
 
-PAPER_BETAS = (100.0, 10.0, 5.0, 2.0, 1.0, 0.1, 0.01, 0.001)
+PAPER = Scale()
+"""The paper's sizes (every default of ``Scale``)."""
+
+PAPER_BETAS = PAPER.betas
 """The fixed-beta sweep of the paper's section 4.2 (Fig. 4)."""
 
-PAPER_LABELS = (0, 1, 2, 3, 5, 10, 20, 40)
+PAPER_LABELS = PAPER.ss_labels
 """Labelled samples of the semi-supervised study (0 to 8% of 512, docs/model.md §4f)."""
 
-SCALES: dict[str, Scale] = {
-    "smoke": Scale(
-        name="smoke",
-        grid=9,
-        blocks=(1, 1, 1),
-        growth_rate=2,
-        init_features=2,
-        fc_hidden=16,
-        n_train=48,
-        n_test=32,
-        batch_size=16,
-        normalize="channel",
-        epochs=3,
-        rec_epochs=1,
-        lr_values=(1e-3,),
-        lr_milestones=(),
-        hp_epochs=3,
-        hp_rec_epochs=1,
-        hp_lr_values=(1e-3,),
-        hp_lr_milestones=(),
-        mixture_rec_factor=2.0,
-        trials=2,
-        few_trials=2,
-        ss_trials=2,
-        ss_labels=(0, 2, 4),
-        ss_epochs=3,
-        ss_rec_epochs=1,
-        ss_lr_values=(1e-3,),
-        ss_lr_milestones=(),
-        ss_batch=48,
-        betas=(10.0, 1.0, 0.1),
-        landscape_inits=2,
-        landscape_directions=3,
-        landscape_points=4,
-        landscape_refine=2,
-        landscape_latent_samples=1,
-        interp_points=4,
-        rotation_angles=5,
-        eval_every=0,
-        checkpoint_every=2,
-        dpi=40,
-        traversal_steps=3,
-        notes=("seconds per experiment; exercises the code, judges nothing",),
-    ),
-    "cpu": Scale(
-        name="cpu",
-        grid=17,
-        blocks=(2, 2, 2),
-        growth_rate=4,
-        init_features=2,
-        fc_hidden=None,
-        n_train=512,
-        n_test=512,
-        batch_size=64,
-        normalize="channel",
-        epochs=400,
-        rec_epochs=150,
-        lr_values=(3e-3, 2e-4),
-        lr_milestones=(350,),
-        hp_epochs=500,
-        hp_rec_epochs=200,
-        hp_lr_values=(3e-3, 2e-4),
-        hp_lr_milestones=(450,),
-        mixture_rec_factor=1.5,
-        trials=20,
-        few_trials=3,
-        ss_trials=5,
-        ss_labels=PAPER_LABELS,
-        ss_epochs=400,
-        ss_rec_epochs=200,
-        ss_lr_values=(3e-3, 1e-3),
-        ss_lr_milestones=(360,),
-        # deviation (stated in the report): the authors' full batch is one step per epoch
-        ss_batch=64,
-        betas=PAPER_BETAS,
-        landscape_inits=10,
-        landscape_directions=100,
-        landscape_points=21,  # as at the paper scale (was 11)
-        landscape_refine=10,
-        landscape_latent_samples=10,
-        interp_points=21,
-        rotation_angles=19,
-        eval_every=50,
-        checkpoint_every=50,
-        lr_factor=10.0,
-        notes=(
-            "17 x 17 grid, tiny DenseVAE (blocks 2,2,2): the paper shrunk to 2 CPU cores",
-            (
-                "deviation: lr 3e-3 (paper 5e-4) in the first phase and per-channel normalised "
-                "fields, so that 400-600 epochs beat the Theorem-1 bound (see _scales.py)"
-            ),
-        ),
-    ),
-    "paper": Scale(
-        name="paper",
-        grid=65,
-        blocks=(4, 6, 4),
-        growth_rate=4,
-        init_features=2,
-        fc_hidden=None,
-        n_train=512,
-        n_test=512,
-        batch_size=64,
-        normalize="none",
-        epochs=6500,
-        rec_epochs=4000,
-        lr_values=(5e-4, 1e-4),
-        lr_milestones=(5900,),
-        hp_epochs=14000,
-        hp_rec_epochs=6500,
-        hp_lr_values=(3e-4, 5e-5, 2.5e-5),
-        hp_lr_milestones=(6500, 12500),
-        mixture_rec_factor=1.5,
-        trials=50,
-        few_trials=5,
-        ss_trials=10,
-        ss_labels=PAPER_LABELS,
-        ss_epochs=20000,
-        ss_rec_epochs=10000,
-        ss_lr_values=(1e-3, 5e-4),
-        ss_lr_milestones=(18000,),
-        ss_batch=512,
-        betas=PAPER_BETAS,
-        landscape_inits=10,
-        landscape_directions=1000,
-        landscape_points=21,
-        landscape_refine=10,
-        landscape_latent_samples=10,
-        interp_points=21,
-        rotation_angles=37,
-        eval_every=100,
-        checkpoint_every=100,
-        notes=("the paper's sizes (docs/model.md §4a,§4d); meant for a GPU",),
-    ),
-}
-
-
-SCALES["cpu-fast"] = SCALES["cpu"].replace(
+CPU_FAST = PAPER.replace(
     name="cpu-fast",
+    grid=17,
+    blocks=(2, 2, 2),
+    normalize="channel",
+    epochs=400,
+    rec_epochs=150,
+    lr_values=(3e-3, 2e-4),
+    lr_milestones=(350,),
+    hp_epochs=500,
+    hp_rec_epochs=200,
+    hp_lr_values=(3e-3, 2e-4),
+    hp_lr_milestones=(450,),
+    trials=20,
+    few_trials=3,
+    ss_trials=5,
+    ss_epochs=400,
+    ss_rec_epochs=200,
+    ss_lr_values=(3e-3, 1e-3),
+    ss_lr_milestones=(360,),
+    # deviation (stated in the report): the authors' full batch is one step per epoch
+    ss_batch=64,
+    landscape_directions=100,
+    interp_points=21,
+    rotation_angles=19,
+    eval_every=50,
+    checkpoint_every=50,
+    lr_factor=10.0,
     notes=(
-        *SCALES["cpu"].notes,
+        "17 x 17 grid, tiny DenseVAE (blocks 2,2,2): the paper shrunk to 2 CPU cores",
         (
-            "the cpu scale's settings before the sensitivity study chose them by fidelity "
-            "(docs/reproduction.md §7); kept runnable for comparison"
+            "deviation: lr 3e-3 (paper 5e-4 without HP, 3e-4 with HP) in the first phase for "
+            "both arms and per-channel normalised fields, so that 400-600 epochs beat the "
+            "Theorem-1 bound (see _scales.py)"
         ),
     ),
 )
+"""The ``cpu`` scale before the sensitivity study (docs/reproduction.md §7) chose its
+settings by fidelity; kept runnable for comparison."""
+
+SMOKE = CPU_FAST.replace(
+    name="smoke",
+    grid=9,
+    blocks=(1, 1, 1),
+    growth_rate=2,
+    fc_hidden=16,
+    n_train=48,
+    n_test=32,
+    batch_size=16,
+    epochs=3,
+    rec_epochs=1,
+    lr_values=(1e-3,),
+    lr_milestones=(),
+    hp_epochs=3,
+    hp_rec_epochs=1,
+    hp_lr_values=(1e-3,),
+    hp_lr_milestones=(),
+    mixture_rec_factor=2.0,
+    trials=2,
+    few_trials=2,
+    ss_trials=2,
+    ss_labels=(0, 2, 4),
+    ss_epochs=3,
+    ss_rec_epochs=1,
+    ss_lr_values=(1e-3,),
+    ss_lr_milestones=(),
+    ss_batch=48,
+    betas=(10.0, 1.0, 0.1),
+    landscape_inits=2,
+    landscape_directions=3,
+    landscape_points=4,
+    landscape_refine=2,
+    landscape_latent_samples=1,
+    interp_points=4,
+    rotation_angles=5,
+    eval_every=0,
+    checkpoint_every=2,
+    lr_factor=1.0,
+    dpi=100,
+    traversal_steps=3,
+    notes=("seconds per experiment; exercises the code, judges nothing",),
+)
+
+CPU = CPU_FAST.replace(name="cpu")
+"""The default scale (docs/reproduction.md §6-§7)."""
+
+SCALES: dict[str, Scale] = {s.name: s for s in (SMOKE, CPU, CPU_FAST, PAPER)}
+"""The scales by name."""
 
 
 def get_scale(name: str) -> Scale:
