@@ -362,7 +362,8 @@ void bind_knn_kl(py::module_& m) {
           },
           "y"_a, "scale"_a = py::none(), "shift"_a = py::none(), "perm"_a = py::none(),
           "paired"_a = false, "min_ratio"_a = 0.0, "threads"_a = 1,
-          "(D, #zero x-side, #zero y-side distances) against y, or y'_c = a_c (y_perm[c] - b_c).");
+          "(D, #samples with rho_k = 0, #samples with nu_k = 0 (unless min_ratio clips it); D is NaN "
+          "when either is non-zero) against y, or y'_c = a_c (y_perm[c] - b_c).");
 
   m.def("digamma", &darcyvae::digamma, "x"_a, "The digamma function for x > 0 (NaN otherwise).");
 }

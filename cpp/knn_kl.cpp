@@ -699,18 +699,21 @@ Index effective_m(const KDTree& x, const KDTree& y, Index k, bool paired, double
 }
 
 // One sample's term of the estimator: (d/2) log(num2 / den2) + t with num2,
-// den2 the squared nu / rho distances; zero bit 0: den2 is 0 (duplicate x),
-// bit 1: num2 is 0 (x coincides with a y) unless min_ratio clips it.
+// den2 the squared nu / rho distances the estimator divides (nu_k / rho_k,
+// or nu_{k_i} / rho_{l_i} for the adaptive method). `zero` is decided on the
+// k-th distances by the caller, the same way for both methods: bit 0, rho_k
+// is 0 (x_i repeated more than k times); bit 1, nu_k is 0 (x_i coincides
+// with a y) and min_ratio does not clip it.
 struct SampleTerm {
   double value = 0.0;
   unsigned char zero = 0;
 };
 
-SampleTerm sample_term(double num2, double den2, double t, double half_d, double min_ratio2) {
+SampleTerm sample_term(double num2, double den2, double t, double half_d, double min_ratio2,
+                       unsigned char zero) {
   SampleTerm out;
-  if (!(den2 > 0.0)) out.zero |= 1;
-  if (!(num2 > 0.0) && min_ratio2 == 0.0) out.zero |= 2;
-  out.value = out.zero ? 0.0 : half_d * std::log(std::max(num2 / den2, min_ratio2)) + t;
+  out.zero = zero;
+  out.value = zero ? 0.0 : half_d * std::log(std::max(num2 / den2, min_ratio2)) + t;
   return out;
 }
 
@@ -799,18 +802,37 @@ KLValue KLEstimator::divergence(const KDTree& y, const double* scale, const doub
         const double* rx = rx2_.data() + r * kx;
         double num2 = bd[static_cast<std::size_t>(k - 1)];  // squared nu_k, then nu_{k_i}
         double den2 = rx[k - 1];                             // squared rho_k, then rho_{l_i}
+        // Zero k-th distances, judged alike by both methods (docs/scores.md §5a, ties).
+        unsigned char zero = 0;
+        if (!(den2 > 0.0)) zero |= 1;
+        if (!(num2 > 0.0) && min_ratio2 == 0.0) zero |= 2;
         double t = 0.0;
-        if (adaptive) {
-          // eps(i)^2 and the closed-ball counts l_i (x, self excluded) and
-          // k_i (y); the l_i-th / k_i-th distances are the largest in the ball.
+        if (adaptive && zero == 0) {
+          // eps(i)^2 = max(rho_k, nu_k)^2 and the ball counts l_i (x, self
+          // excluded) and k_i (y). A side whose k-th distance is eps(i) holds
+          // exactly k points of the ball, as under any continuous law: points
+          // tied with its k-th neighbour at distance eps(i) are counted as if
+          // an infinitesimal jitter had put them outside (the limit of
+          // vanishing jitter; counting a tied group whole would let repeated
+          // or collapsed samples of q pass for a large density). The other
+          // side counts its closed ball, whose largest distance is then its
+          // l_i-th / k_i-th.
           const double eps2 = std::max(den2, num2);
-          const BallFromList bx = count_ball(rx, kx, kx == n_other, eps2, &xr, xq, id);
-          const BallFromList by = count_ball(bd.data(), kq, kq == m_eff, eps2, &yr, q, excl);
-          den2 = bx.max_d2;
-          num2 = by.max_d2;
-          t = digamma_count(bx.count) - digamma_count(by.count);
+          Index l = k;
+          Index kk = k;
+          if (den2 < eps2) {
+            const BallFromList bx = count_ball(rx, kx, kx == n_other, eps2, &xr, xq, id);
+            l = bx.count;
+            den2 = bx.max_d2;
+          }
+          if (num2 < eps2) {
+            const BallFromList by = count_ball(bd.data(), kq, kq == m_eff, eps2, &yr, q, excl);
+            kk = by.count;
+            num2 = by.max_d2;
+          }
+          t = digamma_count(l) - digamma_count(kk);
         }
-        terms[static_cast<std::size_t>(id)] = sample_term(num2, den2, t, half_d, min_ratio2);
+        terms[static_cast<std::size_t>(id)] = sample_term(num2, den2, t, half_d, min_ratio2, zero);
       }
     });
   });

@@ -96,10 +96,11 @@ enum class KLMethod { fixed, adaptive };
 KLMethod parse_kl_method(const std::string& name);
 const char* kl_method_name(KLMethod method);
 
-// One evaluation of the estimator. value is NaN when some sample's log term
-// has a zero distance; zero_x counts samples whose rho-side distance is 0
-// (duplicates among x), zero_y those whose nu-side distance is 0 (x_i
-// coincides with a point of y).
+// One evaluation of the estimator. value is NaN when some sample has a zero
+// k-th neighbour distance, judged the same way by both methods: zero_x counts
+// samples whose rho_k is 0 (x_i repeated more than k times), zero_y those
+// whose nu_k is 0 (x_i coincides with a point of y; not counted when
+// min_ratio > 0 clips the ratio instead).
 struct KLValue {
   double value = 0.0;
   Index zero_x = 0;
@@ -109,7 +110,11 @@ struct KLValue {
 // The p-side of the Wang-Kulkarni-Verdu estimators (docs/scores.md §5a):
 //   fixed:    D = (d/n) sum_i log(nu_k(i) / rho_k(i)) + log(m / (n - 1))
 //   adaptive: eps(i) = max(rho_k(i), nu_k(i)); l_i = #{x_j, j != i, within
-//             eps(i)}, k_i = #{y_j within eps(i)} (closed balls, so both >= k);
+//             eps(i)}, k_i = #{y_j within eps(i)} (closed balls), except that
+//             a side whose k-th distance equals eps(i) counts exactly k (its
+//             points tied at eps(i) beyond the k-th are left out, as an
+//             infinitesimal jitter would leave them: so ties count the same
+//             way as in the fixed estimator, by rank);
 //             D = (d/n) sum_i log(nu_{k_i}(i) / rho_{l_i}(i))
 //                 + (1/n) sum_i [psi(l_i) - psi(k_i)] + log(m / (n - 1))
 //             (WKV 2009 eq. 17 with the "epsilon" choice of l_i, k_i).

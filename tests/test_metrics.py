@@ -100,8 +100,10 @@ def wkv_reference(x, y, k, method, paired=False, min_ratio=0.0):
         num, den, corr = nu2, rho2, 0.0
     else:
         eps2 = np.maximum(rho2, nu2)
-        li = np.sum(dxx <= eps2[:, None], axis=1)
-        ki = np.sum(dxy <= eps2[:, None], axis=1)
+        # closed balls, but the side whose k-th distance is eps counts k (ties
+        # by rank, docs/scores.md §5a)
+        li = np.where(rho2 == eps2, k, np.sum(dxx <= eps2[:, None], axis=1))
+        ki = np.where(nu2 == eps2, k, np.sum(dxy <= eps2[:, None], axis=1))
         rows = np.arange(n)
         den, num = sx[rows, li - 1], sy[rows, ki - 1]
         corr = digamma(li) - digamma(ki)
@@ -266,13 +268,18 @@ def test_kl_matches_brute_force_paired_and_floor(method):
     assert kl_divergence(x, y, method=method, min_ratio=0.3) == pytest.approx(ref, abs=1e-12)
 
 
-def test_adaptive_counts_ties_in_the_ball():
-    # x on a grid: each x_i has up to 4 neighbours at exactly rho_1, so l_i > 1
+def test_adaptive_counts_ties_by_rank_as_vanishing_jitter_would():
+    # x on a grid: each x_i has up to 4 neighbours at exactly rho_1 = eps(i) (its
+    # 4 nearest y lie closer, at 0.707): the x side sets eps(i) and counts l_i = 1,
+    # as after any tiny jitter of x, while the 4 y inside the ball all count
     g = np.arange(8.0)
     x = np.array(list(itertools.product(g, g)))
     y = x + np.array([0.5, 0.5])
     ref = wkv_reference(x, y, 1, "adaptive")
-    assert kl_divergence(x, y, method="adaptive") == pytest.approx(ref, abs=1e-12)
+    got = kl_divergence(x, y, method="adaptive")
+    assert got == pytest.approx(ref, abs=1e-12)
+    jitter = 1e-9 * np.random.default_rng(0).standard_normal(x.shape)
+    assert got == pytest.approx(kl_divergence(x + jitter, y, method="adaptive"), abs=1e-6)
 
 
 def gaussian_case(d):
@@ -351,25 +358,114 @@ def test_kl_k_equal_to_m_is_allowed():
         assert kl_divergence(x, y, k=5, method=method) == pytest.approx(ref, abs=1e-12)
 
 
-def test_kl_duplicate_points():
+@pytest.mark.parametrize("method", ["fixed", "adaptive"])
+def test_kl_duplicate_points(method):
     rng = np.random.default_rng(6)
     x, y = rng.standard_normal((50, 2)), rng.standard_normal((60, 2))
     dup = np.vstack([x, x[:3]])  # three points of x appear twice
-    # fixed k=1: rho = 0 for the six copies -> clear error, never inf
+    # k=1: rho_1 = 0 for the six copies -> clear error, never inf, for both
+    # methods (before: the adaptive one returned a number when other points
+    # shared the ball)
     with pytest.raises(ValueError, match="x has repeated points: 6 of its 53 samples"):
-        kl_divergence(dup, y, method="fixed")
+        kl_divergence(dup, y, method=method)
     # k above the multiplicity: the k-th neighbour is a distinct point
-    ref = wkv_reference(dup, y, 2, "fixed")
+    ref = wkv_reference(dup, y, 2, method)
     assert np.isfinite(ref)
-    assert kl_divergence(dup, y, k=2, method="fixed") == pytest.approx(ref, abs=1e-12)
-    # a y equal to an x gives nu = 0: error, or clipped with min_ratio
+    assert kl_divergence(dup, y, k=2, method=method) == pytest.approx(ref, abs=1e-12)
+    # a y equal to an x gives nu_1 = 0: error for both methods, or clipped with min_ratio
     shared = np.vstack([y, x[:2]])
     with pytest.raises(ValueError, match="2 samples of x coincide with samples of y"):
-        kl_divergence(x, shared, method="fixed")
-    assert np.isfinite(kl_divergence(x, shared, method="fixed", min_ratio=0.1))
-    # repeated points of y alone are harmless
-    ref = wkv_reference(x, np.vstack([y, y]), 1, "adaptive")
-    assert kl_divergence(x, np.vstack([y, y])) == pytest.approx(ref, abs=1e-12)
+        kl_divergence(x, shared, method=method)
+    assert np.isfinite(kl_divergence(x, shared, method=method, min_ratio=0.1))
+    # repeated points of y count by rank (each copy is a neighbour of its own)
+    ref = wkv_reference(x, np.vstack([y, y]), 1, method)
+    assert kl_divergence(x, np.vstack([y, y]), method=method) == pytest.approx(ref, abs=1e-12)
+
+
+# ---------------------------------------- ties and degenerate latents (issue 18, A1)
+
+
+def issue18_samples():
+    """theta, a latent that tracks it, pure noise rounded to integers and a
+    latent on two points, 400 samples in 2-D (the issue's reproduction)."""
+    r = np.random.default_rng(1)
+    theta = r.normal(size=(400, 2))
+    good = theta + 0.05 * r.normal(size=(400, 2))
+    noise = np.round(r.normal(size=(400, 2)))
+    two = np.where(r.random((400, 1)) < 0.5, 0.0, 1.0) * np.ones((1, 2))  # (0, 0) or (1, 1)
+    return theta, good, noise, two
+
+
+@pytest.mark.parametrize("method", ["adaptive", "fixed"])
+def test_quantised_or_two_point_latents_never_score_better_than_a_tracking_one(method):
+    # before (adaptive): tracking 0.009, rounded noise -0.80, two points -1.16
+    theta, good, noise, two = issue18_samples()
+    reference = s_kl(good, theta, method=method, seed=0).score
+    assert abs(reference) < 0.2
+    for degenerate in (noise, two):
+        res = s_kl(degenerate, theta, method=method, seed=0)
+        assert res.score > reference + 1.0
+        assert res.in_sample > 0.5
+
+
+@pytest.mark.parametrize("method", ["adaptive", "fixed"])
+def test_kl_divergence_of_a_sample_of_q_on_a_hyperplane_is_inf(method):
+    # before: adaptive -1.46 (fixed 5.04) for kl_divergence(theta, zeros), truly +inf
+    theta, good, _, _ = issue18_samples()
+    assert kl_divergence(theta, np.zeros((400, 2)), method=method) == np.inf
+    assert kl_divergence(theta, np.zeros((400, 2)), method=method, paired=True) == np.inf
+    on_a_line = np.column_stack([good[:, 0], np.full(400, 0.3)])
+    assert kl_divergence(theta, on_a_line, method=method) == np.inf
+    # x on the same hyperplane: not singular against it, the estimate is finite
+    flat = np.column_stack([theta[:, 0], np.full(400, 0.3)])
+    assert np.isfinite(kl_divergence(flat, on_a_line, method=method))
+    # the samples of p are checked first: repeated x is still an error
+    with pytest.raises(ValueError, match="x has repeated points"):
+        kl_divergence(np.vstack([theta, theta[:1]]), np.zeros((400, 2)), method=method)
+
+
+@pytest.mark.parametrize("method", ["adaptive", "fixed"])
+def test_ties_in_the_sample_of_q_count_as_vanishing_jitter_would_break_them(method):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((300, 2))
+    base = x + 0.3 * rng.standard_normal((300, 2))
+    collapsed = base.copy()
+    collapsed[rng.random(300) < 0.4] = base[0]  # 40% of q on one point
+    duplicated = np.vstack([base[:150], base[:150]])  # every point twice
+    for y in (np.round(base), np.round(base, 1), collapsed, duplicated):
+        jittered = y + 1e-10 * rng.standard_normal(y.shape)
+        tied = kl_divergence(x, y, method=method)
+        # before (adaptive): a group tied at eps(i) counted whole: 3.25 nats lower for
+        # np.round(base), 0.62 for the duplicated sample
+        assert tied == pytest.approx(kl_divergence(x, jittered, method=method), abs=1e-6)
+        assert tied == pytest.approx(wkv_reference(x, y, 1, method), abs=1e-12)
+
+
+def test_s_kl_of_a_latent_constant_in_a_coordinate_is_inf_not_an_error():
+    # before: ValueError ("z must vary in every coordinate"), which stopped
+    # experiments scoring many models at the first collapsed one
+    rng = np.random.default_rng(5)
+    theta, z = mixture4(120, rng), mixture4(120, rng)
+    for degenerate in (np.zeros((120, 2)), np.column_stack([z[:, 0], np.ones(120)])):
+        res = s_kl(degenerate, theta, seed=0)
+        assert res.score == np.inf
+        assert res.fold_scores == (np.inf, np.inf)
+        assert res.in_sample == np.inf
+        assert res.start_score == np.inf
+        assert np.all(np.isnan(res.scale))
+        assert np.all(np.isnan(res.shift))
+        assert res.permutation.tolist() == [0, 1]
+        assert not res.converged
+    # constant within one cross-fit half only (one of 40 values differs): the
+    # held-out score is inf, the in-sample minimum a number
+    res = s_kl(np.column_stack([z[:40, 0], np.r_[np.ones(39), 2.0]]), theta[:40], seed=0)
+    assert res.score == np.inf
+    assert np.isfinite(res.in_sample)
+    assert np.all(np.isfinite(res.scale))
+    # unpaired as well
+    res = s_kl(np.zeros((90, 2)), theta, seed=0)
+    assert res.score == np.inf
+    assert not res.paired
 
 
 # -------------------------------------------------------------------- S_KL
@@ -593,18 +689,18 @@ def test_s_kl_options_and_errors():
     with pytest.raises(ValueError, match="theta must hold distinct samples"):
         s_kl(z, np.vstack([theta, theta[:1]]))
     with pytest.raises(
-        ValueError, match=r"z must vary in every coordinate; constant coordinates \[1\]"
+        ValueError, match=r"theta must vary in every coordinate; constant coordinates \[1\]"
     ):
-        s_kl(np.column_stack([z[:, 0], np.ones(120)]), theta)
+        s_kl(z, np.column_stack([theta[:, 0], np.ones(100)]))
     with pytest.raises(ValueError, match="k must be <= n - 1"):
         s_kl(z, theta, k=100)
     with pytest.raises(ValueError, match="too few samples for the cross-fit halves"):
         s_kl(z, theta, k=60)
     with pytest.raises(ValueError, match="too few samples for the cross-fit halves"):
         s_kl(z[:3], theta[:3])
-    with pytest.raises(ValueError, match="within each cross-fit half"):
+    with pytest.raises(ValueError, match="theta must vary in every coordinate within each"):
         # constant on one half: one of 40 values differs
-        s_kl(np.column_stack([z[:40, 0], np.r_[np.ones(39), 2.0]]), theta[:40], seed=0)
+        s_kl(z[:40], np.column_stack([theta[:40, 0], np.r_[np.ones(39), 2.0]]), seed=0)
     with pytest.raises(ValueError, match="scale_range"):
         SKLOptions(scale_range=1.0)
     with pytest.raises(ValueError, match="refine"):

@@ -190,7 +190,7 @@ class KLEstimator:
         min_ratio: float = 0.0,
         threads: int = 1,
     ) -> tuple[float, int, int]:
-        """(D, #zero x-side, #zero y-side distances) against y, or y'_c = a_c (y_perm[c] - b_c)."""
+        """(D, #samples with rho_k = 0, #samples with nu_k = 0 (unless min_ratio clips it); D is NaN when either is non-zero) against y, or y'_c = a_c (y_perm[c] - b_c)."""
 
 def digamma(x: float) -> float:
     """The digamma function for x > 0 (NaN otherwise)."""

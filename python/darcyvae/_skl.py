@@ -164,13 +164,14 @@ class Search:
         self.paired, self.options, self.threads = paired, options, threads
         self.z_mean, self.z_sd = z.mean(axis=0), z.std(axis=0)
         self.t_mean, self.t_sd = theta.mean(axis=0), theta.std(axis=0)
-        for name, sd in (("z", self.z_sd), ("theta", self.t_sd)):
-            if np.any(sd == 0):
-                msg = (
-                    f"{caller}: {name} must vary in every coordinate{where}; constant "
-                    f"coordinates {np.flatnonzero(sd == 0).tolist()}."
-                )
-                raise ValueError(msg)
+        # constant coordinates: exactly (np.std of equal values can round above 0)
+        constant = np.flatnonzero(np.ptp(theta, axis=0) == 0)
+        if len(constant):
+            msg = (
+                f"{caller}: theta must vary in every coordinate{where}; constant "
+                f"coordinates {constant.tolist()}."
+            )
+            raise ValueError(msg)
         self.est = _core.KLEstimator(theta, k=k, method=method, threads=threads)
         repeated = int(np.sum(self.est.rho == 0))
         if repeated:
@@ -179,6 +180,12 @@ class Search:
                 f"their {k}-th neighbour at distance 0 (repeated points)."
             )
             raise ValueError(msg)
+        # A latent coordinate constant over these samples (exactly: ties in that
+        # coordinate across all of them) stays constant under every a o (z - b):
+        # q lies on a hyperplane to which p(theta), varying in every coordinate,
+        # gives probability 0, so every divergence is +inf (docs/scores.md §5,
+        # degenerate latents). Such a search is not run.
+        self.singular = np.flatnonzero(np.ptp(z, axis=0) == 0)
         self.ztree = _core.KDTree(z)
         self.n_evaluations = 0
 
@@ -187,8 +194,11 @@ class Search:
         return self.theta.shape[1]
 
     def divergence(self, a, b, perm) -> float:
-        """The estimate at y' = a o (z_perm - b); inf where a latent lands exactly
-        on a theta sample (nu = 0, only with min_ratio = 0)."""
+        """The estimate at y' = a o (z_perm - b); inf for a singular latent (a
+        constant coordinate) and where a latent lands exactly on a theta sample
+        (nu = 0, only with min_ratio = 0)."""
+        if len(self.singular):
+            return math.inf
         self.n_evaluations += 1
         value, _, zero_y = self.est.divergence(
             self.ztree,
@@ -275,7 +285,9 @@ class Search:
 
     def fit(self, rng: np.random.Generator) -> Fit:
         """Score every candidate orientation at its moment-matched start, refine
-        the ``refine`` best with Nelder-Mead (plus restarts), keep the lowest."""
+        the ``refine`` best with Nelder-Mead (plus restarts), keep the lowest.
+        Not for a singular latent (``singular`` non-empty)."""
+        assert not len(self.singular), "a singular latent has no finite fit"
         zero = np.zeros(2 * self.d)
         scored = (
             (self.divergence(*o.affine(zero), o.perm), i, o)

@@ -134,6 +134,14 @@ def _zero_distance_error(
     return ValueError(msg)
 
 
+def _singular_coordinates(x: np.ndarray, y: np.ndarray) -> list[int]:
+    """Coordinates c on which every sample of y has one value v and some sample
+    of x another: q then lies on the hyperplane {c = v}, which p does not
+    (docs/scores.md §5a, ties), and D(p || q) = +inf."""
+    same = np.flatnonzero(np.all(y == y[0], axis=0))
+    return [int(c) for c in same if np.any(x[:, c] != y[0, c])]
+
+
 # --------------------------------------------------------------------- S_D
 
 
@@ -225,7 +233,9 @@ def kl_divergence(
     Returns
     -------
     float
-        The estimate, in nats. Finite.
+        The estimate, in nats: finite, or ``inf`` when every sample of y
+        shares one value of a coordinate that some sample of x does not (q
+        then lies on a hyperplane that p leaves, so D(p || q) = +inf).
 
     Raises
     ------
@@ -249,12 +259,24 @@ def kl_divergence(
     .. math:: \\hat D = \\frac{d}{n}\\sum_i \\log\\frac{\\nu_{k_i}(i)}{\\rho_{l_i}(i)}
               + \\frac{1}{n}\\sum_i [\\psi(l_i) - \\psi(k_i)] + \\log\\frac{m}{n-1}
 
-    Zero distances: duplicated points of x make rho = 0 (fixed k, when a
-    point repeats more than k times; adaptive, when the ball holds only
-    copies of x_i), and a point of y equal to x_i makes nu = 0. The estimator
-    is then undefined and this function raises ``ValueError`` saying which;
-    it never returns inf or NaN. With ``min_ratio > 0`` a zero nu is clipped
-    to ``min_ratio * rho`` instead. Repeated points of y alone are harmless.
+    Ties (docs/scores.md §5a). The estimator assumes densities, under which
+    ties have probability 0; on tied samples it takes the value that
+    vanishing jitter would give, the same way for both methods:
+
+    - a zero k-th distance: rho_k(i) = 0 (x_i repeated more than k times)
+      or nu_k(i) = 0 (x_i equal to a y) leaves log(nu/rho) undefined
+      (+-inf), and this function raises ``ValueError`` saying which, for
+      both methods. With ``min_ratio > 0`` a zero nu is clipped to
+      ``min_ratio * rho`` instead;
+    - repeated points and equal distances otherwise count by rank, as in
+      the fixed estimator: in the adaptive one, the side whose k-th
+      distance sets eps(i) counts exactly k points, not every point tied at
+      eps(i) (a closed count would let a collapsed sample of q pass for a
+      large density: ``kl_divergence(x, zeros)`` would be negative);
+    - y constant in a coordinate in which x is not (e.g. a sample of q
+      collapsed to a point): q is singular, ``inf`` (after the x checks).
+
+    It never returns NaN or -inf.
 
     Examples
     --------
@@ -277,6 +299,7 @@ def kl_divergence(
     k = _check_k(k, n, m - paired, caller, ("x", "y"))
     min_ratio = check_real(min_ratio, "min_ratio", caller, low=0.0)
     threads = _threads(threads, caller)
+    singular = _singular_coordinates(x, y)  # in the caller's numbers, before rescaling
     # one exact power-of-two rescaling of both samples (the estimate is
     # invariant): squared distances neither overflow nor underflow
     exp = binary_exponent(max(np.max(np.abs(x)), np.max(np.abs(y))))
@@ -294,8 +317,12 @@ def kl_divergence(
     value, zero_x, zero_y = est.divergence(
         ytree, paired=paired, min_ratio=min_ratio, threads=threads
     )
-    if zero_x or zero_y:
-        raise _zero_distance_error(caller, ("x", "y"), zero_x, zero_y, n)
+    if zero_x:  # the samples of p themselves are unusable: whatever y is
+        raise _zero_distance_error(caller, ("x", "y"), zero_x, 0, n)
+    if singular:
+        return math.inf
+    if zero_y:
+        raise _zero_distance_error(caller, ("x", "y"), 0, zero_y, n)
     return float(value)
 
 
@@ -311,14 +338,18 @@ class SKLResult:
     score : float
         S_KL, cross-fitted (nats; lower is better): the mean of the two
         held-out divergences in ``fold_scores``. Not the minimised value.
+        ``inf`` for a latent constant in a coordinate (on all samples or
+        within a half: q is singular, see :func:`s_kl`).
     in_sample : float
-        The minimum the search found on all samples (biased low).
+        The minimum the search found on all samples (biased low); ``inf``
+        when the latent is constant in a coordinate on all samples.
     fold_scores : tuple of float
         The divergence on each half of the samples at the transform fitted
         on the other half.
     scale, shift : ndarray of shape (d,)
         The all-sample minimiser a, b: ``y'_c = scale[c] * (z[:, permutation[c]] - shift[c])``
-        is matched with ``theta[:, c]``.
+        is matched with ``theta[:, c]`` (NaN, with the identity
+        ``permutation``, when no search ran: ``in_sample`` is ``inf``).
     permutation : ndarray of int of shape (d,)
         Latent axis matched with each factor (all-sample fit).
     assignment : {"exhaustive", "hungarian"}
@@ -327,7 +358,7 @@ class SKLResult:
         Divergence evaluations, all fits and the held-out evaluations.
     converged : bool
         Whether the Nelder-Mead runs that gave the three fits met their
-        tolerances.
+        tolerances (False when a singular latent skipped a fit).
     start_score : float
         The all-sample divergence of the best orientation at its
         moment-matched start.
@@ -424,15 +455,20 @@ def s_kl(
     SKLResult
         ``score`` (cross-fitted), ``in_sample``, ``fold_scores``, the
         all-sample minimiser, ``assignment`` and the search statistics.
-        Every number is finite.
+        Every number is finite, except for a singular (degenerate) latent:
+        z constant in a coordinate, on all samples or within a cross-fit
+        half, gives ``score = inf`` (and, on all samples, ``in_sample =
+        start_score = inf``, ``scale`` and ``shift`` NaN) rather than an
+        error, so that scoring many models never stops on a collapsed one.
 
     Raises
     ------
     ValueError
         Bad shapes or values, too few samples for the halves, duplicated
-        theta samples, a coordinate of z or theta constant (in all samples
-        or in a half), no finite evaluation, or a fitted scale beyond the
-        float64 range.
+        theta samples, a coordinate of theta constant (in all samples or in
+        a half), no finite evaluation of a non-singular latent (only with
+        ``options.min_ratio = 0``), or a fitted scale beyond the float64
+        range.
     TypeError
         ``options`` not an :class:`SKLOptions`, non-integer ``k``.
 
@@ -448,6 +484,13 @@ def s_kl(
     power-of-two rescaling that lets any finite magnitude through. One tree
     over z is built per sample set; each evaluation queries it with
     weights (§5a).
+
+    Degenerate latents (docs/scores.md §5, "Degenerate latents"): tied
+    latents (quantised, or partly collapsed onto points) are scored as
+    vanishing jitter would score them (:func:`kl_divergence` Notes), which
+    the estimator sees as isolated spikes of q: a high score, never better
+    than their jittered copy's (up to the search's noise); a latent constant
+    in a coordinate scores ``inf``.
 
     Examples
     --------
@@ -499,28 +542,45 @@ def s_kl(
     full = search(everything, everything)
     half_a = search(ia, ja, " within each cross-fit half")
     half_b = search(ib, jb, " within each cross-fit half")
-    fit = full.fit(rng)
-    fit_a, fit_b = half_a.fit(rng), half_b.fit(rng)
-    folds = (half_b.divergence(*fit_a.params()), half_a.divergence(*fit_b.params()))
-    if not all(math.isfinite(v) for v in (fit.value, fit_a.value, fit_b.value, *folds)):
+    # A latent constant in a coordinate (on all samples, or within a half) is
+    # singular: every divergence is +inf, and so is the score (no search runs).
+    fit = None if len(full.singular) else full.fit(rng)
+    halves_fit = not (len(half_a.singular) or len(half_b.singular))
+    if halves_fit:
+        fit_a, fit_b = half_a.fit(rng), half_b.fit(rng)
+        folds = (half_b.divergence(*fit_a.params()), half_a.divergence(*fit_b.params()))
+        values = (fit_a.value, fit_b.value, *folds)
+    else:
+        folds, values = (math.inf, math.inf), ()
+    if fit is not None:
+        values = (fit.value, *values)
+    if not all(math.isfinite(v) for v in values):
         msg = (
             f"{caller}: a latent fell exactly on a theta sample (nu = 0) at every "
             "evaluation or at the held-out one; use options.min_ratio > 0 or paired=True."
         )
         raise ValueError(msg)
-    a, b, perm = fit.params()
-    scale, shift = _in_caller_units(a, b, t_exp, z_exp[perm], caller)
+    d = theta.shape[1]
+    if fit is None:
+        scale, shift, perm = np.full(d, np.nan), np.full(d, np.nan), np.arange(d)
+    else:
+        a, b, perm = fit.params()
+        scale, shift = _in_caller_units(a, b, t_exp, z_exp[perm], caller)
     return SKLResult(
         score=0.5 * (folds[0] + folds[1]),
-        in_sample=fit.value,
+        in_sample=math.inf if fit is None else fit.value,
         fold_scores=folds,
         scale=scale,
         shift=shift,
         permutation=perm.copy(),
-        assignment=options.assignment(theta.shape[1]),
+        assignment=options.assignment(d),
         n_evaluations=full.n_evaluations + half_a.n_evaluations + half_b.n_evaluations,
-        converged=fit.converged and fit_a.converged and fit_b.converged,
-        start_score=fit.start,
+        converged=fit is not None
+        and fit.converged
+        and halves_fit
+        and fit_a.converged
+        and fit_b.converged,
+        start_score=math.inf if fit is None else fit.start,
         method=method,
         k=k,
         paired=paired,
