@@ -139,11 +139,16 @@ def _claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if len(judged) >= 3:
         from scipy.stats import spearmanr
 
+        # A collapsed latent scores S_KL = +inf (docs/scores.md §5): it ranks last, as it should,
+        # so the rank correlation and the medians keep it (``spread`` would drop it).
         x = [r["s_d"] for r in judged]
         y = [r["s_kl"] for r in judged]
-        if np.ptp(x) > 0 and np.ptp(y) > 0:
+        if len(set(x)) > 1 and len(set(y)) > 1:
             rho = float(spearmanr(x, y).statistic)
     sd_dis, sd_other = spread(dis), spread(other)
+    sd_dis["median"] = float(np.median(dis)) if dis else None
+    sd_other["median"] = float(np.median(other)) if other else None
+    sd_dis["n"], sd_other["n"] = len(dis), len(other)
     if len(dis) < 3 or len(other) < 3:
         verdict = "not judged"
     else:
