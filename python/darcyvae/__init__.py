@@ -1,5 +1,8 @@
 """darcyvae: disentangled latent representations of Darcy flow fields.
 
+``darcyvae.load_run(folder)`` loads a trained run (``darcyvae.runs``);
+everything else lives in the modules below.
+
 A C++/Eigen core (``darcyvae._core``) generates Darcy flow data and scores
 latent spaces; PyTorch code learns variational autoencoders on it, after
 Jacobsen & Duraisamy, "Disentangling Generative Factors of Physical Fields
@@ -26,6 +29,9 @@ config
     TrainConfig: the run configuration in sections, presets.
 checkpoint
     Checksummed checkpoints, the metrics log and run-folder file names.
+runs
+    ``load_run``: a trained run's model and normalisation; encode and decode
+    one's own fields in physical units.
 training
     The training loop of one model (resume, restarts of over-regularised runs).
 ensemble
@@ -48,6 +54,31 @@ cli
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._core import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    from .runs import TrainedRun, load_run
+
+__all__ = ["TrainedRun", "__version__", "load_run"]
+
+_LAZY = {"TrainedRun": "runs", "load_run": "runs"}
+
+
+def __getattr__(name: str) -> Any:
+    # ``import darcyvae`` stays light (no torch); the names below import their
+    # module on first use (PEP 562).
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module 'darcyvae' has no attribute {name!r}"
+        raise AttributeError(msg)
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
