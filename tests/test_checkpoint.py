@@ -3,6 +3,7 @@ temporary files, the folder lock."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import shutil
@@ -17,6 +18,7 @@ from darcyvae.checkpoint import (
     load_checkpoint,
     load_model,
     read_log,
+    save_checkpoint,
 )
 from darcyvae.errors import DataMismatchError, FolderLockedError, IntegrityError
 from darcyvae.training import train
@@ -181,3 +183,21 @@ def test_read_log_keeps_whole_records_and_drops_any_torn_tail(tmp_path, epochs, 
     torn = isinstance(tail, str) and tail.strip() and parsed is None
     log.write_text(text + (tail if torn else ""))
     assert read_log(log, before) == [r for r in records if r["epoch"] < before]
+
+
+def test_a_checkpoint_write_beyond_the_disk_is_an_oserror_and_keeps_the_old_one(tmp_path):
+    """Issue 18 A2: torch's writer turned a full disk into RuntimeError("unexpected pos"),
+    reported as a bug (exit 3). Now the write's own OSError, the old checkpoint intact."""
+    from test_io import file_size_limit
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint({"w": torch.zeros(10)}, path)
+    before = path.read_bytes()
+    with file_size_limit(50_000), pytest.raises(OSError, match="File too large") as info:
+        save_checkpoint({"w": torch.randn(100_000)}, path)
+    assert not isinstance(info.value, RuntimeError)
+    assert info.value.errno == errno.EFBIG
+    assert info.value.filename == str(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    assert load_checkpoint(path)["w"].shape == (10,)

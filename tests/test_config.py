@@ -192,3 +192,61 @@ def test_legacy_rel_tol_is_dropped_with_a_warning(caplog):
     assert TrainConfig.from_dict(cfg.to_dict()).run.margin_tol == 0.2
     with pytest.raises(ValueError, match="margin_tol"):
         TrainConfig(margin_tol=-1.0)
+
+
+# ------------------------------------------------ issue 18, item 8: types at the config boundary
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[optim]\nlr_values = "5"\nlr_milestones = []\n', "lr_values must be a list of numbers"),
+        ('[optim]\nlr_values = "0.001"\n', "lr_values = [0.001]"),
+        ("[optim]\nlr_milestones = 5900\n", "lr_milestones must be a list of integers"),
+        ('lr_values = "5"\nlr_milestones = []\n', "got str '5'"),  # the old flat form too
+        ("[model]\nblocks = 3\n", "blocks must be a list of integers; got int 3"),
+        ('[model]\nblocks = "4,6,4"\n', "blocks = [4, 6, 4]"),
+        ('[model]\nblocks = [4, "6", 4]\n', "got [4, '6', 4]"),
+        ('[model]\nprior = "scaled_gaussian"\nprior_variance = 2.0\n', "prior_variance"),
+    ],
+)
+def test_a_scalar_where_a_list_is_expected_is_refused(tmp_path, toml, expected):
+    """Issue 18 A8: a string was read character by character ("5" -> [5.0]); a number
+    failed with "'int' object is not iterable". Now: "must be a list ...; got ..."."""
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    with pytest.raises(TypeError, match="must be a list") as info:
+        TrainConfig.from_toml(path)
+    assert expected in str(info.value)
+    assert "not iterable" not in str(info.value)
+
+
+@given(
+    st.one_of(
+        st.text(min_size=1, max_size=8),
+        st.integers(min_value=-(10**6), max_value=10**6),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.booleans(),
+    )
+)
+def test_any_scalar_for_a_list_setting_is_a_type_error_naming_it(value):
+    """Whatever scalar (a string of digits included) stands where a list belongs, the
+    error names the setting and what it got; no scalar is ever accepted as a list."""
+    for data, name in (
+        ({"optim": {"lr_values": value, "lr_milestones": []}}, "lr_values"),
+        ({"optim": {"lr_milestones": value}}, "lr_milestones"),
+        ({"model": {"blocks": value}}, "blocks"),
+    ):
+        with pytest.raises(TypeError, match=f"{name} must be a list") as info:
+            TrainConfig.from_dict(data)
+        assert f"got {type(value).__name__}" in str(info.value)
+
+
+def test_lists_and_the_length_scale_pair_still_load():
+    cfg = TrainConfig.from_dict(
+        {"optim": {"lr_values": [1e-3, 1], "lr_milestones": [5]}, "model": {"blocks": [3, 3, 3]}}
+    )
+    assert cfg.optim.lr_values == (1e-3, 1.0)
+    assert cfg.model.blocks == (3, 3, 3)
+    from darcyvae.kle import KLEConfig
+
+    assert KLEConfig(length_scale=0.2).length_scale == 0.2  # a float or an (lx, ly) pair
+    assert KLEConfig(length_scale=(0.1, 0.2)).length_scale == (0.1, 0.2)

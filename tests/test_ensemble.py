@@ -13,6 +13,7 @@ from darcyvae import _run, training
 from darcyvae.checkpoint import load_checkpoint
 from darcyvae.config import TrainConfig
 from darcyvae.ensemble import (
+    MAX_SEEDS,
     BatchedDenseVAE,
     parse_seeds,
     train_ensemble,
@@ -486,6 +487,27 @@ def test_parse_seeds_round_trip(seeds):
         items.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
         i = j + 1
     assert parse_seeds(",".join(items)) == seeds
+
+
+@given(
+    start=st.integers(0, 10**18),
+    size=st.integers(MAX_SEEDS + 1, 10**18),
+    extra=st.lists(st.integers(0, 10**6), max_size=3),
+)
+def test_more_seeds_than_max_seeds_are_refused_without_building_the_list(start, size, extra):
+    """Issue 18 A5: --seeds 0-100000 trained with no limit; a range of any size is now
+    counted, not expanded, and refused beyond MAX_SEEDS (at once, whatever its size)."""
+    text = ",".join([*map(str, extra), f"{start}-{start + size - 1}"])
+    with pytest.raises(ValueError, match=f"at most {MAX_SEEDS:,} train in one run"):
+        parse_seeds(text)
+
+
+def test_max_seeds_is_the_limit_for_lists_too(data, tmp_path):
+    assert len(parse_seeds(f"0-{MAX_SEEDS - 1}")) == MAX_SEEDS
+    for seeds in (range(10**18), list(range(MAX_SEEDS + 1))):
+        with pytest.raises(ValueError, match="at most 10,000"):
+            train_ensemble(tiny_config(), seeds, data[0], out_dir=tmp_path / "e", progress=False)
+    assert not (tmp_path / "e").exists()
 
 
 # --------------------------------------------------------------------------- dask

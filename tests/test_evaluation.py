@@ -158,3 +158,27 @@ def test_split_metrics_margin_trained_and_s_kl_on_the_aggregated_posterior(run):
         assert key in d
     assert "margin" in m.line()
     assert SplitMetrics.from_dict(json.loads(json.dumps(d))) == m
+
+
+def test_a_wide_latent_draws_the_ten_axes_that_spread_most(tmp_path, vae_data):
+    """Issue 18 A5: evaluate of a latent_dim = 1000 model never ended (a traversal of
+    3,000 x 5 panels, memory growing 35 MB/s). The per-axis figures now draw at most
+    MAX_FIGURE_LATENTS axes, those whose codes spread most, and their titles say so."""
+    import dataclasses
+
+    from darcyvae.evaluation import MAX_FIGURE_LATENTS, shown_latents
+
+    assert MAX_FIGURE_LATENTS == 10
+    spread = np.array([5.0, 1.0, 9.0, 0.5, 7.0, 3.0, 8.0, 2.0, 6.0, 4.0, 10.0, 0.1, 11.0, 0.2])
+    z = np.random.default_rng(0).standard_normal((200, 14)) * spread
+    # all but the four narrowest (spreads 1, 0.5, 0.1, 0.2), in axis order
+    assert shown_latents(z) == (0, 2, 4, 5, 6, 7, 8, 9, 10, 12)
+    assert shown_latents(z[:, :4]) == (0, 1, 2, 3)  # few axes: all of them
+    torch.manual_seed(0)
+    model = DenseVAE(dataclasses.replace(TINY, latent_dim=30))
+    out = tmp_path / "wide"
+    ev = evaluate(model, vae_data.test, out_dir=out)
+    h = imread(ev.figures["latent_traversal"]).shape[0]
+    assert abs(h - 1.8 * 3 * 10 * 150) <= 2  # 10 axes x 3 channels (30 axes: 3 times taller)
+    h = imread(ev.figures["latent_vs_theta"]).shape[0]
+    assert abs(h - 2.6 * (10 + 1) * 150) <= 2

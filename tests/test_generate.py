@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import hashlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +25,15 @@ from darcyvae.cli import main
 from darcyvae.darcy import DarcyConfig, solve_batch
 from darcyvae.distributions import Mixture4, ThetaArray
 from darcyvae.errors import FolderLockedError, IntegrityError, MissingDependencyError
-from darcyvae.generate import FORMAT, GenerateConfig, generate_dataset, read_attrs, verify_dataset
+from darcyvae.generate import (
+    FORMAT,
+    GenerateConfig,
+    bytes_per_sample,
+    check_free_space,
+    generate_dataset,
+    read_attrs,
+    verify_dataset,
+)
 from darcyvae.kle import KLEConfig, kle_basis
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -909,3 +919,95 @@ def test_user_thetas_are_refused_or_written_finite(tmp_path_factory, theta):
         data = datasets(paths[split])
         assert all(np.isfinite(v).all() for v in data.values())
         verify_dataset(paths[split])
+
+
+# -- issue 18, section A ----------------------------------------------------------------------
+def test_impossible_sizes_are_refused_at_once_and_allocate_nothing(tmp_path, capsys):
+    """A4: --n-train 10000000000 --grid 33 spent minutes building block lists (1.5 GB) and
+    would have written until the disk was full. Now: the size is estimated from the
+    settings and compared with the free space first, with nothing built or written."""
+    out = tmp_path / "huge"
+    cfg = GenerateConfig(KLEConfig(grid=33, n_modes=100), n_train=10_000_000_000)
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(OSError, match="needs about") as info:
+            generate_dataset(cfg, out, progress=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - start < 10
+    assert peak < 20e6, peak  # no block list, no thetas
+    assert info.value.errno == errno.ENOSPC
+    message = str(info.value)
+    assert "10,000,000,000 + 512 samples" in message
+    assert "free" in message
+    assert "--no-space-check" in message
+    assert not out.exists()
+    argv = ["generate", "--n-train", "10000000000", "--grid", "33", "--out", str(out)]
+    assert main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("darcyvae generate: error:")
+    assert not out.exists()
+
+
+def test_free_space_check_counts_every_sample_and_can_be_skipped(tmp_path, capsys):
+    """The estimate is the uncompressed size of both splits: a run one sample too large
+    for the free space is refused, one that fits is accepted; --no-space-check skips it."""
+    free = shutil.disk_usage(tmp_path).free
+    per = bytes_per_sample(small())
+    assert per == 4 * (3 + 4 * GRID**2)
+    n_fit = int((free - 2**20) / per / 1.02)  # below the estimate's 1% + 1 MB headroom
+    fits = small(n_train=n_fit, n_test=0)
+    assert check_free_space(fits, tmp_path / "a") >= n_fit * per
+    too_big = small(n_train=free // per + 1, n_test=0)
+    with pytest.raises(OSError, match="needs about"):
+        check_free_space(too_big, tmp_path / "a")
+    out = tmp_path / "small"
+    assert main(["generate", *SMALL_CLI, "--out", str(out), "--no-space-check"]) == 0
+    assert listing(out) == ["test.h5", "train.h5"]
+
+
+def test_threads_beyond_the_machine_are_reduced_before_they_reach_cpp(tmp_path, caplog):
+    """A5/A9: threads = 2**70 leaked the bindings' multi-line "incompatible function
+    arguments" (after creating a partial); the one thread check (_checks.check_threads)
+    now reduces it to MAX_THREADS in Python, as the solver does for large counts."""
+    from darcyvae.darcy import MAX_THREADS
+
+    cfg = small(n_train=8, n_test=0, threads=2**70)
+    assert cfg.threads == MAX_THREADS
+    assert "using" in caplog.text
+    paths = generate_dataset(cfg, tmp_path / "out", progress=False)
+    verify_dataset(paths["train"])
+    for bad, error in ((0, ValueError), (True, TypeError), (2.0, TypeError)):
+        with pytest.raises(error, match="threads must be"):
+            small(threads=bad)
+
+
+def test_sigterm_stops_like_ctrl_c_and_resume_is_byte_identical(reference, tmp_path):
+    """A10: SIGTERM (kill, a batch system) exited -15 with no message. Now it takes
+    Ctrl-C's path: one line, exit 143, the partial kept, --resume completes it."""
+    out = tmp_path / "out"
+    code = f"""
+        import os, signal, sys
+        import darcyvae.generate as generate
+        from darcyvae.cli import main
+        write, chunks = generate.write_chunk, []
+        def write_chunk(*args, **kwargs):  # the third block of train is never written
+            chunks.append(1)
+            if len(chunks) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return write(*args, **kwargs)
+        generate.write_chunk = write_chunk
+        sys.exit(main(["generate", *{SMALL_CLI!r}, "--out", {str(out)!r}]))
+    """
+    proc = _run_python(code)
+    assert proc.returncode == 143, proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if "interrupted;" not in line]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("darcyvae generate: terminated (SIGTERM)")
+    assert listing(out) == ["train.h5.partial", "train.h5.progress"]
+    assert main(["generate", *SMALL_CLI, "--out", str(out), "--resume"]) == 0
+    for split in ("train", "test"):
+        assert sha(out / f"{split}.h5") == sha(reference[split])

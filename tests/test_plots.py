@@ -178,6 +178,15 @@ def test_plot_latent_vs_theta_grid_and_data():
     assert heights == [40, 40]
     with pytest.raises(ValueError, match="same number of samples"):
         plots.plot_latent_vs_theta(z[:5], theta)
+    # Issue 18 A5: some latent coordinates only, labelled by their own index.
+    wide = np.c_[z, 3 * z[:, :1]]
+    fig = plots.plot_latent_vs_theta(wide, theta, dims=(0, 2), title="2 of 3")
+    scatter_axes = [ax for ax in fig.axes if ax.collections]
+    assert len(scatter_axes) == 4
+    assert [ax.get_ylabel() for ax in scatter_axes] == ["z_1", "z_1", "z_3", "z_3"]
+    np.testing.assert_allclose(scatter_axes[2].collections[0].get_offsets()[:, 1], wide[:, 2])
+    with pytest.raises(ValueError, match="dims must be latent coordinates"):
+        plots.plot_latent_vs_theta(z, theta, dims=(2,))
     assert isinstance(
         _images(plots.plot_reconstruction(z[None, :2, :2], z[None, :2, :2]))[0], AxesImage
     )

@@ -579,6 +579,26 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
+def test_a_first_epoch_divergence_does_not_claim_a_checkpoint_is_kept(data, tmp_path):
+    """Issue 18 A9: it said "the last good checkpoint is kept" when none existed."""
+    broken = DarcyDataset(data[0])
+    broken.y[3] = 3e38  # finite, but its square overflows float32
+    out = tmp_path / "first"
+    with pytest.raises(TrainingDivergedError, match="non-finite loss in epoch 0") as info:
+        train(tiny_config(epochs=2), broken, out_dir=out, device="cpu", progress=False)
+    message = str(info.value)
+    assert "No checkpoint had been written yet" in message
+    assert "is kept" not in message
+    assert not (out / "checkpoint.pt").exists()
+    # With a checkpoint on disk, the message names it and its epoch.
+    good = tmp_path / "good"
+    train(tiny_config(epochs=2), data[0], out_dir=good, device="cpu", progress=False)
+    with pytest.raises(TrainingDivergedError, match=r"checkpoint\.pt', epoch 2\) is kept"):
+        train(
+            tiny_config(epochs=3), broken, out_dir=good, device="cpu", resume=True, progress=False
+        )
+
+
 @pytest.mark.slow
 def test_over_regularised_run_is_flagged_and_restarted(data, tmp_path):
     # A huge fixed beta on the true ELBO collapses the latent: rate -> 0 and the

@@ -17,6 +17,8 @@ __all__ = [
     "check_choice",
     "check_int",
     "check_real",
+    "check_sequence_fields",
+    "check_threads",
     "config_kwargs",
 ]
 
@@ -43,6 +45,47 @@ def check_int(
         lo = "-inf" if low is None else str(low)
         hi = "inf" if high is None else str(high)
         raise _fail(caller, name, f"an integer in [{lo}, {hi}]", value)
+    return value
+
+
+def check_threads(value: Any, caller: str, name: str = "threads") -> int:
+    """A thread count: an integer >= 1, reduced to ``darcyvae.darcy.MAX_THREADS``.
+
+    The one check of every ``threads`` setting (the solver's, ``generate``'s and
+    torch's ``--threads`` of ``train`` and ``evaluate``), made in Python before
+    any value reaches C++ or OpenMP. ``MAX_THREADS`` is 4 x the hardware threads
+    (in [4, 256]): more threads only add switching (``--threads 5000`` made a
+    3 s run take minutes) or fail to start (``--threads 100000``), so a larger
+    request is reduced to it, with a warning, as the solver does.
+
+    Raises
+    ------
+    TypeError
+        Not an integer (``bool`` included).
+    ValueError
+        Below 1.
+    """
+    import logging
+
+    from .darcy import MAX_THREADS
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        msg = f"{caller}: {name} must be an integer >= 1; got {type(value).__name__} {value!r}."
+        raise TypeError(msg)
+    value = int(value)
+    if value < 1:
+        msg = f"{caller}: {name} must be >= 1; got {value}."
+        raise ValueError(msg)
+    if value > MAX_THREADS:
+        logging.getLogger("darcyvae").warning(
+            "%s: %s = %d is more than this machine uses (%d: 4 x its hardware threads); using %d",
+            caller,
+            name,
+            value,
+            MAX_THREADS,
+            MAX_THREADS,
+        )
+        return int(MAX_THREADS)
     return value
 
 
@@ -135,26 +178,107 @@ def config_kwargs(
     """
     from dataclasses import fields
 
-    known = {f.name for f in fields(cls) if f.init}
-    unknown = sorted(set(data) - known)
+    declared = {f.name: f.type for f in fields(cls) if f.init}
+    unknown = sorted(set(data) - set(declared))
     if unknown:
-        msg = f"{cls.__name__}: unknown keys {unknown}; known: {sorted(known)}."
+        msg = f"{cls.__name__}: unknown keys {unknown}; known: {sorted(declared)}."
         raise error(msg)
+    for key, value in data.items():
+        _check_sequence_field(cls.__name__, key, str(declared[key]), value)
     return {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+
+
+_ELEMENT_TYPES = {
+    "int": ("integers", lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool)),
+    "float": ("numbers", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+    "str": ("strings", lambda v: isinstance(v, str)),
+}
+
+
+def _alternatives(annotation: str) -> list[str]:
+    """The top-level ``|`` alternatives of a type annotation written as a string."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(annotation):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "|" and depth == 0:
+            parts.append(annotation[start:i].strip())
+            start = i + 1
+    parts.append(annotation[start:].strip())
+    return parts
+
+
+def check_sequence_fields(obj: Any) -> None:
+    """Check every tuple-typed field of the dataclass instance ``obj`` (see ``config_kwargs``):
+    for ``__post_init__``, so a constructor call or ``dataclasses.replace`` is checked too."""
+    from dataclasses import fields
+
+    for f in fields(obj):
+        if f.init:
+            _check_sequence_field(type(obj).__name__, f.name, str(f.type), getattr(obj, f.name))
+
+
+def _check_sequence_field(owner: str, name: str, annotation: str, value: Any) -> None:
+    """A field declared as a tuple (``tuple[int, ...]``, ``tuple[float, ...] | None``) gets a
+    list or tuple of the declared element type, not a string or a number.
+
+    A string would otherwise be read character by character (``lr_values = "5"``
+    silently becoming ``(5.0,)``) and a number fail deep inside ("'int' object is
+    not iterable"). Raises ``TypeError``: "<owner>: <name> must be a list of ...; got ...".
+    """
+    alternatives = _alternatives(annotation)
+    sequences = [a for a in alternatives if a.startswith(("tuple[", "list["))]
+    if not sequences:
+        return
+    if value is None and "None" in alternatives:
+        return
+    scalars = {a for a in alternatives if a in _ELEMENT_TYPES}
+    if any(_ELEMENT_TYPES[a][1](value) for a in scalars):
+        return  # e.g. KLEConfig.length_scale: a float or a (lx, ly) pair
+    inner = _alternatives(sequences[0][sequences[0].index("[") + 1 : -1].replace(",", "|"))
+    element = next((t for t in inner if t in _ELEMENT_TYPES), None)
+    what = f"a list of {_ELEMENT_TYPES[element][0]}" if element else "a list"
+    if scalars:
+        what = " or ".join([*(f"a single {_ELEMENT_TYPES[a][0][:-1]}" for a in scalars), what])
+    if "None" in alternatives:
+        what += " (or left out)"
+    if not isinstance(value, (list, tuple)):
+        hint = f"a list in brackets: {name} = [...]"
+        if isinstance(value, str):
+            words = value.replace(",", " ").split()
+            convert = int if element == "int" else float
+            try:
+                items = ", ".join(str(convert(w)) for w in words)
+                hint = f"a list without quotes: {name} = [{items}]"
+            except ValueError:
+                pass
+        got = f"{type(value).__name__} {value!r}"
+        msg = f"{owner}: {name} must be {what}; got {got} (write {hint})."
+        raise TypeError(msg)
+    if element is not None:
+        ok = _ELEMENT_TYPES[element][1]
+        bad = [v for v in value if not ok(v)]
+        if bad:
+            msg = (
+                f"{owner}: {name} must be {what}; got {list(value)!r} "
+                f"(e.g. {type(bad[0]).__name__} {bad[0]!r})."
+            )
+            raise TypeError(msg)
 
 
 def paired_samples(z: Any, theta: Any, caller: str) -> tuple[np.ndarray, np.ndarray]:
     """(n, d_z) latents and (n, d_theta) factors of the same n >= 2 samples, as float64."""
     z = as_float_array(z, "z", caller, ndim=(1, 2))
     theta = as_float_array(theta, "theta", caller, ndim=(1, 2))
-    z = z.reshape(len(z), -1)
-    theta = theta.reshape(len(theta), -1)
+    # sample counts first: reshape(0, -1) of an empty array cannot infer the width
     if len(z) != len(theta):
         msg = f"{caller}: z and theta must have the same number of samples; got {len(z)} and {len(theta)}."
         raise ValueError(msg)
     if len(z) < 2:
-        msg = f"{caller}: need at least 2 samples; got {len(z)}."
+        msg = f"{caller}: need at least 2 samples; got {len(z)} (z of shape {z.shape})."
         raise ValueError(msg)
+    z = z.reshape(len(z), -1)
+    theta = theta.reshape(len(theta), -1)
     for name, arr in (("z", z), ("theta", theta)):
         if arr.shape[1] < 1:
             msg = f"{caller}: {name} must have at least one coordinate; got shape {arr.shape}."

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,9 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
+from ._io import write_error
 from ._vaedata import as_dataset, check_fits, data_fingerprint, fingerprint_differences
-from .checkpoint import save_checkpoint
+from .checkpoint import CONFIG_NAME, save_checkpoint
 from .config import RUN_LENGTH_KEYS, TrainConfig
 from .dataset import DarcyDataset
 from .errors import DataMismatchError
@@ -42,7 +44,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "RunState",
+    "append_line",
     "build_model",
+    "check_out_folder",
     "check_resume_config",
     "child_seeds",
     "deterministic_mode",
@@ -51,6 +55,7 @@ __all__ = [
     "label_term",
     "load_datasets",
     "save_run",
+    "write_failure",
 ]
 
 
@@ -72,6 +77,65 @@ def deterministic_mode(enabled: bool, device: torch.device) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(prev_det)
         torch.backends.cudnn.benchmark = prev_bench
+
+
+RUN_HEADER = "darcyvae training run"
+"""First words of the ``config.toml`` header that ``train`` and ``train_ensemble`` write."""
+
+_OURS = {
+    # what each kind of run writes at the top of its output folder, besides its
+    # lock file and the temporary files of an interrupted atomic save
+    "train": re.compile(r"$^"),  # a single run is recognised by its config.toml
+    "train (restarts)": re.compile(r"trials\.json|attempt_\d+"),
+    "train --seeds": re.compile(
+        r"ensemble\.json|ensemble_checkpoint[_a-z0-9]*\.pt|seed_\d+(\.restart_\d+)?"
+    ),
+}
+
+
+def _is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a ``config.toml`` that darcyvae wrote (its header says so)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return RUN_HEADER in fh.readline()
+    except OSError:
+        return False
+
+
+def check_out_folder(out: Path, kind: str, caller: str) -> None:
+    """Refuse to start a run in a non-empty folder that darcyvae did not write (issue 18 A6).
+
+    ``kind`` is ``"train"`` (a single run: a folder holding a ``config.toml``
+    with darcyvae's header is a run that stopped before its first checkpoint,
+    and may be started again), ``"train (restarts)"`` or ``"train --seeds"``
+    (the files and folders those write). Anything else in ``out`` would be
+    silently replaced (``config.toml``, ``metrics.jsonl``, ``summary.json``),
+    so it is a ``FileExistsError`` naming an example, in the words of
+    ``darcyvae reproduce``. Call it before anything is written.
+    """
+    from ._lock import LOCK_NAME
+
+    if not out.exists():
+        return
+    if not out.is_dir():
+        msg = f"{caller}: output {str(out)!r} exists and is not a folder."
+        raise NotADirectoryError(msg)
+    if kind == "train" and _is_run_config(out / CONFIG_NAME):
+        return
+    ours = _OURS[kind]
+    foreign = sorted(
+        p.name
+        for p in out.iterdir()
+        if p.name != LOCK_NAME
+        and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+        and not ours.fullmatch(p.name)
+    )
+    if foreign:
+        msg = (
+            f"{caller}: output folder {str(out)!r} is not empty and was not written by "
+            f"darcyvae {kind} (e.g. {foreign[0]!r}); choose another out_dir (--out)."
+        )
+        raise FileExistsError(msg)
 
 
 def child_seeds(seed: int) -> dict[str, int]:
@@ -134,6 +198,8 @@ class RunState:
     test_set: DarcyDataset | None
     device: torch.device
     bound: float
+    saved_epoch: int | None = None
+    """Epochs in the last checkpoint this run wrote or resumed from (None: none yet)."""
 
     @classmethod
     def build(
@@ -212,6 +278,39 @@ def save_run(run: RunState, path: Path, epoch_done: int) -> None:
         "distortion_bound": run.bound,
     }
     save_checkpoint(payload, path)
+    run.saved_epoch = epoch_done
+
+
+def append_line(fh: Any, text: str, path: Path) -> None:
+    """Append ``text`` to the open log ``fh`` and flush it; a failed write raises its
+    ``OSError`` naming ``path`` (a torn last line is dropped on resume, ``read_log``)."""
+    try:
+        fh.write(text)
+        fh.flush()
+    except OSError as exc:
+        if exc.errno is None or exc.filename is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+
+
+def write_failure(
+    caller: str, out: Path, exc: BaseException, checkpoint: Path, saved_epoch: int | None
+) -> OSError:
+    """The one-line error of a run whose write failed (a full disk, ``ulimit -f``, ...).
+
+    Names the file, the reason and what is kept: the last checkpoint (the
+    atomic save leaves it intact) and how to continue from it, or that none
+    was written yet and the command can simply be run again.
+    """
+    if checkpoint.is_file():
+        epoch = "" if saved_epoch is None else f", epoch {saved_epoch}"
+        kept = f"The last checkpoint ({str(checkpoint)!r}{epoch}) is kept"
+        then = "run the same command with --resume (resume=True) to continue"
+    else:
+        kept = "No checkpoint had been written yet"
+        then = "run the same command again"
+    where = getattr(exc, "filename", None) or out
+    return write_error(caller, where, exc, kept, then)
 
 
 def data_record(run: RunState) -> dict[str, Any]:

@@ -25,6 +25,8 @@ import hashlib
 import json
 import logging
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -86,13 +88,54 @@ def checkpoint_checksum(payload: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
+class _Sink:
+    """The file ``torch.save`` writes to, keeping the ``OSError`` of a failed write.
+
+    torch's zip writer turns a failed write into a ``RuntimeError`` ("unexpected
+    pos ..."), losing the reason; writing through Python keeps it (``error``).
+    """
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``payload`` (plus ``format`` and ``checksum``) to ``path`` atomically."""
+    """Write ``payload`` (plus ``format`` and ``checksum``) to ``path`` atomically.
+
+    The file is written to a temporary file beside ``path``, flushed to the
+    disk and renamed; a failed write (a full disk, a file size limit) leaves
+    ``path`` as it was and raises the write's ``OSError`` (its errno, naming
+    ``path``), never torch's "unexpected pos" ``RuntimeError``.
+    """
     path = Path(path)
     body = {**payload, "format": CHECKPOINT_FORMAT}
     body["checksum"] = checkpoint_checksum(body)
-    with atomic_path(path) as tmp:
-        torch.save(body, tmp)
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            sink = _Sink(fh)
+            try:
+                torch.save(body, sink)
+            except RuntimeError as exc:
+                if sink.error is None:
+                    raise
+                raise sink.error from exc
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        if exc.errno is None or exc.filename == str(path):
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     return path
 
 
@@ -117,17 +160,17 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
         raise FileNotFoundError(msg)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError) as exc:
-        if (
+    except Exception as exc:
+        if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+            # torch's refusal suggests reloading without its safeguard; darcyvae never does.
+            raise _refused(path, exc) from None
+        if isinstance(exc, (RuntimeError, EOFError)) and (
             "zip archive" in str(exc)
             or "EOF" in type(exc).__name__
             or "central directory" in str(exc)
         ):
             msg = f"load_checkpoint: {str(path)!r} is truncated or damaged ({exc})."
             raise IntegrityError(msg) from exc
-        msg = f"load_checkpoint: {str(path)!r} is not a readable torch checkpoint ({exc})."
-        raise ValueError(msg) from exc
-    except Exception as exc:
         msg = f"load_checkpoint: {str(path)!r} is not a readable torch checkpoint ({exc})."
         raise ValueError(msg) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") not in _READABLE_FORMATS:
@@ -142,6 +185,30 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
             )
             raise IntegrityError(msg)
     return ckpt
+
+
+def _refused(path: Path, exc: Exception) -> ValueError:
+    """darcyvae's own words for a file torch's safe loader refused (never torch's hint
+    to load the file unsafely): the object it would have had to build, or what it could
+    not read."""
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"global ([\w.]+)", text)
+    if found:
+        msg = (
+            f"load_checkpoint: {str(path)!r} holds objects other than tensors and plain "
+            f"values (e.g. {found.group(1)}); refused, since loading such a file can run "
+            "arbitrary code. It was not written by darcyvae train: use a checkpoint that "
+            "darcyvae wrote."
+        )
+        return ValueError(msg)
+    lines = [line.strip() for line in text.splitlines()]
+    detail = next((x for x in lines if x.startswith(("Unsupported", "Trying"))), "")
+    detail = f" ({detail.rstrip('.')})" if detail else ""
+    msg = (
+        f"load_checkpoint: {str(path)!r} is not a darcyvae checkpoint: torch's safe loader "
+        f"cannot read it{detail}."
+    )
+    return ValueError(msg)
 
 
 def load_model(

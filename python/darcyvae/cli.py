@@ -8,10 +8,13 @@ parse and call; the work lives in the library modules.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 
@@ -88,6 +91,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    _check_out(args.out)
     if args.quick and args.scale not in (None, "smoke"):
         msg = f"--quick means --scale smoke; got --scale {args.scale} as well"
         raise ValueError(msg)
@@ -232,6 +236,12 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="remove existing outputs of both splits first (also a split not written now)",
     )
+    p.add_argument(
+        "--no-space-check",
+        action="store_true",
+        help="skip the check that the files fit in the free space of --out's disk "
+        "(for storage that does not report it, e.g. a remote mount)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_generate)
 
@@ -243,6 +253,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     # each call and take ~30% of the CPU from the solver threads. Single-threaded
     # BLAS unless the user chose otherwise (effective before numpy is imported).
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    _check_out(args.out)
     from .darcy import DarcyConfig
     from .generate import GenerateConfig, generate_dataset
     from .kle import KLEConfig
@@ -290,6 +301,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         dask_address=args.dask,
         progress=not args.no_progress,
+        space_check=not args.no_space_check,
     )
     for split, path in paths.items():
         print(f"{split}: {path} ({config.n_samples(split)} samples)")
@@ -359,7 +371,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from . import config as config_mod
     from . import models, training
 
-    _set_threads(args.threads)
+    _set_threads(args.threads, "train")
     if args.list:
         print("presets (--preset NAME):")
         for name, description in config_mod.list_presets():
@@ -376,6 +388,7 @@ def _run_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    _check_out(args.out)
     if not args.train_data:
         msg = "--train DATA.h5 is required"
         raise ValueError(msg)
@@ -446,11 +459,42 @@ def _run_train_seeds(args: argparse.Namespace, config, out: str) -> int:
         else:
             print(m.message)
     restarts = sum(m.restarts for m in result.members)
+    diverged = [m.seed for m in result.members if m.status == "diverged"]
+    n = len(result.members)
     print(
-        f"train: {len(result.members)} seeds, {restarts} restart(s); "
-        f"see {Path(out) / 'ensemble.json'}"
+        f"train: {n} seeds: {n - len(diverged)} finished, {len(diverged)} diverged, "
+        f"{restarts} restart(s); see {Path(out) / 'ensemble.json'}"
     )
+    if len(diverged) == n:  # as the same seed alone: TrainingDivergedError, exit 2
+        from .errors import TrainingDivergedError
+
+        msg = (
+            f"every member diverged (non-finite loss; seeds {_seed_list(diverged)}); "
+            "no model finished: lower the learning rate or change the seeds."
+        )
+        raise TrainingDivergedError(msg)
+    if diverged:
+        print(
+            f"darcyvae train: {len(diverged)} of {n} members diverged (seeds "
+            f"{_seed_list(diverged)}); the others finished (exit code 1)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _seed_list(seeds: list[int], most: int = 10) -> str:
+    """``0, 1, 2`` (at most ``most`` seeds, then ``... (N in all)``)."""
+    text = ", ".join(str(s) for s in seeds[:most])
+    return text + (f", ... ({len(seeds)} in all)" if len(seeds) > most else "")
+
+
+def _check_out(out: str | None) -> None:
+    """An empty ``--out`` is an error for every verb (it meant the current folder for
+    some and ``runs/<name>`` for others); ``--out .`` names the current folder."""
+    if out is not None and not out.strip():
+        msg = f"--out must name a folder (use --out . for the current one); got {out!r}"
+        raise ValueError(msg)
 
 
 def _print_splits(verb: str, splits, over_regularized: bool, where) -> None:
@@ -461,15 +505,18 @@ def _print_splits(verb: str, splits, over_regularized: bool, where) -> None:
     print(f"{verb}: {verdict}; wrote {where}")
 
 
-def _set_threads(threads: int | None) -> None:
-    """Set torch's CPU threads (on a busy shared CPU, 1 thread avoids OpenMP spin-waits)."""
+def _set_threads(threads: int | None, verb: str) -> None:
+    """Set torch's CPU threads (on a busy shared CPU, 1 thread avoids OpenMP spin-waits).
+
+    Checked like ``generate``'s threads (``_checks.check_threads``): >= 1, and reduced
+    to ``darcyvae.darcy.MAX_THREADS`` before torch sees it.
+    """
     if threads is not None:
         import torch
 
-        if threads < 1:
-            msg = f"--threads must be >= 1; got {threads}"
-            raise ValueError(msg)
-        torch.set_num_threads(threads)
+        from ._checks import check_threads
+
+        torch.set_num_threads(check_threads(threads, verb, "--threads"))
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -501,7 +548,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from . import evaluation
 
-    _set_threads(args.threads)
+    _check_out(args.out)
+    _set_threads(args.threads, "evaluate")
     result = evaluation.evaluate(
         args.checkpoint,
         args.data,
@@ -535,6 +583,28 @@ def _one_line(exc: BaseException, command: str = "") -> str:
     return text or type(exc).__name__
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a verb runs, SIGTERM raises ``darcyvae.errors.Terminated`` (a
+    ``KeyboardInterrupt``) in the main thread, so it takes Ctrl-C's path: the run stops
+    cleanly, partial files and the last checkpoint are kept. The previous handler is
+    restored afterwards (``main`` may be called more than once in a process)."""
+    from .errors import Terminated
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``darcyvae`` console script; returns the exit code.
 
@@ -542,12 +612,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     or damaged file, a locked folder, different data on resume, a diverged
     run: ``DarcyvaeError`` (``TrainingDivergedError`` among them), ``ValueError``,
     ``TypeError``, ``OSError``), printed as one line; 3 an unexpected
-    exception, which is a bug in darcyvae; 130 interrupted. ``--debug``
-    also prints the traceback.
+    exception, which is a bug in darcyvae; 130 interrupted (Ctrl-C); 143
+    terminated (SIGTERM, handled as Ctrl-C). ``darcyvae train --seeds`` exits
+    1 when some members diverged and the others finished (2 when all did).
+    ``--debug`` also prints the traceback.
     """
     import traceback
 
-    from .errors import DarcyvaeError
+    from .errors import DarcyvaeError, Terminated
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -558,7 +630,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
+    except Terminated:
+        if debug:
+            traceback.print_exc()
+        print(
+            f"darcyvae {args.command}: terminated (SIGTERM); stopped as on Ctrl-C: what was "
+            "written is kept, the same command (with --resume for generate and train) continues",
+            file=sys.stderr,
+        )
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _toml
-from ._checks import check_choice, check_int, check_real, config_kwargs
+from ._checks import check_choice, check_int, check_real, check_sequence_fields, config_kwargs
 from .losses import BETA_MODES, LABEL_DIM_REDUCTIONS, LABEL_LOSSES, REDUCTIONS
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         c = "TrainConfig.optim"
+        check_sequence_fields(self)  # lr_values = "5" is not read character by character
         check_int(self.epochs, "epochs", c, low=0)
         check_int(self.batch_size, "batch_size", c, low=1)
         values = tuple(float(v) for v in self.lr_values)

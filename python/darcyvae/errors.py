@@ -15,6 +15,7 @@ __all__ = [
     "IntegrityError",
     "MissingDependencyError",
     "SolveAccuracyError",
+    "Terminated",
     "TrainingDivergedError",
 ]
 
@@ -49,4 +50,11 @@ class EnsembleMemoryError(DarcyvaeError, MemoryError):
 
 
 class TrainingDivergedError(DarcyvaeError, RuntimeError):
-    """A NaN or inf loss; the last good checkpoint is kept on disk (``darcyvae.training``)."""
+    """A NaN or inf loss; the last good checkpoint, if one was written, is kept on disk
+    (``darcyvae.training``)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``kill``, a batch system ending a job): raised in the main thread by
+    the command line's handler. A ``KeyboardInterrupt``, so it stops a run exactly as
+    Ctrl-C does (partial files and the last checkpoint kept); ``darcyvae`` exits 143."""

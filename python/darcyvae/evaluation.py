@@ -764,23 +764,56 @@ def _figures(
         "latent_distributions": plots.plot_latent_distributions(
             z_post, z_prior.cpu(), summary.theta
         ),
-        "latent_vs_theta": plots.plot_latent_vs_theta(summary.z_mean, summary.theta),
+        "latent_vs_theta": plots.plot_latent_vs_theta(
+            summary.z_mean,
+            summary.theta,
+            dims=shown_latents(summary.z_mean),
+            title=_shown_title("latent means against theta", summary.z_mean),
+        ),
         "latent_traversal": _traversal(model, summary, test_set),
     }
     return {name: plots.save_figure(fig, out / f"{name}.png") for name, fig in figs.items()}
 
 
+MAX_FIGURE_LATENTS = 10
+"""Most latent axes the per-axis figures draw (traversal, latents against theta): a
+``latent_dim = 1000`` model would ask for thousands of panels and never finish."""
+
+
+def shown_latents(z_mean: Any, limit: int = MAX_FIGURE_LATENTS) -> tuple[int, ...]:
+    """The latent axes the figures draw: all of them, or the ``limit`` whose codes have
+    the largest spread (standard deviation over the samples), in axis order."""
+    z = np.asarray(z_mean, dtype=np.float64).reshape(len(z_mean), -1)
+    n = z.shape[1]
+    if n <= limit:
+        return tuple(range(n))
+    spread = np.nan_to_num(np.std(z, axis=0), nan=-1.0) if len(z) > 1 else np.zeros(n)
+    top = np.argsort(-spread, kind="stable")[:limit]
+    return tuple(sorted(int(d) for d in top))
+
+
+def _shown_title(what: str, z_mean: Any) -> str | None:
+    """The title that says when only some latent axes are drawn (None: all of them)."""
+    n = np.asarray(z_mean).reshape(len(z_mean), -1).shape[1]
+    if n <= MAX_FIGURE_LATENTS:
+        return None
+    return f"{what}: the {MAX_FIGURE_LATENTS} of {n} latent axes with the largest spread"
+
+
 def _traversal(model: DenseVAE, summary: LossSummary, test_set: DarcyDataset):
-    """Decoded fields along each latent axis through the mean code, +-2 spreads of the codes."""
+    """Decoded fields along each latent axis through the mean code, +-2 spreads of the codes
+    (at most ``MAX_FIGURE_LATENTS`` axes: those whose codes spread most)."""
     from . import plots
 
     z = np.asarray(summary.z_mean, dtype=np.float64)
     spread = float(np.mean(np.std(z, axis=0))) if len(z) > 1 else 1.0
     spread = spread if np.isfinite(spread) and spread > 0 else 1.0
+    title = "latent traversal: decoded mean fields along each latent axis"
     return plots.latent_traversal(
         model,
         center=z.mean(axis=0),
         offsets=np.linspace(-2.0 * spread, 2.0 * spread, 5),
+        dims=shown_latents(z),
         denormalize=test_set.denormalize,
-        title="latent traversal: decoded mean fields along each latent axis",
+        title=_shown_title("latent traversal: decoded mean fields", z) or title,
     )

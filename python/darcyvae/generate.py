@@ -48,7 +48,7 @@ import contextlib
 import errno
 import logging
 import os
-import re
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._checks import check_choice, check_int
+from ._checks import check_choice, check_int, check_threads
 from ._generate_plan import RunPlan, SplitPlan, plan_run
 from ._hdf5_layout import (
     CHECKSUM_ATTR,
@@ -72,6 +72,7 @@ from ._hdf5_layout import (
     write_checksum,
     write_chunk,
 )
+from ._io import write_error
 from ._lock import folder_lock
 from ._pipeline import DaskPipeline, Encoding, LocalPipeline, computed_blocks, require_distributed
 from ._resume_log import SplitFiles, read_log, replay_partial, start_log
@@ -89,6 +90,8 @@ __all__ = [
     "FORMAT",
     "SPLITS",
     "GenerateConfig",
+    "bytes_per_sample",
+    "check_free_space",
     "generate_dataset",
     "read_attrs",
     "verify_dataset",
@@ -236,8 +239,8 @@ class GenerateConfig:
         if self.compression is not None:
             check_choice(self.compression, "compression", caller, COMPRESSIONS)
         check_int(self.compression_level, "compression_level", caller, low=0, high=9)
-        if self.threads is not None:
-            check_int(self.threads, "threads", caller, low=1)
+        if self.threads is not None:  # reduced to darcy.MAX_THREADS before it reaches C++
+            object.__setattr__(self, "threads", check_threads(self.threads, caller))
         for split in SPLITS:
             name = f"{split}_sampling"
             check_choice(getattr(self, name), name, caller, SAMPLINGS)
@@ -473,19 +476,78 @@ def _is_write_error(exc: BaseException) -> bool:
 
 def _write_error(partial: Path, exc: BaseException) -> OSError:
     """A clear OSError for a failed write (disk full, quota, file size limit, I/O error)."""
-    code = getattr(exc, "errno", None)
-    if code is None:  # h5py folds the C errno into its message
-        match = re.search(r"errno = (\d+)", str(exc))
-        code = int(match.group(1)) if match else None
-    reason = os.strerror(code) if code else str(exc)
-    hint = ""
-    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        hint = "free some space, then "
-    msg = (
-        f"generate: writing {str(partial)!r} failed: {reason}. The partial file and its "
-        f"log are kept: {hint}run the same command with resume=True (--resume) to continue."
+    return write_error(
+        "generate",
+        partial,
+        exc,
+        "The partial file and its log are kept",
+        "run the same command with resume=True (--resume) to continue",
     )
-    return OSError(code, msg) if code else OSError(msg)
+
+
+def bytes_per_sample(config: GenerateConfig) -> int:
+    """Bytes of one sample in a file, uncompressed: float32 theta (s), permeability
+    (N x N) and output (3 x N x N)."""
+    return 4 * (config.n_modes + 4 * config.grid**2)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_free_space(
+    config: GenerateConfig, out_dir: str | os.PathLike, *, reuse: bool = False
+) -> int:
+    """Refuse a run whose files would not fit on the disk of ``out_dir`` (issue 18 A4).
+
+    The estimate is the files' uncompressed size (``bytes_per_sample`` times the
+    samples of both splits, plus 1% and 1 MB for HDF5's own structures), computed
+    from the configuration alone: nothing is allocated and no block list is built,
+    so ``--n-train 10000000000`` fails at once instead of after minutes of planning
+    and a disk filled to the last byte. With ``reuse`` (resume or overwrite) the
+    outputs already in ``out_dir`` count as free. A file system that reports no
+    size at all (total 0) is not judged. Returns the estimate in bytes.
+
+    Raises
+    ------
+    OSError
+        (errno ENOSPC) Too little free space, naming what is needed and what is
+        free, and ``space_check=False`` (``--no-space-check``) for storage whose
+        free space the system does not report (e.g. a remote mount).
+    """
+    out_dir = Path(out_dir)
+    n = config.n_train + config.n_test
+    per = bytes_per_sample(config)
+    needed = n * per
+    needed += needed // 100 + 2**20
+    probe = out_dir.absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    if usage.total == 0:  # a file system that reports no size (e.g. a pseudo or remote one)
+        return needed
+    free = usage.free
+    if reuse and out_dir.is_dir():
+        for split in SPLITS:
+            files = SplitFiles.of(out_dir, split)
+            for path in (files.final, files.partial):
+                if path.is_file():
+                    free += path.stat().st_size
+    if needed > free:
+        packed = " (compression may need less)" if config.compression else ""
+        msg = (
+            f"generate_dataset: the dataset needs about {_size(needed)} "
+            f"({config.n_train:,} + {config.n_test:,} samples of {_size(per)} at grid "
+            f"{config.grid}, uncompressed{packed}) but the disk of {str(probe)!r} has "
+            f"{_size(free)} free; free some space, choose another out_dir, or pass "
+            "space_check=False (--no-space-check) if that disk does not report its free "
+            "space (e.g. a remote mount)."
+        )
+        raise OSError(errno.ENOSPC, msg)
+    return needed
 
 
 def _check_arguments(
@@ -517,6 +579,7 @@ def generate_dataset(
     dask_address: Any = None,
     progress: bool = True,
     callback: Callable[[str, int, int], None] | None = None,
+    space_check: bool = True,
 ) -> dict[str, Path]:
     """Generate ``train.h5`` and ``test.h5`` in ``out_dir``.
 
@@ -548,6 +611,11 @@ def generate_dataset(
         ``callback(split, samples_done, n_samples)`` after each block is
         written and logged; an exception raised from it interrupts the run
         like Ctrl-C (the partial is kept for ``resume``).
+    space_check : bool, default=True
+        Before anything else (no file, no plan, no thetas), refuse a run
+        whose files would not fit in the free space of ``out_dir``'s disk
+        (``check_free_space``: the uncompressed size). False skips it, for
+        storage that does not report its free space (e.g. a remote mount).
 
     Returns
     -------
@@ -576,9 +644,10 @@ def generate_dataset(
         ``dask_address`` without the optional package ``distributed`` (an
         ``ImportError``).
     OSError
-        ``out_dir`` is not a folder or cannot be written; a write failed
-        (e.g. the disk is full): the message says so, and the partial file
-        and its log are kept for ``resume``.
+        ``out_dir`` is not a folder or cannot be written; the files would not
+        fit on its disk (``space_check``); a write failed (e.g. the disk is
+        full): the message says so, and the partial file and its log are
+        kept for ``resume``.
 
     Notes
     -----
@@ -601,6 +670,8 @@ def generate_dataset(
     """
     out_dir = Path(out_dir)
     _check_arguments(config, resume, overwrite, callback, out_dir, dask_address)
+    if space_check:  # before the plan: it builds block lists and checks every theta
+        check_free_space(config, out_dir, reuse=resume or overwrite)
     plan = plan_run(config, out_dir)
     _prepare_out_dir(out_dir)
     with folder_lock(out_dir, "darcyvae generate"):

@@ -447,7 +447,9 @@ def plot_latent_distributions(
     return fig
 
 
-def plot_latent_vs_theta(z_mean, theta, *, title: str | None = None) -> Figure:
+def plot_latent_vs_theta(
+    z_mean, theta, *, title: str | None = None, dims: tuple[int, ...] | None = None
+) -> Figure:
     """Latent means against the generative parameters, with marginals (paper Fig. 7).
 
     Parameters
@@ -456,12 +458,16 @@ def plot_latent_vs_theta(z_mean, theta, *, title: str | None = None) -> Figure:
         Encoder means mu_phi(y) of the samples.
     theta : array-like of shape (m, s)
         Their generative parameters.
+    title : str or None
+    dims : tuple of int or None
+        The latent coordinates drawn, one row each, labelled by their own
+        index (None: all n; ``evaluate`` passes at most ten of a wide latent).
 
     Returns
     -------
     matplotlib.figure.Figure
-        An n x s grid of scatter plots (row i: z_i, column j: theta_j), a
-        bottom row with the histogram of each theta_j and a right column
+        A len(dims) x s grid of scatter plots (row i: z_i, column j: theta_j),
+        a bottom row with the histogram of each theta_j and a right column
         with the histogram of each z_i; a disentangled latent shows one
         tight curve per row.
     """
@@ -471,6 +477,11 @@ def plot_latent_vs_theta(z_mean, theta, *, title: str | None = None) -> Figure:
     if len(z) != len(th):
         msg = f"{caller}: z_mean and theta must have the same number of samples; got {len(z)} and {len(th)}."
         raise ValueError(msg)
+    dims = tuple(range(z.shape[1])) if dims is None else tuple(int(d) for d in dims)
+    if not dims or any(d < 0 or d >= z.shape[1] for d in dims):
+        msg = f"{caller}: dims must be latent coordinates in [0, {z.shape[1]}); got {dims}."
+        raise ValueError(msg)
+    z = z[:, list(dims)]
     n, s = z.shape[1], th.shape[1]
     fig = _new_figure(figsize=(2.6 * (s + 1), 2.6 * (n + 1)), layout="constrained")
     grid = fig.add_gridspec(n + 1, s + 1, width_ratios=[3] * s + [1], height_ratios=[3] * n + [1])
@@ -479,10 +490,10 @@ def plot_latent_vs_theta(z_mean, theta, *, title: str | None = None) -> Figure:
             ax = fig.add_subplot(grid[i, j])
             ax.scatter(th[:, j], z[:, i], s=4, alpha=0.6, color="C0")
             ax.set_xlabel(f"theta_{j + 1}")
-            ax.set_ylabel(f"z_{i + 1}")
+            ax.set_ylabel(f"z_{dims[i] + 1}")
         ax = fig.add_subplot(grid[i, s])
         ax.hist(z[:, i], bins=30, orientation="horizontal", color="C1", alpha=0.7)
-        ax.set_title(f"z_{i + 1}", fontsize="small")
+        ax.set_title(f"z_{dims[i] + 1}", fontsize="small")
     for j in range(s):
         ax = fig.add_subplot(grid[n, j])
         ax.hist(th[:, j], bins=30, color="C2", alpha=0.7)

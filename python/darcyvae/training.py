@@ -38,7 +38,7 @@ from torch import Tensor
 from . import _run
 from ._checks import check_int
 from ._device import resolve_device, to_device_async
-from ._io import atomic_write_text
+from ._io import atomic_write_text, is_write_failure
 from ._lock import folder_lock
 from ._run import build_model, child_seeds
 from .checkpoint import (
@@ -341,7 +341,9 @@ def train(
     Raises
     ------
     FileExistsError
-        ``out_dir`` already holds a checkpoint and ``resume`` is False.
+        ``out_dir`` already holds a checkpoint and ``resume`` is False, or
+        (without ``resume``) it is a non-empty folder that darcyvae did not
+        write: its files would be replaced.
     FileNotFoundError
         ``resume`` without a checkpoint.
     FolderLockedError
@@ -353,7 +355,12 @@ def train(
     IntegrityError
         A damaged checkpoint.
     TrainingDivergedError
-        A NaN or inf loss; the last good checkpoint stays on disk.
+        A NaN or inf loss; the last good checkpoint (if one was written)
+        stays on disk.
+    OSError
+        A write failed (a full disk, a file size limit): one line naming the
+        file, the reason and the last checkpoint, which is kept intact
+        (``resume=True`` continues from it).
 
     Notes
     -----
@@ -380,26 +387,40 @@ def train(
     if not resume and ckpt_path.exists():
         msg = f"train: {str(ckpt_path)!r} already exists; pass resume=True or pick another out_dir."
         raise FileExistsError(msg)
+    if not resume:  # a folder of other files would have its config.toml, ... replaced
+        _run.check_out_folder(out, "train", "train")
     train_set, test_set = _run.load_datasets(config, train_data, test_data, dev)
-    with folder_lock(out, "darcyvae train"):
-        for name in (CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, SUMMARY_NAME):
-            clean_stale_tmp(out, name)
-        with _run.deterministic_mode(config.run.deterministic, dev):
-            run = _run.RunState.build(config, train_set, test_set, dev)
-            start = _restore(run, ckpt_path, allow_data_change=allow_data_change) if resume else 0
-            # the log is checked before any file of the run is rewritten
-            history = read_log(out / LOG_NAME, start)
-            if resume:
-                log.info("train: resuming %s at epoch %d", out, start)
-            history = _loop(run, out, start, history, progress)
-            final_metrics = _run.final_metrics(run)
-    final: dict[str, Any] = {"distortion_bound": run.bound}
-    final.update({name: m.to_dict() for name, m in final_metrics.items()})
-    over = final_metrics["train"].over_regularization
-    final["over_regularization"] = over.to_dict()
-    final["seed"] = config.run.seed
-    final["epochs"] = max(start, config.optim.epochs)
-    atomic_write_text(out / SUMMARY_NAME, json.dumps(final, indent=2, sort_keys=True))
+    run = None
+    try:
+        with folder_lock(out, "darcyvae train"):
+            for name in (CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, SUMMARY_NAME):
+                clean_stale_tmp(out, name)
+            with _run.deterministic_mode(config.run.deterministic, dev):
+                run = _run.RunState.build(config, train_set, test_set, dev)
+                if resume:
+                    start = _restore(run, ckpt_path, allow_data_change=allow_data_change)
+                    run.saved_epoch = start
+                else:
+                    start = 0
+                # the log is checked before any file of the run is rewritten
+                history = read_log(out / LOG_NAME, start)
+                if resume:
+                    log.info("train: resuming %s at epoch %d", out, start)
+                history = _loop(run, out, start, history, progress)
+                final_metrics = _run.final_metrics(run)
+        final: dict[str, Any] = {"distortion_bound": run.bound}
+        final.update({name: m.to_dict() for name, m in final_metrics.items()})
+        over = final_metrics["train"].over_regularization
+        final["over_regularization"] = over.to_dict()
+        final["seed"] = config.run.seed
+        final["epochs"] = max(start, config.optim.epochs)
+        atomic_write_text(out / SUMMARY_NAME, json.dumps(final, indent=2, sort_keys=True))
+    except (OSError, RuntimeError) as exc:
+        if not is_write_failure(exc):
+            raise
+        saved = None if run is None else run.saved_epoch
+        failure = _run.write_failure("train", out, exc, ckpt_path, saved)
+        raise failure from exc
     if over.over_regularized:
         log.warning(
             "train: %s looks over-regularised (rate %.3g nats/dim, distortion %.6g vs bound %.6g)",
@@ -456,10 +477,19 @@ def _loop(
                 group["lr"] = lr
             sums = _train_epoch(run, loader, epoch, labeled)
             if not all(math.isfinite(v) for v in sums[:4]):
+                if run.saved_epoch is not None:
+                    kept = (
+                        f"The last good checkpoint ({str(ckpt_path)!r}, epoch "
+                        f"{run.saved_epoch}) is kept."
+                    )
+                else:  # diverged before the first checkpoint: there is none to keep
+                    kept = (
+                        "No checkpoint had been written yet (one is written every "
+                        f"{config.run.checkpoint_every} epoch(s)), so there is none to keep."
+                    )
                 msg = (
                     f"train: non-finite loss in epoch {epoch} (loss {sums[0]}, rate "
-                    f"{sums[1]}, distortion {sums[2]}); stopped. The last good checkpoint "
-                    f"({str(ckpt_path)!r}) is kept."
+                    f"{sums[1]}, distortion {sums[2]}); stopped. {kept}"
                 )
                 raise TrainingDivergedError(msg)
             beta_now, beta_p_now = run.schedule.current(epoch)
@@ -484,8 +514,7 @@ def _loop(
                 record.update(_run.epoch_eval(run, epoch))
             record["seconds"] = time.perf_counter() - t0
             history.append(record)
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
+            _run.append_line(log_file, json.dumps(record) + "\n", log_path)
             bar.set_postfix(loss=f"{sums[0]:.4g}", beta=f"{beta_now:.3g}", rate=f"{sums[1]:.3g}")
             if last or (epoch + 1) % config.run.checkpoint_every == 0:
                 _run.save_run(run, ckpt_path, epoch + 1)
@@ -557,6 +586,8 @@ def train_with_restarts(
     check_int(restarts, "max_restarts", "train_with_restarts", low=0)
     out = Path(out_dir)
     trials: list[dict[str, Any]] = []
+    if not resume:
+        _run.check_out_folder(out, "train (restarts)", "train_with_restarts")
     with folder_lock(out, "darcyvae train (restarts)"):
         trials_path = out / TRIALS_NAME
         if resume and trials_path.is_file():

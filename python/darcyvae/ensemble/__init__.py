@@ -5,8 +5,9 @@ Public names
 train_ensemble, EnsembleResult, MemberResult, EnsembleMemoryError
     Train one DenseVAE per seed, all at once; member s equals the single run
     with seed s (``darcyvae.ensemble.trainer``, ``results``).
-parse_seeds
-    ``"0-49"`` / ``"3,7,11"`` -> list of seeds (what ``darcyvae train --seeds`` takes).
+parse_seeds, MAX_SEEDS
+    ``"0-49"`` / ``"3,7,11"`` -> list of seeds (what ``darcyvae train --seeds`` takes);
+    at most ``MAX_SEEDS`` of them in one run.
 BatchedDenseVAE, StackedAdam
     The batched network (grouped convolutions, batched matmuls) and the
     elementwise Adam over stacked parameters (``darcyvae.ensemble.batched``).
@@ -25,12 +26,13 @@ from .results import (
     MemberResult,
     member_dir,
 )
-from .seeds import check_seeds, parse_seeds, split_blocks
+from .seeds import MAX_SEEDS, check_seeds, parse_seeds, split_blocks
 from .trainer import train_ensemble
 
 __all__ = [
     "ENSEMBLE_CHECKPOINT",
     "ENSEMBLE_SUMMARY",
+    "MAX_SEEDS",
     "BatchedDenseVAE",
     "BatchedOutput",
     "EnsembleMemoryError",

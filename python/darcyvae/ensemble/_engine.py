@@ -29,6 +29,7 @@ from .._device import to_device_async
 from .._io import atomic_write_text
 from .._run import (
     RunState,
+    append_line,
     check_resume_config,
     check_resume_data,
     data_record,
@@ -435,8 +436,7 @@ class _EnsembleRun:
                         record.update(epoch_eval(self.member_run(m), epoch))
                     record["seconds"] = seconds
                     histories[m].append(record)
-                    log_files[m].write(json.dumps(record) + "\n")
-                    log_files[m].flush()
+                    append_line(log_files[m], json.dumps(record) + "\n", self.dirs[m] / LOG_NAME)
                 bar.set_postfix(active=sum(self.active), loss=f"{min(sums[0]):.4g}")
                 if last or (epoch + 1) % config.run.checkpoint_every == 0:
                     self.save()

@@ -6,7 +6,12 @@ import numbers
 import re
 from collections.abc import Sequence
 
-__all__ = ["check_seeds", "parse_seeds", "split_blocks"]
+__all__ = ["MAX_SEEDS", "check_seeds", "parse_seeds", "split_blocks"]
+
+MAX_SEEDS = 10_000
+"""Most seeds one ``train_ensemble`` call (``darcyvae train --seeds``) trains: 200 times the
+paper's 50 trials per arm. More is refused up front (``--seeds 0-100000`` would otherwise
+start a run of unbounded length); split them over several runs."""
 
 _ITEM = re.compile(r"^(\d+)(?:\s*-\s*(\d+))?$")
 
@@ -66,6 +71,8 @@ def parse_seeds(text: str) -> list[int]:
         if hi < lo:
             msg = f"parse_seeds: range {item!r} ends below its start; write it as {hi}-{lo}."
             raise ValueError(msg)
+        if len(seeds) + (hi - lo + 1) > MAX_SEEDS:  # before the list is built: '0-10**18'
+            raise _too_many(len(seeds) + (hi - lo + 1), f"{text!r} names", "parse_seeds")
         seeds.extend(range(lo, hi + 1))
     return check_seeds(seeds, "parse_seeds")
 
@@ -77,6 +84,8 @@ def check_seeds(seeds: Sequence[int] | str, caller: str = "train_ensemble") -> l
     if not isinstance(seeds, Sequence):
         msg = f"{caller}: seeds must be a sequence of integers or a string; got {type(seeds).__name__}."
         raise TypeError(msg)
+    if len(seeds) > MAX_SEEDS:  # before iterating: range(10**18) is a Sequence too
+        raise _too_many(len(seeds), "got", caller)
     out = []
     for s in seeds:
         if isinstance(s, bool) or not isinstance(s, numbers.Integral):
@@ -95,6 +104,14 @@ def check_seeds(seeds: Sequence[int] | str, caller: str = "train_ensemble") -> l
         msg = f"{caller}: every seed must appear once; got duplicates {dup}."
         raise ValueError(msg)
     return out
+
+
+def _too_many(n: int, what: str, caller: str) -> ValueError:
+    msg = (
+        f"{caller}: {what} {n:,} seeds; at most {MAX_SEEDS:,} train in one run "
+        "(darcyvae.ensemble.MAX_SEEDS); split them over several runs, each with its own --out."
+    )
+    return ValueError(msg)
 
 
 def split_blocks(seeds: list[int], seeds_per_block: int | None) -> list[list[int]]:

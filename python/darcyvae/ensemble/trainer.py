@@ -22,13 +22,13 @@ import torch
 
 from .._checks import check_choice
 from .._device import resolve_device
-from .._io import atomic_write_text
+from .._io import atomic_write_text, is_write_failure, write_error
 from .._lock import folder_lock
-from .._run import load_datasets
+from .._run import check_out_folder, load_datasets
 from ..checkpoint import CHECKPOINT_NAME, clean_stale_tmp
 from ..config import TrainConfig
 from ..dataset import DarcyDataset
-from ..errors import MissingDependencyError
+from ..errors import EnsembleMemoryError, MissingDependencyError
 from ..training import restart_seed
 from ._engine import ENSEMBLE_CHECKPOINT, _BlockSpec, _Options, _train_block
 from .results import ENSEMBLE_SUMMARY, EnsembleResult, MemberResult, member_dir
@@ -154,19 +154,41 @@ def train_ensemble(
     _check_outputs(out, first, seed_list, resume)
     # Data that do not fit the model fail here, before any training starts.
     dev = resolve_device(device, "train_ensemble")
+    _check_memory(config, max(len(b) for b in blocks), dev)
     train_set, test_set = load_datasets(config, train_data, test_data, dev)
     check_choice(precision, "precision", "train_ensemble", PRECISIONS)
     opts = _Options(dev, resume, progress, channels_last, allow_data_change, precision)
 
-    with folder_lock(out, "darcyvae train --seeds"):
-        for name in (ENSEMBLE_SUMMARY, *(path.name for path in first)):
-            clean_stale_tmp(out, name)  # left by an interrupted atomic save
-        rounds = _Rounds(out, config, seeds_per_block, restarts, dask)
-        trials = rounds.run(seed_list, train_set, test_set, train_data, test_data, opts)
-        members = [_accepted(trial, trials[trial]) for trial in seed_list]
-        result = EnsembleResult(out, seed_list, members, time.perf_counter() - t0)
-        _write_summary(result, config, blocks, dev, precision)
+    try:
+        with folder_lock(out, "darcyvae train --seeds"):
+            for name in (ENSEMBLE_SUMMARY, *(path.name for path in first)):
+                clean_stale_tmp(out, name)  # left by an interrupted atomic save
+            rounds = _Rounds(out, config, seeds_per_block, restarts, dask)
+            trials = rounds.run(seed_list, train_set, test_set, train_data, test_data, opts)
+            members = [_accepted(trial, trials[trial]) for trial in seed_list]
+            result = EnsembleResult(out, seed_list, members, time.perf_counter() - t0)
+            _write_summary(result, config, blocks, dev, precision)
+    except (OSError, RuntimeError) as exc:
+        if not is_write_failure(exc):
+            raise
+        raise _write_failure(out, exc, first) from exc
     return result
+
+
+def _write_failure(out: Path, exc: BaseException, first: list[Path]) -> OSError:
+    """The one-line error of an ensemble whose write failed (a full disk, ``ulimit -f``):
+    the ensemble checkpoints written so far are intact (atomic saves) and resume it."""
+    saved = [p for p in first if p.is_file()]
+    if saved:
+        kept = f"The ensemble checkpoint {str(saved[0])!r} written before is kept"
+        if len(saved) > 1:
+            kept = f"The {len(saved)} ensemble checkpoints written before are kept"
+        then = "run the same command with --resume (resume=True) to continue"
+    else:
+        kept = "No ensemble checkpoint had been written yet"
+        then = "run the same command again"
+    where = getattr(exc, "filename", None) or out
+    return write_error("train_ensemble", where, exc, kept, then)
 
 
 def _check_arguments(
@@ -185,6 +207,45 @@ def _check_arguments(
     return seed_list, blocks, restarts
 
 
+_BYTES_PER_PARAMETER = 16
+"""float32 parameter, gradient and two Adam moments: what a member holds besides activations."""
+
+
+def _device_memory(dev: torch.device) -> int | None:
+    """Total memory of ``dev`` in bytes (physical memory for the CPU), or None if unknown."""
+    try:
+        if dev.type == "cuda":
+            return int(torch.cuda.get_device_properties(dev).total_memory)
+        if dev.type == "cpu":
+            return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError, RuntimeError):  # pragma: no cover - exotic hosts
+        return None
+    return None
+
+
+def _check_memory(config: TrainConfig, k: int, dev: torch.device) -> None:
+    """Refuse a block of ``k`` members whose parameters, gradients and Adam moments alone
+    exceed the device's memory (a lower bound: activations come on top), before any
+    model is built. The count comes from a model on the meta device (nothing allocated)."""
+    from ..models import DenseVAE
+
+    with torch.device("meta"):
+        n_params = sum(p.numel() for p in DenseVAE(config.model).parameters())
+    per_member = _BYTES_PER_PARAMETER * n_params
+    total = _device_memory(dev)
+    if total is None or k * per_member <= total:
+        return
+    fit = max(1, total // (2 * per_member))
+    msg = (
+        f"train_ensemble: a block of K = {k:,} members needs at least "
+        f"{k * per_member / 1e9:,.1f} GB for its parameters, gradients and Adam moments alone "
+        f"({per_member / 1e6:,.1f} MB per member of {n_params:,} parameters), more than the "
+        f"{total / 1e9:,.1f} GB of the {dev.type} device; pass a smaller seeds_per_block "
+        f"(--seeds-per-block), e.g. {fit}."
+    )
+    raise EnsembleMemoryError(msg)
+
+
 def _check_outputs(out: Path, first: list[Path], seed_list: list[int], resume: bool) -> None:
     """Refuse to overwrite a run, or to resume one that is not there (before any file)."""
     if resume and not any(path.is_file() for path in first):
@@ -192,6 +253,7 @@ def _check_outputs(out: Path, first: list[Path], seed_list: list[int], resume: b
         raise FileNotFoundError(msg)
     if resume:
         return
+    check_out_folder(out, "train --seeds", "train_ensemble")  # nothing foreign replaced
     for path in first:
         if path.exists():
             msg = (

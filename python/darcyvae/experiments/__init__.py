@@ -115,10 +115,32 @@ def _check_name(name: str) -> Experiment:
     return _EXPERIMENTS[name]
 
 
+MAX_SEED = 2**32 - 1
+"""Largest base seed: every seed an experiment derives from it (``seed + k`` per trial,
+``10_000 + 100 seed + k`` for the landscape's initialisations) then fits what numpy,
+torch (< 2**64) and the datasets' 64-bit seed attribute (< 2**63) accept."""
+
+MAX_TRIALS = 1000
+"""Most trials per arm (``--trials``): 20 times the paper's 50."""
+
+
 def _check_trials(trials: Any) -> int | None:
     if trials is None:
         return None
-    return check_int(trials, "trials", "reproduce", low=1)
+    return check_int(trials, "trials", "reproduce", low=1, high=MAX_TRIALS)
+
+
+def _check_settings(scale: str, seed: Any, trials: Any, device: Any) -> tuple[Any, int, Any]:
+    """Every setting of a run checked before anything is written (issue 18 A7): a
+    rejected ``--seed 2**70`` leaves no ``experiment.json``, so the corrected rerun
+    needs no ``--overwrite``. Returns ``(Scale, seed, trials)``."""
+    from .._device import resolve_device
+
+    sc = get_scale(scale)
+    seed = check_int(seed, "seed", "reproduce", low=0, high=MAX_SEED)
+    trials = _check_trials(trials)
+    resolve_device(device, "reproduce")  # an unknown device, or CUDA where there is none
+    return sc, seed, trials
 
 
 def _command(name: str, out: Path, scale: str, seed: int, trials: int | None) -> str:
@@ -206,10 +228,11 @@ def run_experiment(
         Sizes (``darcyvae.experiments.SCALES``); None means "cpu", or
         "smoke" with ``quick=True``.
     seed : int, default=0
-        Base seed of every random choice.
+        Base seed of every random choice, in [0, ``MAX_SEED``] (2**32 - 1).
     trials : int or None, default=None
-        Trials per arm (None: the scale's number).
+        Trials per arm (None: the scale's number), at most ``MAX_TRIALS``.
     device : str, default="auto"
+        Checked, with every other setting, before anything is written.
     overwrite : bool, default=False
         Replace the folder's earlier results (only a folder darcyvae wrote).
     progress : bool, default=True
@@ -230,9 +253,7 @@ def run_experiment(
     exp = _check_name(name)
     if scale is None:
         scale = "smoke" if quick else "cpu"
-    sc = get_scale(scale)
-    seed = check_int(seed, "seed", "reproduce", low=0)
-    trials = _check_trials(trials)
+    sc, seed, trials = _check_settings(scale, seed, trials, device)
     out = Path(out_dir)
     from .._lock import folder_lock
 
@@ -391,8 +412,7 @@ def run_all(
     """
     if scale is None:
         scale = "smoke" if quick else "cpu"
-    get_scale(scale)
-    trials = _check_trials(trials)
+    _, seed, trials = _check_settings(scale, seed, trials, device)
     out = Path(out_dir)
     chosen = [e.name for e in list_experiments()]
     if names is not None:
