@@ -307,3 +307,35 @@ def test_plot_latent_grid_one_panel_per_model():
     np.testing.assert_allclose(visible[1].collections[0].get_offsets(), -th)
     with pytest.raises(ValueError, match="equal length"):
         plots.plot_latent_grid([th], [th, th], ["a"])
+
+
+def test_plot_cell_scores_places_every_trial_by_cell_and_arm():
+    cells = {
+        "raw-a": {
+            "no HP": {
+                "s_d": [0.95, 0.6],
+                "trained": [True, False],
+                "over_regularized": [False, False],
+            },
+            "HP": {"s_d": [0.7], "trained": [True], "over_regularized": [True]},
+        },
+        "chan-b": {
+            "no HP": {
+                "s_d": [None, 0.8],
+                "trained": [True, True],
+                "over_regularized": [False, False],
+            }
+        },
+    }
+    fig = plots.plot_cell_scores(cells, title="t")
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["raw-a", "chan-b"]
+    points = [p for coll in ax.collections for p in coll.get_offsets() if np.isfinite(p).all()]
+    assert len(points) == 4  # None is not drawn
+    # every point sits in its cell's column, the two arms on either side of it
+    xs = sorted((float(x), float(y)) for x, y in points)
+    assert all(-0.5 < x < 0.5 for x, _ in xs[:3])
+    assert 0.5 < xs[3][0] < 1.5
+    assert xs[3][1] == pytest.approx(0.8)
+    with pytest.raises(ValueError, match="at least one cell"):
+        plots.plot_cell_scores({})

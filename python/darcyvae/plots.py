@@ -503,7 +503,13 @@ def plot_latent_vs_theta(
     return fig
 
 
-__all__ += ["latent_traversal", "plot_latent_grid", "plot_panels", "plot_trial_scores"]
+__all__ += [
+    "latent_traversal",
+    "plot_cell_scores",
+    "plot_latent_grid",
+    "plot_panels",
+    "plot_trial_scores",
+]
 
 
 def latent_traversal(
@@ -730,6 +736,67 @@ def plot_trial_scores(
     ax.set_ylim(0.45, 1.02)
     ax.set_ylabel("S_D (test)")
     ax.set_title(title or "disentanglement of every trial")
+    ax.legend(fontsize="x-small", loc="lower right")
+    return fig
+
+
+def plot_cell_scores(
+    cells: dict,
+    *,
+    threshold: float | None = 0.9,
+    title: str | None = None,
+) -> Figure:
+    """S_D of every trial by cell (x) and arm (colour): the sensitivity study's figure.
+
+    Parameters
+    ----------
+    cells : dict of str to dict of str to dict
+        ``cells[cell][arm]`` holds ``s_d`` (list of float or None),
+        ``trained`` and ``over_regularized`` (lists of bool of the same length).
+    threshold : float or None
+        S_D drawn as the "disentangled" line.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes; per cell one column of points per arm, side by side: filled
+        when the trial beat the Theorem-1 bound, open when it did not, a cross
+        when it ended over-regularised.
+    """
+    import numpy as np
+
+    if not cells:
+        msg = "plot_cell_scores: give at least one cell."
+        raise ValueError(msg)
+    arms = list(dict.fromkeys(a for c in cells.values() for a in c))
+    fig = _new_figure(figsize=(2.0 + 1.3 * len(cells), 4.6), layout="constrained")
+    ax = fig.subplots()
+    rng = np.random.default_rng(0)
+    width = 0.7 / max(len(arms), 1)
+    for i, per_arm in enumerate(cells.values()):
+        for j, arm in enumerate(arms):
+            d = per_arm.get(arm)
+            if not d:
+                continue
+            sd = np.asarray([np.nan if v is None else v for v in d["s_d"]], dtype=float)
+            ok = np.asarray(d.get("trained", [True] * len(sd)), dtype=bool)
+            over = np.asarray(d.get("over_regularized", [False] * len(sd)), dtype=bool)
+            x = i + (j - (len(arms) - 1) / 2) * width + rng.uniform(-0.3, 0.3, len(sd)) * width
+            color = f"C{j}"
+            first = i == 0
+            ax.scatter(
+                x[ok & ~over], sd[ok & ~over], s=18, color=color, label=arm if first else None
+            )
+            ax.scatter(x[~ok & ~over], sd[~ok & ~over], s=18, facecolors="none", edgecolors=color)
+            ax.scatter(x[over], sd[over], s=26, marker="x", color=color)
+    ax.scatter([], [], s=18, facecolors="none", edgecolors="grey", label="did not beat the bound")
+    ax.scatter([], [], s=26, marker="x", color="grey", label="over-regularised")
+    ax.set_xticks(range(len(cells)), list(cells), rotation=30, ha="right")
+    if threshold is not None:
+        ax.axhline(threshold, ls="--", color="grey", lw=1)
+    ax.set_ylim(0.45, 1.02)
+    ax.set_ylabel("S_D (test)")
+    ax.set_title(title or "S_D of every trial, by cell and arm")
     ax.legend(fontsize="x-small", loc="lower right")
     return fig
 

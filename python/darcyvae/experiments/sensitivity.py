@@ -360,18 +360,20 @@ def sensitivity(
     paths = dataset(ctx, "mixture4")
     results = [_run_cell(ctx, cell, paths, n, probe) for cell in chosen]
     ctx.seeds(n, "every arm of every cell")
-    scores = {}
+    scores: dict[str, dict[str, dict[str, list]]] = {}
     for c in results:
         recs = (
             c["records"] if c["status"] == "trained" else {k: [v] for k, v in c["records"].items()}
         )
-        for arm, rs in recs.items():
-            scores[f"{c['cell']}\n{arm}"] = {
+        scores[c["cell"]] = {
+            arm: {
                 "s_d": [r["s_d"] for r in rs],
                 "over_regularized": [r["over_regularized"] for r in rs],
                 "trained": [r["beats_bound"] for r in rs],
             }
-    fig = plots.plot_trial_scores(
+            for arm, rs in recs.items()
+        }
+    fig = plots.plot_cell_scores(
         scores, threshold=SD_DISENTANGLED, title="mixture4: S_D of every trial, by cell and arm"
     )
     files = [ctx.save(fig, "sensitivity_s_d.png")]
