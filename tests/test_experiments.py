@@ -491,3 +491,47 @@ def test_skl_claim_keeps_collapsed_latents_ranked_last():
     assert c["values"]["spearman"] is not None
     assert c["values"]["spearman"] < -0.5
     assert c["verdict"] == "reproduced"
+
+
+def test_reproduce_all_compares_each_verdict_with_an_earlier_run(tmp_path):
+    """--compare: the robust? column gives each claim's verdict in the other run, "(same)" when
+    it agrees; a folder holding no 'reproduce all' run is a clear error before anything runs."""
+    first = tmp_path / "a"
+    run_all(first, scale="smoke", progress=False, names=["fig1"])
+    second = tmp_path / "b"
+    run_all(second, scale="smoke", progress=False, names=["fig1"], compare=first)
+    top = (second / "report.md").read_text()
+    assert "| robust? |" in top
+    assert "| smoke: reproduced (same) |" in top
+    assert f"--compare {first}" in top
+    # A different verdict in the compared run shows as such.
+    stored = first / "fig1" / "results.json"
+    res = json.loads(stored.read_text())
+    res["claims"][0]["verdict"] = "partly"
+    stored.write_text(json.dumps(res))
+    run_all(second, scale="smoke", progress=False, names=["fig1"], compare=first)
+    assert "| smoke: partly |" in (second / "report.md").read_text()
+    with pytest.raises(ValueError, match="holds no 'reproduce all' run"):
+        run_all(tmp_path / "c", scale="smoke", progress=False, names=["fig1"], compare=tmp_path)
+    assert not (tmp_path / "c").exists()
+
+
+def test_robust_column_reads_the_sensitivity_grid_for_mixture4_claims():
+    from darcyvae.experiments import _robust
+
+    c = {"id": "HP-half-disentangle", "verdict": "partly"}
+    grid = {
+        "claims": [
+            {
+                "id": "robust-HP-half-disentangle",
+                "values": {"verdicts": {"a": "partly", "b": "partly"}, "robust": True},
+            },
+        ]
+    }
+    assert _robust("mixture4", c, {"sensitivity": grid}, None) == "grid: robust (2 cells)"
+    grid["claims"][0]["values"] = {"verdicts": {"a": "partly", "b": "reproduced"}, "robust": False}
+    assert _robust("mixture4", c, {"sensitivity": grid}, None) == "grid: depends (2 cells)"
+    assert _robust("gaussian", c, {"sensitivity": grid}, None) == "n/a"
+    other = {"scale": "cpu-fast", "folder": "x", "results": {"mixture4": {"claims": [dict(c)]}}}
+    assert _robust("mixture4", c, {}, other) == "cpu-fast: partly (same)"
+    assert _robust("normal", c, {}, other) == "cpu-fast: not run"

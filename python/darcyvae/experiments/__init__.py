@@ -402,17 +402,23 @@ def run_all(
     progress: bool = True,
     quick: bool | None = None,
     names: list[str] | None = None,
+    compare: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Run every experiment (``skl`` last) into ``out_dir/<name>``; write ``out_dir/report.md``.
 
     Parameters are those of ``run_experiment``; ``names`` restricts the run
     to some experiments (in the registry's order). An experiment that fails
-    is recorded (``{"error": message}``) and the others still run. Returns
-    ``{name: results}``.
+    is recorded (``{"error": message}``) and the others still run. ``compare``
+    is the folder of another ``reproduce all`` run (e.g. at the ``cpu-fast``
+    scale): the report's "robust?" column then gives each claim's verdict
+    there beside this run's, and for the ``mixture4`` claims whether the
+    ``sensitivity`` grid of this run found the verdict robust
+    (docs/reproduction.md §7). Returns ``{name: results}``.
     """
     if scale is None:
         scale = "smoke" if quick else "cpu"
     _, seed, trials = _check_settings(scale, seed, trials, device)
+    other = _load_compare(compare)
     out = Path(out_dir)
     chosen = [e.name for e in list_experiments()]
     if names is not None:
@@ -444,15 +450,74 @@ def run_all(
         except Exception as exc:
             log.exception("reproduce all: %s failed", name)
             results[name] = {"error": f"{type(exc).__name__}: {exc}", "claims": [], "figures": []}
-    atomic_write_text(out / "report.md", _all_report(results, out, scale, seed, trials))
+    atomic_write_text(out / "report.md", _all_report(results, out, scale, seed, trials, other))
     return results
 
 
+def _load_compare(folder: str | os.PathLike | None) -> dict[str, Any] | None:
+    """``{"scale": ..., "folder": ..., "results": {name: results.json}}`` of an earlier
+    ``reproduce all`` run, or None; a folder that holds none is a clear error."""
+    if folder is None:
+        return None
+    root = Path(folder)
+    marker = root / MARKER
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        msg = f"--compare {str(root)!r} holds no 'reproduce all' run (no readable {MARKER})."
+        raise ValueError(msg) from None
+    if info.get("experiment") != "all":
+        msg = f"--compare {str(root)!r} holds experiment {info.get('experiment')!r}, not 'all'."
+        raise ValueError(msg)
+    found = {}
+    for path in sorted(root.glob("*/results.json")):
+        try:
+            found[path.parent.name] = json.loads(path.read_text())
+        except ValueError:
+            log.warning("reproduce all: %s is unreadable; left out of the comparison", path)
+    return {"scale": info.get("scale"), "folder": str(root), "results": found}
+
+
+def _robust(name: str, c: dict[str, Any], results: dict[str, Any], other) -> str:
+    """The "robust?" cell of one claim: its verdict in the compared run, and for the
+    mixture4 claims the sensitivity grid's answer (docs/reproduction.md §7)."""
+    parts = []
+    grid = results.get("sensitivity", {})
+    if name == "mixture4" and grid.get("claims"):
+        rc = next((x for x in grid["claims"] if x["id"] == f"robust-{c['id']}"), None)
+        if rc is not None:
+            per = rc["values"].get("verdicts", {})
+            if not per:
+                parts.append("grid: no cell trains enough")
+            else:
+                parts.append(
+                    f"grid: {'robust' if rc['values'].get('robust') else 'depends'}"
+                    f" ({len(per)} cells)"
+                )
+    if other is not None:
+        prev = other["results"].get(name, {})
+        verdict = next(
+            (x["verdict"] for x in prev.get("claims", []) if x.get("id") == c.get("id")), None
+        )
+        scale = other["scale"]
+        if verdict is None:
+            parts.append(f"{scale}: not run")
+        else:
+            parts.append(f"{scale}: {verdict}" + (" (same)" if verdict == c["verdict"] else ""))
+    return "; ".join(parts) or "n/a"
+
+
 def _all_report(
-    results: dict[str, Any], out: Path, scale: str, seed: int, trials: int | None
+    results: dict[str, Any],
+    out: Path,
+    scale: str,
+    seed: int,
+    trials: int | None,
+    other: dict[str, Any] | None = None,
 ) -> str:
     cmd = f"darcyvae reproduce all --scale {scale} --seed {seed} --out {out}"
     cmd += f" --trials {trials}" if trials is not None else ""
+    cmd += f" --compare {other['folder']}" if other is not None else ""
     lines = [
         "# Reproducing Jacobsen & Duraisamy (2022): all experiments",
         "",
@@ -472,12 +537,24 @@ def _all_report(
         verdicts = ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "no claims"
         figs = " ".join(f"[{f}]({name}/{f})" for f in res["figures"])
         lines.append(f"| `{name}` | {verdicts} | [report]({name}/report.md) | {figs} |")
-    lines += ["", "## Every claim", "", "| experiment | claim | measured | verdict |"]
-    lines.append("|---|---|---|---|")
+    lines += [
+        "",
+        "## Every claim",
+        "",
+        (
+            "The robust? column: the claim's verdict in the compared run (`--compare`) and, for the "
+            "mixture4 claims, whether the sensitivity grid finds the same verdict in every cell "
+            "where the models train (docs/reproduction.md §7)."
+        ),
+        "",
+        "| experiment | claim | measured | verdict | robust? |",
+        "|---|---|---|---|---|",
+    ]
     for name, res in results.items():
         for c in res["claims"]:
             lines.append(
-                f"| `{name}` | {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** |"
+                f"| `{name}` | {cell(c['claim'])} | {cell(c['measured'])} | **{c['verdict']}** | "
+                f"{cell(_robust(name, c, results, other))} |"
             )
     return "\n".join(lines) + "\n"
 
