@@ -139,3 +139,48 @@ def test_cli_refuses_bad_cells_before_writing(tmp_path, capsys):
     assert main(["reproduce", "normal", "--cells", "raw-authors-zero", "--out", str(out)]) == 2
     assert "--cells is an option of 'sensitivity' only" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_rule_chooses_the_first_qualifying_cell_in_fidelity_order():
+    from darcyvae.experiments.sensitivity import choose_cell
+
+    def cell(name, frac, status="trained"):
+        return {"cell": name, "status": status, "fraction_trained": frac, "qualifies": frac >= 0.9}
+
+    names = [c.name for c in CELLS]
+    measured = [cell(n, 0.95) for n in names]
+    assert choose_cell(measured)[0] == "raw-authors-zero"
+    # The most faithful cell trains too rarely: the next one in fidelity order wins,
+    # even though a later cell trains more often.
+    measured[0] = cell(names[0], 0.85)
+    measured[1] = cell(names[1], 0.9)
+    measured[5] = cell(names[5], 1.0)
+    assert choose_cell(measured)[0] == "raw-authors-data"
+    measured[1] = cell(names[1], 0.0, status="does not train")
+    assert choose_cell(measured)[0] == "raw-common-zero"
+    # Undecided while an earlier cell is missing; None when nothing qualifies.
+    choice, why = choose_cell(measured[3:])
+    assert choice is None
+    assert "raw-authors-zero" in why
+    assert choose_cell([cell(n, 0.5) for n in names]) == (
+        None,
+        "no cell has >= 90% of its trials beating the Theorem-1 bound",
+    )
+
+
+def test_a_scale_with_a_cells_settings_trains_as_that_cell(tmp_path):
+    """Scale.with_settings is the one schedule path: the mixture4 configs of the scale built
+    from a cell equal the cell's configs (so a scale chosen by the rule trains what the grid
+    measured)."""
+    from dataclasses import replace
+
+    from darcyvae.experiments._common import train_config
+
+    ctx = _ctx(tmp_path)
+    for cell in CELLS:
+        scaled = replace(ctx, scale=ctx.scale.with_settings(cell.normalize, cell.lr, cell.init))
+        for hp in (False, True):
+            prior = "hierarchical" if hp else "std_norm"
+            assert train_config(scaled, prior=prior, mixture=True) == cell_config(ctx, cell, hp)
+    with pytest.raises(ValueError, match="lr must be"):
+        ctx.scale.with_settings("none", "fast", "zero")

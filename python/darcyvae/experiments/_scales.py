@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["SCALES", "Scale", "get_scale"]
+__all__ = ["AUTHORS_LR", "COMMON_LR", "SCALES", "Scale", "get_scale", "phase_schedule"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,33 @@ class Scale:
         default=("the paper's sizes (docs/model.md §4a,§4d); meant for a GPU",)
     )
 
+    def with_settings(self, normalize: str, lr: str, init: str) -> Scale:
+        """This scale with one cell of the sensitivity grid's settings (docs/reproduction.md §7).
+
+        ``normalize`` ("none" or "channel") and ``init`` (the output log-variance
+        start, "zero" or "data") are copied; ``lr`` sets the no-HP and HP
+        schedules: "authors" the authors' per-arm rates times ``lr_factor``,
+        dropping at the authors' places in phase 2 (``AUTHORS_LR``), "common"
+        ``COMMON_LR`` for both arms. Epochs and phases stay this scale's.
+        """
+        if lr not in ("authors", "common"):
+            msg = f"Scale.with_settings: lr must be 'authors' or 'common'; got {lr!r}."
+            raise ValueError(msg)
+        plain = AUTHORS_LR["plain"] if lr == "authors" else COMMON_LR
+        hp = AUTHORS_LR["hp"] if lr == "authors" else COMMON_LR
+        factor = self.lr_factor if lr == "authors" else 1.0
+        lrs, miles = phase_schedule(self.epochs, self.rec_epochs, *plain, factor)
+        hp_lrs, hp_miles = phase_schedule(self.hp_epochs, self.hp_rec_epochs, *hp, factor)
+        return replace(
+            self,
+            normalize=normalize,
+            output_logvar_init=init,
+            lr_values=lrs,
+            lr_milestones=miles,
+            hp_lr_values=hp_lrs,
+            hp_lr_milestones=hp_miles,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         from dataclasses import asdict
@@ -154,6 +181,36 @@ class Scale:
     def replace(self, **changes: Any) -> Scale:
         """A copy with ``changes``."""
         return replace(self, **changes)
+
+
+AUTHORS_LR: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "plain": ((5e-4, 1e-4), (0.76,)),
+    "hp": ((3e-4, 5e-5, 2.5e-5), (0.0, 0.8)),
+}
+"""The authors' rates per arm and where they drop, as fractions of phase 2 (the epochs after
+the reconstruction-only phase): no HP drops at epoch 5900 of 6500 with E_rec 4000 (0.76);
+HP drops at 6500 = E_rec (0.0) and 12500 of 14000 (0.8) (docs/model.md §4d)."""
+
+COMMON_LR: tuple[tuple[float, ...], tuple[float, ...]] = ((3e-3, 2e-4), (0.8,))
+"""One schedule for both arms (as ``cpu-fast``): 3e-3, then 2e-4 at 0.8 of phase 2."""
+
+
+def phase_schedule(
+    epochs: int,
+    rec: int,
+    rates: tuple[float, ...],
+    fractions: tuple[float, ...],
+    factor: float = 1.0,
+) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """Rates (times ``factor``) and milestones for a run of ``epochs`` with ``rec``
+    reconstruction-only epochs: each drop at ``rec + fraction * (epochs - rec)``; drops that
+    fall outside the run (or on top of an earlier one) are left out with their rates."""
+    miles: list[int] = []
+    for f in fractions:
+        m = rec + round(f * (epochs - rec))
+        if 0 < m < epochs and (not miles or m > miles[-1]):
+            miles.append(m)
+    return tuple(r * factor for r in rates[: len(miles) + 1]), tuple(miles)
 
 
 PAPER = Scale()

@@ -43,24 +43,14 @@ from ._common import (
     train_config,
     train_trials,
 )
+from ._scales import AUTHORS_LR, COMMON_LR
 from .studies import _arm_stats, _mixture_claims
 
-__all__ = ["AUTHORS_LR", "CELLS", "COMMON_LR", "Cell", "parse_cells"]
+__all__ = ["AUTHORS_LR", "CELLS", "COMMON_LR", "Cell", "choose_cell", "parse_cells"]
 
 NORMALIZE = ("none", "channel")
 LR_CHOICES = ("authors", "common")
 INITS = ("zero", "data")
-
-AUTHORS_LR: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "plain": ((5e-4, 1e-4), (0.76,)),
-    "hp": ((3e-4, 5e-5, 2.5e-5), (0.0, 0.8)),
-}
-"""The authors' rates per arm and where they drop, as fractions of phase 2 (the epochs after
-the reconstruction-only phase): no HP drops at epoch 5900 of 6500 with E_rec 4000 (0.76);
-HP drops at 6500 = E_rec (0.0) and 12500 of 14000 (0.8) (docs/model.md §4d)."""
-
-COMMON_LR: tuple[tuple[float, ...], tuple[float, ...]] = ((3e-3, 2e-4), (0.8,))
-"""One schedule for both arms (the ``cpu-fast`` scale): 3e-3, then 2e-4 at 0.8 of phase 2."""
 
 MIXTURE4_CLAIMS = (
     "no-hp-over-regularised",
@@ -127,37 +117,13 @@ def parse_cells(cells: str | list[str] | tuple[str, ...] | None) -> tuple[Cell, 
     return tuple(c for c in CELLS if c.name in names)
 
 
-def _schedule(
-    epochs: int, rec: int, rates: tuple[float, ...], fractions: tuple[float, ...]
-) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    """Rates and milestones for a run of ``epochs`` with ``rec`` reconstruction-only epochs:
-    each drop at ``rec + fraction * (epochs - rec)``; drops that fall outside the run (or on
-    top of an earlier one) are left out with their rates."""
-    miles: list[int] = []
-    for f in fractions:
-        m = rec + round(f * (epochs - rec))
-        if 0 < m < epochs and (not miles or m > miles[-1]):
-            miles.append(m)
-    return tuple(rates[: len(miles) + 1]), tuple(miles)
-
-
 def cell_config(ctx: Context, cell: Cell, hp: bool):
-    """The TrainConfig of one arm of ``cell``: the mixture4 study's (``train_config``) with the
-    cell's normalisation, learning-rate schedule and output log-variance start."""
-    base = train_config(
-        ctx,
-        prior="hierarchical" if hp else "std_norm",
-        mixture=True,
-        model={"output_logvar_init": cell.init},
-    )
-    epochs, rec = base.optim.epochs, base.beta.rec_epochs
-    if cell.lr == "authors":
-        rates, fractions = AUTHORS_LR["hp" if hp else "plain"]
-        rates = tuple(r * ctx.scale.lr_factor for r in rates)
-    else:
-        rates, fractions = COMMON_LR
-    lrs, miles = _schedule(epochs, rec, rates, fractions)
-    return base.replace(lr_values=lrs, lr_milestones=miles, normalize=cell.normalize)
+    """The TrainConfig of one arm of ``cell``: the mixture4 study's (``train_config``) at the
+    scale with the cell's settings (``Scale.with_settings``)."""
+    from dataclasses import replace
+
+    cell_ctx = replace(ctx, scale=ctx.scale.with_settings(cell.normalize, cell.lr, cell.init))
+    return train_config(cell_ctx, prior="hierarchical" if hp else "std_norm", mixture=True)
 
 
 def _cell_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -252,6 +218,26 @@ def _run_cell(ctx: Context, cell: Cell, paths, n: int, probe: bool) -> dict[str,
         "verdicts": verdicts,
         "records": arms,
     }
+
+
+def choose_cell(cells: list[dict[str, Any]]) -> tuple[str | None, str]:
+    """The rule that chooses the ``cpu`` scale (docs/reproduction.md §7), and why.
+
+    The first cell in fidelity order (``CELLS``) where at least ``FIDELITY_RULE`` of
+    the trials beat the Theorem-1 bound. Undecided (None) while a cell before it in
+    that order has not been measured; None as well when no cell qualifies.
+    """
+    by_name = {c["cell"]: c for c in cells}
+    for cell in CELLS:
+        c = by_name.get(cell.name)
+        if c is None:
+            return None, f"undecided: {cell.name} (earlier in fidelity order) was not run"
+        if c["status"] == "trained" and c["qualifies"]:
+            return cell.name, (
+                f"{cell.name}: the first cell in fidelity order where >= {FIDELITY_RULE:.0%} "
+                f"of the trials beat the Theorem-1 bound ({c['fraction_trained']:.0%})"
+            )
+    return None, f"no cell has >= {FIDELITY_RULE:.0%} of its trials beating the Theorem-1 bound"
 
 
 def _robustness_claims(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -389,7 +375,11 @@ def sensitivity(
             "beat the Theorem-1 bound (docs/reproduction.md §7)"
         ),
     ]
+    choice, why = choose_cell(results)
+    notes.append(f"the rule's choice for the cpu scale: {why}")
     return {
+        "choice": choice,
+        "choice_reason": why,
         "cells": [{k: v for k, v in c.items() if k != "records"} for c in results],
         "records": {c["cell"]: c["records"] for c in results},
         "claims": _robustness_claims(results),
