@@ -535,3 +535,22 @@ def test_robust_column_reads_the_sensitivity_grid_for_mixture4_claims():
     other = {"scale": "cpu-fast", "folder": "x", "results": {"mixture4": {"claims": [dict(c)]}}}
     assert _robust("mixture4", c, {}, other) == "cpu-fast: partly (same)"
     assert _robust("normal", c, {}, other) == "cpu-fast: not run"
+
+
+def test_cpu_scale_of_a_chosen_cell_applies_it_everywhere():
+    from darcyvae.experiments._scales import CPU_FAST, cpu_scale
+
+    assert cpu_scale(None) == CPU_FAST.replace(name="cpu")
+    cpu = cpu_scale(("none", "authors", "zero"))
+    assert (cpu.name, cpu.normalize, cpu.output_logvar_init) == ("cpu", "none", "zero")
+    # the authors' per-arm rates x 10 (ratio 0.6) and their drops, on cpu-fast's epochs
+    assert cpu.lr_values == pytest.approx((5e-3, 1e-3))
+    assert cpu.hp_lr_values == pytest.approx((3e-3, 5e-4, 2.5e-4))
+    assert cpu.lr_milestones == (150 + round(0.76 * 250),)
+    assert cpu.hp_lr_milestones == (200, 200 + round(0.8 * 300))
+    assert (cpu.epochs, cpu.hp_epochs, cpu.grid) == (CPU_FAST.epochs, CPU_FAST.hp_epochs, 17)
+    # the paper's trial counts; the authors' full-batch semi-supervised runs, started at the data
+    assert (cpu.trials, cpu.ss_trials, cpu.ss_batch) == (50, 10, 512)
+    assert cpu.ss_output_logvar_init == "data"
+    assert cpu.ss_lr_values == pytest.approx((1e-2, 5e-3))
+    assert any("chosen by the written rule" in n for n in cpu.notes)

@@ -65,7 +65,7 @@ def _train_label_counts(ctx: Context, n: int, batch: int) -> dict[int, list[dict
             ctx,
             prior="scaled_gaussian",
             schedule="ss",
-            model={"prior_variance": (1.0, 2.0)},
+            model={"prior_variance": (1.0, 2.0), "output_logvar_init": s.ss_output_logvar_init},
             batch_size=batch,
             n_labeled=int(n_l),
             label_loss="nll",

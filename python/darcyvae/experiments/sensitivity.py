@@ -342,7 +342,7 @@ def sensitivity(
     from .. import plots
 
     chosen = parse_cells(cells)
-    n = ctx.n_trials(ctx.scale.trials)
+    n = ctx.n_trials(ctx.scale.sensitivity_trials)
     paths = dataset(ctx, "mixture4")
     results = [_run_cell(ctx, cell, paths, n, probe) for cell in chosen]
     ctx.seeds(n, "every arm of every cell")
