@@ -383,3 +383,182 @@ def test_train_seeds_bad_input_is_one_line(setup, capsys, extra, message):
     assert main([*_quick(config, train, tmp / "bad", "--epochs", "1", *extra)]) == 2
     assert message in _one_error_line(capsys.readouterr().err).lower()
     assert not (tmp / "bad" / "ensemble.json").exists()
+
+
+# ------------------------------------------------ issue 18 B3: --set overrides on the command line
+def test_train_set_overrides_the_config_file(setup, capsys):
+    tmp, config, train, _ = setup
+    run = tmp / "set"
+    argv = _quick(config, train, run, "--epochs", "1")
+    argv += ["--set", "optim.lr_values=[2e-3]", "--set", "run.seed=3"]
+    argv += ["--set", "beta.mode=fixed", "--set", "model.latent_dim=3"]
+    assert main(argv) == 0
+    saved = training.TrainConfig.from_toml(run / "config.toml")
+    assert saved.optim.lr_values == (2e-3,)
+    assert saved.optim.lr_milestones == ()
+    assert (saved.run.seed, saved.beta.mode, saved.model.latent_dim) == (3, "fixed", 3)
+    assert saved.optim.epochs == 1  # --epochs on top
+
+
+def test_train_with_a_model_preset_from_the_command_line(tmp_path, vae_data, capsys):
+    """The models of ``--list`` are named with ``--set model.preset=NAME``."""
+    argv = ["train", "--preset", "quick_hp", "--train", vae_data.train, "--out"]
+    argv += [str(tmp_path / "p"), "--device", "cpu", "--no-progress", "--epochs", "1"]
+    argv += ["--set", "model.preset=dense_vae_tiny", "--set", "beta.rec_epochs=1"]
+    assert main(argv) == 0
+    saved = training.TrainConfig.from_toml(tmp_path / "p" / "config.toml")
+    assert (saved.model.grid, saved.model.blocks, saved.model.prior) == (17, (2, 2, 2), "std_norm")
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        (["--set", "optim.lr=1e-3"], ["unknown key 'lr' in [optim]", "lr_values", "epochs"]),
+        (["--set", "sections.x=1"], ["unknown section 'sections'", "model, optim, beta"]),
+        (["--set", "seed"], ["SECTION.KEY=VALUE"]),
+        (["--set", "run.seed=three"], ["seed must be an integer"]),
+        (["--set", "run.seed=3", "--seed", "4"], ["--seed and --set run.seed"]),
+        (["--set", "optim.epochs=3"], ["--epochs and --set optim.epochs"]),
+        (["--set", "run.seed=3", "--seeds", "0,1"], ["--set run.seed and --seeds"]),
+        (["--set", "optim.lr_values=[1e-3,1e-4,1e-5]"], ["len(lr_values) - 1 = 2"]),
+    ],
+)
+def test_a_bad_set_is_one_line_naming_what_is_known(setup, capsys, extra, names):
+    tmp, config, train, _ = setup
+    assert main([*_quick(config, train, tmp / "bad", "--epochs", "1", *extra)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert line.startswith("darcyvae train: error: ")
+    for name in names:
+        assert name in line
+    assert not (tmp / "bad").exists()  # refused before anything was written
+
+
+# ------------------------------------------------ issue 18 B8: one flag, help for every option
+def test_quiet_is_an_alias_of_no_progress():
+    from darcyvae.cli import build_parser
+
+    parser = build_parser()
+    for flag in ("--no-progress", "--quiet"):
+        assert parser.parse_args(["train", flag]).no_progress is True
+    assert parser.parse_args(["train"]).no_progress is False
+    for argv in (["generate", "--out", "x"], ["reproduce"]):
+        assert parser.parse_args([*argv, "--no-progress"]).no_progress is True
+
+
+def test_every_option_of_every_verb_has_help_and_says_its_default():
+    """Was: generate's --n-train, --n-test, --seed, --rate and --well-width had no help,
+    and --dist, --compression and --kernel did not say their defaults."""
+    import argparse
+
+    from darcyvae.cli import build_parser
+
+    verbs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing, no_default = [], []
+    for verb, parser in verbs.choices.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            name = f"{verb} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(name)
+                continue
+            default = action.default
+            if default not in (None, False, [], argparse.SUPPRESS) and "default" not in action.help:
+                no_default.append(f"{name} (default {default!r})")
+    assert not missing, f"options without help: {missing}"
+    assert not no_default, f"options whose help does not say their default: {no_default}"
+
+
+def test_flags_only_leaves_out_the_python_names():
+    from darcyvae.cli import _flags_only
+
+    cases = {
+        "x.h5 exists; overwrite=True (--overwrite) replaces it.": "x.h5 exists; --overwrite replaces it.",
+        "generate: dask_address (--dask) needs the optional package": "generate: --dask needs the optional package",
+        "run the same command with --resume (resume=True) to continue": "run the same command with --resume to continue",
+        "pass a smaller seeds_per_block (--seeds-per-block), e.g. 3.": "pass a smaller --seeds-per-block, e.g. 3.",
+        "or space_check=False (--no-space-check) if": "or --no-space-check if",
+        "train_ensemble: dask (--dask) needs": "train_ensemble: --dask needs",
+        "choose another out_dir (--out).": "choose another --out.",
+        "free some space, choose another out_dir, or pass": "free some space, choose another --out, or pass",
+        "pass resume=True or pick another out_dir.": "pass --resume or pick another --out.",
+        # names inside paths stay
+        "'runs/out_dir/x' and '/a/resume=True'": "'runs/out_dir/x' and '/a/resume=True'",
+        # ordinary words before a flag in parentheses stay
+        "with a smaller block (--seeds-per-block)": "with a smaller block (--seeds-per-block)",
+        "no flags here: loss (nats) and f(x) = 1": "no flags here: loss (nats) and f(x) = 1",
+    }
+    for text, expected in cases.items():
+        assert _flags_only(text) == expected
+
+
+def test_cli_errors_name_flags_not_python_keywords(setup, tmp_path, capsys, caplog, synthetic_h5):
+    """Was: "overwrite=True (--overwrite)", "pass resume=True or pick another out_dir"."""
+    tmp, config, train, _ = setup
+    run = tmp / "run"
+    assert main(_quick(config, train, run, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert main(_quick(config, train, run, "--epochs", "1")) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--resume" in line
+    assert "--out" in line
+    assert "resume=True" not in line
+    assert "out_dir" not in line
+    # A library warning printed through logging says the flag only, too.
+    other = synthetic_h5(tmp / "other.h5", n=32, grid=17, seed=9)
+    argv = _quick(config, other, run, "--epochs", "2", "--resume", "--allow-data-change")
+    with caplog.at_level("WARNING"):
+        assert main(argv) == 0
+    warned = [r.getMessage() for r in caplog.records if "differ" in r.getMessage()]
+    assert warned
+    assert all("allow_data_change" not in m for m in warned), warned
+    assert any("--allow-data-change" in m for m in warned), warned
+    out = tmp_path / "data"
+    assert main([*_GEN, "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main([*_GEN, "--out", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--overwrite" in line
+    assert "overwrite=True" not in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["generate", "--n-train", "-1"], "error: --n-train must be an integer in [1, inf]"),
+        (["generate", "--chunk-size", "0"], "error: --chunk-size must be"),
+        (["generate", "--kle", "0"], "error: --kle must be an integer in [1, "),
+        (["generate", "--well-width", "2"], "error: --well-width must be a finite float"),
+        (["generate", "--dist", "gaussian", "--sd", "-1"], "error: --sd must be > 0"),
+        (["reproduce", "fig1", "--trials", "0"], "error: --trials must be an integer in [1, 1000]"),
+        (
+            ["reproduce", "fig1", "--seed", "-1"],
+            "error: --seed must be an integer in [0, 4294967295]",
+        ),
+        (
+            ["train", "--preset", "quick_hp", "--train", "x.h5", "--restarts", "-1"],
+            "error: --restarts must be",
+        ),
+        (
+            [
+                "train",
+                "--preset",
+                "quick_hp",
+                "--train",
+                "x.h5",
+                "--seeds",
+                "0,1",
+                "--seeds-per-block",
+                "0",
+            ],
+            "error: --seeds-per-block must be >= 1",
+        ),
+    ],
+)
+def test_an_option_is_named_by_its_flag_in_the_error(tmp_path, capsys, argv, expected):
+    """Was: "GenerateConfig: n_train must be ...", "run_training: max_restarts must be ..."."""
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert expected in line, line
+    assert not out.exists()

@@ -250,3 +250,147 @@ def test_lists_and_the_length_scale_pair_still_load():
 
     assert KLEConfig(length_scale=0.2).length_scale == 0.2  # a float or an (lx, ly) pair
     assert KLEConfig(length_scale=(0.1, 0.2)).length_scale == (0.1, 0.2)
+
+
+# ------------------------------------------------ issue 18 B3: configs a person can write
+
+
+def test_every_listed_model_can_be_named_in_a_config_with_overrides(tmp_path):
+    """Was: the models of ``darcyvae train --list`` could not be named in a config
+    (``[model] preset = ...`` was an unknown key)."""
+    from darcyvae.models import list_models, model_config
+
+    names = [name for name, _ in list_models()]
+    assert "dense_vae_tiny" in names
+    for name in names:
+        assert TrainConfig.from_dict({"model": {"preset": name}}).model == model_config(name)
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        '[model]\npreset = "dense_vae_tiny"\nlatent_dim = 3\nprior = "hierarchical"\n'
+        "[optim]\nepochs = 5\n"
+    )
+    cfg = TrainConfig.from_toml(path)
+    assert cfg.model == model_config("dense_vae_tiny", latent_dim=3, prior="hierarchical")
+    assert cfg.optim.epochs == 5
+    # written back in full, it reads the same
+    assert TrainConfig.from_toml(cfg.to_toml(tmp_path / "again.toml")) == cfg
+    assert cfg.replace(model={"preset": "dense_vae_small"}).model == model_config("dense_vae_small")
+
+
+def test_a_model_preset_error_names_the_models():
+    with pytest.raises(ValueError, match=r"unknown preset 'tiny'; known: dense_vae_paper, "):
+        TrainConfig.from_dict({"model": {"preset": "tiny"}})
+    with pytest.raises(TypeError, match="preset must be the name of a model"):
+        TrainConfig.from_dict({"model": {"preset": 3}})
+    with pytest.raises(ValueError, match=r"unknown keys \['latent'\]"):
+        TrainConfig.from_dict({"model": {"preset": "dense_vae_tiny", "latent": 3}})
+
+
+def test_lr_values_alone_take_the_milestones_that_fit_them(tmp_path):
+    """Was: ``lr_values = [0.001]`` alone failed against the paper's default milestone
+    (5900,), and three rates alone said nothing of how to fix it."""
+    path = tmp_path / "c.toml"
+    path.write_text("[optim]\nlr_values = [0.001]\n")
+    assert TrainConfig.from_toml(path).optim.lr_milestones == ()
+    assert TrainConfig(lr_values=(2e-3,)).optim.lr_milestones == ()
+    assert TrainConfig.from_dict({"lr_values": [2e-3]}).optim.lr_milestones == ()
+    assert TrainConfig().optim.lr_milestones == (5900,)  # the released default, unchanged
+    path.write_text("[optim]\nepochs = 300\nlr_values = [1e-3, 1e-4, 1e-5]\n")
+    with pytest.raises(
+        ValueError, match=r"set lr_milestones with len\(lr_values\) - 1 = 2 epochs.*\[100, 200\]"
+    ):
+        TrainConfig.from_toml(path)
+    # two rates other than the default pair: their milestone cannot be guessed either
+    with pytest.raises(ValueError, match="lr_milestones is not set"):
+        TrainConfig(lr_values=(1e-3, 1e-4))
+    path.write_text("[optim]\nlr_values = [1e-3, 1e-4]\nlr_milestones = [50]\n")
+    assert TrainConfig.from_toml(path).optim.lr_milestones == (50,)
+    # set explicitly, a mismatch names both fixes
+    with pytest.raises(ValueError, match=r"len\(lr_milestones\) \+ 1 = 3 rates"):
+        TrainConfig(lr_values=(1e-3,), lr_milestones=(10, 20))
+    # an override keeps milestones that still fit and drops those that do not
+    base = TrainConfig(lr_values=(1e-3, 1e-4), lr_milestones=(50,))
+    assert base.replace(lr_values=(2e-3, 2e-4)).optim.lr_milestones == (50,)
+    assert base.replace(lr_values=(2e-3,)).optim.lr_milestones == ()
+    assert base.replace(optim={"lr_values": [2e-3]}).optim.lr_milestones == ()
+
+
+def test_overrides_apply_on_top_in_the_hydra_convention():
+    cfg = load_preset("quick_hp").with_overrides(
+        [
+            "optim.lr_values=[1e-3,1e-4]",
+            "optim.lr_milestones=[100]",
+            "run.seed=3",
+            "model.prior=std_norm",  # a bare string
+            'beta.mode="fixed"',  # a TOML string
+            "beta.value=0.5",
+            "run.deterministic=true",
+            "run.seed=4",  # a later override of the same key wins
+        ]
+    )
+    assert cfg.optim.lr_values == (1e-3, 1e-4)
+    assert cfg.optim.lr_milestones == (100,)
+    assert (cfg.run.seed, cfg.run.deterministic) == (4, True)
+    assert (cfg.model.prior, cfg.model.grid) == ("std_norm", 33)  # the rest of the preset kept
+    assert (cfg.beta.mode, cfg.beta.value) == ("fixed", 0.5)
+    tiny = TrainConfig().with_overrides(["model.preset=dense_vae_tiny", "model.latent_dim=4"])
+    assert tiny.model.grid == 17
+    assert tiny.model.latent_dim == 4
+    assert TrainConfig().with_overrides([]) == TrainConfig()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.lr=1e-3", r"unknown key 'lr' in \[optim\]; known: batch_size, epochs, lr_mil"),
+        ("optimiser.epochs=3", r"unknown section 'optimiser'; known: model, optim, beta"),
+        ("model.size=3", r"unknown key 'size' in \[model\]; known: blocks, .*preset"),
+        ("epochs=3", "expected SECTION.KEY=VALUE"),
+        ("run.seed", "expected SECTION.KEY=VALUE"),
+        ("run.seed=", "no value after '='"),
+        ("optim.lr_values=[1e-3,", "is not a valid TOML value"),
+    ],
+)
+def test_a_bad_override_names_what_is_known(override, message):
+    from darcyvae.config import parse_overrides
+
+    with pytest.raises(ValueError, match=message):
+        parse_overrides([override])
+
+
+def test_an_override_of_the_wrong_type_is_the_settings_own_error():
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        TrainConfig().with_overrides(["run.seed=three"])
+    with pytest.raises(TypeError, match="overrides must be a list"):
+        TrainConfig().with_overrides("run.seed=3")
+
+
+_TOML_SCALARS = (
+    st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.booleans()
+    # BMP only: darcyvae._toml writes an astral character as a JSON surrogate pair
+    # ("\ud800\udc00"), which TOML refuses (reported; not this test's subject)
+    | st.text(st.characters(max_codepoint=0xFFFF, exclude_categories=("Cs", "Cc")), max_size=20)
+)
+
+
+@given(value=_TOML_SCALARS | st.lists(st.integers(-1000, 1000), max_size=5))
+def test_an_override_value_is_read_as_the_toml_value_it_writes(value):
+    """The value part is TOML: what darcyvae writes to a config file reads back the same."""
+    from darcyvae import _toml
+    from darcyvae.config import parse_overrides
+
+    text = _toml.dumps({"v": value}).split(" = ", 1)[1].rstrip("\n")
+    assert parse_overrides([f"run.seed={text}"]) == {"run": {"seed": value}}
+
+
+@given(
+    word=st.from_regex(r"[A-Za-z_][A-Za-z0-9_\-]{0,15}", fullmatch=True).filter(
+        lambda w: w not in ("true", "false", "inf", "nan")
+    )
+)
+def test_a_bare_word_is_a_string(word):
+    from darcyvae.config import parse_overrides
+
+    assert parse_overrides([f"model.prior={word}"]) == {"model": {"prior": word}}

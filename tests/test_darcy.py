@@ -547,3 +547,20 @@ def test_avx2_kernel_object_has_no_weak_symbols():
             if len(line.split()) >= 2 and line[17:18] in {"W", "w", "V", "v", "u"}
         ]
         assert weak == [], (obj, weak)
+
+
+@pytest.mark.parametrize("threads", [2**70, 2**31, darcy.MAX_THREADS + 1])
+def test_a_huge_thread_count_is_reduced_not_leaked_to_pybind(threads, caplog):
+    """Issue 18: ``solve_batch(threads=2**70)`` leaked pybind's multi-line
+    "incompatible function arguments"; it is checked in Python like every threads
+    setting (``_checks.check_threads``) and reduced to MAX_THREADS with a warning."""
+    k = np.exp(np.random.default_rng(0).standard_normal((3, 9, 9)))
+    with caplog.at_level("WARNING", logger="darcyvae"):
+        out = solve_batch(k, threads=threads)
+    assert np.array_equal(out, solve_batch(k, threads=1))
+    assert f"using {darcy.MAX_THREADS}" in caplog.text
+    with pytest.raises(ValueError, match=r"solve_batch: threads must be an integer in \[0, inf\]"):
+        solve_batch(k, threads=-1)
+    with pytest.raises(TypeError, match="solve_batch: threads must be an integer; got float"):
+        solve_batch(k, threads=2.0**70)
+    assert np.array_equal(solve_batch(k, threads=0), out)  # 0: all cores, as before

@@ -245,3 +245,40 @@ def test_train_test_shape_mismatch(tmp_path, synthetic_h5):
     b = synthetic_h5(tmp_path / "b.h5", n=8, grid=17)
     with pytest.raises(ValueError, match="same shape"):
         make_loaders(a, b)
+
+
+def test_make_loaders_takes_datasets_as_well_as_paths(tmp_path, synthetic_h5):
+    """Issue 18: DarcyDataset objects failed with torch's raw "expected str, bytes or
+    os.PathLike object"."""
+    a = synthetic_h5(tmp_path / "a.h5", n=8, grid=9, seed=0)
+    b = synthetic_h5(tmp_path / "b.h5", n=8, grid=9, seed=1)
+    train = DarcyDataset(a, normalize="channel")
+    test = DarcyDataset(b, normalize="channel", stats=train.stats)
+    train_loader, test_loader = make_loaders(train, test, batch_size=4, seed=2)
+    assert train_loader.dataset is train
+    assert test_loader.dataset is test
+    from_paths, _ = make_loaders(a, b, batch_size=4, seed=2, normalize="channel")
+    for (y1, t1), (y2, t2) in zip(train_loader, from_paths, strict=True):
+        assert torch.equal(y1, y2)
+        assert torch.equal(t1, t2)
+    # a test file beside a normalised training dataset gets the training statistics
+    _, test_loader = make_loaders(train, b)
+    assert test_loader.dataset.stats == train.stats
+    assert torch.equal(test_loader.dataset.y, test.y)
+    assert make_loaders(DarcyDataset(a))[0].dataset.stats is None
+
+
+def test_make_loaders_names_what_it_accepts(tmp_path, synthetic_h5):
+    a = synthetic_h5(tmp_path / "a.h5", n=8, grid=9, seed=0)
+    b = synthetic_h5(tmp_path / "b.h5", n=8, grid=9, seed=1)
+    with pytest.raises(TypeError, match="train_path must be a path to an HDF5 file or a Darcy"):
+        make_loaders(3)
+    with pytest.raises(TypeError, match=r"test_path must be a path .* got list"):
+        make_loaders(a, [b])
+    train = DarcyDataset(a, normalize="channel")
+    with pytest.raises(ValueError, match="normalised with the training statistics; got a test"):
+        make_loaders(train, DarcyDataset(b, normalize="channel"))  # its own statistics
+    with pytest.raises(ValueError, match="not normalised, as the training data"):
+        make_loaders(DarcyDataset(a), DarcyDataset(b, normalize="channel"))
+    with pytest.raises(ValueError, match="normalize='channel' but train_path is a DarcyDataset"):
+        make_loaders(DarcyDataset(a), normalize="channel")

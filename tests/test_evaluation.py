@@ -182,3 +182,21 @@ def test_a_wide_latent_draws_the_ten_axes_that_spread_most(tmp_path, vae_data):
     assert abs(h - 1.8 * 3 * 10 * 150) <= 2  # 10 axes x 3 channels (30 axes: 3 times taller)
     h = imread(ev.figures["latent_vs_theta"]).shape[0]
     assert abs(h - 2.6 * (10 + 1) * 150) <= 2
+
+
+def test_evaluate_figures_say_their_units_and_are_100_dpi_or_more(run, tmp_path):
+    """Issue 18 B5: the traversal of a model trained on normalised data is drawn
+    denormalised, and says so; every figure is written at >= 100 dpi."""
+    from darcyvae import evaluation
+    from PIL import Image
+
+    result, train_path, test_path = run
+    model = load_model(result.checkpoint)
+    test_set = DarcyDataset(test_path, normalize="channel", stats=train_path)
+    summary = evaluate_losses(model, test_set)
+    fig = evaluation._traversal(model, summary, test_set)
+    assert fig.get_suptitle().endswith("\nfields in physical units")
+    ev = evaluate(result.checkpoint, test_path, train_data=train_path, out_dir=tmp_path / "ev")
+    for path in ev.figures.values():
+        with Image.open(path) as image:
+            assert min(image.info["dpi"]) >= 100, path

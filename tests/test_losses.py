@@ -139,8 +139,8 @@ def test_phase1_guard_in_training_counts_its_steps(vae_data, tmp_path):
     assert "guard_steps" not in runs[False]
     assert runs[True]["guard_steps"] == 4  # 64 samples / 16: every step fired
     # beta = 1 instead of 1e-7: the logged loss carries the huge rate.
-    assert runs[True]["loss"] > 1e10
-    assert runs[False]["loss"] < 1e-6 * runs[True]["loss"]
+    assert runs[True]["objective"] > 1e10
+    assert runs[False]["objective"] < 1e-6 * runs[True]["objective"]
 
 
 def test_label_loss_summed_over_latent_dims_by_hand():

@@ -339,3 +339,63 @@ def test_plot_cell_scores_places_every_trial_by_cell_and_arm():
     assert xs[3][1] == pytest.approx(0.8)
     with pytest.raises(ValueError, match="at least one cell"):
         plots.plot_cell_scores({})
+
+
+# --- issue 18 B5: figures that say what they show ------------------------------------
+
+
+def test_latent_distributions_has_a_title_and_labelled_count_axes():
+    """Was: no title unless one was passed, and the 1-D histograms' y axes unlabelled."""
+    rng = np.random.default_rng(3)
+    zq, zp, th = rng.normal(size=(50, 2)), rng.normal(size=(80, 2)), rng.normal(size=(60, 2))
+    fig = plots.plot_latent_distributions(zq, zp, th)
+    assert fig.get_suptitle() == "aggregated posterior q(z), prior p(z) and p(theta)"
+    assert plots.plot_latent_distributions(zq, zp, th, title="mine").get_suptitle() == "mine"
+    one_d = plots.plot_latent_distributions(zq[:, :1], zp[:, :1], th[:, :1])
+    assert one_d.get_suptitle()
+    assert [ax.get_ylabel() for ax in one_d.axes] == ["density"] * 3
+    fig = plots.plot_latent_vs_theta(zq, th[:50])
+    assert fig.get_suptitle() == "latent means against theta"
+    hist_axes = [ax for ax in fig.axes if ax.patches]
+    assert len(hist_axes) == 4
+    # the z marginals are horizontal (counts on x), the theta marginals vertical
+    assert [ax.get_xlabel() for ax in hist_axes[:2]] == ["count", "count"]
+    assert [ax.get_ylabel() for ax in hist_axes[2:]] == ["count", "count"]
+
+
+def test_a_traversal_says_the_units_of_its_fields():
+    """Was: nothing told decoded fields in physical units from normalised ones."""
+    import torch
+    from darcyvae.models import DenseVAE, VAEConfig
+
+    torch.manual_seed(0)
+    model = DenseVAE(VAEConfig(grid=9, blocks=(1, 1, 1), growth_rate=2, fc_hidden=8)).eval()
+    physical = plots.latent_traversal(model, denormalize=lambda y: 2 * y + 1)
+    assert physical.get_suptitle().endswith("\nfields in physical units")
+    normalised = plots.latent_traversal(model, title="my traversal")
+    assert normalised.get_suptitle() == "my traversal\nfields in normalised units"
+    bars = [ax.get_ylabel() for ax in normalised.axes if not ax.images and ax.get_ylabel()]
+    assert bars[:3] == ["p [normalised units]", "u_x [normalised units]", "u_y [normalised units]"]
+    raw = plots.latent_traversal(model, units="physical units (not normalised)")
+    assert raw.get_suptitle().endswith("fields in physical units (not normalised)")
+    with pytest.raises(TypeError, match="units must be a non-empty string"):
+        plots.latent_traversal(model, units="")
+
+
+def _png_dpi(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.info["dpi"]
+
+
+def test_figures_are_saved_at_100_dpi_or_more(tmp_path):
+    fig = plots.plot_latent_distributions(np.ones((3, 2)), np.ones((3, 2)), np.ones((3, 2)))
+    assert plots.DEFAULT_DPI >= 100
+    dpi = _png_dpi(save_figure(fig, tmp_path / "a.png"))
+    assert dpi == pytest.approx((plots.DEFAULT_DPI, plots.DEFAULT_DPI), abs=0.5)
+    with pytest.raises(ValueError, match="dpi must be a finite float in"):
+        save_figure(fig, tmp_path / "b.png", dpi=0)
+    with pytest.raises(TypeError, match="dpi must be a real number"):
+        save_figure(fig, tmp_path / "b.png", dpi="150")
+    assert not (tmp_path / "b.png").exists()

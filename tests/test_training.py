@@ -742,7 +742,8 @@ def test_concat_forward_step_matches_a_hand_built_reference(data, tmp_path):
     lab = np.mean(np.sum(-stats.norm.logpdf(theta_l.double().numpy(), mu, np.sqrt(var)), axis=1))
     record = result.history[0]
     assert record["label_loss"] == pytest.approx(lab, rel=1e-5)
-    assert record["loss"] == pytest.approx(float(rec) + 1e-7 * float(reg) + lab, rel=1e-5)
+    assert record["objective"] == pytest.approx(float(rec) + 1e-7 * float(reg) + lab, rel=1e-5)
+    assert record["loss"] == record["rate"] + record["distortion"]  # nats per sample
     # BatchNorm normalised the unlabelled and the labelled fields together: every running
     # statistic after the step is the one of the concatenated batch, not of the 64 alone.
     ckpt = load_checkpoint(tmp_path / "run")

@@ -94,7 +94,7 @@ def test_metrics_jsonl_is_pinned(generated, name):
     assert [r["epoch"] for r in records] == [0, 1, 2]
     for rec, (epoch, loss, rate, distortion, beta) in zip(records, PINNED[name], strict=True):
         assert rec["epoch"] == epoch
-        assert rec["loss"] == pytest.approx(loss, rel=1e-6)
+        assert rec["objective"] == pytest.approx(loss, rel=1e-6)
         assert rec["rate"] == pytest.approx(rate, rel=1e-6)
         assert rec["distortion"] == pytest.approx(distortion, rel=1e-6)
         assert rec["beta"] == pytest.approx(beta, rel=1e-6)

@@ -9,10 +9,14 @@ batched ensemble (``train_ensemble``), so that a member is the single run.
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import json
 import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +27,9 @@ import torch
 from numpy.typing import NDArray
 from torch import Tensor
 
-from ._io import write_error
+from ._io import atomic_write_text, write_error
 from ._vaedata import as_dataset, check_fits, data_fingerprint, fingerprint_differences
-from .checkpoint import CONFIG_NAME, save_checkpoint
+from .checkpoint import CONFIG_NAME, CSV_LOG_NAME, LOG_NAME, TENSORBOARD_DIR, save_checkpoint
 from .config import RUN_LENGTH_KEYS, TrainConfig
 from .dataset import DarcyDataset
 from .errors import DataMismatchError
@@ -43,6 +47,8 @@ from .models import DenseVAE, VAEConfig
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "LOG_UNITS",
+    "MetricsLog",
     "RunState",
     "append_line",
     "build_model",
@@ -54,7 +60,10 @@ __all__ = [
     "final_metrics",
     "label_term",
     "load_datasets",
+    "log_columns",
+    "log_record",
     "save_run",
+    "upgrade_log",
     "write_failure",
 ]
 
@@ -362,7 +371,11 @@ def check_resume_data(
             if not allow_data_change:
                 msg = f"{what}; pass allow_data_change=True (--allow-data-change) to continue."
                 raise DataMismatchError(msg)
-            log.warning("%s; continuing on the new data (allow_data_change)", what)
+            log.warning(
+                "%s; continuing on the new data, as allow_data_change=True (--allow-data-change) "
+                "asks",
+                what,
+            )
 
 
 def check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
@@ -474,3 +487,228 @@ def label_term(
         hierarchical=hierarchical,
         dim_reduction=config.labels.dim_reduction,
     ).mean()
+
+
+# --------------------------------------------------------------------------- the per-epoch log
+
+LOG_UNITS = "nats/sample"
+"""The unit of every loss field of a log record (``loss``, ``rate``, ``distortion``,
+``label_loss``, ``test_loss``, ``test_rate``, ``test_distortion``), written in each
+record as ``"units"``. Records without it come from older versions, whose ``loss``
+was the objective (now ``objective``); ``upgrade_log`` converts them."""
+
+_LOG_ORDER = (
+    "epoch",
+    "phase",
+    "lr",
+    "beta",
+    "beta_p",
+    "loss",
+    "rate",
+    "distortion",
+    "label_loss",
+    "objective",
+    "guard_steps",
+    "s_d_train",
+    "test_loss",
+    "test_rate",
+    "test_distortion",
+    "s_d_test",
+    "seconds",
+    "units",
+)
+"""Every field a record may hold, in the order of ``metrics.csv``'s columns."""
+
+
+def _label_scale(config: TrainConfig) -> float:
+    """The factor that turns the trained label term into nats per labelled sample (summed
+    over latent dimensions): ``latent_dim`` where the term averages over them
+    (``labels.dim_reduction="rate"`` under ``optim.reduction="mean"`` without HP), else 1."""
+    averaged = (
+        config.labels.dim_reduction == "rate"
+        and config.optim.reduction == "mean"
+        and config.model.prior != "hierarchical"
+    )
+    return float(config.model.latent_dim) if averaged else 1.0
+
+
+def log_record(
+    config: TrainConfig,
+    *,
+    epoch: int,
+    phase: str,
+    lr: float,
+    beta: float,
+    beta_p: float,
+    objective: float,
+    rate: float,
+    distortion: float,
+    label: float | None,
+    guard_steps: float | None,
+) -> dict[str, Any]:
+    """The log record of one training epoch, shared by ``train`` and ``train_ensemble``.
+
+    ``rate`` and ``distortion`` are epoch means in nats per sample; ``loss`` =
+    rate + distortion is the negative ELBO per sample (beta = 1), the same
+    quantity as ``test_loss``; ``label_loss`` is the label term per labelled
+    sample summed over latent dimensions (nats for ``labels.loss="nll"``);
+    ``objective`` is what the optimiser minimised (``optim.reduction``, with
+    beta, the label term and the phase-1 guard), the one field in other units.
+    """
+    record: dict[str, Any] = {"epoch": epoch, "phase": phase, "lr": lr, "beta": beta}
+    if config.model.prior == "hierarchical":
+        record["beta_p"] = beta_p
+    record.update(loss=rate + distortion, rate=rate, distortion=distortion)
+    if label is not None:
+        record["label_loss"] = label * _label_scale(config)
+    record["objective"] = objective
+    if guard_steps is not None:
+        record["guard_steps"] = int(guard_steps)
+    return record
+
+
+def upgrade_log(records: list[dict[str, Any]], config: TrainConfig) -> list[dict[str, Any]]:
+    """Records of an older log in today's units (``LOG_UNITS``), the others unchanged.
+
+    An older record (no ``"units"``) logged the objective as ``loss`` and the
+    label term in the training reduction: its ``loss`` becomes ``objective``,
+    ``loss`` becomes rate + distortion and ``label_loss`` is summed over latent
+    dimensions, exactly as a record written now. A resumed run's log is thus
+    in one unit throughout.
+    """
+    out = []
+    for rec in records:
+        if "units" in rec or not all(
+            isinstance(rec.get(k), (int, float)) for k in ("rate", "distortion")
+        ):
+            out.append(rec)
+            continue
+        new = dict(rec)
+        if "loss" in rec:
+            new["objective"] = rec["loss"]
+        new["loss"] = rec["rate"] + rec["distortion"]
+        if isinstance(rec.get("label_loss"), (int, float)):
+            new["label_loss"] = rec["label_loss"] * _label_scale(config)
+        new["units"] = LOG_UNITS
+        out.append({k: new[k] for k in sorted(new, key=_log_position)})
+    return out
+
+
+def _log_position(key: str) -> tuple[int, str]:
+    return (_LOG_ORDER.index(key) if key in _LOG_ORDER else len(_LOG_ORDER), key)
+
+
+def log_columns(
+    config: TrainConfig, has_test: bool, history: list[dict[str, Any]] = ()
+) -> list[str]:
+    """The columns of ``metrics.csv``: every field a record of this run may hold, in
+    ``_LOG_ORDER``, then any other field found in ``history``."""
+    skip = set()
+    if config.model.prior != "hierarchical":
+        skip.add("beta_p")
+    if not config.labels.n_labeled:
+        skip.add("label_loss")
+    if not config.beta.phase1_guard:
+        skip.add("guard_steps")
+    if not has_test:
+        skip.update(("test_loss", "test_rate", "test_distortion", "s_d_test"))
+    columns = [k for k in _LOG_ORDER if k not in skip]
+    extra = sorted({k for rec in history for k in rec} - set(columns), key=_log_position)
+    return columns + extra
+
+
+def _csv_line(values: list[Any]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(["" if v is None else v for v in values])
+    return buf.getvalue()
+
+
+_TENSORBOARD: list[Any] = []
+"""The ``SummaryWriter`` class once looked up (None: not usable here)."""
+
+
+def _summary_writer_class() -> Any:
+    """torch's ``SummaryWriter``, or None when the ``tensorboard`` package is not installed
+    (silently) or cannot be imported (a warning, once); looked up once per process."""
+    if not _TENSORBOARD:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # its imports warn on some versions
+                from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            SummaryWriter = None
+        except Exception as exc:  # noqa: BLE001 - a broken install must not stop training
+            log.warning(
+                "train: tensorboard is installed but could not be imported (%s: %s); "
+                "the log is written to metrics.jsonl and metrics.csv only",
+                type(exc).__name__,
+                exc,
+            )
+            SummaryWriter = None
+        _TENSORBOARD.append(SummaryWriter)
+    return _TENSORBOARD[0]
+
+
+def _tensorboard_writer(folder: Path, history: list[dict[str, Any]], start: int) -> Any:
+    """A ``SummaryWriter`` on ``folder/tensorboard``, or None without the ``tensorboard``
+    package. A folder without event files first gets the records of ``history``; one
+    that has them drops its events from epoch ``start`` on (``purge_step``), so a
+    resumed run has each epoch once."""
+    summary_writer = _summary_writer_class()
+    if summary_writer is None:
+        return None
+    path = folder / TENSORBOARD_DIR
+    fresh = not any(path.glob("events.out.tfevents.*"))
+    writer = summary_writer(str(path), purge_step=None if fresh else start)
+    if fresh:
+        for rec in history:
+            _tensorboard_scalars(writer, rec)
+    return writer
+
+
+def _tensorboard_scalars(writer: Any, record: dict[str, Any]) -> None:
+    epoch = record["epoch"]
+    for key, value in record.items():
+        if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.add_scalar(key, float(value), global_step=epoch)
+
+
+class MetricsLog:
+    """The per-epoch log of one run folder: ``metrics.jsonl``, ``metrics.csv`` (the same
+    records) and, when ``tensorboard`` is installed, TensorBoard scalars.
+
+    Opening it rewrites both files atomically with ``history`` (the records
+    before the epoch a run starts or resumes at), so a resumed run's files
+    hold each epoch once; ``write`` appends a record to all three.
+    """
+
+    def __init__(
+        self, folder: Path, history: list[dict[str, Any]], columns: list[str], start: int
+    ) -> None:
+        self.paths = (folder / LOG_NAME, folder / CSV_LOG_NAME)
+        self.columns = columns
+        atomic_write_text(self.paths[0], "".join(json.dumps(r) + "\n" for r in history))
+        lines = [_csv_line(columns)] + [_csv_line([r.get(k) for k in columns]) for r in history]
+        atomic_write_text(self.paths[1], "".join(lines))
+        self._files = [open(path, "a", encoding="utf-8") for path in self.paths]  # noqa: SIM115
+        self._tensorboard = _tensorboard_writer(folder, history, start)
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to the log files (flushed) and the TensorBoard scalars."""
+        jsonl, table = self._files
+        append_line(jsonl, json.dumps(record) + "\n", self.paths[0])
+        append_line(table, _csv_line([record.get(k) for k in self.columns]), self.paths[1])
+        if self._tensorboard is not None:
+            _tensorboard_scalars(self._tensorboard, record)
+
+    def flush(self) -> None:
+        """Write out the TensorBoard events so far (the files are flushed on every write)."""
+        if self._tensorboard is not None:
+            self._tensorboard.flush()
+
+    def close(self) -> None:
+        for fh in self._files:
+            fh.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None

@@ -1,13 +1,15 @@
 """The files of a training run: checkpoint (with a checksum), metrics log, names.
 
 A run folder holds ``config.toml``, ``metrics.jsonl`` (one JSON record per
-epoch), ``checkpoint.pt`` and, when finished, ``summary.json``. Checkpoints
+epoch; the same records in ``metrics.csv`` and, when the ``tensorboard``
+package is installed, as TensorBoard scalars in ``tensorboard/``),
+``checkpoint.pt`` and, when finished, ``summary.json``. Checkpoints
 are written atomically and carry a SHA-256 checksum over every tensor and
 value they hold; a damaged one is refused with ``IntegrityError``.
 
 Public names
 ------------
-CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, SUMMARY_NAME, TRIALS_NAME
+CHECKPOINT_NAME, LOG_NAME, CSV_LOG_NAME, TENSORBOARD_DIR, CONFIG_NAME, SUMMARY_NAME, TRIALS_NAME
     File names inside a run folder.
 save_checkpoint, load_checkpoint, checkpoint_checksum
     Write / read (and verify) a checkpoint dict.
@@ -40,8 +42,10 @@ from .models import DenseVAE
 __all__ = [
     "CHECKPOINT_NAME",
     "CONFIG_NAME",
+    "CSV_LOG_NAME",
     "LOG_NAME",
     "SUMMARY_NAME",
+    "TENSORBOARD_DIR",
     "TRIALS_NAME",
     "checkpoint_checksum",
     "clean_stale_tmp",
@@ -55,6 +59,10 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "metrics.jsonl"
+CSV_LOG_NAME = "metrics.csv"
+"""The records of ``metrics.jsonl`` as CSV (one column per field, empty where a record has none)."""
+TENSORBOARD_DIR = "tensorboard"
+"""The records as TensorBoard scalars, when the optional ``tensorboard`` package is installed."""
 CONFIG_NAME = "config.toml"
 SUMMARY_NAME = "summary.json"
 TRIALS_NAME = "trials.json"

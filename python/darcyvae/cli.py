@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -62,8 +63,12 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         "--out", default=None, help="output folder (default: runs/<experiment>, runs for all)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace earlier results in --out")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    p.add_argument("--seed", type=int, default=0, help="base seed (trial k uses seed + k)")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA if present), cpu or cuda (default: auto)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="base seed, trial k uses seed + k (default: 0)"
+    )
     p.add_argument("--quick", action="store_true", help="same as --scale smoke")
     p.add_argument(
         "--cells",
@@ -142,7 +147,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quick", action="store_true", help="smallest sizes only (seconds)")
     p.add_argument("--json", default=None, metavar="DIR", help="write bench_<name>.json here")
-    p.add_argument("--dir", default="benchmarks", help="folder holding bench_*.py")
+    p.add_argument(
+        "--dir", default="benchmarks", help="folder holding bench_*.py (default: benchmarks)"
+    )
     p.set_defaults(func=_run_bench)
 
 
@@ -182,48 +189,79 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         "files are verified against their checksums); Dask optional.",
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--kle", type=int, default=100, metavar="S", help="KLE modes s (default 100)")
-    p.add_argument("--grid", type=int, default=65, metavar="N", help="grid size N (default 65)")
-    p.add_argument("--kernel", default="exponential", help="KLE covariance kernel")
+    p.add_argument("--kle", type=int, default=100, metavar="S", help="KLE modes s (default: 100)")
+    p.add_argument("--grid", type=int, default=65, metavar="N", help="grid size N (default: 65)")
+    p.add_argument(
+        "--kernel",
+        default="exponential",
+        help="KLE covariance kernel: exponential (the paper's) or squared_exponential "
+        "(default: exponential)",
+    )
     p.add_argument(
         "--length-scale",
         type=float,
         nargs="+",
         default=[0.1],
         metavar="L",
-        help="one or two (lx ly)",
+        help="KLE correlation length: one value, or two (lx ly) (default: 0.1)",
     )
-    p.add_argument("--variance", type=float, default=1.0, help="KLE field variance sigma^2")
-    p.add_argument("--dist", default="normal", help="normal, gaussian, mixture4, uniform or array")
+    p.add_argument(
+        "--variance", type=float, default=1.0, help="KLE field variance sigma^2 (default: 1)"
+    )
+    p.add_argument(
+        "--dist",
+        default="normal",
+        help="p(theta): normal, gaussian, mixture4, uniform or array (default: normal)",
+    )
     for name, what in (
-        ("mean", "gaussian mean (default 1)"),
-        ("sd", "gaussian standard deviations (default 0.5)"),
-        ("low", "uniform lower bounds"),
-        ("high", "uniform upper bounds"),
+        ("mean", "gaussian mean, 1 or s values (default: 1)"),
+        ("sd", "gaussian standard deviations, 1 or s values (default: 0.5)"),
+        ("low", "uniform lower bounds, 1 or s values"),
+        ("high", "uniform upper bounds, 1 or s values"),
     ):
-        p.add_argument(
-            f"--{name}", type=float, nargs="+", default=None, help=f"{what} (1 or s values)"
-        )
-    p.add_argument("--loc", type=float, default=None, help="mixture4 mode distance (default 1)")
-    p.add_argument("--scale", type=float, default=None, help="mixture4 mode sd (default 0.25)")
+        p.add_argument(f"--{name}", type=float, nargs="+", default=None, help=what)
+    p.add_argument("--loc", type=float, default=None, help="mixture4 mode distance (default: 1)")
+    p.add_argument("--scale", type=float, default=None, help="mixture4 mode sd (default: 0.25)")
     p.add_argument("--theta-file", default=None, help="thetas for --dist array (.npy or text)")
-    p.add_argument("--n-train", type=int, default=512)
-    p.add_argument("--n-test", type=int, default=512)
-    p.add_argument("--scheme", default="fd", help="Darcy scheme: fd (paper) or fv")
-    p.add_argument("--well-width", type=float, default=0.125)
-    p.add_argument("--rate", type=float, default=10.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--n-train", type=int, default=512, help="training samples, train.h5 (default: 512)"
+    )
+    p.add_argument(
+        "--n-test", type=int, default=512, help="test samples, test.h5; 0: none (default: 512)"
+    )
+    p.add_argument("--scheme", default="fd", help="Darcy scheme: fd (paper) or fv (default: fd)")
+    p.add_argument(
+        "--well-width",
+        type=float,
+        default=0.125,
+        help="side of the square wells at (0, 0) and (1, 1) (default: 0.125)",
+    )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=10.0,
+        help="injection rate r: +r in the well at (0, 0), -r at (1, 1) (default: 10)",
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the thetas of both splits (default: 0)"
+    )
     for split, paper in (("train", "the authors' training sets are lhs"), ("test", "")):
         p.add_argument(
             f"--{split}-sampling",
             choices=("mc", "lhs"),
             default="mc",
-            help=f"{split} thetas: Monte Carlo or Latin hypercube (default mc"
-            + (f"; {paper})" if paper else ")"),
+            help=f"{split} thetas: Monte Carlo or Latin hypercube"
+            + (f"; {paper}" if paper else "")
+            + " (default: mc)",
         )
-    p.add_argument("--chunk-size", type=int, default=256, help="samples per chunk (default 256)")
-    p.add_argument("--compression", choices=("gzip", "lzf", "none"), default="none")
-    p.add_argument("--compression-level", type=int, default=4, help="gzip level 0-9")
+    p.add_argument("--chunk-size", type=int, default=256, help="samples per chunk (default: 256)")
+    p.add_argument(
+        "--compression",
+        choices=("gzip", "lzf", "none"),
+        default="none",
+        help="HDF5 compression of the datasets (default: none)",
+    )
+    p.add_argument("--compression-level", type=int, default=4, help="gzip level 0-9 (default: 4)")
     p.add_argument("--threads", type=int, default=None, help="solver threads (default: all)")
     p.add_argument("--dask", default=None, metavar="ADDRESS", help="Dask scheduler address")
     p.add_argument(
@@ -322,7 +360,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train", dest="train_data", help="training data (HDF5)")
     p.add_argument("--test", dest="test_data", default=None, help="test data (HDF5)")
     p.add_argument("--out", default=None, help="output folder (default: runs/<config name>)")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument(
+        "--device", default="auto", help="auto (CUDA if present), cpu or cuda (default: auto)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting of the configuration (repeatable), e.g. --set run.seed=3 "
+        "--set 'optim.lr_values=[1e-3,1e-4]' --set model.prior=hierarchical "
+        "--set model.preset=dense_vae_tiny; VALUE is read as TOML, else as a bare string",
+    )
     p.add_argument("--seed", type=int, default=None, help="override the configuration's seed")
     p.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
@@ -358,9 +408,18 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="ADDRESS",
         help="with --seeds: run one block of seeds per worker of this dask scheduler",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+        "--no-progress",
+        "--quiet",
+        dest="no_progress",
+        action="store_true",
+        help="no progress bar (--quiet: the same, its older name)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads, at most darcyvae.darcy.MAX_THREADS (default: torch's choice)",
     )
     p.set_defaults(func=_run_train, _parser=p)
 
@@ -376,7 +435,7 @@ def _run_train(args: argparse.Namespace) -> int:
         print("presets (--preset NAME):")
         for name, description in config_mod.list_presets():
             print(f"  {name:24s} {description}")
-        print("models ([model] section of a config):")
+        print("models ([model] preset = NAME in a config, or --set model.preset=NAME):")
         for name, description in models.list_models():
             print(f"  {name:24s} {description}")
         return 0
@@ -398,6 +457,15 @@ def _run_train(args: argparse.Namespace) -> int:
     else:
         config = config_mod.load_preset(args.preset)
         name = args.preset
+    overrides = config_mod.parse_overrides(args.overrides)  # a bad --set fails here
+    for flag, section, key in (("--seed", "run", "seed"), ("--epochs", "optim", "epochs")):
+        if getattr(args, flag[2:]) is not None and key in overrides.get(section, {}):
+            msg = f"{flag} and --set {section}.{key} set the same thing; use one of them"
+            raise ValueError(msg)
+    if args.seeds is not None and "seed" in overrides.get("run", {}):
+        msg = "--set run.seed and --seeds exclude each other; list every seed in --seeds"
+        raise ValueError(msg)
+    config = config.with_overrides(args.overrides)
     changes = {}
     if args.seed is not None:
         changes["seed"] = args.seed
@@ -418,7 +486,7 @@ def _run_train(args: argparse.Namespace) -> int:
         max_restarts=args.restarts,
         device=args.device,
         resume=args.resume,
-        progress=not args.quiet,
+        progress=not args.no_progress,
         allow_data_change=args.allow_data_change,
     )
     if result.trials:
@@ -447,7 +515,7 @@ def _run_train_seeds(args: argparse.Namespace, config, out: str) -> int:
         out_dir=out,
         device=args.device,
         resume=args.resume,
-        progress=not args.quiet,
+        progress=not args.no_progress,
         seeds_per_block=args.seeds_per_block,
         dask=args.dask,
         max_restarts=args.restarts,
@@ -530,17 +598,24 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="training data (default: the file recorded in the checkpoint, when it exists)",
     )
-    p.add_argument("--device", default="cpu", help="auto, cpu or cuda")
-    p.add_argument("--samples", type=int, default=1, help="latent samples per data sample")
+    p.add_argument("--device", default="cpu", help="auto, cpu or cuda (default: cpu)")
+    p.add_argument(
+        "--samples", type=int, default=1, help="latent samples per data sample (default: 1)"
+    )
     p.add_argument(
         "--skl-latent",
         choices=("sample", "mean"),
         default="sample",
         help="S_KL on one z ~ q(z|y) per sample (default) or on the encoder means",
     )
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+        "--seed", type=int, default=0, help="seed of the latent draws and figures (default: 0)"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads, at most darcyvae.darcy.MAX_THREADS (default: torch's choice)",
     )
     p.set_defaults(func=_run_evaluate)
 
@@ -574,13 +649,112 @@ BUG_REPORT = (
 )
 
 
+_PYTHON_THEN_FLAG = re.compile(r"\b([a-z][a-z0-9_]*(?:=[\w.']+)?) \((--[a-z0-9][a-z0-9-]*)\)")
+_FLAG_THEN_PYTHON = re.compile(r"(--[a-z0-9][a-z0-9-]*) \([a-z][a-z0-9_]*(?:=[\w.']+)?\)")
+_BARE_PYTHON = {
+    # a library argument named without its flag
+    re.compile(r"(?<![\w/'\".-])resume=True\b"): "--resume",
+    re.compile(r"(?<![\w/'\".-])overwrite=True\b"): "--overwrite",
+    re.compile(r"(?<![\w/'\".-])allow_data_change=True\b"): "--allow-data-change",
+    re.compile(r"(?<![\w/'\".-])space_check=False\b"): "--no-space-check",
+    re.compile(r"(?<=another )out_dir(?![\w/'\"-])"): "--out",  # "choose another out_dir"
+}
+
+
+_OPTION_FIELDS: dict[str, dict[str, str]] = {
+    # the library's name of each option, per verb, where a message names one alone
+    "generate": {
+        "n_train": "--n-train",
+        "n_test": "--n-test",
+        "chunk_size": "--chunk-size",
+        "compression_level": "--compression-level",
+        "compression": "--compression",
+        "n_modes": "--kle",
+        "grid": "--grid",
+        "kernel": "--kernel",
+        "length_scale": "--length-scale",
+        "variance": "--variance",
+        "distribution": "--dist",
+        "scheme": "--scheme",
+        "well_width": "--well-width",
+        "rate": "--rate",
+        "seed": "--seed",
+        "train_sampling": "--train-sampling",
+        "test_sampling": "--test-sampling",
+        "threads": "--threads",
+        "mean": "--mean",
+        "sd": "--sd",
+        "low": "--low",
+        "high": "--high",
+        "loc": "--loc",
+        "scale": "--scale",
+    },
+    "train": {"max_restarts": "--restarts", "seeds_per_block": "--seeds-per-block"},
+    "evaluate": {"n_latent_samples": "--samples", "skl_latent": "--skl-latent", "seed": "--seed"},
+    "reproduce": {"trials": "--trials", "seed": "--seed", "scale": "--scale"},
+}
+
+
+def _option_names(text: str, command: str) -> str:
+    """``"GenerateConfig: n_train must be ..."`` -> ``"--n-train must be ..."`` for the
+    options of ``command`` that a message names by the library's field alone."""
+    for name, option in _OPTION_FIELDS.get(command, {}).items():
+        text = re.sub(rf"(?:\b[A-Za-z_][\w.]*: )?(?<![\w.-]){name}(?= must\b)", option, text)
+    return text
+
+
+def _flags_only(text: str) -> str:
+    """``text`` with the library's Python names of command-line options left out.
+
+    Library messages name an option both ways, ``overwrite=True (--overwrite)``,
+    ``dask_address (--dask)`` or ``--resume (resume=True)``, since the same
+    error reaches Python callers; on the command line only the flag is said.
+    """
+
+    def flag(match: re.Match[str]) -> str:
+        word, option = match.group(1), match.group(2)
+        name = word.split("=")[0]
+        if "=" in word or "_" in name or name == option[2:].replace("-", "_"):
+            return option
+        return match.group(0)  # an ordinary word before a flag in parentheses
+
+    text = _FLAG_THEN_PYTHON.sub(r"\1", _PYTHON_THEN_FLAG.sub(flag, text))
+    for pattern, option in _BARE_PYTHON.items():
+        text = pattern.sub(option, text)
+    return text
+
+
+class _FlagsOnlyFilter(logging.Filter):
+    """Log records (warnings of the library) in the command line's words (``_flags_only``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = _flags_only(record.getMessage())
+        if text != record.getMessage():
+            record.msg, record.args = text, None
+        return True
+
+
+@contextlib.contextmanager
+def _flags_only_logging() -> Iterator[None]:
+    """While a verb runs, the root handlers show ``_flags_only`` messages."""
+    handlers = list(logging.getLogger().handlers)
+    flt = _FlagsOnlyFilter()
+    for h in handlers:
+        h.addFilter(flt)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            h.removeFilter(flt)
+
+
 def _one_line(exc: BaseException, command: str = "") -> str:
     """The message of ``exc`` on one line, without a repeated ``darcyvae <command>:`` prefix."""
     text = " ".join(str(exc).split())
     if isinstance(exc, OSError) and not text:
         text = exc.strerror or type(exc).__name__
     text = text.removeprefix(f"darcyvae {command}: ") if command else text
-    return text or type(exc).__name__
+    return _option_names(_flags_only(text), command) or type(exc).__name__
 
 
 @contextlib.contextmanager
@@ -630,7 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), _flags_only_logging():
             return int(args.func(args) or 0)
     except Terminated:
         if debug:

@@ -13,6 +13,11 @@ FLAT_KEYS
     old flat TOML files and dicts still load through it.
 list_presets, load_preset
     The shipped configurations of the paper's experiments (``configs/*.toml``).
+model_from_dict
+    The ``[model]`` table, also as ``preset = NAME`` (a registered model) plus overrides.
+parse_overrides
+    Command-line overrides ``section.key=value`` (``darcyvae train --set``,
+    ``TrainConfig.with_overrides``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
@@ -47,6 +53,8 @@ __all__ = [
     "TrainConfig",
     "list_presets",
     "load_preset",
+    "model_from_dict",
+    "parse_overrides",
 ]
 
 NORMALIZATIONS = ("none", "channel")
@@ -54,6 +62,34 @@ LABEL_SOURCES = ("train", "test")
 """Where the labelled pairs come from (``LabelConfig.source``, docs/model.md §4f)."""
 LABEL_FORWARDS = ("separate", "concat")
 """How the labelled pairs pass through the network (``LabelConfig.forward``, docs/model.md §4f)."""
+
+
+DEFAULT_LR_VALUES = (5e-4, 1e-4)
+DEFAULT_LR_MILESTONES = (5900,)
+"""The released no-HP schedule: 5e-4, then 1e-4 from epoch 5900 (docs/model.md §4d)."""
+
+
+def _default_milestones(values: tuple[float, ...], epochs: int, caller: str) -> tuple[int, ...]:
+    """The milestones of ``lr_values`` when ``lr_milestones`` is left out.
+
+    No milestones for one (constant) rate, the released (5900,) for the default pair; any
+    other schedule needs its epochs, which cannot be guessed: a ``ValueError``
+    names the fix.
+    """
+    if len(values) == 1:
+        return ()
+    if values == DEFAULT_LR_VALUES:
+        return DEFAULT_LR_MILESTONES
+    even = [epochs * i // len(values) for i in range(1, len(values))]  # e.g. equal stretches
+    if even[0] < 1 or len(set(even)) < len(even):
+        even = list(range(100, 100 * len(values), 100))
+    msg = (
+        f"{caller}: lr_values {values} has {len(values)} rates but lr_milestones is not set "
+        f"(its default {DEFAULT_LR_MILESTONES} goes with the default lr_values "
+        f"{DEFAULT_LR_VALUES}); set lr_milestones with len(lr_values) - 1 = {len(values) - 1} "
+        f"epochs at which the rate changes, e.g. lr_milestones = {even}."
+    )
+    raise ValueError(msg)
 
 
 def _check_bool(value: Any, name: str, caller: str) -> None:
@@ -71,10 +107,17 @@ class OptimConfig:
     epochs : int, default=6500
     batch_size : int, default=64
     lr_values : tuple of float, default=(5e-4, 1e-4)
-    lr_milestones : tuple of int, default=(5900,)
-        Piecewise-constant learning rate (``darcyvae.losses.learning_rate``);
-        the defaults are the released no-HP schedule, the HP one is (3e-4,
-        5e-5, 2.5e-5) with milestones (6500, 12500) over 14000 epochs.
+    lr_milestones : tuple of int or None, default=None
+        Piecewise-constant learning rate (``darcyvae.losses.learning_rate``):
+        ``lr_values[i]`` from epoch ``lr_milestones[i - 1]`` on, so one more
+        value than milestones. The defaults are the released no-HP schedule,
+        (5e-4, 1e-4) with milestone 5900; the HP one is (3e-4, 5e-5, 2.5e-5)
+        with milestones (6500, 12500) over 14000 epochs. Left out (None), the
+        milestones follow ``lr_values``: none for a single (constant) rate,
+        (5900,) for the default pair of rates; any other ``lr_values`` need
+        their milestones (a ``ValueError`` says so: set ``lr_milestones`` with
+        ``len(lr_values) - 1`` epochs), since the epochs at which the rate
+        changes cannot be guessed.
     reduction : {"mean", "sum"}, default="mean"
         The objective's reduction (docs/model.md §4b): the released code's ``mean``
         or the true negative ELBO ``sum``.
@@ -82,8 +125,8 @@ class OptimConfig:
 
     epochs: int = 6500
     batch_size: int = 64
-    lr_values: tuple[float, ...] = (5e-4, 1e-4)
-    lr_milestones: tuple[int, ...] = (5900,)
+    lr_values: tuple[float, ...] = DEFAULT_LR_VALUES
+    lr_milestones: tuple[int, ...] | None = None
     reduction: str = "mean"
 
     def __post_init__(self) -> None:
@@ -92,15 +135,27 @@ class OptimConfig:
         check_int(self.epochs, "epochs", c, low=0)
         check_int(self.batch_size, "batch_size", c, low=1)
         values = tuple(float(v) for v in self.lr_values)
-        milestones = tuple(self.lr_milestones)
+        if not values:
+            msg = f"{c}: lr_values must hold at least one learning rate; got []."
+            raise ValueError(msg)
         for v in values:
             check_real(v, "each learning rate", c, low=0.0, low_open=True)
+        milestones = (
+            _default_milestones(values, self.epochs, c) if self.lr_milestones is None else None
+        )
+        milestones = tuple(self.lr_milestones) if milestones is None else milestones
         for m in milestones:
             check_int(m, "each lr milestone", c, low=1)
-        if len(values) != len(milestones) + 1 or list(milestones) != sorted(set(milestones)):
+        if list(milestones) != sorted(set(milestones)):
+            msg = f"{c}: lr_milestones must be strictly increasing epochs; got {milestones}."
+            raise ValueError(msg)
+        if len(values) != len(milestones) + 1:
             msg = (
-                f"{c}: lr_values must have one more entry than lr_milestones, which must be "
-                f"strictly increasing; got {values} and {milestones}."
+                f"{c}: lr_values must have one more entry than lr_milestones (the epochs at "
+                f"which the rate changes); got {len(values)} rates {values} and "
+                f"{len(milestones)} milestones {milestones}: set lr_milestones with "
+                f"len(lr_values) - 1 = {len(values) - 1} epochs, or lr_values with "
+                f"len(lr_milestones) + 1 = {len(milestones) + 1} rates."
             )
             raise ValueError(msg)
         object.__setattr__(self, "lr_values", values)
@@ -333,7 +388,8 @@ class TrainConfig:
     Parameters
     ----------
     model : VAEConfig or dict, default=VAEConfig()
-        The network and prior.
+        The network and prior; a dict may name a registered model,
+        ``{"preset": "dense_vae_tiny", "latent_dim": 3}`` (``model_from_dict``).
     optim : OptimConfig or dict, default=OptimConfig()
         Epochs, batch size, learning-rate schedule, reduction.
     beta : BetaConfig or dict, default=BetaConfig()
@@ -378,7 +434,7 @@ class TrainConfig:
         if model is None:
             model = VAEConfig()
         elif isinstance(model, dict):
-            model = VAEConfig.from_dict(dict(model))
+            model = model_from_dict(model)
         if not isinstance(model, VAEConfig):
             msg = f"{c}: model must be a VAEConfig or a dict; got {type(model).__name__}."
             raise TypeError(msg)
@@ -397,18 +453,18 @@ class TrainConfig:
         object.__setattr__(self, "model", model)
         for section, cls in _SECTIONS.items():
             value = given[section]
-            if value is None:
-                value = cls()
-            elif isinstance(value, dict):
-                value = cls(**config_kwargs(cls, value))
-            if not isinstance(value, cls):
+            if value is None or isinstance(value, dict):
+                # the section's own settings and the flat ones together: a setting left
+                # out takes its default *for the others* (lr_milestones for lr_values)
+                value = cls(**config_kwargs(cls, {**(value or {}), **by_section[section]}))
+            elif not isinstance(value, cls):
                 msg = (
                     f"{c}: {section} must be a {cls.__name__} or a dict; "
                     f"got {type(value).__name__}."
                 )
                 raise TypeError(msg)
-            if by_section[section]:
-                value = dataclasses.replace(value, **by_section[section])
+            elif by_section[section]:
+                value = _replace_section(value, by_section[section])
             object.__setattr__(self, section, value)
 
     def __getattr__(self, name: str) -> Any:
@@ -429,13 +485,22 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes``: sections (objects or dicts of changes) or flat keys.
 
-        ``model`` may be a dict of VAEConfig changes; a section given as a
-        dict changes only the keys it names.
+        ``model`` may be a dict of VAEConfig changes (with ``"preset"``: that
+        registered model, ``models.model_config``, with the other keys as its
+        overrides); a section given as a dict changes only the keys it names.
+        New ``lr_values`` without ``lr_milestones`` keep the milestones when
+        their counts still fit, else take those left-out milestones get
+        (``OptimConfig``).
         """
         kw: dict[str, Any] = {}
         model = changes.pop("model", None)
         if isinstance(model, dict):
-            model = dataclasses.replace(self.model, **model)
+            if "preset" in model:
+                model = model_from_dict(model)
+            else:
+                model = dataclasses.replace(
+                    self.model, **config_kwargs(VAEConfig, model, error=TypeError)
+                )
         kw["model"] = model if model is not None else self.model
         for section in _SECTIONS:
             value = changes.pop(section, None)
@@ -447,9 +512,37 @@ class TrainConfig:
                 value = {"value": value}  # the old flat ``beta``: the fixed-mode value
             current = getattr(self, section)
             if isinstance(value, dict):
-                value = dataclasses.replace(current, **value)
+                value = _replace_section(current, value)
             kw[section] = value if value is not None else current
         return TrainConfig(**kw, **changes)
+
+    def with_overrides(self, overrides: Sequence[str]) -> TrainConfig:
+        """A copy with command-line overrides ``"section.key=value"`` applied in order.
+
+        The convention of Hydra and similar tools (``darcyvae train --set``):
+        ``section`` is ``model``, ``optim``, ``beta``, ``labels`` or ``run``;
+        ``value`` is read as a TOML value (``3``, ``1e-3``, ``true``,
+        ``[1e-3, 1e-4]``, ``"hierarchical"``), and anything that is not one
+        as a bare string (``model.prior=hierarchical``). ``model.preset=NAME``
+        starts the model from that registered model (``darcyvae train
+        --list``), with the other ``model.*`` overrides on top. A later
+        override of the same key wins.
+
+        Raises
+        ------
+        ValueError
+            A malformed override, or an unknown section or key (naming the
+            known ones); a value the setting refuses (``TypeError`` for the
+            wrong type).
+
+        Examples
+        --------
+        >>> cfg = TrainConfig().with_overrides(["run.seed=3", "optim.lr_values=[1e-3]"])
+        >>> cfg.run.seed, cfg.optim.lr_values, cfg.optim.lr_milestones
+        (3, (0.001,), ())
+        """
+        by_section = parse_overrides(overrides)
+        return self.replace(**by_section) if by_section else self
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict: ``model`` and one dict per section (tuples as lists, None dropped)."""
@@ -520,6 +613,127 @@ class TrainConfig:
     def to_toml(self, path: str | os.PathLike, header: str = "") -> Path:
         """Write the configuration as TOML (one table per section), atomically; returns the path."""
         return _toml.write(path, self.to_dict(), header)
+
+
+def model_from_dict(data: dict[str, Any]) -> VAEConfig:
+    """The ``[model]`` table as a VAEConfig: its keys, or ``preset = NAME`` (a registered
+    model, ``darcyvae.models.list_models``) with the other keys as its overrides.
+
+    Raises
+    ------
+    ValueError
+        An unknown preset or key (naming the known ones).
+    TypeError
+        A preset name that is not a string, or a value of the wrong type.
+    """
+    from .models import list_models, model_config
+
+    data = dict(data)
+    if "preset" not in data:
+        return VAEConfig.from_dict(data)
+    name = data.pop("preset")
+    known = ", ".join(n for n, _ in list_models())
+    if not isinstance(name, str):
+        msg = (
+            f"TrainConfig.model: preset must be the name of a model ({known}); "
+            f"got {type(name).__name__} {name!r}."
+        )
+        raise TypeError(msg)
+    if name not in dict(list_models()):
+        msg = f"TrainConfig.model: unknown preset {name!r}; known: {known}."
+        raise ValueError(msg)
+    return model_config(name, **config_kwargs(VAEConfig, data))
+
+
+def _replace_section(current: Any, changes: dict[str, Any]) -> Any:
+    """``current`` (a section) with ``changes``; new ``lr_values`` without
+    ``lr_milestones`` keep the milestones when the counts still fit, else the
+    milestones are left out and follow the new values (``OptimConfig``)."""
+    changes = config_kwargs(type(current), changes, error=TypeError)
+    if (
+        isinstance(current, OptimConfig)
+        and "lr_values" in changes
+        and "lr_milestones" not in changes
+        and isinstance(changes["lr_values"], (list, tuple))
+        and len(changes["lr_values"]) != len(current.lr_milestones) + 1
+    ):
+        changes["lr_milestones"] = None
+    return dataclasses.replace(current, **changes)
+
+
+def _override_keys() -> dict[str, list[str]]:
+    """The keys ``--set`` knows, per section (``model``: VAEConfig's and ``preset``)."""
+    out = {"model": sorted([f.name for f in fields(VAEConfig)] + ["preset"])}
+    out.update({s: sorted(f.name for f in fields(cls)) for s, cls in _SECTIONS.items()})
+    return out
+
+
+def _toml_value(text: str) -> Any:
+    """A TOML value (``3``, ``1e-3``, ``true``, ``[1, 2]``, ``"a"``), or ``text`` itself as a
+    bare string; a value that starts like a list, table or quoted string must parse."""
+    try:
+        return _toml.loads(f"v = {text}")["v"]
+    except ValueError:
+        if text.lstrip().startswith(("[", "{", '"', "'")):
+            raise
+        return text.strip()
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["section.key=value", ...]`` -> ``{section: {key: value}}`` (see
+    ``TrainConfig.with_overrides``); a later override of the same key wins.
+
+    Raises
+    ------
+    ValueError
+        An override that is not ``SECTION.KEY=VALUE``, an unknown section or
+        key (naming the known ones), a value that is not valid TOML although
+        it starts like a list, table or quoted string.
+    TypeError
+        ``overrides`` is a string instead of a list of strings.
+    """
+    if isinstance(overrides, str) or not isinstance(overrides, (list, tuple)):
+        msg = (
+            "--set: overrides must be a list of 'section.key=value' strings; got "
+            f"{type(overrides).__name__} {overrides!r}."
+        )
+        raise TypeError(msg)
+    known = _override_keys()
+    out: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        if not isinstance(item, str):
+            msg = f"--set: each override must be a string; got {type(item).__name__} {item!r}."
+            raise TypeError(msg)
+        target, sep, text = item.partition("=")
+        section, dot, key = target.strip().partition(".")
+        if not sep or not dot or not section or not key:
+            msg = (
+                f"--set: expected SECTION.KEY=VALUE (e.g. run.seed=3 or "
+                f"optim.lr_values=[1e-3,1e-4]); got {item!r}."
+            )
+            raise ValueError(msg)
+        if section not in known:
+            msg = (
+                f"--set {item}: unknown section {section!r}; known: {', '.join(known)} "
+                f"(e.g. run.seed=3)."
+            )
+            raise ValueError(msg)
+        if key not in known[section]:
+            msg = (
+                f"--set {item}: unknown key {key!r} in [{section}]; known: "
+                f"{', '.join(known[section])}."
+            )
+            raise ValueError(msg)
+        if not text.strip():
+            msg = f"--set {item}: no value after '='; e.g. {section}.{key}=VALUE."
+            raise ValueError(msg)
+        try:
+            value = _toml_value(text)
+        except ValueError as exc:
+            msg = f"--set {item}: {text.strip()!r} is not a valid TOML value ({exc})."
+            raise ValueError(msg) from None
+        out.setdefault(section, {})[key] = value
+    return out
 
 
 def _drop_legacy(data: dict[str, Any]) -> dict[str, Any]:

@@ -49,7 +49,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _core
-from ._checks import as_float_array, check_choice, check_int, check_real
+from ._checks import as_float_array, check_choice, check_int, check_real, check_threads
 from .errors import SolveAccuracyError
 
 __all__ = [
@@ -418,7 +418,7 @@ def solve_batch(
     threads : int, optional
         Worker threads; None or 0 uses all cores. Requests above
         `MAX_THREADS` (4 x the hardware threads, at most 256) are reduced to
-        it.
+        it, with a warning (``darcyvae._checks.check_threads``).
     out : ndarray of shape (n, 3, N, N), optional
         C-contiguous, writeable float32 or float64 array filled in place
         (no copies) and returned. Its dtype wins over ``dtype``.
@@ -480,7 +480,10 @@ def solve_batch(
     check_choice(on_inaccurate, "on_inaccurate", caller, ON_INACCURATE)
     k = _check_permeability(permeability, caller, 3)
     n, grid = k.shape[0], k.shape[1]
+    # 0 or None: all cores; else checked and reduced to MAX_THREADS in Python, so a huge
+    # request (2**70) never reaches pybind's conversion to a C++ int
     threads = 0 if threads is None else check_int(threads, "threads", caller, low=0)
+    threads = check_threads(threads, caller) if threads else 0
     f = _source_for(source, config, grid, caller)
     shape = (n, 3, grid, grid)
     if out is None:

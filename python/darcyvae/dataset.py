@@ -301,6 +301,13 @@ class DarcyDataset(Dataset):
         )
 
 
+def _same_stats(a: ChannelStats | None, b: ChannelStats | None) -> bool:
+    """Whether two normalisations are the same (both none, or equal means and stds)."""
+    if a is None or b is None:
+        return a is b
+    return tuple(a.mean) == tuple(b.mean) and tuple(a.std) == tuple(b.std)
+
+
 def _normalize_mode(normalize: bool | str | None, caller: str) -> str:
     if normalize is None or normalize is False or normalize == "none":
         return "none"
@@ -354,9 +361,30 @@ def make_loader(
     return DataLoader(dataset, sampler=batches, batch_size=None, generator=generator)
 
 
+def _loader_dataset(
+    data: Any,
+    name: str,
+    *,
+    normalize: bool | str | None,
+    stats: ChannelStats | None,
+    device: str | torch.device | None,
+) -> DarcyDataset:
+    """``data`` itself when it is a DarcyDataset, else the file it names (a clear
+    ``TypeError`` for anything else)."""
+    if isinstance(data, DarcyDataset):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return DarcyDataset(data, normalize=normalize, stats=stats, device=device)
+    msg = (
+        f"make_loaders: {name} must be a path to an HDF5 file or a DarcyDataset; "
+        f"got {type(data).__name__} {data!r}."
+    )
+    raise TypeError(msg)
+
+
 def make_loaders(
-    train_path: str | os.PathLike,
-    test_path: str | os.PathLike | None = None,
+    train_path: str | os.PathLike | DarcyDataset,
+    test_path: str | os.PathLike | DarcyDataset | None = None,
     *,
     batch_size: int = 64,
     seed: int = 0,
@@ -367,26 +395,61 @@ def make_loaders(
 
     Parameters
     ----------
-    train_path, test_path : path-like
-        HDF5 files (docs/data.md §1c). ``test_path`` may be None.
+    train_path, test_path : path-like or DarcyDataset
+        HDF5 files (docs/data.md §1c), or datasets already read. ``test_path``
+        may be None. A DarcyDataset is used as it is (``normalize`` and
+        ``device`` apply to paths); a test file given with a normalised
+        training DarcyDataset is normalised with its statistics.
     batch_size : int, default=64
     seed : int, default=0
         Seed of the training loader's shuffling generator.
     device : str, torch.device or None, default=None
-        Where the data live (see ``DarcyDataset``).
+        Where the data read from paths live (see ``DarcyDataset``).
     normalize : {False, "channel"}, default=False
+        The normalisation of the data read from paths.
 
     Returns
     -------
     (train_loader, test_loader)
         The training loader shuffles; the test loader keeps file order
         (None without ``test_path``). Their datasets are ``loader.dataset``.
+
+    Raises
+    ------
+    TypeError
+        ``train_path`` or ``test_path`` neither a path nor a DarcyDataset.
+    ValueError
+        Train and test fields of different shapes; a test DarcyDataset not
+        normalised with the training statistics; ``normalize="channel"`` with
+        a training DarcyDataset that is not normalised.
     """
-    train = DarcyDataset(train_path, normalize=normalize, device=device)
+    mode = _normalize_mode(normalize, "make_loaders")
+    train = _loader_dataset(train_path, "train_path", normalize=mode, stats=None, device=device)
+    if isinstance(train_path, DarcyDataset) and mode == "channel" and train.stats is None:
+        msg = (
+            "make_loaders: normalize='channel' but train_path is a DarcyDataset that is not "
+            "normalised; pass DarcyDataset(path, normalize='channel') or its path."
+        )
+        raise ValueError(msg)
     train_loader = make_loader(train, batch_size=batch_size, shuffle=True, seed=seed)
     if test_path is None:
         return train_loader, None
-    test = DarcyDataset(test_path, normalize=normalize, stats=train.stats, device=device)
+    test_mode = "channel" if train.stats is not None else mode
+    test = _loader_dataset(
+        test_path, "test_path", normalize=test_mode, stats=train.stats, device=device
+    )
+    if not _same_stats(test.stats, train.stats):
+        if train.stats is None:
+            want, fix = "not normalised, as the training data", "DarcyDataset(test_file)"
+        else:
+            want = "normalised with the training statistics"
+            fix = "DarcyDataset(test_file, normalize='channel', stats=train.stats)"
+        got = "not normalised" if test.stats is None else "normalised with other statistics"
+        msg = (
+            f"make_loaders: the test data must be {want}; got a test DarcyDataset {got}: "
+            f"pass {fix} or the test file's path."
+        )
+        raise ValueError(msg)
     if (test.channels, test.grid) != (train.channels, train.grid):
         msg = (
             "make_loaders: train and test fields must have the same shape; got "

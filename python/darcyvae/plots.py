@@ -48,14 +48,21 @@ def _new_figure(**kwargs) -> Figure:
     return Figure(**kwargs)
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:
+DEFAULT_DPI = 150
+"""Resolution of ``save_figure`` (the experiments' scales use 150, ``smoke`` 100)."""
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: float = DEFAULT_DPI) -> Path:
     """Write ``fig`` to ``path`` (format from the suffix) through a temporary file.
 
     The file appears complete or not at all. Returns the path written. A
     figure with a layout engine (``layout="constrained"``) is saved as laid
     out; others are cropped to their content (``bbox_inches="tight"``, which
-    costs a second draw).
+    costs a second draw). ``dpi`` (default 150) must be a finite number > 0.
     """
+    from ._checks import check_real
+
+    dpi = check_real(dpi, "dpi", "save_figure", low=0.0, low_open=True)
     path = Path(path)
     bbox = None if fig.get_layout_engine() is not None else "tight"
     with atomic_path(path) as tmp:
@@ -400,13 +407,16 @@ def plot_latent_distributions(
         Samples of the generative parameters.
     dims : (int, int), default=(0, 1)
         The two coordinates shown where there are two or more.
+    title : str or None, default=None
+        The figure's title (None: ``"aggregated posterior q(z), prior p(z)
+        and p(theta)"``).
 
     Returns
     -------
     matplotlib.figure.Figure
         Three axes (q(z), p(z), p(theta)): scatter plots of coordinates
-        ``dims`` (histograms of coordinate 0 in one dimension); the latent
-        panels share their axis limits.
+        ``dims`` (density histograms of coordinate 0 in one dimension); the
+        latent panels share their axis limits.
     """
     caller = "plot_latent_distributions"
     zq = _as_numpy(z_posterior, "z_posterior", caller, 2)
@@ -433,6 +443,7 @@ def plot_latent_distributions(
         else:
             ax.hist(data[:, 0], bins=40, density=True, color=color, alpha=0.7)
             ax.set_xlabel(f"{sym}_1")
+            ax.set_ylabel("density")
     if zq.shape[1] >= 2:
         import numpy as np
 
@@ -442,8 +453,7 @@ def plot_latent_distributions(
         for ax in axes[:2]:
             ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
             ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
-    if title:
-        fig.suptitle(title)
+    fig.suptitle(title or "aggregated posterior q(z), prior p(z) and p(theta)")
     return fig
 
 
@@ -459,6 +469,7 @@ def plot_latent_vs_theta(
     theta : array-like of shape (m, s)
         Their generative parameters.
     title : str or None
+        The figure's title (None: ``"latent means against theta"``).
     dims : tuple of int or None
         The latent coordinates drawn, one row each, labelled by their own
         index (None: all n; ``evaluate`` passes at most ten of a wide latent).
@@ -468,8 +479,8 @@ def plot_latent_vs_theta(
     matplotlib.figure.Figure
         A len(dims) x s grid of scatter plots (row i: z_i, column j: theta_j),
         a bottom row with the histogram of each theta_j and a right column
-        with the histogram of each z_i; a disentangled latent shows one
-        tight curve per row.
+        with the histogram of each z_i (their count axes labelled "count");
+        a disentangled latent shows one tight curve per row.
     """
     caller = "plot_latent_vs_theta"
     z = _as_numpy(z_mean, "z_mean", caller, 2)
@@ -494,12 +505,13 @@ def plot_latent_vs_theta(
         ax = fig.add_subplot(grid[i, s])
         ax.hist(z[:, i], bins=30, orientation="horizontal", color="C1", alpha=0.7)
         ax.set_title(f"z_{dims[i] + 1}", fontsize="small")
+        ax.set_xlabel("count")
     for j in range(s):
         ax = fig.add_subplot(grid[n, j])
         ax.hist(th[:, j], bins=30, color="C2", alpha=0.7)
         ax.set_xlabel(f"theta_{j + 1}")
-    if title:
-        fig.suptitle(title)
+        ax.set_ylabel("count")
+    fig.suptitle(title or "latent means against theta")
     return fig
 
 
@@ -521,6 +533,7 @@ def latent_traversal(
     denormalize=None,
     channel_names: tuple[str, ...] = ("p", "u_x", "u_y"),
     title: str | None = None,
+    units: str | None = None,
 ) -> Figure:
     """Decode a grid of latent values into fields: one block of rows per latent axis.
 
@@ -542,12 +555,21 @@ def latent_traversal(
         Maps decoded (k, C, N, N) tensors back to physical units (e.g.
         ``DarcyDataset.denormalize``).
     channel_names : tuple of str
+    title : str or None
+        The figure's title (None: ``"latent traversal: decoder mean along
+        each latent axis"``); the units follow it on a second line.
+    units : str or None
+        The units of the decoded fields, said under the title and on each
+        colour bar. None: ``"physical units"`` with ``denormalize``, else
+        ``"normalised units"`` (pass ``units="physical units"`` for a model
+        trained on data that were not normalised).
 
     Returns
     -------
     matplotlib.figure.Figure
         ``len(dims) * C`` rows by ``k`` columns of images (``origin="lower"``);
-        images of one row share colour limits, the column titles give z.
+        images of one row share colour limits, the column titles give z, the
+        title says the units.
     """
     import numpy as np
     import torch
@@ -568,6 +590,11 @@ def latent_traversal(
     if not dims or any(d < 0 or d >= n for d in dims):
         msg = f"{caller}: dims must be latent axes in [0, {n}); got {dims}."
         raise ValueError(msg)
+    if units is None:
+        units = "physical units" if denormalize is not None else "normalised units"
+    elif not isinstance(units, str) or not units.strip():
+        msg = f"{caller}: units must be a non-empty string or None; got {units!r}."
+        raise TypeError(msg)
     device = next(model.parameters()).device
     fields = []
     was_training = model.training
@@ -609,8 +636,10 @@ def latent_traversal(
                     ax.set_title(f"z_{d + 1} = {center[d] + offsets[j]:.2g}", fontsize="small")
                 if j == 0:
                     ax.set_ylabel(f"{name} (z_{d + 1})")
-            fig.colorbar(im, ax=axes[row, -1], shrink=0.8)
-    fig.suptitle(title or "latent traversal: decoder mean along each latent axis")
+            bar = fig.colorbar(im, ax=axes[row, -1], shrink=0.8)
+            bar.set_label(f"{name} [{units}]", fontsize="small")
+    head = title or "latent traversal: decoder mean along each latent axis"
+    fig.suptitle(f"{head}\nfields in {units}")
     return fig
 
 

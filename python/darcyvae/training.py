@@ -44,6 +44,7 @@ from ._run import build_model, child_seeds
 from .checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
+    CSV_LOG_NAME,
     LOG_NAME,
     SUMMARY_NAME,
     TRIALS_NAME,
@@ -318,8 +319,11 @@ def train(
         normalised with the training statistics).
     out_dir : path-like
         Receives ``config.toml``, ``metrics.jsonl`` (one JSON record per
-        epoch), ``checkpoint.pt`` and ``summary.json``. Locked for the whole
-        run (``darcyvae._lock.folder_lock``); stale temporary files of an
+        epoch; losses in nats per sample, ``darcyvae._run.log_record``), the
+        same records in ``metrics.csv`` (and as TensorBoard scalars in
+        ``tensorboard/`` when the ``tensorboard`` package is installed),
+        ``checkpoint.pt`` and ``summary.json``. Locked for the whole run
+        (``darcyvae._lock.folder_lock``); stale temporary files of an
         interrupted save are removed at the start.
     device : str, torch.device or None, default="auto"
         CUDA when available, else the CPU.
@@ -328,7 +332,7 @@ def train(
         (same batches, noise and beta); ``config`` may differ only in
         epochs, checkpoint_every, eval_every and max_restarts.
     progress : bool, default=True
-        Show a tqdm bar over epochs.
+        Show a tqdm bar over epochs (loss and rate in nats per sample, beta).
     allow_data_change : bool, default=False
         On resume, accept training data whose fingerprint (file attributes,
         size, normalisation statistics, a digest of theta) differs from the
@@ -385,7 +389,10 @@ def train(
         msg = f"train: resume asked for, but {str(ckpt_path)!r} does not exist."
         raise FileNotFoundError(msg)
     if not resume and ckpt_path.exists():
-        msg = f"train: {str(ckpt_path)!r} already exists; pass resume=True or pick another out_dir."
+        msg = (
+            f"train: {str(ckpt_path)!r} already exists; pass resume=True (--resume) or pick "
+            "another out_dir (--out)."
+        )
         raise FileExistsError(msg)
     if not resume:  # a folder of other files would have its config.toml, ... replaced
         _run.check_out_folder(out, "train", "train")
@@ -393,7 +400,7 @@ def train(
     run = None
     try:
         with folder_lock(out, "darcyvae train"):
-            for name in (CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, SUMMARY_NAME):
+            for name in (CHECKPOINT_NAME, LOG_NAME, CSV_LOG_NAME, CONFIG_NAME, SUMMARY_NAME):
                 clean_stale_tmp(out, name)
             with _run.deterministic_mode(config.run.deterministic, dev):
                 run = _run.RunState.build(config, train_set, test_set, dev)
@@ -403,7 +410,7 @@ def train(
                 else:
                     start = 0
                 # the log is checked before any file of the run is rewritten
-                history = read_log(out / LOG_NAME, start)
+                history = _run.upgrade_log(read_log(out / LOG_NAME, start), config)
                 if resume:
                     log.info("train: resuming %s at epoch %d", out, start)
                 history = _loop(run, out, start, history, progress)
@@ -455,12 +462,12 @@ def _loop(
     epochs = config.optim.epochs
     ckpt_path = out / CHECKPOINT_NAME
     config.to_toml(out / CONFIG_NAME, header="darcyvae training run (written by train)")
-    log_path = out / LOG_NAME
-    atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in history))
+    columns = _run.log_columns(config, run.test_set is not None, history)
     loader = make_loader(
         run.train_set, batch_size=config.optim.batch_size, shuffle=True, generator=run.loader_gen
     )
     labeled = run.labeled()
+    metrics_log = _run.MetricsLog(out, history, columns, start)
     bar = tqdm(
         range(start, epochs),
         initial=start,
@@ -469,7 +476,7 @@ def _loop(
         desc=f"train {out.name}",
         unit="epoch",
     )
-    with open(log_path, "a") as log_file:
+    try:
         for epoch in bar:
             t0 = time.perf_counter()
             lr = learning_rate(epoch, config.optim.lr_values, config.optim.lr_milestones)
@@ -488,38 +495,49 @@ def _loop(
                         f"{config.run.checkpoint_every} epoch(s)), so there is none to keep."
                     )
                 msg = (
-                    f"train: non-finite loss in epoch {epoch} (loss {sums[0]}, rate "
+                    f"train: non-finite loss in epoch {epoch} (objective {sums[0]}, rate "
                     f"{sums[1]}, distortion {sums[2]}); stopped. {kept}"
                 )
                 raise TrainingDivergedError(msg)
             beta_now, beta_p_now = run.schedule.current(epoch)
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "phase": run.schedule.phase(epoch),
-                "lr": lr,
-                "beta": beta_now,
-                "loss": sums[0],
-                "rate": sums[1],
-                "distortion": sums[2],
-            }
-            if run.model.hierarchical:
-                record["beta_p"] = beta_p_now
-            if labeled is not None:
-                record["label_loss"] = sums[3]
-            if config.beta.phase1_guard and epoch < config.beta.rec_epochs:
-                record["guard_steps"] = int(sums[4])
+            guarded = config.beta.phase1_guard and epoch < config.beta.rec_epochs
+            record = _run.log_record(
+                config,
+                epoch=epoch,
+                phase=run.schedule.phase(epoch),
+                lr=lr,
+                beta=beta_now,
+                beta_p=beta_p_now,
+                objective=sums[0],
+                rate=sums[1],
+                distortion=sums[2],
+                label=sums[3] if labeled is not None else None,
+                guard_steps=sums[4] if guarded else None,
+            )
             last = epoch == epochs - 1
             every = config.run.eval_every
             if last or (every and (epoch + 1) % every == 0):
                 record.update(_run.epoch_eval(run, epoch))
             record["seconds"] = time.perf_counter() - t0
+            record["units"] = _run.LOG_UNITS
             history.append(record)
-            _run.append_line(log_file, json.dumps(record) + "\n", log_path)
-            bar.set_postfix(loss=f"{sums[0]:.4g}", beta=f"{beta_now:.3g}", rate=f"{sums[1]:.3g}")
+            metrics_log.write(record)
+            bar.set_postfix_str(_bar_text(record))
             if last or (epoch + 1) % config.run.checkpoint_every == 0:
                 _run.save_run(run, ckpt_path, epoch + 1)
-    bar.close()
+                metrics_log.flush()
+    finally:
+        metrics_log.close()
+        bar.close()
     return history
+
+
+def _bar_text(record: dict[str, Any]) -> str:
+    """The progress bar's postfix: the losses in their unit, then beta."""
+    text = f"loss {record['loss']:.6g}, rate {record['rate']:.3g}"
+    if record.get("test_loss") is not None:
+        text += f", test loss {record['test_loss']:.6g}"
+    return f"{text} {_run.LOG_UNITS}; beta {record['beta']:.3g}"
 
 
 # --------------------------------------------------------------------------- restarts

@@ -28,8 +28,9 @@ from torch import Tensor, nn
 from .._device import to_device_async
 from .._io import atomic_write_text
 from .._run import (
+    LOG_UNITS,
+    MetricsLog,
     RunState,
-    append_line,
     check_resume_config,
     check_resume_data,
     data_record,
@@ -37,7 +38,10 @@ from .._run import (
     epoch_eval,
     final_metrics,
     label_term,
+    log_columns,
+    log_record,
     save_run,
+    upgrade_log,
 )
 
 # --------------------------------------------------------------------------- single-run pieces
@@ -46,6 +50,7 @@ from .._run import (
 from ..checkpoint import (
     CHECKPOINT_NAME,
     CONFIG_NAME,
+    CSV_LOG_NAME,
     LOG_NAME,
     SUMMARY_NAME,
     clean_stale_tmp,
@@ -374,14 +379,12 @@ class _EnsembleRun:
         histories = []
         for seed, d in zip(self.seeds, self.dirs, strict=True):
             d.mkdir(parents=True, exist_ok=True)
-            for name in (CHECKPOINT_NAME, LOG_NAME, CONFIG_NAME, SUMMARY_NAME):
+            for name in (CHECKPOINT_NAME, LOG_NAME, CSV_LOG_NAME, CONFIG_NAME, SUMMARY_NAME):
                 clean_stale_tmp(d, name)
             config.replace(seed=seed).to_toml(
                 d / CONFIG_NAME, header="darcyvae training run (written by train_ensemble)"
             )
-            hist = read_log(d / LOG_NAME, start)
-            atomic_write_text(d / LOG_NAME, "".join(json.dumps(r) + "\n" for r in hist))
-            histories.append(hist)
+            histories.append(upgrade_log(read_log(d / LOG_NAME, start), config))
         loaders = [
             make_loader(
                 self.train_set, batch_size=config.optim.batch_size, shuffle=True, generator=g
@@ -396,8 +399,11 @@ class _EnsembleRun:
             desc=f"train {k} seeds",
             unit="epoch",
         )
-        log_files = [open(d / LOG_NAME, "a") for d in self.dirs]  # noqa: SIM115 - closed below
+        log_files: list[MetricsLog] = []
         try:
+            for d, hist in zip(self.dirs, histories, strict=True):
+                columns = log_columns(config, self.test_set is not None, hist)
+                log_files.append(MetricsLog(d, hist, columns, start))
             for epoch in bar:
                 if not any(self.active):
                     break
@@ -417,29 +423,33 @@ class _EnsembleRun:
                     if not all(math.isfinite(v) for v in vals):
                         self._stop(m, epoch, vals)
                         continue
-                    record: dict[str, Any] = {
-                        "epoch": epoch,
-                        "phase": self.schedule.phase(epoch),
-                        "lr": lr,
-                        "beta": betas[m],
-                        "loss": vals[0],
-                        "rate": vals[1],
-                        "distortion": vals[2],
-                    }
-                    if self.net.template.hierarchical:
-                        record["beta_p"] = beta_ps[m]
-                    if self.labeled is not None:
-                        record["label_loss"] = vals[3]
-                    if config.beta.phase1_guard and epoch < config.beta.rec_epochs:
-                        record["guard_steps"] = int(sums[4][m])
+                    guarded = config.beta.phase1_guard and epoch < config.beta.rec_epochs
+                    record = log_record(
+                        config,
+                        epoch=epoch,
+                        phase=self.schedule.phase(epoch),
+                        lr=lr,
+                        beta=betas[m],
+                        beta_p=beta_ps[m],
+                        objective=vals[0],
+                        rate=vals[1],
+                        distortion=vals[2],
+                        label=vals[3] if self.labeled is not None else None,
+                        guard_steps=sums[4][m] if guarded else None,
+                    )
                     if evaluate:
                         record.update(epoch_eval(self.member_run(m), epoch))
                     record["seconds"] = seconds
+                    record["units"] = LOG_UNITS
                     histories[m].append(record)
-                    append_line(log_files[m], json.dumps(record) + "\n", self.dirs[m] / LOG_NAME)
-                bar.set_postfix(active=sum(self.active), loss=f"{min(sums[0]):.4g}")
+                    log_files[m].write(record)
+                done = [h[-1]["loss"] for h in histories if h and h[-1]["epoch"] == epoch]
+                best = f"{min(done):.6g} {LOG_UNITS}" if done else "-"
+                bar.set_postfix(active=sum(self.active), best_loss=best)
                 if last or (epoch + 1) % config.run.checkpoint_every == 0:
                     self.save()
+                    for fh in log_files:
+                        fh.flush()
         finally:
             for fh in log_files:
                 fh.close()
@@ -571,7 +581,7 @@ class _EnsembleRun:
 
     def _stop(self, m: int, epoch: int, vals: list[float]) -> None:
         text = (
-            f"train_ensemble: seed {self.seeds[m]}: non-finite loss in epoch {epoch} (loss "
+            f"train_ensemble: seed {self.seeds[m]}: non-finite loss in epoch {epoch} (objective "
             f"{vals[0]}, rate {vals[1]}, distortion {vals[2]}); this member stopped, the "
             "others go on."
         )

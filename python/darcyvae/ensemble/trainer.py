@@ -257,15 +257,15 @@ def _check_outputs(out: Path, first: list[Path], seed_list: list[int], resume: b
     for path in first:
         if path.exists():
             msg = (
-                f"train_ensemble: {str(path)!r} already exists; pass resume=True or pick "
-                "another out_dir."
+                f"train_ensemble: {str(path)!r} already exists; pass resume=True (--resume) "
+                "or pick another out_dir (--out)."
             )
             raise FileExistsError(msg)
     for s in seed_list:
         if (member_dir(out, s) / CHECKPOINT_NAME).exists():
             msg = (
                 f"train_ensemble: {str(member_dir(out, s))!r} already holds a run; "
-                "pick another out_dir."
+                "pick another out_dir (--out)."
             )
             raise FileExistsError(msg)
 
