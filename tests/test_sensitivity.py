@@ -184,3 +184,17 @@ def test_a_scale_with_a_cells_settings_trains_as_that_cell(tmp_path):
             assert train_config(scaled, prior=prior, mixture=True) == cell_config(ctx, cell, hp)
     with pytest.raises(ValueError, match="lr must be"):
         ctx.scale.with_settings("none", "fast", "zero")
+
+
+def test_cli_compare_belongs_to_all_and_needs_an_all_run(tmp_path, capsys):
+    out = tmp_path / "x"
+    assert main(["reproduce", "fig1", "--compare", str(tmp_path), "--out", str(out)]) == 2
+    assert "--compare is an option of 'all' only" in capsys.readouterr().err
+    assert (
+        main(
+            ["reproduce", "all", "--scale", "smoke", "--compare", str(tmp_path), "--out", str(out)]
+        )
+        == 2
+    )
+    assert "holds no 'reproduce all' run" in capsys.readouterr().err
+    assert not out.exists()

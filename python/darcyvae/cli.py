@@ -76,6 +76,13 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         help="sensitivity only: comma-separated cells, e.g. raw-authors-zero,channel-common-zero "
         "(default: all eight)",
     )
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="DIR",
+        help="all only: the folder of an earlier 'reproduce all' run (e.g. at --scale cpu-fast); "
+        "the top report's robust? column gives each claim's verdict there (default: none)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_reproduce, _parser=p)
 
@@ -110,6 +117,9 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
         parse_cells(args.cells)  # a bad name fails before anything is written
         overrides["cells"] = args.cells
+    if args.compare is not None and args.experiment != "all":
+        msg = f"--compare is an option of 'all' only; got experiment {args.experiment!r}"
+        raise ValueError(msg)
     kw = {
         "scale": scale,
         "seed": args.seed,
@@ -120,7 +130,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     }
     if args.experiment == "all":
         out = args.out or "runs"
-        results = experiments.run_all(out, **kw)
+        results = experiments.run_all(out, **kw, compare=args.compare)
         failed = [name for name, res in results.items() if "error" in res]
         print(f"all: wrote {out}/report.md ({len(results)} experiments)")
         for name in failed:
