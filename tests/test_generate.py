@@ -288,6 +288,9 @@ def _signalled_run(out: Path, sig: str, split: str, done: int) -> subprocess.Com
         from darcyvae.generate import GenerateConfig, generate_dataset
         from darcyvae.kle import KLEConfig
 
+        # A shell starts background jobs with SIGINT ignored; Ctrl-C's default is what is tested.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
         def interrupt(split, done, n):
             if split == {split!r} and done >= {done}:
                 os.kill(os.getpid(), signal.{sig})
