@@ -201,7 +201,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     res = run_experiment("demo", out, progress=False, **kw)
     assert set(res["arms"]) == {"no HP", "HP"}
     summary = (out / "summary.txt").read_text()
-    assert summary.startswith("darcyvae demo: KLE2 (normal), grid 17, 64 train / 32 test")
+    assert summary.startswith("darcyvae demo: KLE2 (mixture4), grid 17, 64 train / 32 test")
     assert "S_KL: lower is better" in summary
     for arm, a in res["arms"].items():
         assert a["epochs"] == 2
