@@ -394,3 +394,47 @@ def test_a_bare_word_is_a_string(word):
     from darcyvae.config import parse_overrides
 
     assert parse_overrides([f"model.prior={word}"]) == {"model": {"prior": word}}
+
+
+@given(st.text())
+def test_any_string_setting_round_trips_through_toml(text):
+    """Every Unicode string (beyond the BMP and control characters included) survives
+    dumps -> loads; JSON's surrogate-pair escapes would not."""
+    from darcyvae import _toml
+
+    assert _toml.loads(_toml.dumps({"s": text, "t": {"u": [text]}})) == {
+        "s": text,
+        "t": {"u": [text]},
+    }
+
+
+def test_a_lone_surrogate_cannot_be_written_to_toml():
+    from darcyvae import _toml
+
+    with pytest.raises(ValueError, match="lone surrogate"):
+        _toml.dumps({"s": "a\ud800b"})
+
+
+def test_a_config_file_is_utf8_whatever_the_locale(tmp_path):
+    """TOML files are UTF-8 (the TOML spec): written and read so under an ASCII locale too
+    (a fresh process in the C locale, without Python's UTF-8 mode or locale coercion)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "c.toml"
+    code = (
+        "from darcyvae import _toml; import sys; p = sys.argv[1]; "
+        "_toml.write(p, {'note': 'Darcy flow \\u2014 \\U0001f30a'}); "
+        "assert _toml.load(p) == {'note': 'Darcy flow \\u2014 \\U0001f30a'}"
+    )
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert path.read_bytes().decode("utf-8").count("\U0001f30a") == 1

@@ -66,7 +66,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """
     try:
         with atomic_path(path) as tmp:
-            tmp.write_text(text)
+            tmp.write_text(text, encoding="utf-8")
     except OSError as exc:
         if exc.errno is None or exc.filename is not None:
             raise

@@ -34,7 +34,16 @@ def _value(value: Any, where: str) -> str:
             raise ValueError(msg)
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
+        # A JSON string is a TOML basic string once U+007F is escaped too; without
+        # ensure_ascii, characters beyond the BMP stay themselves (JSON would write
+        # surrogate pairs, which TOML refuses).
+        text = json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            msg = f"toml: {where} holds a lone surrogate, which no TOML file can hold."
+            raise ValueError(msg) from None
+        return text
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_value(v, where) for v in value) + "]"
     msg = f"toml: {where} has a type TOML cannot hold here: {type(value).__name__}."
@@ -77,7 +86,7 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         msg = f"toml: no such file: {str(path)!r}."
         raise FileNotFoundError(msg)
-    return loads(path.read_text())
+    return loads(path.read_text(encoding="utf-8"))
 
 
 def write(path: str | os.PathLike, data: dict[str, Any], header: str = "") -> Path:
