@@ -93,6 +93,12 @@ def test_smoke_run_reports_one_row_per_cell_and_resumes(tmp_path):
         assert "does not train: measured margin" in row[2]
     assert [c["id"] for c in res["claims"]] == [f"robust-{i}" for i in MIXTURE4_CLAIMS]
     assert (out / "sensitivity_s_d.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The cells measured so far are readable while the grid runs (rewritten after each cell).
+    done = (out / "cells_done.md").read_text()
+    assert "8 cell(s) measured so far" in done
+    for row in table["rows"]:
+        assert f"| {row[0]} | {row[1]} |" in done
+    assert "no cell has >= 90%" in done
     # A rerun reuses every probe: nothing is trained again.
     ckpts = sorted(out.glob("*/*/seed_*/checkpoint.pt"))
     assert len(ckpts) == 16

@@ -326,6 +326,33 @@ def _table(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return {"title": "One row per cell", "header": header, "rows": rows}
 
 
+PROGRESS = "cells_done.md"
+"""The table of the cells measured so far, rewritten after each cell: the grid takes hours
+and spans sessions, and a stopped run's finished cells should be readable at once."""
+
+
+def _write_progress(ctx: Context, results: list[dict[str, Any]]) -> None:
+    """``PROGRESS``: the report's table for the cells finished so far, and the rule's choice."""
+    from .._io import atomic_write_text
+    from . import cell as md_cell
+
+    table = _table(results)
+    _choice, why = choose_cell(results)
+    lines = [
+        (
+            f"# sensitivity: {len(results)} cell(s) measured so far (scale {ctx.scale.name}, "
+            f"seed {ctx.seed})"
+        ),
+        "",
+        "| " + " | ".join(md_cell(h) for h in table["header"]) + " |",
+        "|" + "---|" * len(table["header"]),
+        *("| " + " | ".join(md_cell(v) for v in row) + " |" for row in table["rows"]),
+        "",
+        f"The rule's choice so far: {why}.",
+    ]
+    atomic_write_text(ctx.out / PROGRESS, "\n".join(lines) + "\n")
+
+
 @register_experiment(
     "sensitivity",
     "beyond the paper: the mixture4 study over normalisation x learning rates x log-variance start",
@@ -344,7 +371,10 @@ def sensitivity(
     chosen = parse_cells(cells)
     n = ctx.n_trials(ctx.scale.sensitivity_trials)
     paths = dataset(ctx, "mixture4")
-    results = [_run_cell(ctx, cell, paths, n, probe) for cell in chosen]
+    results = []
+    for cell in chosen:
+        results.append(_run_cell(ctx, cell, paths, n, probe))
+        _write_progress(ctx, results)
     ctx.seeds(n, "every arm of every cell")
     scores: dict[str, dict[str, dict[str, list]]] = {}
     for c in results:
