@@ -22,21 +22,8 @@ from hypothesis import strategies as st
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-ALL = [
-    "fig1",
-    "demo",
-    "landscape",
-    "rd-plane",
-    "interpolate",
-    "normal",
-    "gaussian",
-    "rotation",
-    "mixture4",
-    "hp-ablation",
-    "sensitivity",
-    "semisupervised",
-    "skl",
-]
+ALL = [e.name for e in list_experiments()]
+"""Every registered experiment, as the registry finds them (no list kept by hand)."""
 
 
 def _has_hp_decoder() -> bool:
@@ -111,7 +98,24 @@ def test_list_names_every_experiment_and_scale(capsys):
     for name in ALL:
         assert re.search(rf"^{re.escape(name)}\s", out, re.MULTILINE), name
     assert "smoke, cpu, cpu-fast, paper" in out
-    assert [e.name for e in list_experiments()] == ALL
+
+
+def test_the_registry_finds_every_module_and_orders_skl_last():
+    """Each public module of darcyvae.experiments registers its experiments by itself;
+    ``reproduce all`` runs them by their declared order, skl (which scores the others'
+    models) last."""
+    import pkgutil
+
+    modules = {i.name for i in pkgutil.iter_modules(experiments.__path__) if i.name[0] != "_"}
+    registered = {e.fn.__module__.rsplit(".", 1)[-1] for e in list_experiments()}
+    assert registered == modules
+    assert len(ALL) == len(set(ALL)) >= 13
+    assert ALL[-1] == "skl"
+    orders = [e.order for e in list_experiments()]
+    assert orders == sorted(orders)
+    assert ALL.index("fig1") < ALL.index("mixture4") < ALL.index("sensitivity")
+    with pytest.raises(ValueError, match="already exists"):
+        experiments.register_experiment("fig1", "again", order=1)(lambda ctx: {})
 
 
 def test_no_name_is_a_usage_error(capsys):
@@ -247,8 +251,9 @@ def _check_report(out, res):
         assert f"![{f}]({f})" in report
 
 
-STUDIES = ["landscape", "rd-plane", "interpolate", "normal", "gaussian", "rotation"]
-STUDIES += ["mixture4", "semisupervised"]
+OWN_TESTS = {"fig1", "demo", "hp-ablation", "sensitivity", "skl"}
+"""Experiments with smoke tests of their own (here or in tests/test_sensitivity.py)."""
+STUDIES = [name for name in ALL if name not in OWN_TESTS]
 
 
 @pytest.mark.slow

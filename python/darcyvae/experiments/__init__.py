@@ -11,7 +11,10 @@ experiment into one folder and writes a top-level ``report.md``.
 An experiment is a function ``fn(ctx: Context, **overrides) -> dict`` that
 writes its figures into ``ctx.out`` and returns its numbers, with the
 report rows under ``"claims"`` (``_common.claim``) and the written figures
-under ``"figures"``.
+under ``"figures"``. Adding one is one module in this package: decorate the
+function with ``@register_experiment(name, description, order=N)``; the
+package imports its public modules itself, and ``order`` places it in
+``reproduce all``.
 
 Public names
 ------------
@@ -67,44 +70,28 @@ _EXPERIMENTS: dict[str, Experiment] = {}
 """Registry of experiments by name (filled by ``@register_experiment``)."""
 
 
-def register_experiment(name: str, description: str) -> Callable:
-    """Decorator adding an experiment function to the registry under ``name``."""
+def register_experiment(name: str, description: str, *, order: int) -> Callable:
+    """Decorator adding an experiment function to the registry under ``name``.
+
+    ``order`` places it in ``reproduce all`` (ascending; ``skl``, which scores the
+    models the others trained, comes last). A module of this package that defines
+    experiments is found by itself (``_discover``): adding an experiment is one module.
+    """
 
     def decorate(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
         if name in _EXPERIMENTS or name == "all":
             msg = f"register_experiment: an experiment named {name!r} already exists."
             raise ValueError(msg)
-        _EXPERIMENTS[name] = Experiment(name, description, fn, len(_EXPERIMENTS))
+        check_int(order, "order", "register_experiment")
+        _EXPERIMENTS[name] = Experiment(name, description, fn, order)
         return fn
 
     return decorate
 
 
-ORDER = (
-    "fig1",
-    "demo",
-    "landscape",
-    "rd-plane",
-    "interpolate",
-    "normal",
-    "gaussian",
-    "rotation",
-    "mixture4",
-    "hp-ablation",
-    "sensitivity",
-    "semisupervised",
-    "skl",
-)
-"""The order of ``reproduce all`` (``skl`` last: it scores the others' models)."""
-
-
 def list_experiments() -> list[Experiment]:
     """Return the registered experiments in the order ``reproduce all`` runs them."""
-
-    def key(e: Experiment) -> tuple[int, int]:
-        return (ORDER.index(e.name) if e.name in ORDER else len(ORDER), e.order)
-
-    return sorted(_EXPERIMENTS.values(), key=key)
+    return sorted(_EXPERIMENTS.values(), key=lambda e: (e.order, e.name))
 
 
 def _check_name(name: str) -> Experiment:
@@ -559,15 +546,15 @@ def _all_report(
     return "\n".join(lines) + "\n"
 
 
-# Register the experiments (import order = the order of ``reproduce all``).
-from . import (
-    basic,  # noqa: F401
-    interpolate,  # noqa: F401
-    landscape,  # noqa: F401
-    rd_plane,  # noqa: F401
-    rotation,  # noqa: F401
-    semisupervised,  # noqa: F401
-    sensitivity,  # noqa: F401
-    skl,  # noqa: F401
-    studies,  # noqa: F401
-)
+def _discover() -> None:
+    """Import every public module of this package, so their ``@register_experiment``
+    run: the registry, not a list kept by hand, knows the experiments."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+_discover()

@@ -12,7 +12,9 @@ from . import register_experiment
 from ._common import Context, claim, fmt
 
 
-@register_experiment("fig1", "Fig. 1: KLE2/10/100/1000 permeability samples, eigenvalue decay")
+@register_experiment(
+    "fig1", "Fig. 1: KLE2/10/100/1000 permeability samples, eigenvalue decay", order=10
+)
 def fig1_kle_samples(
     ctx: Context,
     *,
@@ -76,6 +78,7 @@ def fig1_kle_samples(
     "demo",
     "end to end on a CPU in minutes: KLE2 mixture4 data, a DenseVAE without and with the "
     "hierarchical prior, each evaluated against the Theorem-1 bound",
+    order=20,
 )
 def demo(
     ctx: Context,

@@ -29,7 +29,9 @@ from ._common import (
 )
 
 
-@register_experiment("interpolate", "Fig. 5: loss and S_D between two solutions of different seeds")
+@register_experiment(
+    "interpolate", "Fig. 5: loss and S_D between two solutions of different seeds", order=50
+)
 def interpolate(ctx: Context) -> dict[str, Any]:
     """Train two seeds; evaluate loss and S_D along the straight line between them."""
     import torch

@@ -42,7 +42,9 @@ def _spearman(x, y) -> float | None:
     return float(spearmanr(x[ok], y[ok]).statistic)
 
 
-@register_experiment("rd-plane", "Fig. 4: rate-distortion trajectories and the fixed-beta sweep")
+@register_experiment(
+    "rd-plane", "Fig. 4: rate-distortion trajectories and the fixed-beta sweep", order=40
+)
 def rd_plane(ctx: Context) -> dict[str, Any]:
     """Train the two trajectory runs and the beta sweep; draw the RD plane."""
     good, bad, sweep = _train_runs(ctx)

@@ -33,7 +33,9 @@ from ._common import (
 )
 
 
-@register_experiment("semisupervised", "Figs. 14-15: S_D and losses against the labelled ratio")
+@register_experiment(
+    "semisupervised", "Figs. 14-15: S_D and losses against the labelled ratio", order=120
+)
 def semisupervised(ctx: Context) -> dict[str, Any]:
     """Train ``ss_trials`` models per label count; S_D mean/min/max and the training losses."""
     s = ctx.scale

@@ -193,7 +193,9 @@ def _gated(verdict: str, gate: str | None) -> str:
     return "not judged" if gate else verdict
 
 
-@register_experiment("normal", "Figs. 6-7: KLE2 with normal p(theta): reconstruction and S_D")
+@register_experiment(
+    "normal", "Figs. 6-7: KLE2 with normal p(theta): reconstruction and S_D", order=60
+)
 def normal(ctx: Context) -> dict[str, Any]:
     """Several trials of the standard-normal-prior model on normal p(theta)."""
     n = ctx.n_trials(ctx.scale.few_trials)
@@ -240,7 +242,9 @@ def normal(ctx: Context) -> dict[str, Any]:
     return _study_result(ctx, arms, configs, paths, claims, "fig6_7", "normal p(theta)")
 
 
-@register_experiment("gaussian", "Figs. 8-9: scaled/translated gaussian p(theta), no HP vs HP")
+@register_experiment(
+    "gaussian", "Figs. 8-9: scaled/translated gaussian p(theta), no HP vs HP", order=70
+)
 def gaussian(ctx: Context) -> dict[str, Any]:
     """Trials without and with the hierarchical prior on the isotropic gaussian p(theta)."""
     n = ctx.n_trials(ctx.scale.trials)
@@ -393,7 +397,9 @@ def _mixture_claims(ctx: Context, arms, no_hp: str | None, hp_arms: list[str], t
     return claims
 
 
-@register_experiment("mixture4", "Figs. 11-12: mixture4 p(theta) trial study, no HP vs HP")
+@register_experiment(
+    "mixture4", "Figs. 11-12: mixture4 p(theta) trial study, no HP vs HP", order=90
+)
 def mixture4(ctx: Context) -> dict[str, Any]:
     """Trials without and with HP on the four-mode p(theta), longer reconstruction-only phase."""
     n = ctx.n_trials(ctx.scale.trials)
@@ -417,6 +423,7 @@ def mixture4(ctx: Context) -> dict[str, Any]:
 @register_experiment(
     "hp-ablation",
     "beyond the paper: the mixture4 HP study with the released vs the described prior decoder",
+    order=100,
 )
 def hp_ablation(ctx: Context) -> dict[str, Any]:
     """The mixture4 HP arm twice: ``hp_decoder="released"`` (final ReLU) and ``"mlp"``."""
