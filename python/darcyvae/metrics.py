@@ -406,6 +406,43 @@ def _halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
 
 
+def _cross_fit_halves(
+    n: int, m: int, k: int, paired: bool, rng: np.random.Generator, caller: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Random halves of the n theta (and, unpaired, the m z) samples for the cross-fit,
+    each large enough for the k-th neighbour (docs/scores.md §5)."""
+    ia, ib = _halves(n, rng)
+    ja, jb = (ia, ib) if paired else _halves(m, rng)
+    if k > len(ia) - 1 or k > len(ja) - paired:
+        msg = (
+            f"{caller}: too few samples for the cross-fit halves: each half of the "
+            f"{n} theta and {m} z samples must allow k = {k} (at least {2 * k + 2} theta "
+            f"and {2 * (k + paired)} z samples)."
+        )
+        raise ValueError(msg)
+    return ia, ib, ja, jb
+
+
+def _held_out_folds(half_a: Search, half_b: Search, rng: np.random.Generator):
+    """Fit each half, score it on the other: ``((fold_a, fold_b), (fit_a, fit_b))``; a half
+    whose latent is constant in a coordinate makes both folds +inf and the fits ``()``."""
+    if len(half_a.singular) or len(half_b.singular):
+        return (math.inf, math.inf), ()
+    fit_a, fit_b = half_a.fit(rng), half_b.fit(rng)
+    folds = (half_b.divergence(*fit_a.params()), half_a.divergence(*fit_b.params()))
+    return folds, (fit_a, fit_b)
+
+
+def _fitted_transform(fit, d: int, t_exp, z_exp, caller: str):
+    """(scale, shift, permutation) of the all-sample minimiser in the caller's units;
+    NaN scales and shifts with the identity when the latent was singular (``fit`` None)."""
+    if fit is None:
+        return np.full(d, np.nan), np.full(d, np.nan), np.arange(d)
+    a, b, perm = fit.params()
+    scale, shift = _in_caller_units(a, b, t_exp, z_exp[perm], caller)
+    return scale, shift, perm
+
+
 def s_kl(
     z: ArrayLike,
     theta: ArrayLike,
@@ -475,22 +512,9 @@ def s_kl(
     Notes
     -----
     docs/scores.md §5 gives the details: why the score is cross-fitted (the
-    in-sample minimum of a noisy estimate is biased low: about -0.2 nats for
-    an aligned latent at n = 512, against +0.04 +- 0.08 held out), the
-    search (moment-matched starts per orientation; every orientation while
-    d! 2^d <= ``options.max_orientations``, else one Hungarian assignment;
-    Nelder-Mead on bounded log-scales and shifts), the guards that keep the
-    minimum finite (bounded scales, ``min_ratio``, ``paired``), and the exact
-    power-of-two rescaling that lets any finite magnitude through. One tree
-    over z is built per sample set; each evaluation queries it with
-    weights (§5a).
-
-    Degenerate latents (docs/scores.md §5, "Degenerate latents"): tied
-    latents (quantised, or partly collapsed onto points) are scored as
-    vanishing jitter would score them (:func:`kl_divergence` Notes), which
-    the estimator sees as isolated spikes of q: a high score, never better
-    than their jittered copy's (up to the search's noise); a latent constant
-    in a coordinate scores ``inf``.
+    in-sample minimum is biased low), the orientation search and Nelder-Mead,
+    the guards that keep the minimum finite, the exact power-of-two
+    rescaling, and how degenerate (tied or collapsed) latents score.
 
     Examples
     --------
@@ -515,15 +539,7 @@ def s_kl(
     theta_s, t_exp = rescale(theta)
     z_s, z_exp = rescale(z, axis=0)
 
-    ia, ib = _halves(n, rng)
-    ja, jb = (ia, ib) if paired else _halves(m, rng)
-    if k > len(ia) - 1 or k > len(ja) - paired:
-        msg = (
-            f"{caller}: too few samples for the cross-fit halves: each half of the "
-            f"{n} theta and {m} z samples must allow k = {k} (at least {2 * k + 2} theta "
-            f"and {2 * (k + paired)} z samples)."
-        )
-        raise ValueError(msg)
+    ia, ib, ja, jb = _cross_fit_halves(n, m, k, paired, rng, caller)
 
     def search(rows_t, rows_z, where=""):
         return Search(
@@ -545,15 +561,10 @@ def s_kl(
     # A latent constant in a coordinate (on all samples, or within a half) is
     # singular: every divergence is +inf, and so is the score (no search runs).
     fit = None if len(full.singular) else full.fit(rng)
-    halves_fit = not (len(half_a.singular) or len(half_b.singular))
-    if halves_fit:
-        fit_a, fit_b = half_a.fit(rng), half_b.fit(rng)
-        folds = (half_b.divergence(*fit_a.params()), half_a.divergence(*fit_b.params()))
-        values = (fit_a.value, fit_b.value, *folds)
-    else:
-        folds, values = (math.inf, math.inf), ()
-    if fit is not None:
-        values = (fit.value, *values)
+    folds, half_fits = _held_out_folds(half_a, half_b, rng)
+    values = [f.value for f in (fit, *half_fits) if f is not None] + (
+        list(folds) if half_fits else []
+    )
     if not all(math.isfinite(v) for v in values):
         msg = (
             f"{caller}: a latent fell exactly on a theta sample (nu = 0) at every "
@@ -561,11 +572,7 @@ def s_kl(
         )
         raise ValueError(msg)
     d = theta.shape[1]
-    if fit is None:
-        scale, shift, perm = np.full(d, np.nan), np.full(d, np.nan), np.arange(d)
-    else:
-        a, b, perm = fit.params()
-        scale, shift = _in_caller_units(a, b, t_exp, z_exp[perm], caller)
+    scale, shift, perm = _fitted_transform(fit, d, t_exp, z_exp, caller)
     return SKLResult(
         score=0.5 * (folds[0] + folds[1]),
         in_sample=math.inf if fit is None else fit.value,
@@ -576,10 +583,8 @@ def s_kl(
         assignment=options.assignment(d),
         n_evaluations=full.n_evaluations + half_a.n_evaluations + half_b.n_evaluations,
         converged=fit is not None
-        and fit.converged
-        and halves_fit
-        and fit_a.converged
-        and fit_b.converged,
+        and bool(half_fits)
+        and all(f.converged for f in (fit, *half_fits)),
         start_score=math.inf if fit is None else fit.start,
         method=method,
         k=k,
