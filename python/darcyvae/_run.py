@@ -303,23 +303,29 @@ def append_line(fh: Any, text: str, path: Path) -> None:
 
 
 def write_failure(
-    caller: str, out: Path, exc: BaseException, checkpoint: Path, saved_epoch: int | None
+    caller: str, out: Path, exc: BaseException, kept: str | None, what: str = "checkpoint"
 ) -> OSError:
     """The one-line error of a run whose write failed (a full disk, ``ulimit -f``, ...).
 
-    Names the file, the reason and what is kept: the last checkpoint (the
-    atomic save leaves it intact) and how to continue from it, or that none
-    was written yet and the command can simply be run again.
+    Names the file, the reason and what is kept: ``kept`` (the atomic saves leave
+    the last checkpoint intact) and how to continue from it, or, with ``kept``
+    None, that no ``what`` was written yet and the command can simply be run again.
     """
-    if checkpoint.is_file():
-        epoch = "" if saved_epoch is None else f", epoch {saved_epoch}"
-        kept = f"The last checkpoint ({str(checkpoint)!r}{epoch}) is kept"
+    if kept:
         then = "run the same command with --resume (resume=True) to continue"
     else:
-        kept = "No checkpoint had been written yet"
+        kept = f"No {what} had been written yet"
         then = "run the same command again"
     where = getattr(exc, "filename", None) or out
     return write_error(caller, where, exc, kept, then)
+
+
+def checkpoint_kept(checkpoint: Path, saved_epoch: int | None) -> str | None:
+    """What ``write_failure`` says a single run keeps: its last checkpoint, if any."""
+    if not checkpoint.is_file():
+        return None
+    epoch = "" if saved_epoch is None else f", epoch {saved_epoch}"
+    return f"The last checkpoint ({str(checkpoint)!r}{epoch}) is kept"
 
 
 def data_record(run: RunState) -> dict[str, Any]:

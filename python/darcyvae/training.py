@@ -426,7 +426,7 @@ def train(
         if not is_write_failure(exc):
             raise
         saved = None if run is None else run.saved_epoch
-        failure = _run.write_failure("train", out, exc, ckpt_path, saved)
+        failure = _run.write_failure("train", out, exc, _run.checkpoint_kept(ckpt_path, saved))
         raise failure from exc
     if over.over_regularized:
         log.warning(

@@ -22,9 +22,9 @@ import torch
 
 from .._checks import check_choice
 from .._device import resolve_device
-from .._io import atomic_write_text, is_write_failure, write_error
+from .._io import atomic_write_text, is_write_failure
 from .._lock import folder_lock
-from .._run import check_out_folder, load_datasets
+from .._run import check_out_folder, load_datasets, write_failure
 from ..checkpoint import CHECKPOINT_NAME, clean_stale_tmp
 from ..config import TrainConfig
 from ..dataset import DarcyDataset
@@ -179,16 +179,12 @@ def _write_failure(out: Path, exc: BaseException, first: list[Path]) -> OSError:
     """The one-line error of an ensemble whose write failed (a full disk, ``ulimit -f``):
     the ensemble checkpoints written so far are intact (atomic saves) and resume it."""
     saved = [p for p in first if p.is_file()]
-    if saved:
+    kept = None
+    if len(saved) == 1:
         kept = f"The ensemble checkpoint {str(saved[0])!r} written before is kept"
-        if len(saved) > 1:
-            kept = f"The {len(saved)} ensemble checkpoints written before are kept"
-        then = "run the same command with --resume (resume=True) to continue"
-    else:
-        kept = "No ensemble checkpoint had been written yet"
-        then = "run the same command again"
-    where = getattr(exc, "filename", None) or out
-    return write_error("train_ensemble", where, exc, kept, then)
+    elif saved:
+        kept = f"The {len(saved)} ensemble checkpoints written before are kept"
+    return write_failure("train_ensemble", out, exc, kept, what="ensemble checkpoint")
 
 
 def _check_arguments(
