@@ -63,6 +63,7 @@ __all__ = [
     "distortion_bound",
     "evaluate",
     "evaluate_losses",
+    "is_over_regularized",
     "margin_per_element",
     "s_d_or_none",
     "split_metrics",
@@ -222,6 +223,19 @@ class OverRegularization:
         return cls(**kw)
 
 
+def is_over_regularized(
+    rate_per_dim: float,
+    margin_per_element: float,
+    *,
+    rate_tol: float = RATE_TOL,
+    margin_tol: float = TRAINED_MARGIN,
+) -> bool:
+    """The rule of docs/model.md §4e on unit-free numbers: a rate under ``rate_tol`` nats
+    per latent dimension and a distortion within ``margin_tol`` nats per field element of
+    the Theorem-1 bound."""
+    return bool(rate_per_dim < rate_tol and abs(margin_per_element) < margin_tol)
+
+
 def detect_over_regularization(
     rate: float,
     distortion: float,
@@ -259,7 +273,7 @@ def detect_over_regularization(
     check_real(margin_tol, "margin_tol", "detect_over_regularization", low=0.0)
     margin = margin_per_element(distortion, bound, n_elements)
     per_dim = rate / latent_dim
-    flag = bool(per_dim < rate_tol and abs(margin) < margin_tol)
+    flag = is_over_regularized(per_dim, margin, rate_tol=rate_tol, margin_tol=margin_tol)
     return OverRegularization(
         flag, float(rate), float(per_dim), float(distortion), float(bound), margin
     )

@@ -354,7 +354,7 @@ def trial_record(
     summary (diverged) is kept as a record that is neither trained nor
     over-regularised, with ``status`` "diverged".
     """
-    from ..evaluation import RATE_TOL, TRAINED_MARGIN, beats_bound, margin_per_element
+    from ..evaluation import beats_bound, is_over_regularized, margin_per_element
 
     bound, n_elements = bound_test
     path = Path(folder) / "summary.json"
@@ -396,11 +396,10 @@ def trial_record(
         if over.get("bound") is None or over.get("distortion") is None
         else margin_per_element(over["distortion"], over["bound"], n_elements)
     )
-    over_regularized = bool(
+    over_regularized = (
         or_margin is not None
         and over.get("rate_per_dim") is not None
-        and over["rate_per_dim"] < RATE_TOL
-        and abs(or_margin) < TRAINED_MARGIN
+        and is_over_regularized(over["rate_per_dim"], or_margin)
     )
     return {
         "seed": int(seed),
