@@ -114,24 +114,31 @@ int dissect(int N, int leaf, int x0, int x1, int y0, int y1, int depth, std::vec
   return self;
 }
 
-std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, int block,
-                                      int scatter_max) {
-  auto plan = std::make_unique<DarcyPlan>();
-  plan->leaf = leaf;
-  plan->block = block;
-  const int n = N * N;
-  std::vector<Proto> protos;
-  dissect(N, leaf, 0, N - 1, 0, N - 1, 0, protos);
-  const int nf = static_cast<int>(protos.size());
+// The separator tree with the node orderings that every indexing step reads.
+struct Tree {
+  int N = 0;
+  std::vector<Proto> protos;           // fronts in postorder (root last)
+  std::vector<int> elim;               // elimination position of each node
+  std::vector<int> home;               // front whose separator holds each node
+  std::vector<std::vector<int>> vars;  // each front's variables: separator, then boundary
+};
 
+// Elimination position of every node: the fronts' separators in postorder,
+// each in its own order. Checks that the dissection covers the grid.
+std::vector<int> elimination_positions(const std::vector<Proto>& protos, int n) {
   std::vector<int> elim(n, -1);
   int counter = 0;
   for (const Proto& p : protos)
     for (int v : p.sep) elim[v] = counter++;
   if (counter != n) fail("internal error: nested dissection does not cover the grid");
+  return elim;
+}
 
-  // Front variables: separator, then the region's outside neighbours sorted
-  // by elimination position (all in ancestor separators).
+// Front variables: separator, then the region's outside neighbours sorted
+// by elimination position (all in ancestor separators).
+std::vector<std::vector<int>> front_variables(int N, const std::vector<Proto>& protos,
+                                              const std::vector<int>& elim) {
+  const int nf = static_cast<int>(protos.size());
   std::vector<std::vector<int>> vars(nf);
   for (int f = 0; f < nf; ++f) {
     const Proto& p = protos[f];
@@ -148,39 +155,83 @@ std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, 
     vars[f] = p.sep;
     vars[f].insert(vars[f].end(), bnd.begin(), bnd.end());
   }
+  return vars;
+}
 
-  plan->fronts.resize(nf);
-  std::vector<int> pos(n, -1);
+// Home front of every node: the front whose separator holds it.
+std::vector<int> home_fronts(const std::vector<Proto>& protos, int n) {
+  std::vector<int> home(n, -1);
+  for (int f = 0; f < static_cast<int>(protos.size()); ++f)
+    for (int v : protos[f].sep) home[v] = f;
+  return home;
+}
+
+// The nested dissection of an N x N grid into fronts of at most `leaf`
+// nodes, with the orderings above.
+Tree separator_tree(int N, int leaf) {
+  Tree tree;
+  tree.N = N;
+  dissect(N, leaf, 0, N - 1, 0, N - 1, 0, tree.protos);
+  tree.elim = elimination_positions(tree.protos, N * N);
+  tree.vars = front_variables(N, tree.protos, tree.elim);
+  tree.home = home_fronts(tree.protos, N * N);
+  return tree;
+}
+
+// Row of node v among the variables of front f (which are sorted by
+// elimination position); fails if v is not one of them.
+int position(const Tree& tree, int f, int v) {
+  const std::vector<int>& vf = tree.vars[f];
+  const auto it = std::lower_bound(vf.begin(), vf.end(), v,
+                                   [&](int a, int b) { return tree.elim[a] < tree.elim[b]; });
+  if (it == vf.end() || *it != v) fail("internal error: variable missing from its ancestor's front");
+  return static_cast<int>(it - vf.begin());
+}
+
+// Shape of each front (s, b, m, ld, depth, parent), its variables appended
+// to plan.front_vars and the offset of its separator rows in the factor
+// store. Returns the store size in lane vectors.
+std::int64_t describe_fronts(DarcyPlan& plan, const Tree& tree) {
+  const int nf = static_cast<int>(tree.protos.size());
+  plan.fronts.resize(nf);
   std::int64_t store = 0;
-  int ndepth = 0, max_front = 0;
   for (int f = 0; f < nf; ++f) {
-    const Proto& p = protos[f];
-    FrontDesc& F = plan->fronts[f];
+    const Proto& p = tree.protos[f];
+    FrontDesc& F = plan.fronts[f];
     F.s = static_cast<int>(p.sep.size());
-    F.m = static_cast<int>(vars[f].size());
+    F.m = static_cast<int>(tree.vars[f].size());
     F.b = F.m - F.s;
     F.ld = F.m + kRhs;
     F.depth = p.depth;
     F.parent = p.parent;
-    F.vars = static_cast<int>(plan->front_vars.size());
-    plan->front_vars.insert(plan->front_vars.end(), vars[f].begin(), vars[f].end());
+    F.vars = static_cast<int>(plan.front_vars.size());
+    plan.front_vars.insert(plan.front_vars.end(), tree.vars[f].begin(), tree.vars[f].end());
     F.store = store;
     store += static_cast<std::int64_t>(F.s) * F.ld;
-    ndepth = std::max(ndepth, p.depth + 1);
-    max_front = std::max(max_front, F.m);
   }
+  return store;
+}
 
-  // Original matrix entries of each front, with `pos` holding the current
-  // front's positions.
+// Original matrix entries of each front, as (front row, front column,
+// node * kStencil + slot) triples in plan.entries: the stencil couplings of
+// its separator nodes with nodes still in the front (lower triangle only when
+// symmetric), and for each boundary neighbour its row's entry towards the
+// separator node. Couplings with nodes eliminated earlier were assembled in a
+// descendant front.
+void original_entries(DarcyPlan& plan, const Tree& tree, bool symmetric) {
+  const int N = tree.N;
+  const int nf = static_cast<int>(tree.protos.size());
+  std::vector<int> pos(N * N, -1);  // the current front's positions
   const int step[kStencil] = {0, -1, 1, -N, N};
   const int opposite[kStencil] = {detail::kCenter, detail::kEast, detail::kWest, detail::kNorth,
                                   detail::kSouth};
   for (int f = 0; f < nf; ++f) {
-    FrontDesc& F = plan->fronts[f];
-    for (int r = 0; r < F.m; ++r) pos[vars[f][r]] = r;
-    F.entries = static_cast<int>(plan->entries.size() / 3);
+    const std::vector<int>& vars = tree.vars[f];
+    FrontDesc& F = plan.fronts[f];
+    for (int r = 0; r < F.m; ++r) pos[vars[r]] = r;
+    F.entries = static_cast<int>(plan.entries.size() / 3);
     for (int r = 0; r < F.s; ++r) {
-      const int v = vars[f][r];
+      const int v = vars[r];
       const int ix = v % N, iy = v / N;
       for (int slot = 0; slot < kStencil; ++slot) {
         if ((slot == detail::kWest && ix == 0) || (slot == detail::kEast && ix == N - 1) ||
@@ -189,154 +240,207 @@ std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, 
         const int u = v + step[slot];
         const int pu = pos[u];
         if (pu < 0) {
-          if (elim[u] > elim[v]) fail("internal error: neighbour missing from front");
+          if (tree.elim[u] > tree.elim[v]) fail("internal error: neighbour missing from front");
           continue;  // eliminated earlier: assembled in a descendant front
         }
         if (!symmetric || pu <= r) {
-          plan->entries.insert(plan->entries.end(), {r, pu, v * kStencil + slot});
+          plan.entries.insert(plan.entries.end(), {r, pu, v * kStencil + slot});
         }
         if (pu >= F.s) {  // boundary variable: its row's entry towards v
-          plan->entries.insert(plan->entries.end(), {pu, r, u * kStencil + opposite[slot]});
+          plan.entries.insert(plan.entries.end(), {pu, r, u * kStencil + opposite[slot]});
         }
       }
     }
-    F.nentries = static_cast<int>(plan->entries.size() / 3) - F.entries;
-    for (int r = 0; r < F.m; ++r) pos[vars[f][r]] = -1;
+    F.nentries = static_cast<int>(plan.entries.size() / 3) - F.entries;
+    for (int r = 0; r < F.m; ++r) pos[vars[r]] = -1;
   }
+}
 
-  // One buffer per tree level for the boundary rows (b x s, the L21 block)
-  // of the front open at that level.
+// One buffer per tree level for the boundary rows (b x s, the L21 block)
+// of the front open at that level: plan.depth_offset holds each level's
+// start (lane vectors after the store) and, last, their total size.
+void level_buffers(DarcyPlan& plan) {
+  int ndepth = 0;
+  for (const FrontDesc& F : plan.fronts) ndepth = std::max(ndepth, F.depth + 1);
   std::vector<std::int64_t> level_size(ndepth, 0);
-  for (const FrontDesc& F : plan->fronts)
+  for (const FrontDesc& F : plan.fronts)
     level_size[F.depth] = std::max(level_size[F.depth], static_cast<std::int64_t>(F.b) * F.s);
-  plan->depth_offset.assign(ndepth + 1, 0);
-  for (int d = 0; d < ndepth; ++d) plan->depth_offset[d + 1] = plan->depth_offset[d] + level_size[d];
+  plan.depth_offset.assign(ndepth + 1, 0);
+  for (int d = 0; d < ndepth; ++d) plan.depth_offset[d + 1] = plan.depth_offset[d] + level_size[d];
+}
 
-  // Ancestor-update blocks. A front's boundary splits into segments of
-  // consecutive variables with the same home front (the front whose
-  // separator holds them). Entry (u, v) of the Schur complement, u in
-  // segment a and v in segment c, lives in the front of whichever of u, v is
-  // eliminated first: for a == c the home's separator rows (lower triangle
-  // only for LDL^T), for a < c row u of home(a) at v's column there (upper
-  // part), for a > c row u of home(c), one of its boundary rows (lower part).
-  std::vector<int> home(n, -1);
-  for (int f = 0; f < nf; ++f)
-    for (int v : protos[f].sep) home[v] = f;
-  auto position = [&](int f, int v) {  // front variables are sorted by elimination position
-    const std::vector<int>& vf = vars[f];
-    const auto it = std::lower_bound(vf.begin(), vf.end(), v,
-                                     [&](int a, int b) { return elim[a] < elim[b]; });
-    if (it == vf.end() || *it != v) fail("internal error: variable missing from its ancestor's front");
-    return static_cast<int>(it - vf.begin());
+// Scatter table of a small front f (F.scatter, plan.scatter): the destination
+// of each Schur-complement entry (u, v) of its dense b x (b + kRhs) update, in
+// the front of whichever of u, v is eliminated first: separator rows in the
+// store, boundary rows in the level buffers that follow it (at `store`); then
+// the right-hand sides of u, in its home's separator row. Returns the scratch
+// the update needs (lane vectors).
+std::int64_t scatter_table(DarcyPlan& plan, const Tree& tree, int f, bool symmetric,
+                           std::int64_t store) {
+  FrontDesc& F = plan.fronts[f];
+  const std::vector<int>& vars = tree.vars[f];
+  F.scatter = static_cast<int>(plan.scatter.size());
+  auto at = [&](int u, int v) -> std::int64_t {
+    const int h = tree.elim[u] <= tree.elim[v] ? tree.home[u] : tree.home[v];
+    const FrontDesc& H = plan.fronts[h];
+    const int r = position(tree, h, u), c = position(tree, h, v);
+    if (r < H.s) return H.store + static_cast<std::int64_t>(r) * H.ld + c;
+    return store + plan.depth_offset[H.depth] + static_cast<std::int64_t>(r - H.s) * H.s + c;
   };
+  for (int i = 0; i < F.b; ++i) {
+    const int u = vars[F.s + i];
+    for (int j = 0; j < (symmetric ? i + 1 : F.b); ++j)
+      plan.scatter.push_back(static_cast<int>(at(u, vars[F.s + j])));
+    const FrontDesc& H = plan.fronts[tree.home[u]];
+    for (int r = 0; r < kRhs; ++r) {
+      plan.scatter.push_back(static_cast<int>(
+          H.store + static_cast<std::int64_t>(position(tree, tree.home[u], u)) * H.ld + H.m + r));
+    }
+  }
+  return static_cast<std::int64_t>(F.b) * (F.b + kRhs);
+}
+
+// Update blocks of a larger front f (F.blocks, F.nblocks, plan.blocks). Its
+// boundary splits into segments of consecutive variables with the same home
+// front. Entry (u, v) of the Schur complement, u in segment a and v in
+// segment c, lives in the front of whichever of u, v is eliminated first: for
+// a == c the home's separator rows (lower triangle only for LDL^T), for a < c
+// row u of home(a) at v's column there (upper part), for a > c row u of
+// home(c), one of its boundary rows (lower part). Each segment's right-hand
+// sides go to its home's separator rows.
+void update_blocks(DarcyPlan& plan, const Tree& tree, int f, bool symmetric) {
+  FrontDesc& F = plan.fronts[f];
+  const std::vector<int>& vars = tree.vars[f];
+  const std::vector<int>& home = tree.home;
+  std::vector<int> seg_start;  // boundary positions where a new home starts
+  for (int i = 0; i < F.b; ++i)
+    if (i == 0 || home[vars[F.s + i]] != home[vars[F.s + i - 1]]) seg_start.push_back(i);
+  seg_start.push_back(F.b);
+  const int nseg = static_cast<int>(seg_start.size()) - 1;
+  // First destination position of segment a in front h; checks contiguity.
+  auto dest = [&](int h, int a) {
+    const int p0 = position(tree, h, vars[F.s + seg_start[a]]);
+    for (int i = seg_start[a]; i < seg_start[a + 1]; ++i)
+      if (position(tree, h, vars[F.s + i]) != p0 + (i - seg_start[a]))
+        fail("internal error: segment not contiguous in its destination front");
+    return p0;
+  };
+  for (int a = 0; a < nseg; ++a) {
+    const int ha = home[vars[F.s + seg_start[a]]];
+    const int rows_a = seg_start[a + 1] - seg_start[a];
+    for (int c = 0; c < nseg; ++c) {
+      if (symmetric && c > a) continue;
+      const int hc = home[vars[F.s + seg_start[c]]];
+      const int cols_c = seg_start[c + 1] - seg_start[c];
+      const int h = a <= c ? ha : hc;
+      plan.blocks.insert(plan.blocks.end(),
+                         {h, dest(h, a), dest(h, c), seg_start[a], rows_a, seg_start[c], cols_c,
+                          (symmetric && a == c) ? 1 : 0});
+    }
+    // Right-hand sides of segment a, in its home's separator rows.
+    plan.blocks.insert(plan.blocks.end(), {ha, dest(ha, a), plan.fronts[ha].m, seg_start[a],
+                                           rows_a, F.b, kRhs, 0});
+  }
+  F.nblocks = static_cast<int>(plan.blocks.size() / detail::kBlockInts) - F.blocks;
+}
+
+// How each front updates its ancestors: a scatter table for fronts with at
+// most scatter_max boundary variables, rectangular blocks for larger ones.
+// Returns the scratch the largest scattered front needs (lane vectors).
+std::int64_t ancestor_updates(DarcyPlan& plan, const Tree& tree, bool symmetric, int scatter_max,
+                              std::int64_t store) {
   std::int64_t scratch = 0;
-  for (int f = 0; f < nf; ++f) {
-    FrontDesc& F = plan->fronts[f];
-    F.blocks = static_cast<int>(plan->blocks.size() / detail::kBlockInts);
+  for (int f = 0; f < static_cast<int>(plan.fronts.size()); ++f) {
+    FrontDesc& F = plan.fronts[f];
+    F.blocks = static_cast<int>(plan.blocks.size() / detail::kBlockInts);
     F.nblocks = 0;
     F.scatter = -1;
     if (F.b > 0 && F.b <= scatter_max) {
-      // Destination of Schur-complement entry (u, v): the front of whichever
-      // is eliminated first; separator rows in the store, boundary rows in
-      // the level buffers that follow it.
-      F.scatter = static_cast<int>(plan->scatter.size());
-      scratch = std::max(scratch, static_cast<std::int64_t>(F.b) * (F.b + kRhs));
-      auto at = [&](int u, int v) -> std::int64_t {
-        const int h = elim[u] <= elim[v] ? home[u] : home[v];
-        const FrontDesc& H = plan->fronts[h];
-        const int r = position(h, u), c = position(h, v);
-        if (r < H.s) return H.store + static_cast<std::int64_t>(r) * H.ld + c;
-        return store + plan->depth_offset[H.depth] + static_cast<std::int64_t>(r - H.s) * H.s + c;
-      };
-      for (int i = 0; i < F.b; ++i) {
-        const int u = vars[f][F.s + i];
-        for (int j = 0; j < (symmetric ? i + 1 : F.b); ++j)
-          plan->scatter.push_back(static_cast<int>(at(u, vars[f][F.s + j])));
-        const FrontDesc& H = plan->fronts[home[u]];
-        for (int r = 0; r < kRhs; ++r) {
-          plan->scatter.push_back(static_cast<int>(
-              H.store + static_cast<std::int64_t>(position(home[u], u)) * H.ld + H.m + r));
-        }
-      }
-      continue;
+      scratch = std::max(scratch, scatter_table(plan, tree, f, symmetric, store));
+    } else {
+      update_blocks(plan, tree, f, symmetric);
     }
-    std::vector<int> seg_start;  // boundary positions where a new home starts
-    for (int i = 0; i < F.b; ++i)
-      if (i == 0 || home[vars[f][F.s + i]] != home[vars[f][F.s + i - 1]]) seg_start.push_back(i);
-    seg_start.push_back(F.b);
-    const int nseg = static_cast<int>(seg_start.size()) - 1;
-    // First destination position of segment a in front h; checks contiguity.
-    auto dest = [&](int h, int a) {
-      const int p0 = position(h, vars[f][F.s + seg_start[a]]);
-      for (int i = seg_start[a]; i < seg_start[a + 1]; ++i)
-        if (position(h, vars[f][F.s + i]) != p0 + (i - seg_start[a]))
-          fail("internal error: segment not contiguous in its destination front");
-      return p0;
-    };
-    for (int a = 0; a < nseg; ++a) {
-      const int ha = home[vars[f][F.s + seg_start[a]]];
-      const int rows_a = seg_start[a + 1] - seg_start[a];
-      for (int c = 0; c < nseg; ++c) {
-        if (symmetric && c > a) continue;
-        const int hc = home[vars[f][F.s + seg_start[c]]];
-        const int cols_c = seg_start[c + 1] - seg_start[c];
-        const int h = a <= c ? ha : hc;
-        plan->blocks.insert(plan->blocks.end(),
-                            {h, dest(h, a), dest(h, c), seg_start[a], rows_a, seg_start[c], cols_c,
-                             (symmetric && a == c) ? 1 : 0});
-      }
-      // Right-hand sides of segment a, in its home's separator rows.
-      plan->blocks.insert(plan->blocks.end(), {ha, dest(ha, a), plan->fronts[ha].m, seg_start[a],
-                                               rows_a, F.b, kRhs, 0});
-    }
-    F.nblocks = static_cast<int>(plan->blocks.size() / detail::kBlockInts) - F.blocks;
   }
+  return scratch;
+}
 
-  // Fronts are opened (zeroed, original entries added) before their first
-  // descendant runs: the chain of fronts whose leftmost leaf is f opens
-  // right before f.
+// Fronts are opened (zeroed, original entries added) before their first
+// descendant runs: the chain of fronts whose leftmost leaf is f opens
+// right before f, ancestors first (F.opens, F.nopens, plan.opens).
+void open_schedule(DarcyPlan& plan, const std::vector<Proto>& protos) {
+  const int nf = static_cast<int>(protos.size());
   std::vector<int> first(nf);
   for (int f = 0; f < nf; ++f)
     first[f] = protos[f].children.empty() ? f : first[protos[f].children.front()];
   std::vector<std::vector<int>> opens(nf);
   for (int f = nf - 1; f >= 0; --f) opens[first[f]].push_back(f);  // ancestors first
   for (int f = 0; f < nf; ++f) {
-    plan->fronts[f].opens = static_cast<int>(plan->opens.size());
-    plan->fronts[f].nopens = static_cast<int>(opens[f].size());
-    plan->opens.insert(plan->opens.end(), opens[f].begin(), opens[f].end());
+    plan.fronts[f].opens = static_cast<int>(plan.opens.size());
+    plan.fronts[f].nopens = static_cast<int>(opens[f].size());
+    plan.opens.insert(plan.opens.end(), opens[f].begin(), opens[f].end());
   }
+}
 
+// Floating-point operations of the numeric factorisation: dense partial LU
+// of every front (half of it for LDL^T).
+double factor_flops(const std::vector<FrontDesc>& fronts, bool symmetric) {
   double flops = 0;
-  for (const FrontDesc& F : plan->fronts) {
+  for (const FrontDesc& F : fronts) {
     const double s = F.s, b = F.b;
     flops += 2.0 / 3.0 * s * s * s + 2.0 * s * s * b + 2.0 * s * b * b;
   }
-  plan->flops = symmetric ? flops / 2 : flops;
+  return symmetric ? flops / 2 : flops;
+}
 
-  const FrontDesc& root = plan->fronts.back();
+// The flat view of the plan that the kernels read (pointers into its
+// vectors, sizes, the pinned node). Checks the root front and that every
+// store and level offset fits the 32-bit scatter table.
+void fill_view(DarcyPlan& plan, int N, bool symmetric, bool fv, int block, std::int64_t store,
+               std::int64_t scratch) {
+  const FrontDesc& root = plan.fronts.back();
   if (root.b != 0 || root.parent != -1) fail("internal error: bad root front");
-  detail::PlanView& V = plan->view;
+  int max_front = 0;
+  for (const FrontDesc& F : plan.fronts) max_front = std::max(max_front, F.m);
+  detail::PlanView& V = plan.view;
   V.grid = N;
-  V.n = n;
+  V.n = N * N;
   V.symmetric = symmetric ? 1 : 0;
   V.scheme_fv = fv ? 1 : 0;
   V.block = block;
-  V.nfronts = nf;
-  V.ndepth = ndepth;
+  V.nfronts = static_cast<int>(plan.fronts.size());
+  V.ndepth = static_cast<int>(plan.depth_offset.size()) - 1;
   V.pin_row = root.s - 1;
-  V.pin = plan->front_vars[root.vars + V.pin_row];
-  V.fronts = plan->fronts.data();
-  V.front_vars = plan->front_vars.data();
-  V.entries = plan->entries.data();
-  V.blocks = plan->blocks.data();
-  V.opens = plan->opens.data();
-  V.depth_rows_offset = plan->depth_offset.data();
+  V.pin = plan.front_vars[root.vars + V.pin_row];
+  V.fronts = plan.fronts.data();
+  V.front_vars = plan.front_vars.data();
+  V.entries = plan.entries.data();
+  V.blocks = plan.blocks.data();
+  V.opens = plan.opens.data();
+  V.depth_rows_offset = plan.depth_offset.data();
   V.store_size = store;
-  V.depth_size = plan->depth_offset.back();
+  V.depth_size = plan.depth_offset.back();
   V.scratch_size = scratch;
-  V.scatter = plan->scatter.data();
+  V.scatter = plan.scatter.data();
   if (store + V.depth_size > 2147483647) fail("grid too large for 32-bit scatter offsets");
   V.max_front = max_front;
+}
+
+// The symbolic analysis of one (grid, scheme), step by step: the separator
+// tree, the fronts' shapes, their original entries, the level buffers, the
+// ancestor updates, the opening order, the flop count and the kernels' view.
+std::unique_ptr<DarcyPlan> build_plan(int N, bool symmetric, bool fv, int leaf, int block,
+                                      int scatter_max) {
+  auto plan = std::make_unique<DarcyPlan>();
+  plan->leaf = leaf;
+  plan->block = block;
+  const Tree tree = separator_tree(N, leaf);
+  const std::int64_t store = describe_fronts(*plan, tree);
+  original_entries(*plan, tree, symmetric);
+  level_buffers(*plan);
+  const std::int64_t scratch = ancestor_updates(*plan, tree, symmetric, scatter_max, store);
+  open_schedule(*plan, tree.protos);
+  plan->flops = factor_flops(plan->fronts, symmetric);
+  fill_view(*plan, N, symmetric, fv, block, store, scratch);
   return plan;
 }
 
