@@ -259,7 +259,7 @@ void bind_knn_kl(py::module_& m) {
     }
   };
 
-  py::class_<KDTree>(m, "KDTree", "Exact KD-tree over a (n, d) array (see darcyvae.metrics.KDTree).")
+  py::class_<KDTree>(m, "KDTree", "Exact KD-tree over a (n, d) array (see darcyvae.neighbors.KDTree).")
       .def(py::init([check_rows](const Rows& data, Index leaf_size) {
              check_rows(data, 0, "data");
              py::gil_scoped_release release;
