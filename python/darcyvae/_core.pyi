@@ -118,7 +118,7 @@ def kle_matvec(
 # --- knn_kl (cpp/knn_kl.hpp); documented API: darcyvae.metrics
 
 class KDTree:
-    """Exact KD-tree over a (n, d) array (see darcyvae.metrics.KDTree)."""
+    """Exact KD-tree over a (n, d) array (see darcyvae.neighbors.KDTree)."""
 
     def __init__(self, data: NDArray[np.float64], leaf_size: int = 8) -> None:
         """Build the tree (copies the data)."""
