@@ -20,6 +20,7 @@ __all__ = [
     "check_sequence_fields",
     "check_threads",
     "config_kwargs",
+    "core_threads",
 ]
 
 
@@ -87,6 +88,21 @@ def check_threads(value: Any, caller: str, name: str = "threads") -> int:
         )
         return int(MAX_THREADS)
     return value
+
+
+def core_threads(value: Any, caller: str) -> int:
+    """The ``threads`` argument of a call that goes straight to the C++ core.
+
+    ``None`` means all cores (``_core.resolve_threads(0)``); anything else must
+    be an integer >= 1 and is passed on as is (the core caps it at
+    ``_core.max_threads()``). Used by the k-NN estimators of
+    :mod:`darcyvae.metrics` and by :class:`darcyvae.neighbors.KDTree`.
+    """
+    if value is None:
+        from . import _core
+
+        return _core.resolve_threads(0)
+    return check_int(value, "threads", caller, low=1)
 
 
 def check_real(

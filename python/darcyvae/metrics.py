@@ -49,7 +49,14 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._checks import as_float_array, check_choice, check_int, check_real, paired_samples
+from ._checks import (
+    as_float_array,
+    check_choice,
+    check_int,
+    check_real,
+    core_threads,
+    paired_samples,
+)
 from ._random import check_random_state
 from ._skl import Search, SKLOptions
 from .neighbors import KDTree, binary_exponent, rescale
@@ -91,12 +98,6 @@ def _same_dim(x: np.ndarray, y: np.ndarray, names: tuple[str, str], caller: str)
             f"got {x.shape[1]} and {y.shape[1]}."
         )
         raise ValueError(msg)
-
-
-def _threads(threads: Any, caller: str) -> int:
-    if threads is None:
-        return _core.resolve_threads(0)
-    return check_int(threads, "threads", caller, low=1)
 
 
 def _check_k(k: Any, n: int, m_eff: int, caller: str, names: tuple[str, str]) -> int:
@@ -298,7 +299,7 @@ def kl_divergence(
         raise ValueError(msg)
     k = _check_k(k, n, m - paired, caller, ("x", "y"))
     min_ratio = check_real(min_ratio, "min_ratio", caller, low=0.0)
-    threads = _threads(threads, caller)
+    threads = core_threads(threads, caller)
     singular = _singular_coordinates(x, y)  # in the caller's numbers, before rescaling
     # one exact power-of-two rescaling of both samples (the estimate is
     # invariant): squared distances neither overflow nor underflow
@@ -533,7 +534,7 @@ def s_kl(
     caller = "s_kl"
     z, theta, method, paired, k, options = _skl_arguments(z, theta, method, k, paired, options)
     n, m = len(theta), len(z)
-    threads = _threads(threads, caller)
+    threads = core_threads(threads, caller)
     rng = check_random_state(seed)
     # exact power-of-two rescaling: theta as a whole, each latent on its own
     theta_s, t_exp = rescale(theta)

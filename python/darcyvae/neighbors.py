@@ -21,7 +21,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _core
-from ._checks import as_float_array, check_int
+from ._checks import as_float_array, check_int, core_threads
 
 __all__ = ["KDTree"]
 
@@ -236,7 +236,7 @@ class KDTree:
         q, qs = self._queries(x, caller)
         k = check_int(k, "k", caller, low=1, high=self.n - (exclude is not None))
         ex, w, wexp = self._options(len(q), exclude, weights, caller)
-        threads = _threads(threads, caller)
+        threads = core_threads(threads, caller)
         far = self._far(qs)
         if not np.any(far):
             dist, idx = self._tree.query(qs, k, exclude=ex, weights=w, threads=threads)
@@ -296,7 +296,7 @@ class KDTree:
             msg = f"{caller}: radius must be >= 0; got minimum {r.min()!r}."
             raise ValueError(msg)
         ex, w, wexp = self._options(len(q), exclude, weights, caller)
-        threads = _threads(threads, caller)
+        threads = core_threads(threads, caller)
         count = np.empty(len(q), dtype=np.int64)
         max_dist = np.empty(len(q))
         far = self._far(qs)
@@ -326,9 +326,3 @@ def _finite_distances(dist: np.ndarray, caller: str) -> np.ndarray:
         )
         raise ValueError(msg)
     return dist
-
-
-def _threads(threads: object, caller: str) -> int:
-    if threads is None:
-        return _core.resolve_threads(0)
-    return check_int(threads, "threads", caller, low=1)
