@@ -58,9 +58,38 @@ def attempt(fn, *args, **kwargs):
         return None, str(exc)
 
 
-def test_kdtree_lives_in_neighbors_and_is_reexported():
+def test_kdtree_lives_in_neighbors_and_its_reexport_answers_as_ckdtree():
     assert darcyvae.metrics.KDTree is KDTree
     assert KDTree.__module__ == "darcyvae.neighbors"
+    # the tree as the KL estimators reach it: k nearest points, self-queries with
+    # an exclusion, weighted distances and closed balls, against scipy's cKDTree
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((300, 3))
+    q = rng.standard_normal((40, 3))
+    tree = darcyvae.metrics.KDTree(x, leaf_size=5)
+    assert (tree.n, tree.d) == (300, 3)
+    ref = cKDTree(x)
+    dist, idx = tree.query(q, 6)
+    ref_dist, ref_idx = ref.query(q, 6)
+    np.testing.assert_array_equal(idx, ref_idx)  # continuous data: no ties
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-13)
+    np.testing.assert_allclose(dist, np.linalg.norm(q[:, None, :] - x[idx], axis=2), rtol=1e-13)
+    dist1, idx1 = tree.query(x, 1, exclude=np.arange(300))
+    ref_dist, ref_idx = ref.query(x, 2)  # the point itself first
+    np.testing.assert_array_equal(idx1[:, 0], ref_idx[:, 1])
+    np.testing.assert_allclose(dist1[:, 0], ref_dist[:, 1], rtol=1e-13)
+    w = np.array([0.5, -2.0, 3.0])  # the sign of a weight does not matter
+    wdist, widx = tree.query(q, 4, weights=w)
+    ref_dist, ref_idx = cKDTree(x * np.abs(w)).query(q * np.abs(w), 4)
+    np.testing.assert_array_equal(widx, ref_idx)
+    np.testing.assert_allclose(wdist, ref_dist, rtol=1e-13)
+    # a radius between the 4th and 5th distance holds exactly 4 points, the 4th
+    # the farthest of them
+    radius = 0.5 * (dist[:, 3] + dist[:, 4])
+    count, max_dist = tree.count_within(q, radius)
+    np.testing.assert_array_equal(count, 4)
+    np.testing.assert_array_equal(count, [len(p) for p in ref.query_ball_point(q, radius)])
+    np.testing.assert_allclose(max_dist, dist[:, 3], rtol=1e-13)
 
 
 # ------------------------------------------------------------- regressions (issue 11, item 5)
