@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -533,20 +534,34 @@ def _avx2_kernel_objects():
 def test_avx2_kernel_object_has_no_weak_symbols():
     # cpp/darcy_kernels.hpp: the AVX2 translation unit must not instantiate
     # templates (std::, Eigen) that the linker could share with the baseline
-    # build. CMake checks it after every build; this re-checks a local build.
+    # build. CMake checks it after every build; this re-checks a local build:
+    # the object exports only the entry point darcy.cpp selects at run time,
+    # keeps the kernels local to its own namespace and is AVX2 (+ FMA) code.
     nm = shutil.which("nm")
     objects = _avx2_kernel_objects()
     if nm is None or not objects:
         pytest.skip("no nm or no local build with the AVX2 kernel object")
     for obj in objects:
         listing = subprocess.run([nm, "-C", str(obj)], capture_output=True, text=True, check=True)
-        assert listing.stdout.strip(), obj  # the object defines the kernels
-        weak = [
-            line
-            for line in listing.stdout.splitlines()
-            if len(line.split()) >= 2 and line[17:18] in {"W", "w", "V", "v", "u"}
+        # "<16-digit address or blanks> <type> <name>"
+        symbols = [
+            (line[17:18], line[19:]) for line in listing.stdout.splitlines() if len(line) > 19
         ]
+        weak = [name for kind, name in symbols if kind in {"W", "w", "V", "v", "u"}]
         assert weak == [], (obj, weak)
+        exported = {name for kind, name in symbols if kind in {"T", "D", "B", "R"}}
+        assert exported == {"darcyvae::detail::kernels_avx2()"}, obj
+        local_code = [name for kind, name in symbols if kind == "t"]
+        assert local_code, obj  # run_group and the scalar kernels
+        assert all("darcyvae::detail::avx2::" in name for name in local_code), (obj, local_code)
+        objdump = shutil.which("objdump")
+        if objdump is None:
+            continue
+        code = subprocess.run([objdump, "-d", str(obj)], capture_output=True, text=True, check=True)
+        assert "%ymm" in code.stdout, obj  # 4-lane (256-bit) vectors
+        cache = obj.parents[3] / "CMakeCache.txt"
+        if cache.exists() and "CMAKE_BUILD_TYPE:STRING=Release" in cache.read_text():
+            assert re.search(r"\bvfn?m(add|sub)\d{3}[ps]d\b", code.stdout), obj  # contracted FMA
 
 
 @pytest.mark.parametrize("threads", [2**70, 2**31, darcy.MAX_THREADS + 1])
