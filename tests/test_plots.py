@@ -268,7 +268,14 @@ def test_plot_panels_series_labels_and_bound(tmp_path):
     np.testing.assert_allclose(ax1.collections[0].get_offsets(), np.c_[x, -x])
     assert ax1.lines[-1].get_ydata()[0] == -3.0  # the horizontal bound line
     assert ax2.get_xscale() == "symlog"
-    assert _png_size(plots.save_figure(fig, tmp_path / "p.png", dpi=40))[0] > 100
+    # 4.6 x 3.8 inches per panel, up to 3 columns; a constrained layout is saved
+    # as laid out (not cropped), so the PNG is exactly the figure size x dpi
+    np.testing.assert_allclose(fig.get_size_inches(), [9.2, 3.8])
+    assert _png_size(plots.save_figure(fig, tmp_path / "p.png", dpi=40)) == (368, 152)
+    four = plots.plot_panels([{"series": {"a": (x, x)}}] * 4)
+    assert [ax.get_visible() for ax in four.axes] == [True] * 4 + [False] * 2  # 2 rows of 3
+    np.testing.assert_allclose(four.get_size_inches(), [13.8, 7.6])
+    assert _png_size(plots.save_figure(four, tmp_path / "four.png", dpi=20)) == (276, 152)
     with pytest.raises(ValueError, match="at least one panel"):
         plots.plot_panels([])
 
