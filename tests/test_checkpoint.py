@@ -6,7 +6,10 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -139,14 +142,43 @@ def test_stale_temporary_files_are_cleaned_on_start(run_copy, vae_data):
     stale = [run_copy / ".checkpoint.pt.abc123.tmp", run_copy / ".metrics.jsonl.x1.tmp"]
     for path in stale:
         path.write_bytes(b"half a file")
-    keep = run_copy / ".other.tmp"
-    keep.write_text("not ours")
+    # not an atomic save's temporary file of a run file: left as they are
+    keep = {
+        run_copy / ".other.tmp": b"not ours",
+        run_copy / ".checkpoint.pt.tmp": b"no random part",
+        run_copy / "checkpoint.pt.abc.tmp": b"not hidden",
+    }
+    for path, data in keep.items():
+        path.write_bytes(data)
     train(
         tiny(epochs=3), vae_data.train, out_dir=run_copy, device="cpu", resume=True, progress=False
     )
     assert not any(p.exists() for p in stale)
-    assert keep.exists()
+    assert {path: path.read_bytes() for path in keep} == keep
+    assert load_checkpoint(run_copy)["epoch"] == 3  # the resumed run saved, checksum intact
     assert clean_stale_tmp(run_copy / "missing") == []
+
+
+def test_clean_stale_tmp_removes_exactly_the_atomic_save_leftovers(tmp_path):
+    # the names _io.atomic_path gives its temporary files: mkstemp(".{name}.", ".tmp")
+    left = [tempfile.mkstemp(prefix=".checkpoint.pt.", suffix=".tmp", dir=tmp_path) for _ in "ab"]
+    for fd, _ in left:
+        os.close(fd)
+    made = {Path(name) for _, name in left} | {tmp_path / ".checkpoint.pt.x.y.tmp"}
+    (tmp_path / ".checkpoint.pt.x.y.tmp").write_bytes(b"")
+    others = {
+        tmp_path / "checkpoint.pt": b"the checkpoint",
+        tmp_path / ".checkpoint.pt.tmp": b"no random part",
+        tmp_path / ".metrics.jsonl.q.tmp": b"another file's",
+    }
+    for path, data in others.items():
+        path.write_bytes(data)
+    assert set(clean_stale_tmp(tmp_path)) == made  # default name: the checkpoint's
+    assert not any(path.exists() for path in made)
+    assert {path: path.read_bytes() for path in others} == others
+    assert clean_stale_tmp(tmp_path) == []  # nothing left to remove
+    assert clean_stale_tmp(tmp_path, "metrics.jsonl") == [tmp_path / ".metrics.jsonl.q.tmp"]
+    assert clean_stale_tmp(tmp_path / "checkpoint.pt") == []  # not a folder
 
 
 def test_train_holds_the_folder_lock(tmp_path, vae_data):
