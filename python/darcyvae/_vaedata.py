@@ -1,5 +1,6 @@
 """Data handling shared by training and evaluation: datasets from paths, shape checks,
-and the fingerprint of a training set that a checkpoint records (issue 11)."""
+and the fingerprint of a training set that a checkpoint records (docs/safety.md,
+Training: "The same data on resume")."""
 
 from __future__ import annotations
 

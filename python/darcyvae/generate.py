@@ -501,7 +501,7 @@ def _size(n: int) -> str:
 def check_free_space(
     config: GenerateConfig, out_dir: str | os.PathLike, *, reuse: bool = False
 ) -> int:
-    """Refuse a run whose files would not fit on the disk of ``out_dir`` (issue 18 A4).
+    """Refuse a run whose files would not fit on the disk of ``out_dir``.
 
     The estimate is the files' uncompressed size (``bytes_per_sample`` times the
     samples of both splits, plus 1% and 1 MB for HDF5's own structures), computed
@@ -509,7 +509,8 @@ def check_free_space(
     so ``--n-train 10000000000`` fails at once instead of after minutes of planning
     and a disk filled to the last byte. With ``reuse`` (resume or overwrite) the
     outputs already in ``out_dir`` count as free. A file system that reports no
-    size at all (total 0) is not judged. Returns the estimate in bytes.
+    size at all (total 0) is not judged. Returns the estimate in bytes. The
+    guarantee: docs/safety.md, Generating data, "Free space first".
 
     Raises
     ------
