@@ -1,5 +1,5 @@
-"""Run files (issue 11): checksummed checkpoints, data fingerprints, torn logs, stale
-temporary files, the folder lock."""
+"""Run files (docs/safety.md, Training): checksummed checkpoints, data fingerprints, torn
+logs, stale temporary files, the folder lock."""
 
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def test_read_log_keeps_whole_records_and_drops_any_torn_tail(tmp_path, epochs, 
 
 
 def test_a_checkpoint_write_beyond_the_disk_is_an_oserror_and_keeps_the_old_one(tmp_path):
-    """Issue 18 A2: torch's writer turned a full disk into RuntimeError("unexpected pos"),
+    """Was: torch's writer turned a full disk into RuntimeError("unexpected pos"),
     reported as a bug (exit 3). Now the write's own OSError, the old checkpoint intact."""
     from test_io import file_size_limit
 

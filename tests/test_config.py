@@ -194,7 +194,7 @@ def test_legacy_rel_tol_is_dropped_with_a_warning(caplog):
         TrainConfig(margin_tol=-1.0)
 
 
-# ------------------------------------------------ issue 18, item 8: types at the config boundary
+# ------------------------------------------------ types at the config boundary (docs/model.md §4d)
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
@@ -209,7 +209,7 @@ def test_legacy_rel_tol_is_dropped_with_a_warning(caplog):
     ],
 )
 def test_a_scalar_where_a_list_is_expected_is_refused(tmp_path, toml, expected):
-    """Issue 18 A8: a string was read character by character ("5" -> [5.0]); a number
+    """Was: a string was read character by character ("5" -> [5.0]); a number
     failed with "'int' object is not iterable". Now: "must be a list ...; got ..."."""
     path = tmp_path / "bad.toml"
     path.write_text(toml)
@@ -252,7 +252,7 @@ def test_lists_and_the_length_scale_pair_still_load():
     assert KLEConfig(length_scale=(0.1, 0.2)).length_scale == (0.1, 0.2)
 
 
-# ------------------------------------------------ issue 18 B3: configs a person can write
+# ------------------------------------------------ configs a person can write (docs/cli.md)
 
 
 def test_every_listed_model_can_be_named_in_a_config_with_overrides(tmp_path):

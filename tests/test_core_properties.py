@@ -1,4 +1,4 @@
-"""Property-based tests of the C++ entry points of the solver and the KLE (issue 11).
+"""Property-based tests of the C++ entry points of the solver and the KLE (docs/safety.md).
 
 Random shapes, dtypes, memory layouts (non-contiguous views) and values,
 including NaN, inf, 0, negative numbers, subnormals and extreme magnitudes,
@@ -303,7 +303,7 @@ def test_covariance_matvec_is_refused_or_exact(
 
 
 def test_core_kle_scales_eigenvalues_by_the_variance_exactly():
-    # Issue 11: the eigenvectors do not depend on sigma^2, so the core solves
+    # The eigenvectors do not depend on sigma^2, so the core solves
     # the unit covariance and scales; tiny and huge variances keep accuracy.
     unit = _core.kle_solve(9, "exponential", 0.1, 0.1, 1.0, 6)
     for variance in (2.5, 1e-310, 1e200):

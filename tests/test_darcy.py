@@ -405,7 +405,7 @@ def test_core_guards_its_invariants():
 
 
 # ---------------------------------------------------------------------------
-# Reliability (issue 11): threads, extreme permeability, odd input
+# Reliability (docs/safety.md): threads, extreme permeability, odd input
 
 
 def test_threads_are_capped_and_spare_workspaces_are_freed():
@@ -566,7 +566,7 @@ def test_avx2_kernel_object_has_no_weak_symbols():
 
 @pytest.mark.parametrize("threads", [2**70, 2**31, darcy.MAX_THREADS + 1])
 def test_a_huge_thread_count_is_reduced_not_leaked_to_pybind(threads, caplog):
-    """Issue 18: ``solve_batch(threads=2**70)`` leaked pybind's multi-line
+    """Was: ``solve_batch(threads=2**70)`` leaked pybind's multi-line
     "incompatible function arguments"; it is checked in Python like every threads
     setting (``_checks.check_threads``) and reduced to MAX_THREADS with a warning."""
     k = np.exp(np.random.default_rng(0).standard_normal((3, 9, 9)))

@@ -248,7 +248,7 @@ def test_train_test_shape_mismatch(tmp_path, synthetic_h5):
 
 
 def test_make_loaders_takes_datasets_as_well_as_paths(tmp_path, synthetic_h5):
-    """Issue 18: DarcyDataset objects failed with torch's raw "expected str, bytes or
+    """Was: DarcyDataset objects failed with torch's raw "expected str, bytes or
     os.PathLike object"."""
     a = synthetic_h5(tmp_path / "a.h5", n=8, grid=9, seed=0)
     b = synthetic_h5(tmp_path / "b.h5", n=8, grid=9, seed=1)

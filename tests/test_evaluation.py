@@ -161,7 +161,7 @@ def test_split_metrics_margin_trained_and_s_kl_on_the_aggregated_posterior(run):
 
 
 def test_a_wide_latent_draws_the_ten_axes_that_spread_most(tmp_path, vae_data):
-    """Issue 18 A5: evaluate of a latent_dim = 1000 model never ended (a traversal of
+    """Was: evaluate of a latent_dim = 1000 model never ended (a traversal of
     3,000 x 5 panels, memory growing 35 MB/s). The per-axis figures now draw at most
     MAX_FIGURE_LATENTS axes, those whose codes spread most, and their titles say so."""
     import dataclasses
@@ -185,8 +185,8 @@ def test_a_wide_latent_draws_the_ten_axes_that_spread_most(tmp_path, vae_data):
 
 
 def test_evaluate_figures_say_their_units_and_are_100_dpi_or_more(run, tmp_path):
-    """Issue 18 B5: the traversal of a model trained on normalised data is drawn
-    denormalised, and says so; every figure is written at >= 100 dpi."""
+    """The traversal of a model trained on normalised data is drawn denormalised, and
+    says so; every figure is written at >= 100 dpi (docs/api.md, the figures)."""
     from darcyvae import evaluation
     from PIL import Image
 

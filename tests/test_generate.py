@@ -620,7 +620,7 @@ def test_cli_unwritable(unwritable, capsys):
     assert "cannot write to out_dir" in capsys.readouterr().err
 
 
-# -- reliability (issue 11): locks, checksums, stale outputs, clear errors -------------------
+# -- reliability (docs/safety.md): locks, checksums, stale outputs, clear errors -------------
 def _run_python(code: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
@@ -924,7 +924,7 @@ def test_user_thetas_are_refused_or_written_finite(tmp_path_factory, theta):
         verify_dataset(paths[split])
 
 
-# -- issue 18, section A ----------------------------------------------------------------------
+# -- edges: impossible sizes, free space, threads, SIGTERM (docs/safety.md) -------------------
 def test_impossible_sizes_are_refused_at_once_and_allocate_nothing(tmp_path, capsys):
     """A4: --n-train 10000000000 --grid 33 spent minutes building block lists (1.5 GB) and
     would have written until the disk was full. Now: the size is estimated from the

@@ -51,7 +51,7 @@ def file_size_limit(limit: int):
 
 
 def test_a_write_beyond_the_disk_names_the_file_and_keeps_the_old_one(tmp_path):
-    """Issue 18 A2: the OSError of a failed write names the file (not just "File too large")."""
+    """The OSError of a failed write names the file (not just "File too large")."""
     path = atomic_write_text(tmp_path / "a.txt", "old")
     with file_size_limit(1000), pytest.raises(OSError, match="File too large") as info:
         atomic_write_text(path, "x" * 100_000)

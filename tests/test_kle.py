@@ -551,7 +551,7 @@ def test_residual_check_is_enforced():
 
 
 def test_variance_at_its_bound_passes_the_residual_check():
-    # issue 11, item 12: 1e300 used to fail in the eigen-residual check; now
+    # 1e300 used to fail in the eigen-residual check; now
     # validation refuses it (test_config_bad_values) and the bound itself works
     a = kle_basis(grid=9, n_modes=4, cache=False)
     b = kle_basis(grid=9, n_modes=4, variance=1e100, cache=False)

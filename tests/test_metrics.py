@@ -382,12 +382,12 @@ def test_kl_duplicate_points(method):
     assert kl_divergence(x, np.vstack([y, y]), method=method) == pytest.approx(ref, abs=1e-12)
 
 
-# ---------------------------------------- ties and degenerate latents (issue 18, A1)
+# ---------------------------- ties and degenerate latents (docs/scores.md §5 and §5a, Ties)
 
 
-def issue18_samples():
+def tied_latent_samples():
     """theta, a latent that tracks it, pure noise rounded to integers and a
-    latent on two points, 400 samples in 2-D (the issue's reproduction)."""
+    latent on two points, 400 samples in 2-D (the table of docs/scores.md §5)."""
     r = np.random.default_rng(1)
     theta = r.normal(size=(400, 2))
     good = theta + 0.05 * r.normal(size=(400, 2))
@@ -399,7 +399,7 @@ def issue18_samples():
 @pytest.mark.parametrize("method", ["adaptive", "fixed"])
 def test_quantised_or_two_point_latents_never_score_better_than_a_tracking_one(method):
     # before (adaptive): tracking 0.009, rounded noise -0.80, two points -1.16
-    theta, good, noise, two = issue18_samples()
+    theta, good, noise, two = tied_latent_samples()
     reference = s_kl(good, theta, method=method, seed=0).score
     assert abs(reference) < 0.2
     for degenerate in (noise, two):
@@ -411,7 +411,7 @@ def test_quantised_or_two_point_latents_never_score_better_than_a_tracking_one(m
 @pytest.mark.parametrize("method", ["adaptive", "fixed"])
 def test_kl_divergence_of_a_sample_of_q_on_a_hyperplane_is_inf(method):
     # before: adaptive -1.46 (fixed 5.04) for kl_divergence(theta, zeros), truly +inf
-    theta, good, _, _ = issue18_samples()
+    theta, good, _, _ = tied_latent_samples()
     assert kl_divergence(theta, np.zeros((400, 2)), method=method) == np.inf
     assert kl_divergence(theta, np.zeros((400, 2)), method=method, paired=True) == np.inf
     on_a_line = np.column_stack([good[:, 0], np.full(400, 0.3)])
@@ -833,7 +833,7 @@ def test_standard_metrics_bad_input():
         dci(theta, theta, alpha=0.0)
 
 
-# ------------------------------------------- scale (issue 11, items 5 and 12)
+# ------------------------------- scale (docs/safety.md, Bounded work; docs/scores.md §5, Scale)
 
 
 @pytest.mark.parametrize("scale", [1e160, 1e-160, 1e300, 1e-300])

@@ -292,7 +292,7 @@ def test_s_kl_is_finite_or_a_clear_error_and_exactly_scale_invariant(data):
     )
 
 
-# ------------------------------------------------ ties against jitter (issue 18, A1)
+# ------------------------------------------ ties against jitter (docs/scores.md §5a, Ties)
 
 
 @st.composite

@@ -92,7 +92,7 @@ def test_kdtree_lives_in_neighbors_and_its_reexport_answers_as_ckdtree():
     np.testing.assert_allclose(max_dist, dist[:, 3], rtol=1e-13)
 
 
-# ------------------------------------------------------------- regressions (issue 11, item 5)
+# --------------------------- regressions: any magnitude (darcyvae.neighbors docstring, Scale)
 
 
 @needs_wide

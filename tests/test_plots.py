@@ -178,7 +178,7 @@ def test_plot_latent_vs_theta_grid_and_data():
     assert heights == [40, 40]
     with pytest.raises(ValueError, match="same number of samples"):
         plots.plot_latent_vs_theta(z[:5], theta)
-    # Issue 18 A5: some latent coordinates only, labelled by their own index.
+    # Some latent coordinates only, labelled by their own index.
     wide = np.c_[z, 3 * z[:, :1]]
     fig = plots.plot_latent_vs_theta(wide, theta, dims=(0, 2), title="2 of 3")
     scatter_axes = [ax for ax in fig.axes if ax.collections]
@@ -348,7 +348,7 @@ def test_plot_cell_scores_places_every_trial_by_cell_and_arm():
         plots.plot_cell_scores({})
 
 
-# --- issue 18 B5: figures that say what they show ------------------------------------
+# --- figures that say what they show (docs/api.md, the evaluation figures) ----------
 
 
 def test_latent_distributions_has_a_title_and_labelled_count_axes():
