@@ -16,6 +16,7 @@ from _configs import tiny_train_config
 from darcyvae import training
 from darcyvae.checkpoint import load_checkpoint, save_checkpoint
 from darcyvae.cli import main
+from darcyvae.config import TrainConfig
 from darcyvae.generate import GenerateConfig, generate_dataset
 from darcyvae.kle import KLEConfig
 
@@ -393,7 +394,7 @@ def test_train_set_overrides_the_config_file(setup, capsys):
     argv += ["--set", "optim.lr_values=[2e-3]", "--set", "run.seed=3"]
     argv += ["--set", "beta.mode=fixed", "--set", "model.latent_dim=3"]
     assert main(argv) == 0
-    saved = training.TrainConfig.from_toml(run / "config.toml")
+    saved = TrainConfig.from_toml(run / "config.toml")
     assert saved.optim.lr_values == (2e-3,)
     assert saved.optim.lr_milestones == ()
     assert (saved.run.seed, saved.beta.mode, saved.model.latent_dim) == (3, "fixed", 3)
@@ -406,7 +407,7 @@ def test_train_with_a_model_preset_from_the_command_line(tmp_path, vae_data, cap
     argv += [str(tmp_path / "p"), "--device", "cpu", "--no-progress", "--epochs", "1"]
     argv += ["--set", "model.preset=dense_vae_tiny", "--set", "beta.rec_epochs=1"]
     assert main(argv) == 0
-    saved = training.TrainConfig.from_toml(tmp_path / "p" / "config.toml")
+    saved = TrainConfig.from_toml(tmp_path / "p" / "config.toml")
     assert (saved.model.grid, saved.model.blocks, saved.model.prior) == (17, (2, 2, 2), "std_norm")
 
 

@@ -50,8 +50,8 @@ if hook == "train":
     import darcyvae._run
     sigterm_after_first(darcyvae._run, "save_run")
 elif hook == "ensemble":
-    import darcyvae.ensemble._engine
-    sigterm_after_first(darcyvae.ensemble._engine, "save_checkpoint")
+    import darcyvae.ensemble.engine
+    sigterm_after_first(darcyvae.ensemble.engine, "save_checkpoint")
 elif hook == "reproduce":
     import dataclasses
     import darcyvae.experiments as experiments

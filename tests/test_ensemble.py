@@ -9,20 +9,21 @@ import numpy as np
 import pytest
 import torch
 from _configs import tiny_train_config
-from darcyvae import _run, training
+from darcyvae import _run
 from darcyvae.checkpoint import load_checkpoint
 from darcyvae.config import TrainConfig
 from darcyvae.ensemble import (
     MAX_SEEDS,
     BatchedDenseVAE,
     parse_seeds,
+    restart_seed,
     train_ensemble,
 )
 from darcyvae.errors import DataMismatchError
 from darcyvae.evaluation import evaluate
 from darcyvae.losses import gaussian_kl, reconstruction_loss
 from darcyvae.models import DenseVAE, model_config
-from darcyvae.training import restart_seed, train
+from darcyvae.training import train
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -164,6 +165,27 @@ def test_ensemble_equals_three_single_runs(data, tmp_path):
                 assert diff.max().item() < 20 * lr, name
                 diffs.append(diff.flatten())
         assert torch.cat(diffs).median().item() < 0.5 * lr
+
+
+def test_the_comparison_catches_a_member_given_another_members_noise(data, tmp_path, monkeypatch):
+    """The K = 1 run (``train``) against a K = 3 block whose member 5 draws member 0's noise:
+    ``assert_same_history`` must fail, so the equality tests above can fail."""
+    train_path, _ = data
+    cfg = tiny_config(epochs=1)
+    single = train(cfg.replace(seed=5), train_path, out_dir=tmp_path / "s5", progress=False)
+    real = _run.child_seeds
+
+    def swapped(seed):
+        seeds = real(seed)
+        return {**seeds, "noise": real(0)["noise"]} if seed == 5 else seeds
+
+    monkeypatch.setattr(_run, "child_seeds", swapped)
+    res = train_ensemble(cfg, [0, 5, 11], train_path, out_dir=tmp_path / "ens", progress=False)
+    with pytest.raises(AssertionError):
+        assert_same_history(single, res.member(5), ("loss", "distortion"), 5)
+    monkeypatch.setattr(_run, "child_seeds", real)
+    honest = train_ensemble(cfg, [0, 5, 11], train_path, out_dir=tmp_path / "ok", progress=False)
+    assert_same_history(single, honest.member(5), ("loss", "distortion"), 5)
 
 
 @pytest.mark.parametrize("variant", ["const", "full"])
@@ -316,11 +338,11 @@ def test_nan_member_stops_alone(data, tmp_path, monkeypatch):
 
 def test_member_diverging_later_keeps_its_last_checkpoint(data, tmp_path, monkeypatch):
     """NaN data for one member from epoch 1: it stops there; its folder keeps epoch 1's state."""
-    from darcyvae.ensemble import _engine
+    from darcyvae.ensemble import engine
 
     train_path, _ = data
-    real_loader = _engine.make_loader
-    bad_seed = training.child_seeds(5)["loader"]
+    real_loader = engine.make_loader
+    bad_seed = _run.child_seeds(5)["loader"]
 
     class PoisonedLoader:
         def __init__(self, loader):
@@ -335,7 +357,7 @@ def test_member_diverging_later_keeps_its_last_checkpoint(data, tmp_path, monkey
         loader = real_loader(dataset, **kw)
         return PoisonedLoader(loader) if kw["generator"].initial_seed() == bad_seed else loader
 
-    monkeypatch.setattr(_engine, "make_loader", make_loader)
+    monkeypatch.setattr(engine, "make_loader", make_loader)
     cfg = tiny_config(epochs=3, checkpoint_every=1)
     res = train_ensemble(cfg, [0, 5], train_path, out_dir=tmp_path / "late", progress=False)
     bad = res.member(5)

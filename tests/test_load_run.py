@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import darcyvae
@@ -15,6 +16,7 @@ from darcyvae import runs
 from darcyvae.checkpoint import load_checkpoint, load_model, save_checkpoint
 from darcyvae.dataset import DarcyDataset
 from darcyvae.errors import IntegrityError
+from darcyvae.evaluation import evaluate
 from darcyvae.models import DenseVAE
 from darcyvae.training import train
 
@@ -94,12 +96,35 @@ def test_load_run_restores_model_config_and_normalisation(trained, vae_data):
     assert darcyvae.load_run(trained / "checkpoint.pt").path == run.path
 
 
-def test_load_run_of_a_restarts_folder_takes_its_last_attempt(tmp_path, trained):
+def test_an_older_restarts_folder_is_read_and_reported(tmp_path, trained, vae_data, caplog):
+    """The older restart layout (trials.json, attempt_K): its last attempt, and the log says so."""
     for k in (0, 1):
         shutil.copytree(trained, tmp_path / f"attempt_{k}")
     record = {"restarts": 1, "attempts": [{"attempt": 0}, {"attempt": 1}]}
     (tmp_path / "trials.json").write_text(json.dumps(record))
-    assert darcyvae.load_run(tmp_path).path == tmp_path / "attempt_1" / "checkpoint.pt"
+    with caplog.at_level(logging.INFO, logger="darcyvae.checkpoint"):
+        assert darcyvae.load_run(tmp_path).path == tmp_path / "attempt_1" / "checkpoint.pt"
+        ev = evaluate(tmp_path, vae_data.test, n_prior_samples=64)
+    said = [r.getMessage() for r in caplog.records if "older restart layout" in r.getMessage()]
+    assert len(said) == 2
+    assert all("attempt_1" in line for line in said)
+    assert said[0].startswith("load_run:")
+    assert said[1].startswith("evaluate:")
+    direct = evaluate(tmp_path / "attempt_1", vae_data.test, n_prior_samples=64)
+    assert ev.test.distortion == direct.test.distortion
+
+
+def test_a_trial_folder_means_its_accepted_attempt(tmp_path, trained):
+    """A trial with restarts (ensemble.json with one member): the attempt it accepted."""
+    shutil.copytree(trained, tmp_path / "seed_4")
+    shutil.copytree(trained, tmp_path / "seed_4.restart_1")
+    accepted = tmp_path / "seed_4.restart_1"
+    record = {"members": [{"seed": 4, "out_dir": str(accepted), "restarts": 1}]}
+    (tmp_path / "ensemble.json").write_text(json.dumps(record))
+    assert darcyvae.load_run(tmp_path).path == accepted / "checkpoint.pt"
+    (accepted / "checkpoint.pt").unlink()
+    with pytest.raises(FileNotFoundError, match=r"seed_4\.restart_1"):
+        darcyvae.load_run(tmp_path)
 
 
 def test_load_run_of_a_folder_of_runs_names_the_members(tmp_path, trained):

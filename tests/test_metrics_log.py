@@ -15,8 +15,9 @@ import pytest
 from _configs import tiny_train_config
 from darcyvae import _run
 from darcyvae.ensemble import train_ensemble
+from darcyvae.ensemble.engine import bar_text as _bar_text
 from darcyvae.experiments._common import history as experiment_history
-from darcyvae.training import _bar_text, train
+from darcyvae.training import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

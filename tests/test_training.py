@@ -8,33 +8,25 @@ import numpy as np
 import pytest
 import torch
 from _configs import tiny_train_config
+from darcyvae.checkpoint import load_checkpoint, load_model
+from darcyvae.config import TrainConfig, list_presets, load_preset
 from darcyvae.dataset import DarcyDataset
-from darcyvae.errors import DataMismatchError
-from darcyvae.metrics import s_d
-from darcyvae.models import DenseVAE, HierarchicalPrior, VAEConfig, model_config
-from darcyvae.training import (
+from darcyvae.ensemble import restart_seed
+from darcyvae.errors import DataMismatchError, TrainingDivergedError
+from darcyvae.evaluation import detect_over_regularization, distortion_bound, evaluate_losses
+from darcyvae.losses import (
     BetaSchedule,
-    TrainConfig,
-    TrainingDivergedError,
-    detect_over_regularization,
-    distortion_bound,
-    evaluate_losses,
     gaussian_kl,
     hierarchical_bound_terms,
     label_loss,
     learning_rate,
-    list_presets,
-    load_checkpoint,
-    load_model,
-    load_preset,
     reconstruction_loss,
-    restart_seed,
-    run_training,
-    train,
-    train_with_restarts,
     update_beta,
     vae_loss,
 )
+from darcyvae.metrics import s_d
+from darcyvae.models import DenseVAE, HierarchicalPrior, VAEConfig, model_config
+from darcyvae.training import run_training, train, train_with_restarts
 from scipy import integrate, stats
 from torch import nn
 
@@ -617,24 +609,27 @@ def test_over_regularised_run_is_flagged_and_restarted(data, tmp_path):
         cfg, data[0], out_dir=tmp_path / "or", max_restarts=1, device="cpu", progress=False
     )
     assert [t["over_regularized"] for t in trials] == [True, True]
-    assert not any(t["trained"] for t in trials)  # neither beats the Theorem-1 bound
+    # neither beats the Theorem-1 bound
+    assert not any(t["final"]["train"]["trained"] for t in trials)
     # The restart's seed comes from the restart stream, never another trial's seed (0 + 1).
-    assert [t["seed"] for t in trials] == [0, restart_seed(0, 1)]
+    assert [t["run_seed"] for t in trials] == [0, restart_seed(0, 1)]
     assert restart_seed(0, 1) not in range(1000)
     assert result.restarts == 1
     assert len(result.trials) == 2
     over = result.over_regularization
     assert over.rate_per_dim < 0.01
     assert abs(over.margin_per_element) < 0.05
-    record = json.loads((tmp_path / "or" / "trials.json").read_text())
-    assert record["restarts"] == 1
-    assert record["attempts"][1]["attempt"] == 1
+    # One restart layout with train_ensemble: seed_<s>, seed_<s>.restart_<r>, ensemble.json.
+    assert result.out_dir == tmp_path / "or" / "seed_0.restart_1"
+    record = json.loads((tmp_path / "or" / "ensemble.json").read_text())
+    assert record["n_restarts"] == 1
+    assert record["members"][0]["trials"][1]["out_dir"] == str(result.out_dir)
     # Resuming the trial reruns nothing (no restarts left) and reports the same attempts.
     again = run_training(
         cfg, data[0], out_dir=tmp_path / "or", resume=True, device="cpu", progress=False
     )
     assert again.restarts == 1
-    assert [t["seed"] for t in again.trials] == [0, restart_seed(0, 1)]
+    assert [t["run_seed"] for t in again.trials] == [0, restart_seed(0, 1)]
     assert again.history == result.history
 
 
@@ -712,9 +707,9 @@ def _bn_buffers(state):
 def test_concat_forward_step_matches_a_hand_built_reference(data, tmp_path):
     # One full-batch step (64 unlabelled + the first 5 test samples), rebuilt by hand:
     # the same initialisation, batch order and noise, one forward on the concatenation.
+    from darcyvae._run import build_model, child_seeds
     from darcyvae._vaedata import data_fingerprint
     from darcyvae.dataset import make_loader
-    from darcyvae.training import build_model, child_seeds
 
     cfg = tiny_config(
         epochs=1, batch_size=64, rec_epochs=1, eval_every=0, n_labeled=5, seed=3, **RELEASED_LABELS

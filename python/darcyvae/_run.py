@@ -95,7 +95,6 @@ _OURS = {
     # what each kind of run writes at the top of its output folder, besides its
     # lock file and the temporary files of an interrupted atomic save
     "train": re.compile(r"$^"),  # a single run is recognised by its config.toml
-    "train (restarts)": re.compile(r"trials\.json|attempt_\d+"),
     "train --seeds": re.compile(
         r"ensemble\.json|ensemble_checkpoint[_a-z0-9]*\.pt|seed_\d+(\.restart_\d+)?"
     ),
@@ -116,7 +115,7 @@ def check_out_folder(out: Path, kind: str, caller: str) -> None:
 
     ``kind`` is ``"train"`` (a single run: a folder holding a ``config.toml``
     with darcyvae's header is a run that stopped before its first checkpoint,
-    and may be started again), ``"train (restarts)"`` or ``"train --seeds"``
+    and may be started again), or ``"train --seeds"``
     (the files and folders those write). Anything else in ``out`` would be
     silently replaced (``config.toml``, ``metrics.jsonl``, ``summary.json``),
     so it is a ``FileExistsError`` naming an example, in the words of

@@ -43,7 +43,10 @@ __all__ = [
     "CHECKPOINT_NAME",
     "CONFIG_NAME",
     "CSV_LOG_NAME",
+    "ENSEMBLE_SUMMARY",
     "LOG_NAME",
+    "MEMBER_DIR",
+    "RESTART_DIR",
     "SUMMARY_NAME",
     "TENSORBOARD_DIR",
     "TRIALS_NAME",
@@ -52,6 +55,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "read_log",
+    "run_checkpoint",
     "save_checkpoint",
 ]
 
@@ -66,6 +70,13 @@ TENSORBOARD_DIR = "tensorboard"
 CONFIG_NAME = "config.toml"
 SUMMARY_NAME = "summary.json"
 TRIALS_NAME = "trials.json"
+"""The attempts of a trial with restarts in the older layout (``OUT/attempt_K``); still read."""
+ENSEMBLE_SUMMARY = "ensemble.json"
+"""The members of ``train_ensemble`` (and of a trial with restarts), in its output folder."""
+MEMBER_DIR = "seed_{seed}"
+"""The folder of the run with ``seed`` in an ensemble's (or a trial's) output folder."""
+RESTART_DIR = "seed_{seed}.restart_{restart}"
+"""The folder of restart ``restart`` of the trial with ``seed``."""
 CHECKPOINT_FORMAT = 2
 """2: sectioned config, checksum, data fingerprint. 1 (no checksum) still loads."""
 _READABLE_FORMATS = (1, 2)
@@ -307,3 +318,81 @@ def clean_stale_tmp(folder: str | os.PathLike, name: str = CHECKPOINT_NAME) -> l
     if removed:
         log.info("removed %d stale temporary file(s) in %s", len(removed), folder)
     return removed
+
+
+def run_checkpoint(path: str | os.PathLike, caller: str) -> Path:
+    """The checkpoint a run folder (or checkpoint file) ``path`` means.
+
+    A run folder holds ``checkpoint.pt``. A trial with restarts (one seed
+    of ``train_with_restarts`` / ``train_ensemble``: ``ensemble.json`` with
+    one member) means its accepted attempt; a trial in the older layout
+    (``trials.json``, ``attempt_K``) its last attempt, and the log says it
+    read the older layout. A folder of several runs is a ``ValueError``
+    naming them.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        msg = f"{caller}: no run folder or checkpoint at {str(path)!r}."
+        raise FileNotFoundError(msg)
+    if (path / CHECKPOINT_NAME).is_file():
+        return path / CHECKPOINT_NAME
+    if (path / TRIALS_NAME).is_file():
+        return _older_trial_checkpoint(path, caller)
+    summary = path / ENSEMBLE_SUMMARY
+    members = _ensemble_members(summary) if summary.is_file() else []
+    if len(members) == 1:
+        accepted = Path(members[0]["out_dir"])
+        accepted = accepted if accepted.is_absolute() else path / accepted.name
+        log.info("%s: %s is a trial; reading its accepted attempt %s", caller, path, accepted)
+        if (accepted / CHECKPOINT_NAME).is_file():
+            return accepted / CHECKPOINT_NAME
+        msg = f"{caller}: {str(summary)!r} names {str(accepted)!r}, which holds no checkpoint."
+        raise FileNotFoundError(msg)
+    runs = sorted(p.name for p in path.glob("seed_*") if (p / CHECKPOINT_NAME).is_file())
+    if runs:
+        shown = ", ".join(runs[:5]) + (", ..." if len(runs) > 5 else "")
+        kind = "an ensemble folder" if summary.is_file() else "a folder of runs"
+        msg = (
+            f"{caller}: {str(path)!r} is {kind} with {len(runs)} runs ({shown}); "
+            f"load one of them, e.g. {str(path / runs[0])!r}."
+        )
+        raise ValueError(msg)
+    msg = f"{caller}: {str(path)!r} holds no {CHECKPOINT_NAME}; is it a training run folder?"
+    raise FileNotFoundError(msg)
+
+
+def _ensemble_members(summary: Path) -> list[dict[str, Any]]:
+    """The members an ``ensemble.json`` lists (none if it cannot be read: the folder's runs
+    are then listed instead)."""
+    try:
+        members = json.loads(summary.read_text())["members"]
+        return [m for m in members if isinstance(m, dict) and "out_dir" in m]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _older_trial_checkpoint(path: Path, caller: str) -> Path:
+    """The last attempt of a trial in the older restart layout (``trials.json``, ``attempt_K``):
+    the attempt ``train_with_restarts`` returned (accepted, or the last of the restarts)."""
+    trials = path / TRIALS_NAME
+    try:
+        attempts = json.loads(trials.read_text())["attempts"]
+        last = int(attempts[-1]["attempt"])
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        msg = f"{caller}: {str(trials)!r} is not a readable trials record ({exc})."
+        raise ValueError(msg) from None
+    ckpt = path / f"attempt_{last}" / CHECKPOINT_NAME
+    if not ckpt.is_file():
+        msg = f"{caller}: {str(trials)!r} names attempt {last}, but {str(ckpt)!r} does not exist."
+        raise FileNotFoundError(msg)
+    log.info(
+        "%s: %s is a trial in the older restart layout (%s, attempt_K); reading its last "
+        "attempt %s",
+        caller,
+        path,
+        TRIALS_NAME,
+        ckpt.parent.name,
+    )
+    return ckpt

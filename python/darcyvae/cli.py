@@ -396,7 +396,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="restart over-regularised runs with seeds from the restart stream "
-        "(OUT/attempt_K, OUT/trials.json)",
+        "(OUT/seed_<s>, OUT/seed_<s>.restart_<r>, OUT/ensemble.json)",
     )
     p.add_argument(
         "--seeds",
@@ -502,7 +502,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if result.trials:
         print(
             f"train: {len(result.trials)} attempt(s), {result.restarts} restart(s); "
-            f"see {Path(out) / 'trials.json'}"
+            f"see {Path(out) / 'ensemble.json'}"
         )
     _print_splits("train", result.splits(), result.over_regularized, result.out_dir)
     return 0

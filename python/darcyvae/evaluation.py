@@ -42,7 +42,7 @@ from ._checks import check_choice, check_int, check_real
 from ._device import resolve_device
 from ._io import atomic_write_text
 from ._vaedata import as_dataset, check_fits
-from .checkpoint import load_checkpoint, load_model
+from .checkpoint import load_checkpoint, load_model, run_checkpoint
 from .dataset import ChannelStats, DarcyDataset, make_loader
 from .losses import REDUCTIONS, vae_loss
 from .metrics import s_d, s_kl
@@ -699,7 +699,8 @@ def evaluate(
         model = model_or_checkpoint
         dev = next(model.parameters()).device if device is None else resolve_device(device)
     else:
-        ckpt = load_checkpoint(model_or_checkpoint)
+        path = Path(model_or_checkpoint)
+        ckpt = load_checkpoint(run_checkpoint(path, "evaluate") if path.is_dir() else path)
         dev = resolve_device(device, "evaluate")
         model = load_model(ckpt, device=dev)
         if ckpt.get("normalization") is not None:

@@ -38,20 +38,12 @@ from torch import Tensor
 
 from ._checks import check_int
 from ._device import resolve_device
-from .checkpoint import (
-    CHECKPOINT_NAME,
-    SUMMARY_NAME,
-    TRIALS_NAME,
-    load_checkpoint,
-    load_model,
-)
+from .checkpoint import SUMMARY_NAME, load_checkpoint, load_model, run_checkpoint
 from .config import TrainConfig
 from .dataset import ChannelStats
 from .models import DenseVAE
 
 __all__ = ["TrainedRun", "load_run"]
-
-_ENSEMBLE_SUMMARY = "ensemble.json"
 
 
 @dataclass(frozen=True, eq=False)
@@ -355,44 +347,6 @@ def _to_numpy(t: Tensor) -> NDArray[np.float32]:
     return t.detach().to("cpu", torch.float32).numpy()
 
 
-def _checkpoint_path(path: Path) -> Path:
-    """The checkpoint a run folder (or checkpoint file) ``path`` means."""
-    caller = "load_run"
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        msg = f"{caller}: no run folder or checkpoint at {str(path)!r}."
-        raise FileNotFoundError(msg)
-    if (path / CHECKPOINT_NAME).is_file():
-        return path / CHECKPOINT_NAME
-    trials = path / TRIALS_NAME
-    if trials.is_file():
-        # train_with_restarts: the last attempt is the one it returned (accepted,
-        # or the last of the restarts).
-        try:
-            attempts = json.loads(trials.read_text())["attempts"]
-            last = int(attempts[-1]["attempt"])
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            msg = f"{caller}: {str(trials)!r} is not a readable trials record ({exc})."
-            raise ValueError(msg) from None
-        ckpt = path / f"attempt_{last}" / CHECKPOINT_NAME
-        if ckpt.is_file():
-            return ckpt
-        msg = f"{caller}: {str(trials)!r} names attempt {last}, but {str(ckpt)!r} does not exist."
-        raise FileNotFoundError(msg)
-    members = sorted(p.name for p in path.glob("seed_*") if (p / CHECKPOINT_NAME).is_file())
-    if members:
-        shown = ", ".join(members[:5]) + (", ..." if len(members) > 5 else "")
-        kind = "an ensemble folder" if (path / _ENSEMBLE_SUMMARY).is_file() else "a folder of runs"
-        msg = (
-            f"{caller}: {str(path)!r} is {kind} with {len(members)} runs ({shown}); "
-            f"load one of them, e.g. load_run({str(path / members[0])!r})."
-        )
-        raise ValueError(msg)
-    msg = f"{caller}: {str(path)!r} holds no {CHECKPOINT_NAME}; is it a training run folder?"
-    raise FileNotFoundError(msg)
-
-
 def load_run(path: str | os.PathLike, *, device: str | torch.device | None = None) -> TrainedRun:
     """Load a trained run: its model and the normalisation it was trained with.
 
@@ -400,9 +354,10 @@ def load_run(path: str | os.PathLike, *, device: str | torch.device | None = Non
     ----------
     path : path-like
         A run folder (holding ``checkpoint.pt``, as ``darcyvae train --out``
-        writes; also an ensemble member ``OUT/seed_<s>``), a folder of
-        ``train_with_restarts`` (``trials.json``: its last attempt), or a
-        checkpoint file.
+        writes; also an ensemble member ``OUT/seed_<s>``), a trial with
+        restarts (its accepted attempt; in the older ``trials.json`` layout,
+        its last attempt, which the log reports), or a checkpoint file
+        (``darcyvae.checkpoint.run_checkpoint``).
     device : str, torch.device or None, default=None
         Where the model runs (None: the CPU; ``"auto"``: CUDA when available).
 
@@ -422,7 +377,7 @@ def load_run(path: str | os.PathLike, *, device: str | torch.device | None = Non
     IntegrityError
         A damaged checkpoint (checksum mismatch, truncated file).
     """
-    ckpt_path = _checkpoint_path(Path(path))
+    ckpt_path = run_checkpoint(path, "load_run")
     dev = resolve_device(device, "load_run")
     ckpt = load_checkpoint(ckpt_path)
     model = load_model(ckpt, device=dev)

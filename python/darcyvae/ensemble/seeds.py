@@ -1,4 +1,5 @@
-"""Seed lists for ensembles: ``parse_seeds("0-49")``, ``parse_seeds("3,7,11")``."""
+"""Seeds: lists for ensembles (``parse_seeds("0-49")``, ``parse_seeds("3,7,11")``) and the
+restart stream (``restart_seed``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import numbers
 import re
 from collections.abc import Sequence
 
-__all__ = ["MAX_SEEDS", "check_seeds", "parse_seeds", "split_blocks"]
+import numpy as np
+
+from .._checks import check_int
+
+__all__ = ["MAX_SEEDS", "check_seeds", "parse_seeds", "restart_seed", "split_blocks"]
 
 MAX_SEEDS = 10_000
 """Most seeds one ``train_ensemble`` call (``darcyvae train --seeds``) trains: 200 times the
@@ -128,3 +133,22 @@ def split_blocks(seeds: list[int], seeds_per_block: int | None) -> list[list[int
         raise ValueError(msg)
     n = int(seeds_per_block)
     return [list(seeds[i : i + n]) for i in range(0, len(seeds), n)]
+
+
+_RESTART_STREAM = 0x5EED
+"""Spawn key of the restart stream: restart seeds never equal a trial's own seed."""
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """The seed of restart ``restart`` (>= 1) of a trial with seed ``seed``.
+
+    Drawn from a stream derived from ``seed`` (``SeedSequence(seed,
+    spawn_key=(0x5EED, restart))``), 63 bits: it never walks into the
+    small seeds other trials of a study use (``seed + 1`` would).
+    """
+    check_int(seed, "seed", "restart_seed", low=0)
+    check_int(restart, "restart", "restart_seed", low=1)
+    state = np.random.SeedSequence(seed, spawn_key=(_RESTART_STREAM, restart)).generate_state(
+        1, dtype=np.uint64
+    )
+    return int(state[0] >> np.uint64(1))

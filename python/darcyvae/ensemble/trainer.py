@@ -1,11 +1,12 @@
-"""``train_ensemble``: K seeds of one configuration trained at once (issue 9, part 3).
+"""``train_ensemble``: K seeds of one configuration trained at once.
 
 Each member is the single run ``train(config.replace(seed=s), ...)`` would
 make: the same initialisation, batch order, reparameterisation noise, beta
-schedule and Adam arithmetic, only computed together in one
-``BatchedDenseVAE`` (``darcyvae.ensemble._engine``). This module splits the
-seeds into blocks, runs them here or on dask workers, restarts
-over-regularised members and writes ``ensemble.json``.
+schedule and Adam arithmetic, computed together by the one engine
+(``darcyvae.ensemble.engine``). This module splits the seeds into blocks,
+runs them here or on dask workers, restarts over-regularised members (the
+one restart policy: ``train_with_restarts`` is this with one seed) and
+writes ``ensemble.json``.
 """
 
 from __future__ import annotations
@@ -25,14 +26,13 @@ from .._device import resolve_device
 from .._io import atomic_write_text, is_write_failure
 from .._lock import folder_lock
 from .._run import check_out_folder, load_datasets, write_failure
-from ..checkpoint import CHECKPOINT_NAME, clean_stale_tmp
+from ..checkpoint import CHECKPOINT_NAME, RESTART_DIR, clean_stale_tmp
 from ..config import TrainConfig
 from ..dataset import DarcyDataset
 from ..errors import EnsembleMemoryError, MissingDependencyError
-from ..training import restart_seed
-from ._engine import ENSEMBLE_CHECKPOINT, _BlockSpec, _Options, _train_block
-from .results import ENSEMBLE_SUMMARY, EnsembleResult, MemberResult, member_dir
-from .seeds import check_seeds, split_blocks
+from .engine import ENSEMBLE_CHECKPOINT, BlockSpec, EngineOptions, train_block
+from .results import ENSEMBLE_SUMMARY, EnsembleResult, RunResult, member_dir
+from .seeds import check_seeds, restart_seed, split_blocks
 
 __all__ = ["PRECISIONS", "train_ensemble"]
 
@@ -157,7 +157,7 @@ def train_ensemble(
     _check_memory(config, max(len(b) for b in blocks), dev)
     train_set, test_set = load_datasets(config, train_data, test_data, dev)
     check_choice(precision, "precision", "train_ensemble", PRECISIONS)
-    opts = _Options(dev, resume, progress, channels_last, allow_data_change, precision)
+    opts = EngineOptions(dev, resume, progress, channels_last, allow_data_change, precision)
 
     try:
         with folder_lock(out, "darcyvae train --seeds"):
@@ -167,7 +167,7 @@ def train_ensemble(
             trials = rounds.run(seed_list, train_set, test_set, train_data, test_data, opts)
             members = [_accepted(trial, trials[trial]) for trial in seed_list]
             result = EnsembleResult(out, seed_list, members, time.perf_counter() - t0)
-            _write_summary(result, config, blocks, dev, precision)
+            _write_summary(result, config, blocks, dev, precision, restarts)
     except (OSError, RuntimeError) as exc:
         if not is_write_failure(exc):
             raise
@@ -284,18 +284,18 @@ class _Rounds:
         test_set: DarcyDataset | None,
         train_data: Any,
         test_data: Any,
-        opts: _Options,
-    ) -> dict[int, list[MemberResult]]:
-        """Every attempt of every trial, in order: ``{trial seed: [MemberResult, ...]}``."""
+        opts: EngineOptions,
+    ) -> dict[int, list[RunResult]]:
+        """Every attempt of every trial, in order: ``{trial seed: [RunResult, ...]}``."""
         out = self.out
-        trials: dict[int, list[MemberResult]] = {s: [] for s in seed_list}
+        trials: dict[int, list[RunResult]] = {s: [] for s in seed_list}
         todo = [(s, s, member_dir(out, s)) for s in seed_list]  # (trial, seed, folder)
         for r in range(self.restarts + 1):
             if not todo:
                 break
             blocks = split_blocks(todo, self.seeds_per_block)
             specs = [
-                _BlockSpec(block, _block_checkpoint(out, r, i, len(blocks)))
+                BlockSpec(block, _block_checkpoint(out, r, i, len(blocks)))
                 for i, block in enumerate(blocks)
             ]
             if r > 0:
@@ -324,27 +324,15 @@ class _Rounds:
             r + 1,
             seed,
         )
-        return trial, seed, self.out / f"seed_{trial}.restart_{r + 1}"
+        return trial, seed, self.out / RESTART_DIR.format(seed=trial, restart=r + 1)
 
 
-def _accepted(trial: int, attempts: list[MemberResult]) -> MemberResult:
+def _accepted(trial: int, attempts: list[RunResult]) -> RunResult:
     """The first attempt that is not over-regularised (or the last), with the trial's record."""
     pick = next((a for a in attempts if a.status == "done" and not a.over_regularized), None)
     pick = pick if pick is not None else attempts[-1]
     record = tuple(a.to_dict() for a in attempts)
-    return MemberResult(
-        trial,
-        pick.out_dir,
-        pick.status,
-        pick.epochs,
-        pick.final,
-        pick.over_regularization,
-        pick.message,
-        pick.history,
-        run_seed=pick.run_seed,
-        restarts=len(attempts) - 1,
-        trials=record,
-    )
+    return dataclasses.replace(pick, seed=trial, restarts=len(attempts) - 1, trials=record)
 
 
 def _block_checkpoint(out: Path, round_: int, i: int, n_blocks: int) -> Path:
@@ -358,6 +346,7 @@ def _write_summary(
     blocks: list[list[int]],
     dev: torch.device,
     precision: str,
+    max_restarts: int,
 ) -> None:
     members = result.members
     summary = {
@@ -371,6 +360,7 @@ def _write_summary(
         "n_diverged": sum(m.status == "diverged" for m in members),
         "n_over_regularized": sum(m.over_regularized for m in members),
         "n_restarts": sum(m.restarts for m in members),
+        "max_restarts": max_restarts,
         "config": config.to_dict(),
         "members": [m.to_dict() for m in members],
     }
@@ -383,19 +373,19 @@ def _write_summary(
 
 
 def _run_blocks(
-    specs: list[_BlockSpec],
+    specs: list[BlockSpec],
     config: TrainConfig,
     train_set: DarcyDataset,
     test_set: DarcyDataset | None,
     train_data: Any,
     test_data: Any,
-    opts: _Options,
+    opts: EngineOptions,
     dask: Any,
-) -> list[MemberResult]:
+) -> list[RunResult]:
     if dask is None:
-        out: list[MemberResult] = []
+        out: list[RunResult] = []
         for spec in specs:
-            out += _train_block(config, spec, train_set, test_set, _block_options(opts, spec))
+            out += train_block(config, spec, train_set, test_set, _block_options(opts, spec))
         return out
     try:
         from distributed import Client
@@ -427,7 +417,7 @@ def _run_blocks(
     return [m for block in gathered for m in block]
 
 
-def _block_options(opts: _Options, spec: _BlockSpec) -> _Options:
+def _block_options(opts: EngineOptions, spec: BlockSpec) -> EngineOptions:
     """A block resumes when asked to and its checkpoint exists (an interrupted run may
     not have reached the later blocks); otherwise it starts afresh."""
     return dataclasses.replace(opts, resume=opts.resume and spec.checkpoint.is_file())
@@ -440,15 +430,15 @@ def _portable(data: Any) -> Any:
 
 def _dask_block(
     config: dict[str, Any],
-    spec: _BlockSpec,
+    spec: BlockSpec,
     train_data: Any,
     test_data: Any,
     device: str,
-    opts: _Options,
-) -> list[MemberResult]:
+    opts: EngineOptions,
+) -> list[RunResult]:
     """One block on a dask worker: the data are read there, onto the worker's device."""
     cfg = TrainConfig.from_dict(config)
     dev = resolve_device("auto" if device.startswith("cuda") else device, "train_ensemble")
     train_set, test_set = load_datasets(cfg, train_data, test_data, dev)
     worker_opts = dataclasses.replace(opts, device=dev, progress=False)
-    return _train_block(cfg, spec, train_set, test_set, worker_opts)
+    return train_block(cfg, spec, train_set, test_set, worker_opts)
