@@ -1,7 +1,8 @@
 """The sizes of the reproduction, as data: ``smoke``, ``cpu`` and ``paper``.
 
 Every experiment reads its sizes from one ``Scale``; nothing else differs
-between the scales. Choosing the ``cpu`` scale (docs/reproduction.md §6, MEASURED.md, and runs measured for it):
+between the scales. Choosing the ``cpu`` scale (docs/reproduction.md, "Scales" and "Run
+history", and runs measured for it):
 
 - The paper's model on the 65 grid costs ~0.5 s per optimiser step on one
   CPU core (7.2 GFLOP), so its 6,500-epoch schedule (52,000 steps) is ~7 h
@@ -11,7 +12,7 @@ between the scales. Choosing the ``cpu`` scale (docs/reproduction.md §6, MEASUR
 - What does not shrink is the number of Adam steps the decoder's constant
   output log-variance needs: it starts at 0 and moves about lr per step
   towards the data's per-pixel log-variance. In raw units that is ~-7.6 and
-  400 epochs at lr 1e-3 never beat the Theorem-1 bound (MEASURED.md:
+  400 epochs at lr 1e-3 never beat the Theorem-1 bound (docs/reproduction.md, "Scales":
   distortion -453 against a bound of -2074 nats). With per-channel
   normalisation (``normalize = "channel"``) the target is ~-3.8 and the
   bound -394 nats per sample (17 grid, KLE2 normal). Measured here with the
@@ -28,7 +29,7 @@ between the scales. Choosing the ``cpu`` scale (docs/reproduction.md §6, MEASUR
 - Semi-supervised runs use batches of 64 instead of the authors' full batch:
   a full batch is one step per epoch, and the log-variance argument above
   needs thousands of steps (the paper's 20,000 epochs are 20,000 steps).
-- Trial counts: at least 20 per arm in the trial studies (issue 10); one
+- Trial counts: at least 20 per arm in the trial studies; one
   trial is ~1-1.5 min of CPU time, so a 2 x 20 study is ~45-60 min on one
   core, less with the two cores shared by the ensemble trainer.
 """
