@@ -1,13 +1,19 @@
 """The claim rules of ``darcyvae reproduce`` (``darcyvae.experiments.claims``): each kind of
-rule driven to every verdict with numbers whose answer is known, and its prose."""
+rule driven to every verdict with numbers whose answer is known, its prose, and every
+rule the experiments declare."""
 
 from __future__ import annotations
 
+import importlib
 import math
+import pkgutil
 
 import pytest
+from darcyvae import experiments
 from darcyvae.experiments.claims import (
+    VERDICTS,
     Claim,
+    ClaimRule,
     CountRule,
     Defined,
     Flag,
@@ -273,3 +279,251 @@ def test_a_claim_row_appends_the_gate_reason_and_stores_only_its_values():
     assert claim.judge("m = 2", {"m": 2.0}, trials=TRAINED)["measured"] == "m = 2"
     with pytest.raises(KeyError, match="trial records"):
         claim.judge("m = 2", {"m": 2.0})
+
+
+# --------------------------------------------------------------------------- the experiments' rules
+
+
+def _declared() -> dict[str, ClaimRule]:
+    """Every rule an experiment module declares at module level (as a rule or a Claim)."""
+    found = {}
+    for info in pkgutil.iter_modules(experiments.__path__):
+        mod = importlib.import_module(f"{experiments.__name__}.{info.name}")
+        for name, obj in vars(mod).items():
+            if isinstance(obj, Claim):
+                found[f"{info.name}.{name}"] = obj.rule
+            elif isinstance(obj, ClaimRule):
+                found[f"{info.name}.{name}"] = obj
+    return found
+
+
+ok, no = {"trials": TRAINED}, {"trials": UNTRAINED}
+DECLARED_CASES = {
+    # rule: [(values, verdict)], with numbers where the answer is known
+    "basic.KLE_DETAIL": [({"grows": True}, "reproduced"), ({"grows": False}, "not reproduced")],
+    "landscape.VALLEY": [
+        ({"lines_with_valley": 5, "lines": 10, "trained": True}, "reproduced"),
+        ({"lines_with_valley": 1, "lines": 10, "trained": True}, "partly"),
+        ({"lines_with_valley": 0, "lines": 10, "trained": True}, "not reproduced"),
+        ({"lines_with_valley": 10, "lines": 10, "trained": False}, "not judged"),
+    ],
+    "landscape.NO_LOCAL_MINIMUM": [
+        ({"directions_never_lower": 100, "directions": 100, "trained": True}, "reproduced"),
+        ({"directions_never_lower": 60, "directions": 100, "trained": True}, "partly"),
+        ({"directions_never_lower": 10, "directions": 100, "trained": True}, "not reproduced"),
+        ({"directions_never_lower": 100, "directions": 100, "trained": False}, "not judged"),
+    ],
+    "rd_plane.TRAJECTORIES": [
+        (
+            {
+                "plain_over_regularized": True,
+                "method_over_regularized": False,
+                "method_trained": True,
+            },
+            "reproduced",
+        ),
+        (
+            {
+                "plain_over_regularized": False,
+                "method_over_regularized": False,
+                "method_trained": True,
+            },
+            "partly",
+        ),
+        (
+            {
+                "plain_over_regularized": True,
+                "method_over_regularized": True,
+                "method_trained": True,
+            },
+            "not reproduced",
+        ),
+        (
+            {
+                "plain_over_regularized": True,
+                "method_over_regularized": False,
+                "method_trained": False,
+            },
+            "not judged",
+        ),
+    ],
+    "rd_plane.BETA_SWEEP": [
+        ({"spearman_rate": -1.0, "spearman_distortion": 0.95, **ok}, "reproduced"),
+        ({"spearman_rate": -0.6, "spearman_distortion": 0.2, **ok}, "partly"),
+        ({"spearman_rate": 0.3, "spearman_distortion": 0.2, **ok}, "not reproduced"),
+        ({"spearman_rate": -1.0, "spearman_distortion": 0.95, **no}, "not judged"),
+        ({"spearman_rate": None, "spearman_distortion": 0.95, **ok}, "not judged"),
+    ],
+    "interpolate.SAME_LOSS_DIFFERENT_SD": [
+        (
+            {"loss_difference_per_element": 0.01, "s_d_difference": 0.3, "both_trained": True},
+            "reproduced",
+        ),
+        (
+            {"loss_difference_per_element": 0.01, "s_d_difference": 0.05, "both_trained": True},
+            "partly",
+        ),
+        (
+            {"loss_difference_per_element": 0.2, "s_d_difference": 0.3, "both_trained": True},
+            "not reproduced",
+        ),
+        (
+            {"loss_difference_per_element": 0.01, "s_d_difference": 0.3, "both_trained": False},
+            "not judged",
+        ),
+    ],
+    "studies.RECONSTRUCTION": [
+        ({"n_trained": 3, "n": 3}, "reproduced"),
+        ({"n_trained": 1, "n": 3}, "partly"),
+        ({"n_trained": 0, "n": 3}, "not reproduced"),
+        ({"n_trained": 0, "n": 0}, "not judged"),
+    ],
+    "studies.NEAR_PERFECT": [
+        ({"median_s_d": 0.93, **ok}, "reproduced"),
+        ({"median_s_d": 0.8, **ok}, "partly"),
+        ({"median_s_d": 0.6, **ok}, "not reproduced"),
+        ({"median_s_d": 0.93, **no}, "not judged"),
+    ],
+    "studies.NO_HP_NEVER": [
+        ({"k": 0, "n": 20, **ok}, "reproduced"),
+        ({"k": 3, "n": 20, **ok}, "partly"),
+        ({"k": 10, "n": 20, **ok}, "not reproduced"),
+        ({"k": 0, "n": 20, **no}, "not judged"),
+    ],
+    "studies.HP_GOOD": [
+        ({"k": 10, "n": 20, **ok}, "reproduced"),
+        ({"k": 2, "n": 20, **ok}, "partly"),
+        ({"k": 0, "n": 20, **ok}, "not reproduced"),
+        ({"k": 10, "n": 20, **no}, "not judged"),
+    ],
+    "studies.NO_HP_OR": [
+        ({"k": 2, "n": 20, **ok}, "reproduced"),
+        ({"k": 0, "n": 50, **ok}, "partly"),  # [0, 0.071]: 0.1 outside, 0.1 off
+        ({"k": 10, "n": 20, **ok}, "not reproduced"),
+        ({"k": 2, "n": 20, "trials": _trials(0, 4, 1)}, "not judged"),
+    ],
+    "studies.NO_HP_NONE": [
+        ({"k": 0, "n": 20, **ok}, "reproduced"),
+        ({"k": 3, "n": 20, **ok}, "partly"),
+        ({"k": 10, "n": 20, **ok}, "not reproduced"),
+        ({"k": 0, "n": 0, **ok}, "not judged"),
+    ],
+    "studies.HP_NO_OR": [
+        ({"k": 0, "n": 20, **ok}, "reproduced"),
+        ({"k": 3, "n": 20, **ok}, "partly"),
+        ({"k": 10, "n": 20, **ok}, "not reproduced"),
+        ({"k": 0, "n": 20, **no}, "not judged"),
+    ],
+    "studies.HP_HALF": [
+        ({"k": 10, "n": 20, **ok}, "reproduced"),
+        ({"k": 34, "n": 50, **ok}, "partly"),
+        ({"k": 3, "n": 20, **ok}, "not reproduced"),
+        ({"k": 10, "n": 20, **no}, "not judged"),
+    ],
+    "studies.HP_ROTATED": [
+        ({"k": 10, "n": 10, **ok}, "reproduced"),
+        ({"k": 16, "n": 20, **ok}, "partly"),
+        ({"k": 5, "n": 17, **ok}, "not reproduced"),
+        ({"k": 0, "n": 0, **ok}, "not judged"),
+    ],
+    "studies.DECODER_MATTERS": [({"p_value": 0.001}, "not judged")],
+    "rotation.STD_NORMAL_INVARIANT": [
+        ({"max_relative_change": 2e-7, **ok}, "reproduced"),
+        ({"max_relative_change": 0.01, **ok}, "not reproduced"),
+        ({"max_relative_change": 2e-7, **no}, "not judged"),
+    ],
+    "rotation.HP_CHANGES": [
+        ({"relative_changes": [2.3, 11.4, 0.47], **ok}, "reproduced"),
+        ({"relative_changes": [2.3, 0.02], **ok}, "partly"),
+        ({"relative_changes": [0.001, 0.002], **ok}, "not reproduced"),
+        ({"relative_changes": [2.3], **no}, "not judged"),
+    ],
+    "semisupervised.ONE_PERCENT": [
+        ({"min_s_d": [0.91, 0.95], "mean_s_d": [0.93, 0.96], **ok}, "reproduced"),
+        ({"min_s_d": [0.86, 0.9], "mean_s_d": [0.877, 0.931], **ok}, "partly"),
+        ({"min_s_d": [0.5, 0.6], "mean_s_d": [0.7, 0.8], **ok}, "not reproduced"),
+        ({"min_s_d": [0.91], "mean_s_d": [0.93], **no}, "not judged"),
+    ],
+    "semisupervised.NEARLY_IDENTICAL": [
+        ({"s_d_ranges": [0.005, 0.004], "min_s_d": [0.959, 0.953], **ok}, "reproduced"),
+        ({"s_d_ranges": [0.08, 0.004], "min_s_d": [0.91, 0.953], **ok}, "partly"),
+        ({"s_d_ranges": [0.005, 0.3], "min_s_d": [0.959, 0.6], **ok}, "not reproduced"),
+        ({"s_d_ranges": [0.005], "min_s_d": [0.959], **no}, "not judged"),
+    ],
+    "semisupervised.LOSSES_UNAFFECTED": [
+        ({"max_shift_per_element": 0.01, **ok}, "reproduced"),
+        ({"max_shift_per_element": 0.08, **ok}, "partly"),
+        ({"max_shift_per_element": 0.7, **ok}, "not reproduced"),
+        ({"max_shift_per_element": None, **ok}, "not judged"),
+        ({"max_shift_per_element": 0.01, **no}, "not judged"),
+    ],
+    "skl.SKL_TRACKS": [
+        (
+            {"medians_ordered": True, "spearman": -0.7, "n_disentangled": 3, "n_other": 5},
+            "reproduced",
+        ),
+        (
+            {"medians_ordered": True, "spearman": -0.1, "n_disentangled": 29, "n_other": 103},
+            "partly",
+        ),
+        (
+            {"medians_ordered": False, "spearman": -0.7, "n_disentangled": 3, "n_other": 5},
+            "not reproduced",
+        ),
+        (
+            {"medians_ordered": True, "spearman": -0.7, "n_disentangled": 2, "n_other": 5},
+            "not judged",
+        ),
+    ],
+    "sensitivity.ROBUST": [({"verdicts": {}, "robust": False}, "not judged")],
+}
+
+
+def _reachable(rule: ClaimRule) -> set[str]:
+    """The verdicts a rule can give."""
+    if isinstance(rule, NoVerdict):
+        return {"not judged"}
+    out = {"reproduced", "not reproduced"}
+    if rule._conditions()[1] is not None:
+        out.add("partly")
+    if rule._gates():
+        out.add("not judged")
+    return out
+
+
+def test_every_declared_rule_is_driven_to_each_of_its_verdicts():
+    declared = _declared()
+    assert set(declared) == set(DECLARED_CASES)  # a new rule needs its cases here
+    for name, rule in declared.items():
+        cases = DECLARED_CASES[name]
+        for values, verdict in cases:
+            assert rule.verdict(values) == verdict, (name, values)
+        assert {v for _, v in cases} == _reachable(rule), name
+        assert _reachable(rule) <= set(VERDICTS)
+
+
+@pytest.mark.parametrize("name", sorted(DECLARED_CASES))
+def test_every_declared_rule_states_its_thresholds(name):
+    rule = _declared()[name]
+    text = rule.text
+    assert text
+    numbers = []
+    if isinstance(rule, ThresholdRule):
+        numbers = [rule.reproduced, rule.partly]
+    elif isinstance(rule, FractionRule):
+        numbers = [rule.claimed, rule.tolerance]
+    elif isinstance(rule, Rule):
+        conds = [c for c in rule._conditions() if c is not None]
+        while any(hasattr(c, "parts") for c in conds):
+            conds = [p for c in conds for p in getattr(c, "parts", (c,))]
+        numbers = [c.value for c in conds if isinstance(c, Threshold)]
+    for x in numbers:
+        if x is not None:
+            assert f"{x:g}" in text, (name, x, text)
+    if isinstance(rule, CountRule):
+        assert rule.label in text
+    if not isinstance(rule, NoVerdict):
+        assert "reproduced if " in text
+        assert "else not reproduced" in text
+        for gate in getattr(rule, "gates", ()):
+            assert f"not judged unless {gate.text}" in text or f" and {gate.text}" in text

@@ -6,6 +6,7 @@ import json
 
 import pytest
 from darcyvae import experiments
+from darcyvae.checkpoint import CHECKPOINT_NAME
 from darcyvae.cli import main
 from darcyvae.experiments._common import Context
 from darcyvae.experiments.sensitivity import (
@@ -100,7 +101,7 @@ def test_smoke_run_reports_one_row_per_cell_and_resumes(tmp_path):
         assert f"| {row[0]} | {row[1]} |" in done
     assert "no cell has >= 90%" in done
     # A rerun reuses every probe: nothing is trained again.
-    ckpts = sorted(out.glob("*/*/seed_*/checkpoint.pt"))
+    ckpts = sorted(out.glob(f"*/*/seed_*/{CHECKPOINT_NAME}"))
     assert len(ckpts) == 16
     mtimes = [p.stat().st_mtime_ns for p in ckpts]
     experiments.run_experiment("sensitivity", out, scale="smoke", progress=False)

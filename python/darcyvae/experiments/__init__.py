@@ -10,8 +10,12 @@ experiment into one folder and writes a top-level ``report.md``.
 
 An experiment is a function ``fn(ctx: Context, **overrides) -> dict`` that
 writes its figures into ``ctx.out`` and returns its numbers, with the
-report rows under ``"claims"`` (``_common.claim``) and the written figures
-under ``"figures"``. Adding one is one module in this package: decorate the
+report rows under ``"claims"`` (each judged by a rule of ``claims``:
+``Claim(id, text, rule).judge(measured, values, ...)``) and the written
+figures under ``"figures"``. The experiments share one path
+(``_common``): ``dataset`` generates the data, ``train_config`` builds the
+configurations, ``train_trials`` / ``train_arms`` train them; each then
+judges its claims and draws its figures in functions of their own. Adding one is one module in this package: decorate the
 function with ``@register_experiment(name, description, order=N)``; the
 package imports its public modules itself, and ``order`` places it in
 ``reproduce all``.
@@ -36,8 +40,9 @@ from typing import Any
 
 from .._checks import check_int
 from .._io import atomic_write_text
-from ._common import VERDICTS, Context, fmt
+from ._common import Context, fmt
 from ._scales import SCALES, Scale, get_scale
+from .claims import VERDICTS
 
 __all__ = [
     "SCALES",
@@ -118,7 +123,7 @@ def _check_trials(trials: Any) -> int | None:
 
 
 def _check_settings(scale: str, seed: Any, trials: Any, device: Any) -> tuple[Any, int, Any]:
-    """Every setting of a run checked before anything is written (issue 18 A7): a
+    """Every setting of a run checked before anything is written: a
     rejected ``--seed 2**70`` leaves no ``experiment.json``, so the corrected rerun
     needs no ``--overwrite``. Returns ``(Scale, seed, trials)``."""
     from .._device import resolve_device

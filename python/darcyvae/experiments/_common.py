@@ -1,10 +1,10 @@
-"""Pieces shared by the experiments: context, data, trials, verdicts.
+"""Pieces shared by the experiments: context, data, configurations, trials, summaries.
 
 Everything here is private to ``darcyvae.experiments``. The one place that
-trains several seeds of one configuration is ``train_trials`` (the
-ensemble trainer when ``darcyvae.ensemble`` is importable, else a loop over
-``darcyvae.training.train``); the one place that generates data is
-``dataset``.
+generates data is ``dataset``, the one place that builds a training
+configuration ``train_config``, and the one place that trains several seeds
+of one configuration ``train_trials`` (``train_arms`` for every arm of a
+study). How a claim is judged is ``claims``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,10 @@ from typing import Any
 
 import numpy as np
 
+from .._checks import config_kwargs
+from ..checkpoint import CHECKPOINT_NAME, LOG_NAME, SUMMARY_NAME
+from ..ensemble.results import member_dir
+from ..errors import TrainingDivergedError
 from ._scales import Scale
 
 log = logging.getLogger(__name__)
@@ -29,8 +33,6 @@ SD_DISENTANGLED = 0.9
 """S_D at or above which a trial counts as disentangled (S_D = 1: aligned axes)."""
 SD_ROTATED = 0.6
 """S_D at or below which a trial counts as rotated (S_D = 0.5 at a 45 degree rotation)."""
-
-VERDICTS = ("reproduced", "partly", "not reproduced", "not judged")
 
 GAUSSIAN_PARAMS = {"mean": [1.0, 1.0], "sd": [0.5, 0.5]}
 """The paper's scaled/translated p(theta): isotropic, mu = (1, 1), sd = (0.5, 0.5) (docs/data.md §3)."""
@@ -101,31 +103,20 @@ class Context:
 # --------------------------------------------------------------------------- data
 
 
-def _sampling_kwargs() -> dict[str, Any]:
-    """Latin-hypercube training sets and Monte Carlo test sets where supported (issue 10)."""
-    from ..generate import GenerateConfig
-
-    names = {f.name for f in dataclasses.fields(GenerateConfig)}
-    if {"train_sampling", "test_sampling"} <= names:
-        return {"train_sampling": "lhs", "test_sampling": "mc"}
-    return {}
-
-
 def dataset(
     ctx: Context, distribution: str, params: dict[str, Any] | None = None
 ) -> dict[str, Path]:
     """Generate (or reuse) KLE2 train/test files of ``distribution`` for this scale.
 
-    The files go to ``ctx.out/data/<distribution>``; a rerun keeps finished
-    files and resumes partial ones.
+    Training sets are Latin hypercube samples of p(theta) and test sets Monte
+    Carlo samples, as in the authors' released code (docs/reproduction.md,
+    "training sets"). The files go to ``ctx.out/data/<distribution>``; a rerun
+    keeps finished files and resumes partial ones.
     """
     from ..darcy import DarcyConfig
     from ..generate import GenerateConfig, generate_dataset
     from ..kle import KLEConfig
 
-    sampling = _sampling_kwargs()
-    if not sampling:
-        ctx.note("training sets are Monte Carlo samples of p(theta) (no LHS option in this build)")
     config = GenerateConfig(
         kle=KLEConfig(grid=ctx.scale.grid, n_modes=2),
         darcy=DarcyConfig(),
@@ -134,7 +125,8 @@ def dataset(
         n_train=ctx.scale.n_train,
         n_test=ctx.scale.n_test,
         seed=ctx.seed,
-        **sampling,
+        train_sampling="lhs",
+        test_sampling="mc",
     )
     return generate_dataset(
         config, ctx.out / "data" / distribution, resume=True, progress=ctx.progress
@@ -160,13 +152,18 @@ def train_config(
     schedule: str | None = None,
     mixture: bool = False,
     model: dict[str, Any] | None = None,
-    **changes: Any,
+    optim: dict[str, Any] | None = None,
+    beta: dict[str, Any] | None = None,
+    labels: dict[str, Any] | None = None,
+    run: dict[str, Any] | None = None,
 ):
-    """The TrainConfig of this scale: network, schedule, normalisation.
+    """The TrainConfig of this scale: network, schedule, normalisation, by section.
 
     Parameters
     ----------
     prior : {"std_norm", "hierarchical", "scaled_gaussian"}
+        HP models get the released prior decoder (final ReLU, docs/model.md §4c), the one
+        the paper's figures used.
     schedule : {"plain", "hp", "ss"} or None
         None: "hp" for the hierarchical prior, else "plain".
     mixture : bool
@@ -175,9 +172,12 @@ def train_config(
         the same number of epochs.
     model : dict
         Extra VAEConfig fields (e.g. ``hp_decoder``, ``prior_variance``).
+    optim, beta, labels, run : dict
+        Settings of those sections of ``TrainConfig`` (``darcyvae.config``) that replace
+        the scale's, e.g. ``beta={"mode": "fixed", "value": 1.0}``.
     """
+    from ..config import BetaConfig, LabelConfig, OptimConfig, RunConfig, TrainConfig
     from ..models import VAEConfig
-    from ..training import TrainConfig
 
     s = ctx.scale
     schedule = schedule or ("hp" if prior == "hierarchical" else "plain")
@@ -191,7 +191,7 @@ def train_config(
         extra = round(rec * (s.mixture_rec_factor - 1.0))
         epochs, rec = epochs + extra, rec + extra
         miles = tuple(m + extra for m in miles)
-    mfields = {f.name for f in dataclasses.fields(VAEConfig)}
+    miles = tuple(m for m in miles if m < epochs) if epochs > 1 else ()
     mkw: dict[str, Any] = {
         "grid": s.grid,
         "latent_dim": 2,
@@ -202,36 +202,41 @@ def train_config(
         "prior": prior,
         "output_logvar_init": s.output_logvar_init,
     }
-    if prior == "hierarchical" and "hp_decoder" in mfields:
-        # The released prior decoder (final ReLU, docs/model.md §4c) is what the paper's figures used.
+    if prior == "hierarchical":
         mkw["hp_decoder"] = "released"
-    for key, value in (model or {}).items():
-        if key not in mfields:
+    known = {f.name for f in dataclasses.fields(VAEConfig)}
+    for key in model or {}:
+        if key not in known:
             msg = f"experiment {ctx.name!r}: VAEConfig has no field {key!r}."
             raise ValueError(msg)
-        mkw[key] = value
-    tkw = {
-        "model": VAEConfig(**mkw),
+    optim_kw = {
         "epochs": epochs,
-        "rec_epochs": min(rec, epochs),
-        "lr_values": lrs,
-        "lr_milestones": tuple(m for m in miles if m < epochs) if epochs > 1 else (),
         "batch_size": s.batch_size,
+        "lr_values": tuple(lrs[: len(miles) + 1]),
+        "lr_milestones": miles,
+    }
+    run_kw = {
         "normalize": s.normalize,
         "eval_every": s.eval_every,
         "checkpoint_every": s.checkpoint_every,
     }
-    tkw["lr_values"] = tuple(lrs[: len(tkw["lr_milestones"]) + 1])
-    tkw.update(changes)
-    return TrainConfig(**tkw)
+    return TrainConfig(
+        model=VAEConfig(**{**mkw, **(model or {})}),
+        optim=OptimConfig(**config_kwargs(OptimConfig, {**optim_kw, **(optim or {})})),
+        beta=BetaConfig(
+            **config_kwargs(BetaConfig, {"rec_epochs": min(rec, epochs), **(beta or {})})
+        ),
+        labels=LabelConfig(**config_kwargs(LabelConfig, dict(labels or {}))),
+        run=RunConfig(**config_kwargs(RunConfig, {**run_kw, **(run or {})})),
+    )
 
 
 # --------------------------------------------------------------------------- training
 
 
 def _finished(folder: Path, epochs: int) -> bool:
-    summary = folder / "summary.json"
-    if not summary.is_file() or not (folder / "checkpoint.pt").is_file():
+    summary = folder / SUMMARY_NAME
+    if not summary.is_file() or not (folder / CHECKPOINT_NAME).is_file():
         return False
     try:
         return int(json.loads(summary.read_text()).get("epochs", -1)) >= epochs
@@ -250,18 +255,18 @@ def train_trials(
 ) -> list[dict[str, Any]]:
     """Train one model per seed of ``config``; return one record per trial, in seed order.
 
-    Trial ``seed`` lives in ``out_dir/seed_<seed>``. Finished trials are
+    Trial ``seed`` lives in ``member_dir(out_dir, seed)`` (``out_dir/seed_<seed>``). Finished trials are
     reused, interrupted ones resumed from their checkpoint. Two or more
     unfinished seeds train together through ``train_ensemble`` (a lone one
     through ``train``). No trial is restarted or dropped: over-regularised
     ones are counted.
     """
-    from ..ensemble import train_ensemble
+    from ..ensemble import ENSEMBLE_CHECKPOINT, train_ensemble
     from ..training import train
 
     out_dir = Path(out_dir)
     seeds = [int(s) for s in seeds]
-    folders = {s: out_dir / f"seed_{s}" for s in seeds}
+    folders = {s: member_dir(out_dir, s) for s in seeds}
     todo = [s for s in seeds if not _finished(folders[s], config.epochs)]
     failed: dict[int, str] = {}
     if len(todo) > 1:
@@ -272,18 +277,16 @@ def train_trials(
             test_path,
             out_dir=out_dir,
             device=device,
-            resume=any(out_dir.glob("ensemble_checkpoint*.pt")),
+            resume=any(out_dir.glob(ENSEMBLE_CHECKPOINT.format(block="*"))),
             progress=progress,
         )
     else:
-        from ..training import TrainingDivergedError
-
         for s in todo:
             folder = folders[s]
-            resume = (folder / "checkpoint.pt").is_file()
+            resume = (folder / CHECKPOINT_NAME).is_file()
             try:
                 train(
-                    config.replace(seed=s, max_restarts=0),
+                    config.replace(run={"seed": s, "max_restarts": 0}),
                     train_path,
                     test_path,
                     out_dir=folder,
@@ -324,19 +327,13 @@ def train_arms(
     }
 
 
-_BOUNDS: dict[tuple[str, str, str], tuple[float, int]] = {}
-
-
 def test_bound(test_path: Path, train_path: Path, config) -> tuple[float, int]:
     """Theorem-1 bound (docs/model.md §4e) of the test data, normalised as the model sees it,
     and the number of field elements per sample (channels x N x N) it is spread over."""
     from ..evaluation import distortion_bound
 
-    key = (str(test_path), str(train_path), config.normalize)
-    if key not in _BOUNDS:
-        y = load_split(test_path, config, train_path).y
-        _BOUNDS[key] = (distortion_bound(y), int(np.prod(y.shape[1:])))
-    return _BOUNDS[key]
+    y = load_split(test_path, config, train_path).y
+    return distortion_bound(y), int(np.prod(y.shape[1:]))
 
 
 def trial_record(
@@ -345,7 +342,7 @@ def trial_record(
     bound_test: tuple[float, int],
     error: str | None = None,
 ) -> dict[str, Any]:
-    """The numbers of one trial (from its ``summary.json``) and its bound margin.
+    """The numbers of one trial (from its summary, ``SUMMARY_NAME``) and its bound margin.
 
     ``bound_test`` is ``test_bound``'s (bound, elements per sample). The
     verdicts "trained" and "over-regularised" are derived here from the
@@ -357,7 +354,7 @@ def trial_record(
     from ..evaluation import beats_bound, is_over_regularized, margin_per_element
 
     bound, n_elements = bound_test
-    path = Path(folder) / "summary.json"
+    path = Path(folder) / SUMMARY_NAME
     if not path.is_file():
         return {
             "seed": int(seed),
@@ -365,7 +362,7 @@ def trial_record(
             "checkpoint": None,
             "epochs": None,
             "status": "diverged",
-            "error": error or "no summary.json",
+            "error": error or f"no {SUMMARY_NAME}",
             "train": {},
             "test": {},
             "bound_train": None,
@@ -404,7 +401,7 @@ def trial_record(
     return {
         "seed": int(seed),
         "folder": str(folder),
-        "checkpoint": str(Path(folder) / "checkpoint.pt"),
+        "checkpoint": str(Path(folder) / CHECKPOINT_NAME),
         "epochs": summary.get("epochs"),
         "status": "finished",
         "train": train,
@@ -425,7 +422,7 @@ def trial_record(
 
 def history(folder: str | os.PathLike) -> list[dict[str, Any]]:
     """The per-epoch log of a training run."""
-    path = Path(folder) / "metrics.jsonl"
+    path = Path(folder) / LOG_NAME
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -434,20 +431,18 @@ def history(folder: str | os.PathLike) -> list[dict[str, Any]]:
 
 def require_finished(records: list[dict[str, Any]], what: str) -> None:
     """Raise a clear error when an experiment needs a model that a diverged trial lacks."""
-    from ..training import TrainingDivergedError
-
     bad = [r["seed"] for r in records if r["status"] != "finished"]
     if bad:
         msg = (
             f"{what}: the training run(s) with seed(s) {bad} diverged (non-finite loss), so "
-            "there is no model to evaluate; see their metrics.jsonl, or rerun with another --seed."
+            f"there is no model to evaluate; see their {LOG_NAME}, or rerun with another --seed."
         )
         raise TrainingDivergedError(msg)
 
 
 def load_trained(record: dict[str, Any]):
     """The trained model of a trial record (eval mode, CPU)."""
-    from ..training import load_model
+    from ..checkpoint import load_model
 
     return load_model(record["checkpoint"], device="cpu")
 
@@ -466,8 +461,8 @@ def interpolate_state(a: dict, b: dict, alpha: float) -> dict:
 
 def losses(model, data, *, n_latent_samples: int = 1, seed: int = 0) -> dict[str, float]:
     """Rate, distortion, loss (negative ELBO) and S_D of ``model`` on ``data``."""
+    from ..evaluation import evaluate_losses
     from ..metrics import s_d
-    from ..training import evaluate_losses
 
     summ = evaluate_losses(model, data, n_latent_samples=n_latent_samples, seed=seed)
     finite = np.all(np.isfinite(summ.z_mean)) and len(summ.z_mean) >= 2
@@ -497,37 +492,6 @@ def spread(values: Sequence[float | None]) -> dict[str, Any]:
     }
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson 95% interval of a binomial fraction k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    lo = 0.0 if k == 0 else max(0.0, centre - half)
-    hi = 1.0 if k == n else min(1.0, centre + half)  # exact ends (rounding gave 1 - 1e-16)
-    return (lo, hi)
-
-
-FRACTION_RULE = (
-    "reproduced if the paper's fraction lies in the Wilson 95% interval of k/n; partly if "
-    "|k/n - paper| <= 0.2; else not reproduced"
-)
-
-
-def fraction_verdict(k: int, n: int, claimed: float) -> str:
-    """Verdict of a claimed fraction against k successes in n trials (``FRACTION_RULE``)."""
-    if n == 0:
-        return "not judged"
-    lo, hi = wilson(k, n)
-    if lo <= claimed <= hi:
-        return "reproduced"
-    if abs(k / n - claimed) <= 0.2:
-        return "partly"
-    return "not reproduced"
-
-
 def fmt(value: Any, digits: int = 3) -> str:
     """The one number format of reports (results.json stores the same rounded value)."""
     if value is None:
@@ -554,55 +518,9 @@ def fmt_spread(sp: dict[str, Any]) -> str:
     )
 
 
-def claim(
-    cid: str,
-    text: str,
-    measured: str,
-    verdict: str,
-    rule: str,
-    values: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One row of a report: the paper's claim, our number, the verdict and its rule."""
-    if verdict not in VERDICTS:
-        msg = f"claim: verdict must be one of {VERDICTS}; got {verdict!r}."
-        raise ValueError(msg)
-    return {
-        "id": cid,
-        "claim": text,
-        "measured": measured,
-        "verdict": verdict,
-        "rule": rule,
-        "values": values or {},
-    }
-
-
 def trained_only(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The trials whose test distortion beats the Theorem-1 bound (docs/reproduction.md §6)."""
     return [r for r in records if r["beats_bound"]]
-
-
-def judge_gate(
-    records: list[dict[str, Any]], what: str, *, count_over_regularized: bool = False
-) -> str | None:
-    """A reason not to judge a claim, or None when at least half the trials are trained.
-
-    With ``count_over_regularized`` an over-regularised trial counts as
-    converged too (it sits at the Theorem-1 optimum; claims that count
-    over-regularisation are judged on those).
-    """
-    if not records:
-        return f"{what}: no trials"
-    n_ok = sum(
-        r["beats_bound"] or (count_over_regularized and r["over_regularized"]) for r in records
-    )
-    if 2 * n_ok < len(records):
-        kind = (
-            "beat the Theorem-1 bound or over-regularised"
-            if count_over_regularized
-            else ("beat the Theorem-1 bound")
-        )
-        return f"{what}: only {n_ok} of {len(records)} trials {kind}, too few to judge"
-    return None
 
 
 def trial_table(arms: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:

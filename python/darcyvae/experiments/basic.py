@@ -9,7 +9,14 @@ from typing import Any
 
 from .._io import atomic_write_text
 from . import register_experiment
-from ._common import Context, claim, fmt
+from ._common import Context, dataset, fmt, train_arms, train_config
+from .claims import Claim, Flag, Rule
+
+KLE_DETAIL = Claim(
+    "kle-detail",
+    "more KLE modes give finer-scaled permeability fields (more of the field's variance kept)",
+    Rule(Flag("grows", "the kept variance fraction grows strictly with the modes")),
+)
 
 
 @register_experiment(
@@ -61,14 +68,10 @@ def fig1_kle_samples(
         "figures": files,
         "files": [str(p) for p in files],
         "claims": [
-            claim(
-                "kle-detail",
-                "more KLE modes give finer-scaled permeability fields (more of the field's "
-                "variance kept)",
+            KLE_DETAIL.judge(
                 f"fraction of variance kept: {measured}",
-                "reproduced" if grows else "not reproduced",
-                "reproduced if the kept variance fraction grows strictly with the modes",
                 {"variance_fraction": {k: round(v, 3) for k, v in fractions.items()}},
+                grows=grows,
             )
         ],
     }
@@ -105,33 +108,67 @@ def demo(
     (``epochs`` for both arms, with the reconstruction-only phase cut to 2/5).
     Re-running the same command continues an interrupted run.
     """
-    from ..evaluation import evaluate
-    from ._common import dataset, train_arms, train_config
+    configs = _plan(ctx, grid=grid, n_train=n_train, n_test=n_test, epochs=epochs)
+    paths = dataset(ctx, "mixture4")
+    records = train_arms(ctx, configs, paths, 1)
+    arms, evaluations = _judge(ctx, records, paths)
+    text = _summary(ctx, arms, evaluations)
+    atomic_write_text(Path(ctx.out) / "summary.txt", text)
+    print(text, end="")
+    return {
+        "data": {k: str(v) for k, v in paths.items()},
+        "arms": arms,
+        "trained": all(a["trained"] for a in arms.values()),
+        "figures": [
+            Path(a["evaluation_figures"][k])
+            for a in arms.values()
+            for k in ("latent_vs_theta", "latent_distributions")
+        ],
+    }
 
+
+def _plan(
+    ctx: Context,
+    *,
+    grid: int | None,
+    n_train: int | None,
+    n_test: int | None,
+    epochs: int | None,
+) -> dict[str, Any]:
+    """The demo's arms: one trial of each arm of the scale's mixture4 study, deterministic;
+    ``grid``, ``n_train`` and ``n_test`` change the scale of ``ctx``, ``epochs`` the
+    schedules (``_shortened``)."""
     changes = {k: v for k, v in (("grid", grid), ("n_train", n_train), ("n_test", n_test)) if v}
     if changes:
         ctx.scale = ctx.scale.replace(**changes)
-    paths = dataset(ctx, "mixture4")
+    deterministic = {"deterministic": True}
     configs = {
-        "no HP": train_config(ctx, mixture=True, deterministic=True),
-        "HP": train_config(ctx, prior="hierarchical", mixture=True, deterministic=True),
+        "no HP": train_config(ctx, mixture=True, run=deterministic),
+        "HP": train_config(ctx, prior="hierarchical", mixture=True, run=deterministic),
     }
     if epochs is not None:
         configs = {arm: _shortened(c, epochs) for arm, c in configs.items()}
-    records = train_arms(ctx, configs, paths, 1)
-    arms = {}
-    figures: list[Path] = []
+    return configs
+
+
+def _judge(
+    ctx: Context, records: dict[str, list[dict[str, Any]]], paths: dict[str, Path]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Evaluate each arm's model (``darcyvae.evaluation.evaluate``: its numbers, whether it
+    beats the Theorem-1 bound, and its figures in ``out/evaluation/<arm>/``): the arms'
+    results and their ``Evaluation`` objects."""
+    from ..evaluation import evaluate
+
+    arms, evaluations = {}, {}
     for arm, (rec,) in records.items():
-        slug = arm.replace(" ", "_")
         ev = evaluate(
             rec["checkpoint"],
             paths["test"],
             train_data=paths["train"],
-            out_dir=ctx.out / "evaluation" / slug,
+            out_dir=ctx.out / "evaluation" / arm.replace(" ", "_"),
             device=ctx.device,
             seed=ctx.seed,
         )
-        figures += [ev.figures[k] for k in ("latent_vs_theta", "latent_distributions")]
         arms[arm] = {
             "checkpoint": rec["checkpoint"],
             "epochs": rec["epochs"],
@@ -140,8 +177,13 @@ def demo(
             "train": ev.train.to_dict() if ev.train is not None else None,
             "test": ev.test.to_dict(),
             "evaluation_figures": {k: str(v) for k, v in ev.figures.items()},
-            "lines": _arm_lines(arm, rec["epochs"], ev),
         }
+        evaluations[arm] = ev
+    return arms, evaluations
+
+
+def _summary(ctx: Context, arms: dict[str, dict[str, Any]], evaluations: dict[str, Any]) -> str:
+    """``summary.txt``: the data, then per arm its numbers beside the Theorem-1 bound."""
     s = ctx.scale
     lines = [
         (
@@ -153,28 +195,22 @@ def demo(
             "S_KL: lower is better)"
         ),
     ]
-    for a in arms.values():
-        lines += a.pop("lines")
+    for arm, a in arms.items():
+        lines += _arm_lines(arm, a["epochs"], evaluations[arm])
     lines.append(f"  figures: {ctx.out / 'evaluation'}/<arm>/")
-    text = "\n".join(lines) + "\n"
-    atomic_write_text(Path(ctx.out) / "summary.txt", text)
-    print(text, end="")
-    return {
-        "data": {k: str(v) for k, v in paths.items()},
-        "arms": arms,
-        "trained": all(a["trained"] for a in arms.values()),
-        "figures": figures,
-    }
+    return "\n".join(lines) + "\n"
 
 
 def _shortened(config: Any, epochs: int) -> Any:
     """``config`` cut to ``epochs`` (reconstruction-only phase 2/5 of it, drops beyond it left out)."""
     miles = tuple(m for m in config.optim.lr_milestones if m < epochs)
     return config.replace(
-        epochs=epochs,
-        rec_epochs=max(1, min(config.beta.rec_epochs, epochs * 2 // 5)),
-        lr_milestones=miles,
-        lr_values=config.optim.lr_values[: len(miles) + 1],
+        optim={
+            "epochs": epochs,
+            "lr_milestones": miles,
+            "lr_values": config.optim.lr_values[: len(miles) + 1],
+        },
+        beta={"rec_epochs": max(1, min(config.beta.rec_epochs, epochs * 2 // 5))},
     )
 
 

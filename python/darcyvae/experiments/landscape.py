@@ -27,7 +27,6 @@ import numpy as np
 from . import register_experiment
 from ._common import (
     Context,
-    claim,
     dataset,
     fmt,
     interpolate_state,
@@ -38,6 +37,7 @@ from ._common import (
     train_trials,
     trial_table,
 )
+from .claims import Claim, CountRule, Flag, Requires
 
 
 def _xavier_state(config, seed: int) -> dict:
@@ -188,49 +188,58 @@ def _random_direction(solution: dict, param_names: set[str], gen) -> dict:
     return direction
 
 
+SOLUTION_TRAINED = Requires(
+    Flag("trained", "the solution beats the Theorem-1 bound"),
+    failed="the solution does not beat the Theorem-1 bound",
+)
+
+VALLEY = Claim(
+    "valley",
+    "the lines from random (Xavier) initialisations to a trained solution pass through "
+    "an over-regularised valley (rate ~0, distortion at the Theorem-1 bound)",
+    CountRule(
+        "lines pass an over-regularised point",
+        0.5,
+        k="lines_with_valley",
+        n="lines",
+        gates=(SOLUTION_TRAINED,),
+        note=(
+            "a point is over-regularised when rate < 0.01 nats/dim and |distortion - bound| < "
+            "0.05 nats per field element"
+        ),
+    ),
+)
+NO_LOCAL_MINIMUM = Claim(
+    "no-local-minimum",
+    "there is no lower point (no other minimum) along random directions out of the solution",
+    CountRule(
+        "directions stay at or above the solution's loss (tolerance 1e-3 relative)",
+        0.95,
+        partly=0.5,
+        k="directions_never_lower",
+        n="directions",
+        gates=(SOLUTION_TRAINED,),
+    ),
+)
+
+
 def _claims(
     valley: list[bool], lower: list[bool], sol_loss: float, *, trained: bool
 ) -> list[dict[str, Any]]:
-    """The valley and no-other-minimum claims of Fig. 3, each judged by its stated rule."""
+    """The valley and no-other-minimum claims of Fig. 3, each judged by its rule."""
     n_init, n_dirs = len(valley), len(lower)
     n_valley, n_lower = int(sum(valley)), int(sum(lower))
-    gate = None if trained else "the solution does not beat the Theorem-1 bound"
-    v_valley = (
-        "not judged"
-        if gate
-        else (
-            "reproduced" if 2 * n_valley >= n_init else "partly" if n_valley else "not reproduced"
-        )
-    )
-    frac_ok = 1 - n_lower / max(1, n_dirs)
-    v_min = (
-        "not judged"
-        if gate
-        else ("reproduced" if frac_ok >= 0.95 else "partly" if frac_ok >= 0.5 else "not reproduced")
-    )
     return [
-        claim(
-            "valley",
-            "the lines from random (Xavier) initialisations to a trained solution pass through "
-            "an over-regularised valley (rate ~0, distortion at the Theorem-1 bound)",
-            f"{n_valley} of {n_init} lines pass an over-regularised point"
-            + (f" ({gate})" if gate else ""),
-            v_valley,
-            "a point is over-regularised when rate < 0.01 nats/dim and |distortion - bound| < "
-            "0.05 nats per field element; reproduced if at least half the lines pass one, "
-            "partly if any",
+        VALLEY.judge(
+            f"{n_valley} of {n_init} lines pass an over-regularised point",
             {"lines_with_valley": n_valley, "lines": n_init},
+            trained=trained,
         ),
-        claim(
-            "no-local-minimum",
-            "there is no lower point (no other minimum) along random directions out of the "
-            "solution",
+        NO_LOCAL_MINIMUM.judge(
             f"{n_dirs - n_lower} of {n_dirs} directions never go below the "
-            f"solution's loss {fmt(sol_loss)}" + (f" ({gate})" if gate else ""),
-            v_min,
-            "reproduced if >= 95% of directions stay at or above the solution's loss (tolerance "
-            "1e-3 relative), partly if >= 50%",
+            f"solution's loss {fmt(sol_loss)}",
             {"directions_never_lower": n_dirs - n_lower, "directions": n_dirs},
+            trained=trained,
         ),
     ]
 

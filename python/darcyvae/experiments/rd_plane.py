@@ -21,15 +21,14 @@ import numpy as np
 from . import register_experiment
 from ._common import (
     Context,
-    claim,
     dataset,
     fmt,
     history,
-    judge_gate,
     train_config,
     train_trials,
     trial_table,
 )
+from .claims import Claim, Defined, Flag, HalfTrained, Requires, Rule, Threshold
 
 
 def _spearman(x, y) -> float | None:
@@ -80,11 +79,11 @@ def _train_runs(ctx: Context) -> tuple[dict, dict, dict[float, dict]]:
         return rec
 
     good = one(train_config(ctx), "paper's method", "paper_method")
-    plain = train_config(ctx, rec_epochs=0, beta_mode="fixed", beta=1.0)
+    plain = train_config(ctx, beta={"rec_epochs": 0, "mode": "fixed", "value": 1.0})
     bad = one(plain, "beta=1 from start", "plain_vae")
     sweep = {
         beta: one(
-            train_config(ctx, beta_mode="fixed", beta=float(beta)),
+            train_config(ctx, beta={"mode": "fixed", "value": float(beta)}),
             f"beta={beta:g}",
             f"beta_{beta:g}",
         )
@@ -93,69 +92,77 @@ def _train_runs(ctx: Context) -> tuple[dict, dict, dict[float, dict]]:
     return good, bad, sweep
 
 
+TRAJECTORIES = Claim(
+    "trajectories",
+    "a VAE trained naively ends over-regularised (rate ~0, distortion at the Theorem-1 "
+    "bound), while the paper's method (reconstruction-only phase, adaptive beta) ends "
+    "at a low distortion with a positive rate",
+    Rule(
+        reproduced=Flag(
+            "plain_over_regularized",
+            "the plain run is over-regularised (docs/model.md §4e detector)",
+        )
+        & Flag("method_over_regularized", "the paper's method is not", expected=False),
+        partly=Flag("method_over_regularized", "only the latter", expected=False),
+        gates=(
+            Requires(
+                Flag("method_trained", "the paper's method beats the bound"),
+                failed="the paper's method does not beat the Theorem-1 bound",
+            ),
+        ),
+    ),
+)
+BETA_SWEEP = Claim(
+    "beta-sweep",
+    "converged fixed-beta runs trace a rate-distortion curve: larger beta, lower rate "
+    "and higher distortion, large beta at the over-regularised point",
+    Rule(
+        reproduced=Threshold("spearman_rate", "<=", -0.8, "Spearman(beta, rate)")
+        & Threshold("spearman_distortion", ">=", 0.8, "Spearman(beta, distortion)"),
+        partly=Threshold("spearman_rate", "<=", -0.5, "Spearman(beta, rate)")
+        | Threshold("spearman_distortion", ">=", 0.5, "Spearman(beta, distortion)"),
+        gates=(
+            HalfTrained(count_over_regularized=True),
+            Requires(
+                Defined(
+                    ("spearman_rate", "spearman_distortion"), "both rank correlations are defined"
+                ),
+                failed="a rank correlation is undefined (fewer than 3 finite points or no spread)",
+            ),
+        ),
+    ),
+)
+
+
 def _claims(good: dict, bad: dict, sweep: dict[float, dict]) -> list[dict[str, Any]]:
-    """The trajectory and beta-sweep claims of Fig. 4, each judged by its stated rule."""
+    """The trajectory and beta-sweep claims of Fig. 4, each judged by its rule."""
     betas = list(sweep)
     rates = [sweep[b]["test"]["rate"] for b in betas]
     dists = [sweep[b]["test"]["distortion"] for b in betas]
     rho_rate = _spearman(betas, rates)
     rho_dist = _spearman(betas, dists)
     bound = good["bound_test"]
-
-    c1_gate = not good["beats_bound"]
-    v1 = (
-        "not judged"
-        if c1_gate
-        else "reproduced"
-        if (bad["over_regularized"] and not good["over_regularized"])
-        else "partly"
-        if not good["over_regularized"]
-        else "not reproduced"
-    )
-    ok_rd = rho_rate is not None and rho_dist is not None
-    g2 = judge_gate(list(sweep.values()), "beta sweep", count_over_regularized=True)
-    v2 = (
-        "not judged"
-        if not ok_rd or g2
-        else "reproduced"
-        if (rho_rate <= -0.8 and rho_dist >= 0.8)
-        else "partly"
-        if (rho_rate <= -0.5 or rho_dist >= 0.5)
-        else "not reproduced"
-    )
     large = [b for b in betas if b >= 5]
     n_or_large = sum(sweep[b]["over_regularized"] for b in large)
     return [
-        claim(
-            "trajectories",
-            "a VAE trained naively ends over-regularised (rate ~0, distortion at the Theorem-1 "
-            "bound), while the paper's method (reconstruction-only phase, adaptive beta) ends "
-            "at a low distortion with a positive rate",
+        TRAJECTORIES.judge(
             f"paper's method: rate {fmt(good['test']['rate'])}, distortion "
             f"{fmt(good['test']['distortion'], 1)}, over-regularised {good['over_regularized']}; "
             f"beta = 1 from the start: rate {fmt(bad['test']['rate'])}, distortion "
             f"{fmt(bad['test']['distortion'], 1)}, over-regularised {bad['over_regularized']} "
             f"(bound {fmt(bound, 1)})",
-            v1,
-            "reproduced if the plain run is over-regularised (docs/model.md §4e detector) and the paper's "
-            "method is not; partly if only the latter; not judged if the paper's method does "
-            "not beat the bound",
             {
                 "method_over_regularized": good["over_regularized"],
                 "plain_over_regularized": bad["over_regularized"],
             },
+            method_trained=good["beats_bound"],
         ),
-        claim(
-            "beta-sweep",
-            "converged fixed-beta runs trace a rate-distortion curve: larger beta, lower rate "
-            "and higher distortion, large beta at the over-regularised point",
+        BETA_SWEEP.judge(
             f"Spearman(beta, rate) {fmt(rho_rate)}, Spearman(beta, distortion) {fmt(rho_dist)}; "
-            f"{n_or_large} of {len(large)} runs with beta >= 5 over-regularised"
-            + (f"; {g2}" if g2 else ""),
-            v2,
-            "reproduced if Spearman(beta, rate) <= -0.8 and Spearman(beta, distortion) >= 0.8; "
-            "partly if one of them passes +-0.5",
+            f"{n_or_large} of {len(large)} runs with beta >= 5 over-regularised",
             {"spearman_rate": rho_rate, "spearman_distortion": rho_dist},
+            trials=list(sweep.values()),
+            subject="beta sweep",
         ),
     ]
 

@@ -21,14 +21,39 @@ from . import register_experiment
 from ._common import (
     GAUSSIAN_PARAMS,
     Context,
-    claim,
     dataset,
     fmt,
-    judge_gate,
     load_split,
     train_arms,
     train_config,
     trial_table,
+)
+from .claims import Claim, HalfTrained, ThresholdRule
+
+STD_NORMAL_INVARIANT = Claim(
+    "std-normal-invariant",
+    "with a standard-normal prior the rate does not change when the latent is rotated",
+    ThresholdRule(
+        "max_relative_change",
+        "the largest (max - min) / |rate(0)| over the models",
+        "<=",
+        1e-3,
+        gates=(HalfTrained(),),
+    ),
+)
+HP_CHANGES = Claim(
+    "hp-changes",
+    "with the hierarchical prior the rate changes with the rotation (so the prior can "
+    "prefer an orientation)",
+    ThresholdRule(
+        "relative_changes",
+        "HP model's (max - min) / |rate(0)|",
+        ">=",
+        0.05,
+        partly=0.01,
+        each=True,
+        gates=(HalfTrained(),),
+    ),
 )
 
 
@@ -50,7 +75,7 @@ def rotated_rate(model, data, omegas, *, n_draws: int = 4, seed: int = 0) -> np.
     """
     import torch
 
-    from ..training import gaussian_log_prob, hierarchical_bound_terms
+    from ..losses import gaussian_log_prob, hierarchical_bound_terms
 
     gen = torch.Generator().manual_seed(seed)
     model.eval()
@@ -81,23 +106,42 @@ def rotated_rate(model, data, omegas, *, n_draws: int = 4, seed: int = 0) -> np.
 @register_experiment("rotation", "Fig. 10: rate and S_D against a rotation of the latent", order=80)
 def rotation(ctx: Context) -> dict[str, Any]:
     """Rotate trained std-normal-prior and HP models' latents; record rate and S_D."""
-    import torch
-
-    from .. import plots
-    from ..metrics import s_d
-    from ..training import load_model
-
     n = ctx.n_trials(ctx.scale.few_trials)
     paths = dataset(ctx, "gaussian", GAUSSIAN_PARAMS)
-    arms_cfg = {
+    configs = {
         "std-normal prior": train_config(ctx),
         "HP": train_config(ctx, prior="hierarchical"),
     }
-    arms = train_arms(ctx, arms_cfg, paths, n)
+    arms = train_arms(ctx, configs, paths, n)
     omegas = np.linspace(0.0, math.pi / 2, ctx.scale.rotation_angles)
+    curves = _curves(ctx, arms, configs, paths, omegas)
+    return {
+        "omegas": omegas.tolist(),
+        "curves": curves,
+        "records": arms,
+        "claims": _claims(arms, curves),
+        "figures": [ctx.save(_figure(omegas, curves), "fig10_rotation.png")],
+        "trial_table": trial_table(arms),
+    }
+
+
+def _curves(
+    ctx: Context,
+    arms: dict[str, list[dict[str, Any]]],
+    configs: dict[str, Any],
+    paths: dict[str, Any],
+    omegas: np.ndarray,
+) -> dict[str, list[dict[str, Any]]]:
+    """Per arm and trained model: the rate and S_D at each rotation angle, and the rate's
+    relative change ``(max - min) / |rate(0)|``."""
+    import torch
+
+    from ..checkpoint import load_model
+    from ..metrics import s_d
+
     curves: dict[str, list[dict[str, Any]]] = {}
     for arm, recs in arms.items():
-        data = load_split(paths["test"], arms_cfg[arm], paths["train"])
+        data = load_split(paths["test"], configs[arm], paths["train"])
         theta = data.theta.double().numpy()
         curves[arm] = []
         for r in recs:
@@ -123,39 +167,35 @@ def rotation(ctx: Context) -> dict[str, Any]:
                     "relative_rate_change": change,
                 }
             )
-    g_std = judge_gate(arms["std-normal prior"], "std-normal prior")
-    g_hp = judge_gate(arms["HP"], "HP")
+    return curves
+
+
+def _claims(
+    arms: dict[str, list[dict[str, Any]]], curves: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Fig. 10's two claims, each judged by its rule."""
     std_change = max((c["relative_rate_change"] for c in curves["std-normal prior"]), default=0.0)
     hp_changes = [c["relative_rate_change"] for c in curves["HP"]]
-    hp_min = min(hp_changes, default=0.0)
-    claims = [
-        claim(
-            "std-normal-invariant",
-            "with a standard-normal prior the rate does not change when the latent is rotated",
-            f"largest relative rate change over omega: {fmt(std_change)}"
-            + (f"; {g_std}" if g_std else ""),
-            "not judged" if g_std else "reproduced" if std_change <= 1e-3 else "not reproduced",
-            "reproduced if (max - min) / |rate(0)| <= 1e-3 for every model",
+    return [
+        STD_NORMAL_INVARIANT.judge(
+            f"largest relative rate change over omega: {fmt(std_change)}",
             {"max_relative_change": std_change},
+            trials=arms["std-normal prior"],
+            subject="std-normal prior",
         ),
-        claim(
-            "hp-changes",
-            "with the hierarchical prior the rate changes with the rotation (so the prior can "
-            "prefer an orientation)",
-            "relative rate change over omega per model: "
-            + ", ".join(fmt(c) for c in hp_changes)
-            + (f"; {g_hp}" if g_hp else ""),
-            "not judged"
-            if g_hp
-            else "reproduced"
-            if hp_min >= 0.05
-            else "partly"
-            if max(hp_changes, default=0.0) >= 0.01
-            else "not reproduced",
-            "reproduced if every HP model's (max - min) / |rate(0)| >= 5%, partly if one's >= 1%",
+        HP_CHANGES.judge(
+            "relative rate change over omega per model: " + ", ".join(fmt(c) for c in hp_changes),
             {"relative_changes": hp_changes},
+            trials=arms["HP"],
+            subject="HP",
         ),
     ]
+
+
+def _figure(omegas: np.ndarray, curves: dict[str, list[dict[str, Any]]]) -> Any:
+    """Fig. 10: rate and S_D against the rotation angle, one line per model."""
+    from .. import plots
+
     deg = np.degrees(omegas)
     panels = []
     for key, label in (("rate", "rate (nats per sample)"), ("s_d", "S_D (test)")):
@@ -171,13 +211,4 @@ def rotation(ctx: Context) -> dict[str, Any]:
                 "title": f"{label.split(' (')[0]} against the rotation",
             }
         )
-    fig = plots.plot_panels(panels, title="Fig. 10: rotating the latent space")
-    files = [ctx.save(fig, "fig10_rotation.png")]
-    return {
-        "omegas": omegas.tolist(),
-        "curves": curves,
-        "records": arms,
-        "claims": claims,
-        "figures": files,
-        "trial_table": trial_table(arms),
-    }
+    return plots.plot_panels(panels, title="Fig. 10: rotating the latent space")

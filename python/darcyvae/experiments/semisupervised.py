@@ -21,15 +21,84 @@ from . import register_experiment
 from ._common import (
     SD_DISENTANGLED,
     Context,
-    claim,
     dataset,
     fmt,
     history,
-    judge_gate,
     spread,
     train_config,
     train_trials,
     trial_table,
+)
+from .claims import Claim, Defined, HalfTrained, Requires, Rule, Threshold, ThresholdRule
+
+SD_IDENTICAL_RANGE = 0.05
+"""Largest S_D range over trials of "nearly identical" latents."""
+SD_IDENTICAL_MIN = 0.95
+"""Smallest S_D of "nearly identical" (and well disentangled) latents."""
+
+ONE_PERCENT = Claim(
+    "one-percent",
+    "about 1% labelled samples give consistently good disentanglement",
+    Rule(
+        reproduced=Threshold(
+            "min_s_d",
+            ">=",
+            SD_DISENTANGLED,
+            "~1% label count's (0.9-3%) minimum S_D over trials",
+            over="every",
+        ),
+        partly=Threshold(
+            "mean_s_d", ">=", SD_DISENTANGLED, "~1% label count's mean S_D", over="some"
+        ),
+        gates=(HalfTrained(),),
+    ),
+)
+NEARLY_IDENTICAL = Claim(
+    "nearly-identical",
+    "3-8% labelled samples give nearly identical latents in every trial",
+    Rule(
+        reproduced=Threshold(
+            "s_d_ranges",
+            "<=",
+            SD_IDENTICAL_RANGE,
+            "label count's (>= 3%) S_D range over trials",
+            over="every",
+        )
+        & Threshold(
+            "min_s_d",
+            ">=",
+            SD_IDENTICAL_MIN,
+            "label count's (>= 3%) minimum S_D",
+            over="every",
+        ),
+        partly=Threshold(
+            "min_s_d",
+            ">=",
+            SD_DISENTANGLED,
+            "label count's (>= 3%) minimum S_D",
+            over="every",
+        ),
+        gates=(HalfTrained(),),
+    ),
+)
+LOSSES_UNAFFECTED = Claim(
+    "losses-unaffected",
+    "the labels do not change the training losses",
+    ThresholdRule(
+        "max_shift_per_element",
+        "the largest shift (nats per field element) of a label count's mean final training "
+        "distortion from the 0-label runs'",
+        "<=",
+        TRAINED_MARGIN,
+        partly=2 * TRAINED_MARGIN,
+        gates=(
+            HalfTrained(),
+            Requires(
+                Defined(("max_shift_per_element",), "there are 0-label runs to compare with"),
+                failed="no shift to measure",
+            ),
+        ),
+    ),
 )
 
 
@@ -68,14 +137,16 @@ def _train_label_counts(ctx: Context, n: int, batch: int) -> dict[int, list[dict
             prior="scaled_gaussian",
             schedule="ss",
             model={"prior_variance": (1.0, 2.0), "output_logvar_init": s.ss_output_logvar_init},
-            batch_size=batch,
-            n_labeled=int(n_l),
-            label_loss="nll",
-            label_weight=1.0,
-            label_batch_size=max(1, int(n_l)),
-            label_source="test",
-            label_forward="concat",
-            label_dim_reduction="sum",
+            optim={"batch_size": batch},
+            labels={
+                "n_labeled": int(n_l),
+                "loss": "nll",
+                "weight": 1.0,
+                "batch_size": max(1, int(n_l)),
+                "source": "test",
+                "forward": "concat",
+                "dim_reduction": "sum",
+            },
         )
         by_label[n_l] = train_trials(
             cfg,
@@ -95,84 +166,48 @@ def _claims(
     stats: dict[int, dict[str, Any]],
     dist: dict[int, dict[str, Any]],
 ) -> list[dict[str, Any]]:
-    """The three claims of Figs. 14-15, each judged by its stated rule."""
+    """The three claims of Figs. 14-15, each judged by its rule."""
     labels = list(by_label)
     ratio = {n_l: n_l / n_train for n_l in labels}
     one_pct = [n_l for n_l in labels if 0.009 <= ratio[n_l] < 0.03] or [
         n_l for n_l in labels if n_l > 0
     ][:1]
     many = [n_l for n_l in labels if ratio[n_l] >= 0.03] or [labels[-1]]
-    gate = judge_gate([r for recs in by_label.values() for r in recs], "semi-supervised")
-
+    ev = {"trials": [r for recs in by_label.values() for r in recs], "subject": "semi-supervised"}
     mins1 = [stats[n_l]["min"] for n_l in one_pct]
-    v1 = (
-        "reproduced"
-        if all(m is not None and m >= SD_DISENTANGLED for m in mins1)
-        else "partly"
-        if any(
-            stats[k]["mean"] is not None and stats[k]["mean"] >= SD_DISENTANGLED for k in one_pct
-        )
-        else "not reproduced"
-    )
     spreads = [stats[k]["max"] - stats[k]["min"] if stats[k]["n"] else None for k in many]
-    v2 = (
-        "reproduced"
-        if all(x is not None and x <= 0.05 for x in spreads)
-        and all(stats[k]["min"] >= 0.95 for k in many)
-        else "partly"
-        if all(stats[k]["min"] is not None and stats[k]["min"] >= SD_DISENTANGLED for k in many)
-        else "not reproduced"
-    )
     base = dist[0]["mean"] if 0 in dist else None
     n_el = by_label[labels[0]][0]["n_elements"]
     # per field element, unit-free (docs/model.md §4e)
-    shifts = [abs(dist[k]["mean"] - base) / n_el for k in labels if k and base is not None]
-    v3 = (
-        "not judged"
-        if not shifts or gate
-        else "reproduced"
-        if max(shifts) <= TRAINED_MARGIN
-        else "partly"
-        if max(shifts) <= 2 * TRAINED_MARGIN
-        else "not reproduced"
-    )
+    shifts = [
+        abs(dist[k]["mean"] - base) / n_el
+        for k in labels
+        if k and base is not None and dist[k]["mean"] is not None  # None: every trial diverged
+    ]
     return [
-        claim(
-            "one-percent",
-            "about 1% labelled samples give consistently good disentanglement",
+        ONE_PERCENT.judge(
             "; ".join(
                 f"{k} labels ({fmt(100 * ratio[k], 1)}%): S_D min {fmt(stats[k]['min'])}, "
                 f"mean {fmt(stats[k]['mean'])}"
                 for k in one_pct
-            )
-            + (f" ({gate})" if gate else ""),
-            "not judged" if gate else v1,
-            f"reproduced if the minimum S_D over trials >= {SD_DISENTANGLED} at the ~1% label "
-            "counts (0.9-3%), partly if the mean is",
+            ),
             {"min_s_d": mins1},
+            mean_s_d=[stats[k]["mean"] for k in one_pct],
+            **ev,
         ),
-        claim(
-            "nearly-identical",
-            "3-8% labelled samples give nearly identical latents in every trial",
+        NEARLY_IDENTICAL.judge(
             "; ".join(
                 f"{k} labels: S_D [{fmt(stats[k]['min'])}, {fmt(stats[k]['max'])}]" for k in many
-            )
-            + (f" ({gate})" if gate else ""),
-            "not judged" if gate else v2,
-            "reproduced if at every label count >= 3% the S_D range over trials is <= 0.05 and "
-            f"its minimum >= 0.95; partly if the minimum >= {SD_DISENTANGLED}",
+            ),
             {"s_d_ranges": spreads},
+            min_s_d=[stats[k]["min"] for k in many],
+            **ev,
         ),
-        claim(
-            "losses-unaffected",
-            "the labels do not change the training losses",
+        LOSSES_UNAFFECTED.judge(
             "largest shift of the mean final training distortion from 0 labels: "
-            + (f"{fmt(max(shifts), 4)} nats per field element" if shifts else "n/a")
-            + (f" ({gate})" if gate else ""),
-            v3,
-            "reproduced if every label count's mean final training distortion is within 0.05 "
-            "nats per field element of the 0-label runs', partly within 0.1",
+            + (f"{fmt(max(shifts), 4)} nats per field element" if shifts else "n/a"),
             {"max_shift_per_element": max(shifts) if shifts else None},
+            **ev,
         ),
     ]
 

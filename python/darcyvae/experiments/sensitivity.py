@@ -36,7 +36,6 @@ from . import register_experiment
 from ._common import (
     SD_DISENTANGLED,
     Context,
-    claim,
     dataset,
     fmt,
     spread,
@@ -44,6 +43,7 @@ from ._common import (
     train_trials,
 )
 from ._scales import AUTHORS_LR, COMMON_LR
+from .claims import Claim, NoVerdict
 from .studies import _arm_stats, _mixture_claims
 
 __all__ = ["AUTHORS_LR", "CELLS", "COMMON_LR", "Cell", "choose_cell", "parse_cells"]
@@ -64,6 +64,12 @@ MIXTURE4_CLAIMS = (
 FIDELITY_RULE = 0.9
 """A cell qualifies for the choice of the cpu scale when at least this fraction of its
 trials beats the Theorem-1 bound (docs/reproduction.md §7)."""
+
+ROBUST = NoVerdict(
+    f"compares the verdicts of the cells where >= {FIDELITY_RULE:.0%} of trials beat the "
+    "Theorem-1 bound; no claim of the paper's to judge"
+)
+"""The rule of the robustness rows: our question, not the paper's."""
 
 
 @dataclass(frozen=True)
@@ -250,22 +256,19 @@ def _robustness_claims(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         per = {c["cell"]: c["verdicts"][cid] for c in qualifying}
         judged = {v for v in per.values() if v != "not judged"}
         if not per:
-            word = "no cell has >= 90% of trials beating the bound"
+            word = f"no cell has >= {FIDELITY_RULE:.0%} of trials beating the bound"
         elif len(judged) <= 1:
             word = f"robust: {next(iter(judged), 'not judged')} in every qualifying cell"
         else:
             word = "depends on the settings"
         measured = f"{word} ({'; '.join(f'{k}: {v}' for k, v in per.items()) or 'none'})"
+        robust = Claim(
+            f"robust-{cid}",
+            f"(our question) the mixture4 verdict '{cid}' does not depend on the settings",
+            ROBUST,
+        )
         out.append(
-            claim(
-                f"robust-{cid}",
-                f"(our question) the mixture4 verdict '{cid}' does not depend on the settings",
-                measured,
-                "not judged",
-                "compares the verdicts of the cells where >= 90% of trials beat the Theorem-1 "
-                "bound; no claim of the paper's to judge",
-                {"verdicts": per, "robust": bool(per) and len(judged) <= 1},
-            )
+            robust.judge(measured, {"verdicts": per, "robust": bool(per) and len(judged) <= 1})
         )
     return out
 

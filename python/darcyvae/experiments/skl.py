@@ -1,8 +1,8 @@
 """Fig. 13: S_KL against S_D and the qualitative verdict, over every trained model found.
 
 Searches the output root (the folder holding this experiment's folder)
-for training runs of the other experiments (a ``summary.json`` beside a
-``checkpoint.pt``), and for each run whose test distortion beats the
+for training runs of the other experiments (a summary beside a checkpoint,
+``checkpoint.SUMMARY_NAME`` and ``CHECKPOINT_NAME``), and for each run whose test distortion beats the
 Theorem-1 bound computes, on its test data: S_D of the encoder means, and
 S_KL (docs/scores.md §5) of aggregated-posterior samples z ~ q(z|y) against the test
 thetas (samples of p(theta)). The reported S_KL is ``s_kl(...).score``
@@ -19,24 +19,53 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint import CHECKPOINT_NAME, SUMMARY_NAME
 from . import MARKER, register_experiment
 from ._common import (
     SD_DISENTANGLED,
     SD_ROTATED,
     Context,
-    claim,
     fmt,
     spread,
+)
+from .claims import Claim, Flag, Requires, Rule, Threshold
+
+MIN_PER_CLASS = 3
+"""Trained models needed in each class (disentangled, others) to judge Fig. 13's claim."""
+
+MEDIANS_ORDERED = Flag(
+    "medians_ordered", "the disentangled models' median S_KL is below the others'"
+)
+SKL_TRACKS = Claim(
+    "skl-tracks",
+    "S_KL agrees with the qualitative judgement: disentangled models score lower S_KL "
+    "than rotated or entangled ones",
+    Rule(
+        reproduced=MEDIANS_ORDERED & Threshold("spearman", "<=", -0.5, "Spearman(S_D, S_KL)"),
+        partly=MEDIANS_ORDERED,
+        gates=(
+            Requires(
+                Threshold("n_disentangled", ">=", MIN_PER_CLASS, "disentangled")
+                & Threshold("n_other", ">=", MIN_PER_CLASS, "others"),
+                failed=f"fewer than {MIN_PER_CLASS} trained models in a class",
+                label=f"at least {MIN_PER_CLASS} trained models are in each class",
+            ),
+        ),
+        note=(
+            "judged on the models that beat the Theorem-1 bound (the others are drawn but "
+            "not judged)"
+        ),
+    ),
 )
 
 
 def _runs(root: Path, exclude: Path) -> list[Path]:
     found = []
-    for summary in sorted(root.rglob("summary.json")):
+    for summary in sorted(root.rglob(SUMMARY_NAME)):
         folder = summary.parent
         if exclude in folder.parents or folder == exclude:
             continue
-        if (folder / "checkpoint.pt").is_file():
+        if (folder / CHECKPOINT_NAME).is_file():
             found.append(folder)
     return found
 
@@ -87,10 +116,10 @@ def skl(ctx: Context) -> dict[str, Any]:
 def _score(folder: Path, root: Path, seed: int) -> dict[str, Any]:
     """S_D, S_KL (cross-fitted and in-sample), the Theorem-1 margin and the class of the
     model in ``folder`` on its test data; ``{"folder", "why"}`` when it cannot be scored."""
+    from ..checkpoint import load_checkpoint, load_model
     from ..dataset import ChannelStats, DarcyDataset
-    from ..evaluation import beats_bound
+    from ..evaluation import beats_bound, distortion_bound, evaluate_losses
     from ..metrics import s_d, s_kl
-    from ..training import distortion_bound, evaluate_losses, load_checkpoint, load_model
 
     ckpt = load_checkpoint(folder)
     test_path = Path(ckpt.get("train_path", "")).with_name("test.h5")
@@ -149,35 +178,20 @@ def _claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     sd_dis["median"] = float(np.median(dis)) if dis else None
     sd_other["median"] = float(np.median(other)) if other else None
     sd_dis["n"], sd_other["n"] = len(dis), len(other)
-    if len(dis) < 3 or len(other) < 3:
-        verdict = "not judged"
-    else:
-        ordered = sd_dis["median"] < sd_other["median"]
-        verdict = (
-            "reproduced"
-            if ordered and rho is not None and rho <= -0.5
-            else "partly"
-            if ordered
-            else "not reproduced"
-        )
+    ordered = None if not (dis and other) else bool(sd_dis["median"] < sd_other["median"])
     return [
-        claim(
-            "skl-tracks",
-            "S_KL agrees with the qualitative judgement: disentangled models score lower S_KL "
-            "than rotated or entangled ones",
+        SKL_TRACKS.judge(
             f"{len(judged)} trained models (of {len(rows)} found): median S_KL disentangled "
             f"{fmt(sd_dis['median'])} (n = {sd_dis['n']}), others {fmt(sd_other['median'])} "
             f"(n = {sd_other['n']}); Spearman(S_D, S_KL) {fmt(rho)}",
-            verdict,
-            "reproduced if the disentangled models' median S_KL is below the others' and "
-            "Spearman(S_D, S_KL) <= -0.5; partly if only the medians are ordered; not judged "
-            "with fewer than 3 trained models in either class (models that do not beat the "
-            "Theorem-1 bound are drawn but not judged)",
             {
                 "spearman": rho,
                 "median_disentangled": sd_dis["median"],
                 "median_other": sd_other["median"],
             },
+            n_disentangled=len(dis),
+            n_other=len(other),
+            medians_ordered=ordered,
         )
     ]
 

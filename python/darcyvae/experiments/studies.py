@@ -15,23 +15,80 @@ from typing import Any
 
 from . import register_experiment
 from ._common import (
-    FRACTION_RULE,
     GAUSSIAN_PARAMS,
     SD_DISENTANGLED,
     SD_ROTATED,
     Context,
-    claim,
     dataset,
     fmt,
     fmt_spread,
-    fraction_verdict,
-    judge_gate,
     load_split,
     spread,
     train_arms,
     train_config,
     trained_only,
     trial_table,
+)
+from .claims import Claim, CountRule, FractionRule, HalfTrained, NoVerdict, ThresholdRule
+
+# --------------------------------------------------------------------------- the claims
+
+TRAINED = HalfTrained()
+"""Disentanglement is judged only when at least half the trials beat the Theorem-1 bound."""
+CONVERGED = HalfTrained(count_over_regularized=True)
+"""Over-regularisation is judged when at least half the trials beat the bound or
+over-regularised (those sit at the Theorem-1 optimum: they converged)."""
+
+RECONSTRUCTION = Claim(
+    "reconstruction",
+    "the VAE reconstructs test fields accurately (Fig. 6)",
+    CountRule(
+        "trials' test distortions are > 0.05 nats per field element below the Theorem-1 bound",
+        reproduced=1.0,
+        k="n_trained",
+        n="n",
+    ),
+)
+NEAR_PERFECT = Claim(
+    "near-perfect",
+    "near-perfect disentanglement: each latent tracks one theta (Fig. 7)",
+    ThresholdRule(
+        "median_s_d",
+        "the median S_D of trained trials",
+        ">=",
+        SD_DISENTANGLED,
+        partly=0.75,
+        gates=(TRAINED,),
+    ),
+)
+NO_HP_NEVER = Claim(
+    "no-hp-never",
+    "without the hierarchical prior, disentanglement is never observed in many trials",
+    FractionRule(0.0, "trained trials", gates=(TRAINED,)),
+)
+HP_GOOD = Claim(
+    "hp-good",
+    "with the hierarchical prior, good disentanglement",
+    CountRule(f"trained HP trials reach S_D >= {SD_DISENTANGLED:g}", 0.5, gates=(TRAINED,)),
+)
+
+NO_HP_OR = FractionRule(0.1, "all trials", gates=(CONVERGED,))
+NO_HP_NONE = FractionRule(0.0, "trained trials", gates=(TRAINED,))
+HP_NO_OR = FractionRule(0.0, "all trials", gates=(CONVERGED,))
+HP_HALF = FractionRule(0.5, "trained trials", gates=(TRAINED,))
+HP_ROTATED = FractionRule(
+    1.0,
+    "non-disentangled trained trials",
+    gates=(TRAINED,),
+    definition=f"S_D <= {SD_ROTATED} counts as rotated (45 degrees gives 0.5)",
+)
+"""The rules of the mixture4 claims (``_mixture_claims``), the same for every arm."""
+
+DECODER_MATTERS = Claim(
+    "decoder-matters",
+    "(our question, not the paper's) the disentangled fraction differs between the "
+    "released prior decoder (positive-orthant mean) and the described MLP",
+    NoVerdict("no paper claim to judge; the p-value says whether the difference is beyond chance"),
 )
 
 
@@ -50,7 +107,8 @@ def _arm_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _latents(record: dict[str, Any], paths: dict[str, Path], config):
-    from ..training import evaluate_losses, load_model
+    from ..checkpoint import load_model
+    from ..evaluation import evaluate_losses
 
     model = load_model(record["checkpoint"], device="cpu")
     data = load_split(paths["test"], config, paths["train"])
@@ -189,10 +247,6 @@ def _excluded(st: dict[str, Any]) -> str:
     return f" ({left} of {st['n']} trials did not beat the Theorem-1 bound and are left out)"
 
 
-def _gated(verdict: str, gate: str | None) -> str:
-    return "not judged" if gate else verdict
-
-
 @register_experiment(
     "normal", "Figs. 6-7: KLE2 with normal p(theta): reconstruction and S_D", order=60
 )
@@ -203,40 +257,17 @@ def normal(ctx: Context) -> dict[str, Any]:
     paths, arms = _run_arms(ctx, "normal", None, configs, n)
     recs = arms["std-normal prior"]
     st = _arm_stats(recs)
-    gate = judge_gate(recs, "normal")
-    med = st["s_d_trained"]["median"]
-    v = (
-        "reproduced"
-        if med is not None and med >= SD_DISENTANGLED
-        else "partly"
-        if med is not None and med >= 0.75
-        else "not reproduced"
-    )
     claims = [
-        claim(
-            "reconstruction",
-            "the VAE reconstructs test fields accurately (Fig. 6)",
+        RECONSTRUCTION.judge(
             f"{st['n_trained']} of {st['n']} trials beat the Theorem-1 bound; margin "
             f"{fmt_spread(st['margin'])} nats",
-            "reproduced"
-            if st["n_trained"] == st["n"]
-            else "partly"
-            if st["n_trained"]
-            else "not reproduced",
-            "reproduced if every trial's test distortion is > 0.05 nats per field element below "
-            "the Theorem-1 bound, partly if some are",
             {"n_trained": st["n_trained"], "n": st["n"]},
         ),
-        claim(
-            "near-perfect",
-            "near-perfect disentanglement: each latent tracks one theta (Fig. 7)",
-            f"test S_D of trained trials {fmt_spread(st['s_d_trained'])}"
-            + _excluded(st)
-            + (f"; {gate}" if gate else ""),
-            _gated(v, gate),
-            f"reproduced if the median S_D of trained trials >= {SD_DISENTANGLED}, partly if "
-            ">= 0.75; not judged unless half the trials beat the bound",
-            {"median_s_d": med},
+        NEAR_PERFECT.judge(
+            f"test S_D of trained trials {fmt_spread(st['s_d_trained'])}" + _excluded(st),
+            {"median_s_d": st["s_d_trained"]["median"]},
+            trials=recs,
+            subject="normal",
         ),
     ]
     return _study_result(ctx, arms, configs, paths, claims, "fig6_7", "normal p(theta)")
@@ -254,32 +285,20 @@ def gaussian(ctx: Context) -> dict[str, Any]:
     }
     paths, arms = _run_arms(ctx, "gaussian", GAUSSIAN_PARAMS, configs, n)
     a, b = _arm_stats(arms["no HP"]), _arm_stats(arms["HP"])
-    ga, gb = judge_gate(arms["no HP"], "no HP"), judge_gate(arms["HP"], "HP")
-    vb = (
-        "reproduced"
-        if b["n_trained"] and 2 * b["n_disentangled"] >= b["n_trained"]
-        else ("partly" if b["n_disentangled"] else "not reproduced")
-    )
     claims = [
-        _fraction_claim(
-            "no-hp-never",
-            "without the hierarchical prior, disentanglement is never observed in many trials",
+        NO_HP_NEVER.judge(
             f"{a['n_disentangled']} of {a['n_trained']} trained trials disentangled (S_D >= "
             f"{SD_DISENTANGLED}); S_D {fmt_spread(a['s_d_trained'])}" + _excluded(a),
-            a["n_disentangled"],
-            a["n_trained"],
-            0.0,
-            "paper's fraction 0; ",
-            ga,
+            {"k": a["n_disentangled"], "n": a["n_trained"]},
+            trials=arms["no HP"],
+            subject="no HP",
         ),
-        claim(
-            "hp-good",
-            "with the hierarchical prior, good disentanglement",
+        HP_GOOD.judge(
             f"{b['n_disentangled']} of {b['n_trained']} trained trials disentangled; S_D "
-            f"{fmt_spread(b['s_d_trained'])}" + _excluded(b) + (f"; {gb}" if gb else ""),
-            _gated(vb, gb),
-            "reproduced if at least half the trained HP trials reach S_D >= 0.9, partly if any",
+            f"{fmt_spread(b['s_d_trained'])}" + _excluded(b),
             {"k": b["n_disentangled"], "n": b["n_trained"]},
+            trials=arms["HP"],
+            subject="HP",
         ),
     ]
     notes = [f"p(theta) = gaussian with {GAUSSIAN_PARAMS} (docs/data.md §3)"]
@@ -288,110 +307,63 @@ def gaussian(ctx: Context) -> dict[str, Any]:
     )
 
 
-def _fraction_claim(
-    cid: str,
-    text: str,
-    measured: str,
-    k: int,
-    n: int,
-    claimed: float,
-    rule: str,
-    gate: str | None,
-) -> dict[str, Any]:
-    """The claim that a fraction ``claimed`` of ``n`` trials shows a property, ``k`` of them
-    do: judged by ``fraction_verdict`` (``rule`` is followed by ``FRACTION_RULE``) unless
-    ``gate`` (``judge_gate``'s reason, appended to ``measured``) holds the verdict back."""
-    return claim(
-        cid,
-        text,
-        measured + (f"; {gate}" if gate else ""),
-        _gated(fraction_verdict(k, n, claimed), gate),
-        rule + FRACTION_RULE,
-        {"k": k, "n": n},
+def _over_regularised(st: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """The measured text and the stored values of an over-regularisation count (over all
+    of an arm's trials, ``_arm_stats``)."""
+    k, n = st["n_over_regularized"], st["n"]
+    return f"{k} of {n} trials over-regularised", {"k": k, "n": n}
+
+
+def _disentangled(st: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    """The measured text and the stored values of a disentanglement count (over an arm's
+    trained trials)."""
+    k, n = st["n_disentangled"], st["n_trained"]
+    text = (
+        f"{k} of {n} trained trials disentangled; S_D {fmt_spread(st['s_d_trained'])}"
+        + _excluded(st)
     )
-
-
-def _over_regularised_claim(
-    cid: str, text: str, st: dict[str, Any], claimed: float, gate: str | None
-) -> dict[str, Any]:
-    """The claim that a fraction ``claimed`` of all an arm's trials (``_arm_stats``)
-    over-regularise."""
-    return _fraction_claim(
-        cid,
-        text,
-        f"{st['n_over_regularized']} of {st['n']} trials over-regularised",
-        st["n_over_regularized"],
-        st["n"],
-        claimed,
-        f"paper's fraction {claimed:g}, over all trials; ",
-        gate,
-    )
-
-
-def _disentangled_claim(
-    cid: str, text: str, st: dict[str, Any], claimed: float, gate: str | None
-) -> dict[str, Any]:
-    """The claim that a fraction ``claimed`` of an arm's trained trials (``_arm_stats``)
-    disentangle."""
-    return _fraction_claim(
-        cid,
-        text,
-        f"{st['n_disentangled']} of {st['n_trained']} trained trials disentangled; S_D "
-        f"{fmt_spread(st['s_d_trained'])}" + _excluded(st),
-        st["n_disentangled"],
-        st["n_trained"],
-        claimed,
-        f"paper's fraction {claimed:g}, over trained trials; ",
-        gate,
-    )
+    return text, {"k": k, "n": n}
 
 
 def _mixture_claims(ctx: Context, arms, no_hp: str | None, hp_arms: list[str], tag: str = ""):
+    """The claims of Figs. 11-12 for the no-HP arm ``no_hp`` and each arm of ``hp_arms``."""
     claims = []
     if no_hp is not None:
         a = _arm_stats(arms[no_hp])
-        g = judge_gate(arms[no_hp], no_hp)
-        go = judge_gate(arms[no_hp], no_hp, count_over_regularized=True)
+        ev = {"trials": arms[no_hp], "subject": no_hp}
         claims += [
-            _over_regularised_claim(
+            Claim(
                 "no-hp-over-regularised",
                 "without HP about 10% of the runs over-regularise",
-                a,
-                0.1,
-                go,
-            ),
-            _disentangled_claim(
-                "no-hp-none-disentangle", "without HP no run disentangles", a, 0.0, g
+                NO_HP_OR,
+            ).judge(*_over_regularised(a), **ev),
+            Claim("no-hp-none-disentangle", "without HP no run disentangles", NO_HP_NONE).judge(
+                *_disentangled(a), **ev
             ),
         ]
     for arm in hp_arms:
         b = _arm_stats(arms[arm])
         which = "HP" if arm == "HP" else f"HP ({arm})"
-        g = judge_gate(arms[arm], arm)
-        go = judge_gate(arms[arm], arm, count_over_regularized=True)
+        ev = {"trials": arms[arm], "subject": arm}
         rest = b["n_trained"] - b["n_disentangled"]
         claims += [
-            _over_regularised_claim(
-                f"{arm}-over-regularised", f"{tag}with {which} no run over-regularises", b, 0.0, go
-            ),
-            _disentangled_claim(
+            Claim(
+                f"{arm}-over-regularised", f"{tag}with {which} no run over-regularises", HP_NO_OR
+            ).judge(*_over_regularised(b), **ev),
+            Claim(
                 f"{arm}-half-disentangle",
                 f"{tag}with {which} about half of the runs disentangle",
-                b,
-                0.5,
-                g,
-            ),
-            _fraction_claim(
+                HP_HALF,
+            ).judge(*_disentangled(b), **ev),
+            Claim(
                 f"{arm}-rotated",
                 f"{tag}with {which} the runs that do not disentangle sit near a 45 degree rotation",
+                HP_ROTATED,
+            ).judge(
                 f"{b['n_rotated']} of {rest} non-disentangled trained trials have S_D <= "
                 f"{SD_ROTATED}" + _excluded(b),
-                b["n_rotated"],
-                rest,
-                1.0,
-                f"S_D <= {SD_ROTATED} counts as rotated (45 degrees gives 0.5); paper's "
-                "fraction 1; ",
-                g,
+                {"k": b["n_rotated"], "n": rest},
+                **ev,
             ),
         ]
     return claims
@@ -443,14 +415,9 @@ def hp_ablation(ctx: Context) -> dict[str, Any]:
     ]
     p = float(fisher_exact(table).pvalue) if a["n_trained"] and b["n_trained"] else None
     claims.append(
-        claim(
-            "decoder-matters",
-            "(our question, not the paper's) the disentangled fraction differs between the "
-            "released prior decoder (positive-orthant mean) and the described MLP",
+        DECODER_MATTERS.judge(
             f"released {a['n_disentangled']}/{a['n_trained']}, MLP {b['n_disentangled']}/"
             f"{b['n_trained']} disentangled; Fisher exact p = {fmt(p)}",
-            "not judged",
-            "no paper claim to judge; the p-value says whether the difference is beyond chance",
             {"p_value": p},
         )
     )
