@@ -563,3 +563,25 @@ def test_an_option_is_named_by_its_flag_in_the_error(tmp_path, capsys, argv, exp
     line = _one_error_line(capsys.readouterr().err)
     assert expected in line, line
     assert not out.exists()
+
+
+def test_train_with_restarts_writes_the_trial_layout_that_evaluate_reads(setup, capsys):
+    """``--restarts``: the ensemble's restart policy with one seed (seed_<s>, ensemble.json);
+    ``evaluate OUT`` reads the accepted attempt, and the printed numbers are that run's."""
+    tmp, config, train, test = setup
+    out = tmp / "trial"
+    assert main([*_quick(config, train, out, "--restarts", "1", "--seed", "4")]) == 0
+    said = capsys.readouterr().out
+    assert "1 attempt(s), 0 restart(s)" in said
+    record = json.loads((out / "ensemble.json").read_text())
+    assert record["max_restarts"] == 1
+    assert record["members"][0]["out_dir"] == str(out / "seed_4")
+    assert load_checkpoint(out / "seed_4")["config"]["run"]["seed"] == 4
+    assert main(["evaluate", str(out), test, "--out", str(tmp / "ev"), "--device", "cpu"]) == 0
+    direct = tmp / "ev_direct"
+    assert (
+        main(["evaluate", str(out / "seed_4"), test, "--out", str(direct), "--device", "cpu"]) == 0
+    )
+    a = json.loads((tmp / "ev" / "results.json").read_text())
+    b = json.loads((direct / "results.json").read_text())
+    assert a["test"] == b["test"]
