@@ -202,7 +202,7 @@ def test_keyboard_interrupt_exits_130(setup, capsys, monkeypatch):
     assert "interrupted" in capsys.readouterr().err
 
 
-# ------------------------------------------------ issue 11, item 9: every failure is one line
+# ------------------------------------------------ every failure is one line (docs/safety.md)
 # Each scenario prepares its own folder, then `darcyvae ...` runs in a fresh process
 # (as a user runs it) through a small wrapper that can limit the file size (a full
 # disk) or make `import distributed` fail (the optional package not installed).
@@ -326,7 +326,7 @@ def _output_that_is_a_group(tmp, trained, data):
 def test_every_failure_is_one_line_and_debug_shows_the_traceback(
     scenario, names, tmp_path, trained, vae_data
 ):
-    """Issue 11, item 9: exit 2, one line on stderr naming the problem; --debug: traceback."""
+    """Exit 2, one line on stderr naming the problem; --debug: traceback (docs/safety.md)."""
     for debug in (False, True):
         folder = tmp_path / ("debug" if debug else "plain")
         folder.mkdir()
@@ -386,7 +386,7 @@ def test_train_seeds_bad_input_is_one_line(setup, capsys, extra, message):
     assert not (tmp / "bad" / "ensemble.json").exists()
 
 
-# ------------------------------------------------ issue 18 B3: --set overrides on the command line
+# ------------------------------------------------ --set overrides on the command line (docs/cli.md)
 def test_train_set_overrides_the_config_file(setup, capsys):
     tmp, config, train, _ = setup
     run = tmp / "set"
@@ -434,7 +434,7 @@ def test_a_bad_set_is_one_line_naming_what_is_known(setup, capsys, extra, names)
     assert not (tmp / "bad").exists()  # refused before anything was written
 
 
-# ------------------------------------------------ issue 18 B8: one flag, help for every option
+# ------------------------------------------------ one flag, help for every option (docs/cli.md)
 def test_quiet_is_an_alias_of_no_progress():
     from darcyvae.cli import build_parser
 

@@ -1,4 +1,4 @@
-"""Issue 18, section A: the edges of ``train``, ``evaluate``, ``generate`` and ``reproduce``.
+"""The edges (docs/safety.md) of ``train``, ``evaluate``, ``generate`` and ``reproduce``.
 
 Each test is the regression test of one item (A2-A10): a full disk while a checkpoint
 is written, an ensemble whose members all diverge, unbounded work, a foreign output

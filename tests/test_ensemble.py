@@ -517,7 +517,7 @@ def test_parse_seeds_round_trip(seeds):
     extra=st.lists(st.integers(0, 10**6), max_size=3),
 )
 def test_more_seeds_than_max_seeds_are_refused_without_building_the_list(start, size, extra):
-    """Issue 18 A5: --seeds 0-100000 trained with no limit; a range of any size is now
+    """--seeds 0-100000 once trained with no limit; a range of any size is now
     counted, not expanded, and refused beyond MAX_SEEDS (at once, whatever its size)."""
     text = ",".join([*map(str, extra), f"{start}-{start + size - 1}"])
     with pytest.raises(ValueError, match=f"at most {MAX_SEEDS:,} train in one run"):

@@ -1,4 +1,4 @@
-"""The per-epoch log of a run (issue 18 B4): one unit, metrics.csv, TensorBoard, exact resume.
+"""The per-epoch log of a run (docs/api.md, Run folder): one unit, metrics.csv, TensorBoard, exact resume.
 
 Was: ``metrics.jsonl`` mixed ``loss``, the objective as a per-element mean (4.1), with
 ``test_loss`` in nats per sample (1219), and the progress bar showed them side by side.

@@ -572,7 +572,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(data, tmp_path):
 
 
 def test_a_first_epoch_divergence_does_not_claim_a_checkpoint_is_kept(data, tmp_path):
-    """Issue 18 A9: it said "the last good checkpoint is kept" when none existed."""
+    """It once said "the last good checkpoint is kept" when none existed."""
     broken = DarcyDataset(data[0])
     broken.y[3] = 3e38  # finite, but its square overflows float32
     out = tmp_path / "first"

@@ -111,7 +111,7 @@ def _is_run_config(path: Path) -> bool:
 
 
 def check_out_folder(out: Path, kind: str, caller: str) -> None:
-    """Refuse to start a run in a non-empty folder that darcyvae did not write (issue 18 A6).
+    """Refuse to start a run in a non-empty folder that darcyvae did not write (docs/safety.md).
 
     ``kind`` is ``"train"`` (a single run: a folder holding a ``config.toml``
     with darcyvae's header is a run that stopped before its first checkpoint,
