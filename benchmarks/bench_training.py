@@ -1,4 +1,4 @@
-"""Benchmark: DenseVAE training throughput (issue 9, part 4).
+"""Benchmark: DenseVAE training throughput (issue 9 part 4, issue 17 "Speed").
 
 Side by side in one process, on the same device and the same random fields
 (``default_rng(1234)``, batch 64), samples per second of:
@@ -7,29 +7,37 @@ Side by side in one process, on the same device and the same random fields
   ``DataLoader`` over CPU tensors (each batch copied to the device), the
   losses inline, ``.cpu().numpy()`` of the losses after every step, beta a
   Python float updated by the paper's rule, plain ``torch.optim.Adam``;
-- ``darcyvae``: ``darcyvae.training.train`` (phase 2 from epoch 1: the beta
-  rule after every step; losses on the device, one host sync per epoch;
-  evaluation off);
+- ``darcyvae``: ``darcyvae.training.train`` (the training engine,
+  ``darcyvae.ensemble.engine``, with one member: its own ``DenseVAE`` and
+  ``torch.optim.Adam``; phase 2 from epoch 1: the beta rule after every
+  step; losses on the device, one host sync per epoch; evaluation off);
+- ``batched K=1`` (``--batched-k1``, on by default): the same single run on
+  the engine's batched path (``BatchedDenseVAE`` + ``StackedAdam``, the loss
+  vmapped; forced with ``engine._FORCE_BATCHED``): what the engine's choice
+  of its own ``DenseVAE`` for K = 1 is measured against;
 - ``ensemble K=k``: ``darcyvae.ensemble.train_ensemble`` with k seeds at once
-  (aggregate samples/s = k x samples / epoch time). ``K=1`` is the batched
-  code path for one model (channels-last activations on the CPU, the
-  elementwise stacked Adam): what the single loop would gain from them;
-  with ``--bf16`` also ``ensemble K=k bf16`` (opt-in bfloat16 autocast of
+  (aggregate samples/s = k x samples / epoch time), the engine's default
+  layout (on the CPU: channels last);
+- with ``--layouts`` also the layout the default does not pick:
+  ``ensemble K=k nchw`` on the CPU (``channels_last=False``), ``ensemble K=k
+  cl`` elsewhere (``channels_last=True``), to check the layout choice;
+- with ``--bf16`` also ``ensemble K=k bf16`` (opt-in bfloat16 autocast of
   the network; not equal to the float32 runs).
 
 Each repeat is one epoch; the first epoch (warm-up) and the last (which
 evaluates and checkpoints) are not timed; medians are reported, over
 ``--rounds`` turns through all implementations (on a shared machine,
-alternating keeps a drifting load from favouring one of them).
-``vs_authors`` = samples/s / authors_loop samples/s; ``vs_sequential`` (for
-ensembles) = aggregate samples/s / darcyvae's single-run samples/s, i.e.
-against K sequential single runs.
+alternating keeps a drifting load from favouring one of them). Every
+``--threads`` value (e.g. ``1,2``) is measured in the same process, one after
+the other, and gets its own rows. ``vs_authors`` = samples/s / authors_loop
+samples/s (same model and threads); ``vs_sequential`` = aggregate samples/s /
+darcyvae's single-run samples/s, i.e. against k sequential single runs.
 
 Usage::
 
-    python benchmarks/bench_training.py --quick                 # tiny, K = 1, 4, 16, 128 samples
-    python benchmarks/bench_training.py                          # tiny/small/paper, K = 1, 4, 16, 50
-    python benchmarks/bench_training.py --models dense_vae_tiny --ks 4,16 --threads 1
+    python benchmarks/bench_training.py --quick                 # tiny, K = 2, 4, 16, 128 samples
+    python benchmarks/bench_training.py                          # tiny/small/paper, K = 2, 4, 16, 50
+    python benchmarks/bench_training.py --models dense_vae_tiny --ks 2,16 --threads 1,2 --layouts
     python benchmarks/bench_training.py --device cuda --json out.json
 """
 
@@ -52,7 +60,7 @@ from _machine import machine
 from _table import text_table
 from darcyvae.config import TrainConfig
 from darcyvae.dataset import DarcyDataset
-from darcyvae.ensemble import train_ensemble
+from darcyvae.ensemble import engine, train_ensemble
 from darcyvae.losses import update_beta
 from darcyvae.models import DenseVAE, model_config
 from darcyvae.training import train
@@ -126,7 +134,13 @@ def run_darcyvae(config, data: DarcyDataset, epochs: int, device: torch.device) 
 
 
 def run_ensemble(
-    config, data: DarcyDataset, epochs: int, device: torch.device, k: int, precision: str
+    config,
+    data: DarcyDataset,
+    epochs: int,
+    device: torch.device,
+    k: int,
+    precision: str,
+    channels_last: bool | None = None,
 ) -> list[float]:
     with tempfile.TemporaryDirectory() as out:
         res = train_ensemble(
@@ -137,8 +151,39 @@ def run_ensemble(
             device=device,
             progress=False,
             precision=precision,
+            channels_last=channels_last,
         )
     return [r["seconds"] for r in res.members[0].history]
+
+
+def run_batched_single(
+    config, data: DarcyDataset, epochs: int, device: torch.device
+) -> list[float]:
+    """``train`` (one member) on the engine's batched path instead of its own DenseVAE."""
+    engine._FORCE_BATCHED = True
+    try:
+        return run_darcyvae(config, data, epochs, device)
+    finally:
+        engine._FORCE_BATCHED = False
+
+
+def implementations(
+    ks: list[int], batched_k1: bool, layouts: bool, bf16: bool, cpu: bool = True
+) -> list[tuple]:
+    """(row name, k, runner kind, options) of every implementation, in the order they run."""
+    runs: list[tuple] = [("authors_loop", 1, "authors", None), ("darcyvae", 1, "train", None)]
+    if batched_k1:
+        runs.append(("batched K=1", 1, "batched", None))
+    for k in ks:
+        runs.append((f"ensemble K={k}", k, "ensemble", ("float32", None)))
+        if layouts:  # the layout the default does not pick on this device
+            if cpu:
+                runs.append((f"ensemble K={k} nchw", k, "ensemble", ("float32", False)))
+            else:
+                runs.append((f"ensemble K={k} cl", k, "ensemble", ("float32", True)))
+        if bf16:
+            runs.append((f"ensemble K={k} bf16", k, "ensemble", ("bfloat16", None)))
+    return runs
 
 
 def benchmark(
@@ -149,61 +194,71 @@ def benchmark(
     device: torch.device,
     rounds: int = 1,
     bf16: bool = False,
+    threads: list[int | None] | None = None,
+    batched_k1: bool = True,
+    layouts: bool = False,
 ) -> list[dict]:
     rows = []
+    runs = implementations(ks, batched_k1, layouts, bf16, device.type == "cpu")
     with tempfile.TemporaryDirectory() as folder:
         for name in models:
             config = model_config(name)
             data = DarcyDataset(make_data(Path(folder), config.grid, n), device=device)
             epochs = repeats + 2
-            runs = [("authors_loop", 1), ("darcyvae", 1)] + [(f"ensemble K={k}", k) for k in ks]
-            if bf16:
-                runs += [(f"ensemble K={k} bf16", k) for k in ks]
-            timed: dict[str, list[float]] = {impl: [] for impl, _ in runs}
-            for _ in range(rounds):  # alternate, so that a drifting machine load hits all alike
-                for impl, k in runs:
-                    if impl == "authors_loop":
-                        times = run_authors_loop(config, data, epochs, device)
-                    elif impl == "darcyvae":
-                        times = run_darcyvae(config, data, epochs, device)
-                    else:
-                        precision = "bfloat16" if impl.endswith("bf16") else "float32"
-                        times = run_ensemble(config, data, epochs, device, k, precision)
-                    timed[impl] += times[1:-1]
-            base: dict[str, float] = {}
-            for impl, k in runs:
-                times = timed[impl]
-                med = statistics.median(times)
-                sps = k * n / med
-                base.setdefault(impl, sps)
-                row = {
-                    "impl": impl,
-                    "model": name,
-                    "grid": config.grid,
-                    "k": k,
-                    "n_samples": n,
-                    "median_s": med,
-                    "min_s": min(times),
-                    "samples_per_s": sps,
-                    "repeats": len(times),
-                    "vs_authors": sps / base["authors_loop"],
-                    "vs_sequential": sps / base["darcyvae"] if "darcyvae" in base else None,
-                }
-                rows.append(row)
-                print(
-                    f"  {impl:19s} {name:16s} {sps:9.1f} samples/s  x{row['vs_authors']:.2f} "
-                    "authors",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            for nthreads in threads or [None]:
+                if nthreads:
+                    torch.set_num_threads(nthreads)
+                used = torch.get_num_threads()
+                timed: dict[str, list[float]] = {impl: [] for impl, *_ in runs}
+                for _ in range(rounds):  # alternate, so that a drifting load hits all alike
+                    for impl, k, kind, opts in runs:
+                        if kind == "authors":
+                            times = run_authors_loop(config, data, epochs, device)
+                        elif kind == "train":
+                            times = run_darcyvae(config, data, epochs, device)
+                        elif kind == "batched":
+                            times = run_batched_single(config, data, epochs, device)
+                        else:
+                            times = run_ensemble(config, data, epochs, device, k, *opts)
+                        timed[impl] += times[1:-1]
+                base: dict[str, float] = {}
+                for impl, k, *_ in runs:
+                    times = timed[impl]
+                    med = statistics.median(times)
+                    sps = k * n / med
+                    base.setdefault(impl, sps)
+                    row = {
+                        "impl": impl,
+                        "model": name,
+                        "grid": config.grid,
+                        "threads": used,
+                        "k": k,
+                        "n_samples": n,
+                        "median_s": med,
+                        "min_s": min(times),
+                        "samples_per_s": sps,
+                        "repeats": len(times),
+                        "vs_authors": sps / base["authors_loop"],
+                        "vs_sequential": (
+                            None if impl == "authors_loop" else sps / base["darcyvae"]
+                        ),
+                    }
+                    rows.append(row)
+                    print(
+                        f"  {impl:21s} {name:16s} {used}t {sps:9.1f} samples/s  "
+                        f"x{row['vs_authors']:.2f} authors",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     return rows
 
 
 def table(rows: list[dict]) -> str:
     return text_table(
         [
-            ("impl", "19", lambda r: r["impl"]),
+            ("impl", "21", lambda r: r["impl"]),
             ("model", "16", lambda r: r["model"]),
+            ("thr", ">3", lambda r: f"{r['threads']}"),
             ("N", ">3", lambda r: f"{r['grid']}"),
             ("s/epoch", ">9", lambda r: f"{r['median_s']:.3f}"),
             ("samples/s", ">10", lambda r: f"{r['samples_per_s']:.1f}"),
@@ -211,7 +266,7 @@ def table(rows: list[dict]) -> str:
             (
                 "vs K sequential",
                 ">15",
-                lambda r: "" if r["impl"] == "authors_loop" else f"{r['vs_sequential']:.2f}",
+                lambda r: "" if r["vs_sequential"] is None else f"{r['vs_sequential']:.2f}",
             ),
         ],
         rows,
@@ -221,7 +276,7 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="tiny model, K = 1, 4, 16, 128 samples"
+        "--quick", action="store_true", help="tiny model, K = 2, 4, 16, 128 samples"
     )
     parser.add_argument("--models", default=None, help="comma-separated registered models")
     parser.add_argument("--ks", default=None, help="ensemble sizes, e.g. 1,4,16,50")
@@ -235,16 +290,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--bf16", action="store_true", help="also the ensembles with precision='bfloat16'"
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--threads", default=None, help="torch CPU threads, e.g. 1,2 (each gets its own rows)"
+    )
+    parser.add_argument(
+        "--no-batched-k1",
+        dest="batched_k1",
+        action="store_false",
+        help="skip the single run on the batched path (row 'batched K=1')",
+    )
+    parser.add_argument(
+        "--layouts",
+        action="store_true",
+        help="also each ensemble with channels last (cl) and without (nchw) forced",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("darcyvae").setLevel(logging.ERROR)  # random fields: verdicts are noise
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = [int(t) for t in args.threads.split(",")] if args.threads else None
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
     models = QUICK if args.quick else FULL
-    ks = [1, 4, 16] if args.quick else [1, 4, 16, 50]
+    ks = [2, 4, 16] if args.quick else [2, 4, 16, 50]
     n = 128 if args.quick else 512
     if args.models:
         models = args.models.split(",")
@@ -252,7 +319,18 @@ def main(argv: list[str] | None = None) -> int:
         ks = [int(k) for k in args.ks.split(",")]
     if args.n_samples:
         n = args.n_samples
-    rows = benchmark(models, ks, n, args.repeats, device, args.rounds, args.bf16)
+    rows = benchmark(
+        models,
+        ks,
+        n,
+        args.repeats,
+        device,
+        args.rounds,
+        args.bf16,
+        threads,
+        args.batched_k1,
+        args.layouts,
+    )
     print(table(rows))
     if args.json:
         payload = {"rows": rows, "machine": machine(device=str(device))}

@@ -42,7 +42,13 @@ from torch import Tensor, nn
 
 from ..models import DenseVAE, VAEConfig, _DenseLayer
 
-__all__ = ["BatchedDenseVAE", "BatchedOutput", "StackedAdam", "adam_member_state"]
+__all__ = [
+    "BatchedDenseVAE",
+    "BatchedOutput",
+    "StackedAdam",
+    "adam_member_state",
+    "adam_update",
+]
 
 
 class BatchedOutput(NamedTuple):
@@ -260,7 +266,9 @@ class BatchedDenseVAE:
         h = h.view(self.k, -1, f, s, s)
         x = self.layout.from_members(h)
         x = self._run(dec.features, "decoder.features.", x)
-        return self.layout.to_members(x), self.params["decoder.output_logvar"]
+        # one copy into (K, batch, C, N, N): the loss's elementwise ops on the strided
+        # view of the channels-last layout ran ~5x slower than on contiguous memory
+        return self.layout.to_members(x).contiguous(), self.params["decoder.output_logvar"]
 
     def _encoder_network(self, net: nn.Module, prefix: str, x: Tensor) -> Tensor:
         h = self._run(net.features, prefix + "features.", x)
@@ -329,9 +337,10 @@ class BatchedDenseVAE:
 class StackedAdam:
     """Adam (weight decay 0) over stacked parameters, elementwise per member.
 
-    Follows ``torch.optim.Adam``'s single-tensor update step by step
-    (``exp_avg.lerp_``, ``exp_avg_sq.mul_().addcmul_()``, bias corrections
-    from the step count, ``addcdiv_``), so on the same gradients member k's
+    Follows ``torch.optim.Adam``'s update step by step (``exp_avg.lerp_``,
+    ``exp_avg_sq.mul_().addcmul_()``, bias corrections from the step count,
+    ``addcdiv_``; as ``torch._foreach_*`` ops over all tensors, which are
+    elementwise the same arithmetic), so on the same gradients member k's
     parameters move exactly as its single run's. All members share the step
     count (members that restart run in a new ensemble).
 
@@ -367,21 +376,15 @@ class StackedAdam:
     @torch.no_grad()
     def step(self) -> None:
         """One Adam step on every stacked parameter."""
-        beta1, beta2 = self.betas
         self.step_count += 1
-        step = float(self.step_count)
-        bias_correction1 = 1 - beta1**step
-        bias_correction2 = 1 - beta2**step
-        step_size = self.lr / bias_correction1
-        bias_correction2_sqrt = bias_correction2**0.5
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True):
-            if p.grad is None:
-                continue
-            grad = p.grad
-            m.lerp_(grad, 1 - beta1)
-            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (v.sqrt() / bias_correction2_sqrt).add_(self.eps)
-            p.addcdiv_(m, denom, value=-step_size)
+        live = [
+            (p, m, v)
+            for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq, strict=True)
+            if p.grad is not None
+        ]
+        if live:
+            params, ms, vs = (list(t) for t in zip(*live, strict=True))
+            adam_update(params, ms, vs, self.step_count, self.lr, self.betas, self.eps)
 
     def state_dict(self, *, clone: bool = True) -> dict:
         """Step count, moments and hyper-parameters (for the ensemble checkpoint).
@@ -410,6 +413,40 @@ class StackedAdam:
             dst.copy_(src)
         for dst, src in zip(self.exp_avg_sq, state["exp_avg_sq"], strict=True):
             dst.copy_(src)
+
+
+@torch.no_grad()
+def adam_update(
+    params: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    step: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+) -> None:
+    """One Adam step (weight decay 0) of ``params`` from their ``.grad``, the moments in place.
+
+    ``torch.optim.Adam``'s single-tensor arithmetic (``lerp_``, ``mul_().addcmul_()``,
+    ``sqrt() / sqrt(bias correction 2) + eps``, ``addcdiv_`` by ``lr / bias correction 1``),
+    written as one ``torch._foreach_*`` op over all tensors at a time with Python-float
+    scalars: elementwise the same, so bitwise the same results, without the per-tensor
+    step counts and scalar lists of Adam's own multi-tensor path (~1 ms less a step for the
+    tiny model on one CPU thread). ``step`` is the step count after this step (>= 1).
+    """
+    beta1, beta2 = betas
+    bias_correction1 = 1 - beta1 ** float(step)
+    bias_correction2 = 1 - beta2 ** float(step)
+    step_size = lr / bias_correction1
+    bias_correction2_sqrt = bias_correction2**0.5
+    grads = [p.grad for p in params]
+    torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+    torch._foreach_mul_(exp_avg_sqs, beta2)
+    torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+    denom = torch._foreach_sqrt(exp_avg_sqs)
+    torch._foreach_div_(denom, bias_correction2_sqrt)
+    torch._foreach_add_(denom, eps)
+    torch._foreach_addcdiv_(params, exp_avgs, denom, value=-step_size)
 
 
 def adam_member_state(state: dict, k: int, model: DenseVAE) -> dict:
