@@ -13,7 +13,7 @@ Side by side in one process, on the same device and the same random fields
   step; losses on the device, one host sync per epoch; evaluation off);
 - ``batched K=1`` (``--batched-k1``, on by default): the same single run on
   the engine's batched path (``BatchedDenseVAE`` + ``StackedAdam``, the loss
-  vmapped; forced with ``engine._FORCE_BATCHED``): what the engine's choice
+  vmapped; forced with ``darcyvae.ensemble.members._FORCE_BATCHED``): what the engine's choice
   of its own ``DenseVAE`` for K = 1 is measured against;
 - ``ensemble K=k``: ``darcyvae.ensemble.train_ensemble`` with k seeds at once
   (aggregate samples/s = k x samples / epoch time), the engine's default
@@ -60,7 +60,7 @@ from _machine import machine
 from _table import text_table
 from darcyvae.config import TrainConfig
 from darcyvae.dataset import DarcyDataset
-from darcyvae.ensemble import engine, train_ensemble
+from darcyvae.ensemble import members, train_ensemble
 from darcyvae.losses import update_beta
 from darcyvae.models import DenseVAE, model_config
 from darcyvae.training import train
@@ -160,11 +160,11 @@ def run_batched_single(
     config, data: DarcyDataset, epochs: int, device: torch.device
 ) -> list[float]:
     """``train`` (one member) on the engine's batched path instead of its own DenseVAE."""
-    engine._FORCE_BATCHED = True
+    members._FORCE_BATCHED = True
     try:
         return run_darcyvae(config, data, epochs, device)
     finally:
-        engine._FORCE_BATCHED = False
+        members._FORCE_BATCHED = False
 
 
 def implementations(

@@ -8,11 +8,11 @@ Each member starts as the run with its seed (``darcyvae._run.RunState.build``:
 model, beta schedule, generators, labelled subset) and is handed back as a
 ``RunState`` to evaluate, checkpoint and summarise it with the same functions
 whatever K is. How the members' networks are held is chosen per K, by
-measurement (``benchmarks/bench_training.py``): one member runs its own
-``DenseVAE`` with ``torch.optim.Adam`` (``_OneMember``); several run as one
-``BatchedDenseVAE`` (grouped convolutions, channels last on the CPU) with the
-elementwise ``StackedAdam`` and the loss vmapped over members
-(``_StackedMembers``). Both compute ``darcyvae.losses.vae_loss`` per member on
+measurement (``benchmarks/bench_training.py``; ``darcyvae.ensemble.members``):
+one member runs its own ``DenseVAE`` with ``torch.optim.Adam``; several run
+as one ``BatchedDenseVAE`` (grouped convolutions, channels last on the CPU)
+with the elementwise ``StackedAdam`` and the loss vmapped over members. Both
+compute ``darcyvae.losses.vae_loss`` per member on
 the member's own batches and noise, so member s equals the single run with
 seed s to float32 rounding.
 
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .. import _run
 from .._device import to_device_async
@@ -72,15 +72,9 @@ from ..checkpoint import (
 from ..config import TrainConfig
 from ..dataset import DarcyDataset, make_loader
 from ..errors import EnsembleMemoryError
-from ..losses import guarded_loss, learning_rate, vae_loss
-from ..models import DenseVAE, VAENoise, VAEOutput
-from .batched import (
-    BatchedDenseVAE,
-    BatchedOutput,
-    StackedAdam,
-    adam_member_state,
-    adam_update,
-)
+from ..losses import learning_rate
+from .batched import BatchedOutput, adam_member_state
+from .members import OneMember, StackedMembers, stack_for
 from .results import RunResult
 
 __all__ = [
@@ -155,305 +149,6 @@ def train_block(
         raise EnsembleMemoryError(msg) from exc
 
 
-# --------------------------------------------------------------------------- the loss of a member
-
-
-class _Precomputed:
-    """Stands in for one member's DenseVAE inside ``vae_loss``: its outputs are already computed."""
-
-    def __init__(self, output: VAEOutput, prior: nn.Module) -> None:
-        self._output = output
-        self.prior = prior
-
-    def __call__(self, y: Tensor, **_: Any) -> VAEOutput:
-        return self._output
-
-
-class _MemberLoss(nn.Module):
-    """``vae_loss`` of one member from its outputs (and ``guarded_loss`` with a ``guard``).
-
-    With several members the prior's parameters are swapped in per member by
-    ``torch.func.functional_call`` (the hierarchical prior's networks)."""
-
-    def __init__(self, prior: nn.Module) -> None:
-        super().__init__()
-        self.prior = prior
-
-    def forward(self, y, output, noise, beta, beta_p, reduction, include_rate, guard):
-        terms = vae_loss(
-            _Precomputed(output, self.prior),
-            y,
-            beta=beta,
-            beta_p=beta_p,
-            reduction=reduction,
-            include_rate=include_rate,
-            noise=noise,
-        )
-        nll = terms.prior_nll if terms.prior_nll is not None else torch.zeros_like(terms.loss)
-        loss, fired = terms.loss, torch.zeros_like(terms.loss)
-        if guard is not None:  # the released loop's phase-1 guard (docs/model.md §4d)
-            loss, triggered = guarded_loss(terms, guard)
-            fired = triggered.to(loss.dtype)
-        return loss, terms.rec, terms.distortion, terms.rate, nll, fired
-
-
-# --------------------------------------------------------------------------- how members are held
-
-
-class _OneMember:
-    """One member: its own ``DenseVAE`` and ``torch.optim.Adam`` (the fastest for K = 1).
-
-    Presents the stacked interface of ``_StackedMembers`` (a leading member axis of
-    length 1) without copying: the run's model and optimiser are trained in place.
-    """
-
-    k = 1
-
-    def __init__(self, run: RunState) -> None:
-        self.model = run.model
-        self.optimizer = run.optimizer
-        self.loss_module = _MemberLoss(self.model.prior)
-        self.hierarchical = self.model.hierarchical
-        self.template = self.model  # draws the member's noise
-        self._scratch: DenseVAE | None = None
-
-    # training
-    def train(self) -> None:
-        self.model.train()
-
-    def forward(self, y: Tensor, eps: Tensor) -> BatchedOutput:
-        out = self.model(y[0], noise=eps[0])
-        return BatchedOutput(*(t.unsqueeze(0) for t in out))
-
-    def encode(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        mu, logvar = self.model.encode(y[0])
-        return mu.unsqueeze(0), logvar.unsqueeze(0)
-
-    def losses(self, y: Tensor, output: Any, eps_z, eps_xi, beta, beta_p, *rest) -> tuple:
-        out = VAEOutput(*(t[0] for t in output))
-        noise = VAENoise(eps_z[0], None if eps_xi is None else eps_xi[0])
-        beta = beta[0] if isinstance(beta, Tensor) else beta
-        beta_p = beta_p[0] if isinstance(beta_p, Tensor) else beta_p
-        terms = self.loss_module(y[0], out, noise, beta, beta_p, *rest)
-        return tuple(t.unsqueeze(0) for t in terms)
-
-    def label_losses(self, one: Any, mu: Tensor, logvar: Tensor, theta: Tensor) -> Tensor:
-        return one(mu[0], logvar[0], theta[0]).unsqueeze(0)
-
-    def set_lr(self, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
-    def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def step(self) -> None:
-        """``self.optimizer.step()``, as one ``adam_update`` over all parameters when it can.
-
-        Bitwise the single-tensor step of ``torch.optim.Adam`` (and its state is kept in
-        Adam's own form: checkpoints are unchanged); measured ~1 ms a step faster for the
-        tiny model on one CPU thread than Adam's loop (``foreach=False``, its CPU default).
-        Anything but the plain Adam the run builds (weight decay, amsgrad, ...), or
-        parameters at different step counts, take Adam's own step.
-        """
-        opt = self.optimizer
-        group = opt.param_groups[0]
-        plain = (
-            type(opt) is torch.optim.Adam
-            and len(opt.param_groups) == 1
-            and group["weight_decay"] == 0
-            and not group["amsgrad"]
-            and not group["maximize"]
-            and not group.get("capturable")
-            and not group.get("differentiable")
-            and not isinstance(group["lr"], Tensor)
-        )
-        params = [p for p in group["params"] if p.grad is not None]
-        states = [opt.state[p] for p in params]
-        counts = {float(st["step"]) if st else 0.0 for st in states}
-        if not plain or not params or len(counts) != 1 or params[0].device.type != "cpu":
-            opt.step()
-            return
-        for p, st in zip(params, states, strict=True):
-            if not st:  # as Adam initialises a parameter's state
-                st["step"] = torch.tensor(0.0, dtype=_adam_step_dtype())
-                st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        torch._foreach_add_([st["step"] for st in states], 1)
-        adam_update(
-            params,
-            [st["exp_avg"] for st in states],
-            [st["exp_avg_sq"] for st in states],
-            int(counts.pop()) + 1,
-            group["lr"],
-            group["betas"],
-            group["eps"],
-        )
-
-    # state, in the stacked form of the ensemble checkpoint
-    def state_dict(self) -> dict[str, Tensor]:
-        return {n: t.detach().unsqueeze(0) for n, t in self.model.state_dict().items()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        load_state(self.model, {n: t[0] for n, t in state.items()}, "train_ensemble (resume)")
-
-    def optimizer_state(self) -> dict[str, Any]:
-        group = self.optimizer.param_groups[0]
-        params = list(self.model.parameters())
-        states = [self.optimizer.state.get(p, {}) for p in params]
-        steps = [int(s["step"]) for s in states if "step" in s]
-
-        def moment(key: str) -> list[Tensor]:
-            return [
-                (s[key] if key in s else torch.zeros_like(p)).detach().clone().unsqueeze(0)
-                for p, s in zip(params, states, strict=True)
-            ]
-
-        return {
-            "step": max(steps, default=0),
-            "lr": group["lr"],
-            "betas": list(group["betas"]),
-            "eps": group["eps"],
-            "exp_avg": moment("exp_avg"),
-            "exp_avg_sq": moment("exp_avg_sq"),
-        }
-
-    def load_optimizer_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(adam_member_state(state, 0, self.model))
-
-    # member 0 alone
-    def member(
-        self, m: int, *, with_optimizer: bool = True
-    ) -> tuple[DenseVAE, torch.optim.Optimizer | None]:
-        return self.model, self.optimizer
-
-    def scratch(self) -> DenseVAE:
-        """A second model of the same configuration (for a saved state; the live one trains on)."""
-        if self._scratch is None:
-            self._scratch = copy.deepcopy(self.model)
-        return self._scratch
-
-
-class _StackedMembers:
-    """K members as one ``BatchedDenseVAE`` with ``StackedAdam``; losses vmapped over members."""
-
-    def __init__(self, runs: list[RunState], opts: EngineOptions, lr: float) -> None:
-        models = [r.model for r in runs]
-        self.k = len(models)
-        self._scratch = models[0]  # reloaded with a member's state when one is needed alone
-        self.hierarchical = self._scratch.hierarchical
-        self.template = self._scratch  # draws each member's noise
-        self.net = BatchedDenseVAE(models, channels_last=opts.channels_last)
-        for r in runs:  # the batched model holds the parameters now
-            r.model = r.optimizer = None
-        self.loss_module = _MemberLoss(copy.deepcopy(self._scratch.prior))
-        self.prior_params = {n: t for n, t in self.net.params.items() if n.startswith("prior.")}
-        self.opt = StackedAdam(self.net.parameters(), lr=lr)
-
-    def train(self) -> None:
-        self.net.train()
-
-    def forward(self, y: Tensor, eps: Tensor) -> BatchedOutput:
-        return self.net(y, eps)
-
-    def encode(self, y: Tensor) -> tuple[Tensor, Tensor]:
-        return self.net.encode(y)
-
-    def losses(self, y, output, eps_z, eps_xi, beta, beta_p, reduction, include_rate, guard):
-        """(loss, rec, distortion, rate, prior_nll, guard fired) of every member, each (K,)."""
-        loss_module = self.loss_module
-
-        def one(params, y, mu, logvar, z, y_mean, y_logvar, eps_z, eps_xi, beta, beta_p):
-            out = VAEOutput(mu, logvar, z, y_mean, y_logvar)
-            args = (y, out, VAENoise(eps_z, eps_xi), beta, beta_p, reduction, include_rate, guard)
-            return torch.func.functional_call(loss_module, params, args)
-
-        tensors = (self.prior_params, y, *output, eps_z, eps_xi, beta, beta_p)
-        dims = tuple(None if t is None or isinstance(t, float) else 0 for t in tensors)
-        dims = (0, *dims[1:]) if self.prior_params else (None, *dims[1:])
-        return torch.func.vmap(one, in_dims=dims)(*tensors)
-
-    def label_losses(self, one: Any, mu: Tensor, logvar: Tensor, theta: Tensor) -> Tensor:
-        return torch.func.vmap(one)(mu, logvar, theta)
-
-    def set_lr(self, lr: float) -> None:
-        self.opt.lr = lr
-
-    def zero_grad(self) -> None:
-        self.opt.zero_grad()
-
-    def step(self) -> None:
-        self.opt.step()
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return self.net.state_dict()
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.net.load_state_dict(state)
-
-    def optimizer_state(self) -> dict[str, Any]:
-        return self.opt.state_dict()
-
-    def load_optimizer_state(self, state: dict[str, Any]) -> None:
-        self.opt.load_state_dict(state)
-
-    def member(
-        self, m: int, *, with_optimizer: bool = True
-    ) -> tuple[DenseVAE, torch.optim.Optimizer | None]:
-        """Member ``m`` in the scratch model, with its Adam state (``with_optimizer``)."""
-        model = self._scratch
-        model.load_state_dict(self.net.member_state_dict(m))
-        model.train()
-        if not with_optimizer:
-            return model, None
-        opt_state = self.opt.state_dict(clone=False)
-        optimizer = torch.optim.Adam(model.parameters(), lr=opt_state["lr"], weight_decay=0.0)
-        optimizer.load_state_dict(adam_member_state(opt_state, m, model))
-        return model, optimizer
-
-    def scratch(self) -> DenseVAE:
-        return self._scratch
-
-
-_FORCE_BATCHED = False
-"""Hold a single member as a batched network too: for ``benchmarks/bench_training.py``
-(row ``batched K=1``) only, which times both paths; not for resuming a run."""
-
-
-def _stack_for(
-    k: int, device: torch.device, channels_last: bool | None
-) -> tuple[bool, bool | None]:
-    """How K members are held: (batched?, ``channels_last`` of the batched network).
-
-    Measured (``bench_training.py --models dense_vae_tiny --ks 2,4,16 --threads 1,2
-    --layouts --rounds 3``, 2-core EPYC, docs/benchmarks.md "Training"), samples/s:
-
-    - K = 1: the run's own DenseVAE + Adam 3576 (1 thread) / 3611 (2 threads) against
-      the batched path's 3552 / 2980: its own model (never slower);
-    - K = 2: batched, channels last 5426 / 5811, i.e. 1.52x / 1.61x two sequential
-      single runs: batched from K = 2 on;
-    - channels last against NCHW: K = 2 5426 vs 3260 (1 thread), 5811 vs 4603
-      (2 threads); K = 4 7451 vs 3762, 7996 vs 5795; K = 16 8143 vs 3957, 10670 vs
-      7002: channels last at every K on the CPU (None lets ``BatchedDenseVAE`` pick
-      it there and NCHW elsewhere; an explicit ``channels_last`` is kept).
-
-    Not taken: dense_vae_small at 1 thread ran 1.22x faster on the batched path at
-    K = 1 (807 vs 660 samples/s; 0.93x at 2 threads), and the plain DenseVAE with
-    channels-last activations 1.1x (tiny) to 1.3x (small) faster at 1 thread (a
-    forward + backward step); both round the convolutions differently, which moves a
-    single run's pinned metrics (tests/test_training_pin.py, held to 1e-6 relative)
-    by 1.1e-4 (batched) and 7e-6 (channels last) relative.
-    """
-    if k == 1 and not _FORCE_BATCHED:
-        return False, None
-    return True, channels_last
-
-
-def _adam_step_dtype() -> torch.dtype:
-    """The dtype of ``torch.optim.Adam``'s step count on the CPU (its ``_get_scalar_dtype``)."""
-    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
-
-
 def _lockstep(loaders: list[Any]) -> Any:
     """Batches of all members' loaders side by side.
 
@@ -502,12 +197,12 @@ class _Block:
             self.runs = [
                 RunState.build(config.replace(seed=s), train_set, test_set, dev) for s in self.seeds
             ]
-        batched, channels_last = _stack_for(self.k, dev, opts.channels_last)
+        batched, channels_last = stack_for(self.k, dev, opts.channels_last)
         if not batched:
-            self.members: Any = _OneMember(self.runs[0])
+            self.members: Any = OneMember(self.runs[0])
         else:
-            stacked_opts = dataclasses.replace(opts, channels_last=channels_last)
-            self.members = _StackedMembers(self.runs, stacked_opts, config.optim.lr_values[0])
+            lr = config.optim.lr_values[0]
+            self.members = StackedMembers(self.runs, channels_last, lr)
         self.schedule = copy.copy(self.runs[0].schedule)  # the rule on (K,) tensors
         self.schedule.beta = torch.stack([r.schedule.beta for r in self.runs])
         self.schedule.beta_p = torch.stack([r.schedule.beta_p for r in self.runs])
@@ -716,22 +411,8 @@ class _Block:
                     if not all(math.isfinite(v) for v in vals):
                         self._stop(m, epoch, vals)
                         continue
-                    guarded = config.beta.phase1_guard and epoch < config.beta.rec_epochs
-                    record = log_record(
-                        config,
-                        epoch=epoch,
-                        phase=self.schedule.phase(epoch),
-                        lr=lr,
-                        beta=betas[m],
-                        beta_p=beta_ps[m],
-                        objective=vals[0],
-                        rate=vals[1],
-                        distortion=vals[2],
-                        label=vals[3] if self.labeled is not None else None,
-                        guard_steps=sums[4][m] if guarded else None,
-                    )
-                    if evaluate:
-                        record.update(epoch_eval(self.member_run(m, with_optimizer=False), epoch))
+                    rates = (lr, betas[m], beta_ps[m])
+                    record = self._record(m, epoch, rates, vals, sums[4][m], evaluate)
                     record["seconds"] = time.perf_counter() - t0
                     record["units"] = LOG_UNITS
                     histories[m].append(record)
@@ -750,6 +431,39 @@ class _Block:
         if not self.single and not any(self.active) and self.epoch < epochs:
             self.save()  # the stopped members are recorded in the ensemble checkpoint
         return [self._finish(m, histories[m], start) for m in range(k)]
+
+    def _record(
+        self,
+        m: int,
+        epoch: int,
+        rates: tuple[float, float, float],
+        vals: list[float],
+        guard_steps: float,
+        evaluate: bool,
+    ) -> dict[str, Any]:
+        """Member ``m``'s log record of ``epoch`` (and its evaluation, when due).
+
+        ``rates``: the learning rate, beta and beta_p; ``vals``: the epoch means of the
+        objective, rate, distortion and label loss."""
+        config = self.config
+        lr, beta, beta_p = rates
+        guarded = config.beta.phase1_guard and epoch < config.beta.rec_epochs
+        record = log_record(
+            config,
+            epoch=epoch,
+            phase=self.schedule.phase(epoch),
+            lr=lr,
+            beta=beta,
+            beta_p=beta_p,
+            objective=vals[0],
+            rate=vals[1],
+            distortion=vals[2],
+            label=vals[3] if self.labeled is not None else None,
+            guard_steps=guard_steps if guarded else None,
+        )
+        if evaluate:
+            record.update(epoch_eval(self.member_run(m, with_optimizer=False), epoch))
+        return record
 
     def _where(self) -> str:
         return str(self.dirs[0] if self.single else self.spec.checkpoint)
