@@ -134,7 +134,8 @@ def dataset(
 
 
 def load_split(path: Path, config, stats_from: Path | None = None):
-    """A DarcyDataset normalised as ``config`` trains (statistics of ``stats_from``)."""
+    """A DarcyDataset normalised as ``config`` (anything with ``normalize``, e.g. a TrainConfig
+    or a Scale) trains, with the statistics of ``stats_from``."""
     from ..dataset import DarcyDataset
 
     if config.normalize == "channel":
@@ -156,6 +157,7 @@ def train_config(
     beta: dict[str, Any] | None = None,
     labels: dict[str, Any] | None = None,
     run: dict[str, Any] | None = None,
+    data: Path | None = None,
 ):
     """The TrainConfig of this scale: network, schedule, normalisation, by section.
 
@@ -175,6 +177,12 @@ def train_config(
     optim, beta, labels, run : dict
         Settings of those sections of ``TrainConfig`` (``darcyvae.config``) that replace
         the scale's, e.g. ``beta={"mode": "fixed", "value": 1.0}``.
+    data : Path or None
+        The training file. Where the scale's ``logvar_reach`` is on, a
+        reconstruction-only phase too short for its first learning rate to carry the
+        output log-variance from its start to the data's is lengthened (``reach_extra``);
+        the total and the rate drops move by the same number of epochs. None: the
+        scale's schedule as it is.
     """
     from ..config import BetaConfig, LabelConfig, OptimConfig, RunConfig, TrainConfig
     from ..models import VAEConfig
@@ -191,6 +199,21 @@ def train_config(
         extra = round(rec * (s.mixture_rec_factor - 1.0))
         epochs, rec = epochs + extra, rec + extra
         miles = tuple(m + extra for m in miles)
+    if s.logvar_reach and data is not None and (beta or {}).get("rec_epochs", rec) > 0:
+        start = (
+            "data" if (model or {}).get("output_logvar_init") == "data" else s.output_logvar_init
+        )
+        batch = (optim or {}).get("batch_size", s.batch_size)
+        first = miles[0] if miles else epochs
+        extra = reach_extra(data, s, start, lrs[0], batch, first)
+        if extra:
+            ctx.note(
+                f"{prior} schedule ({schedule}) on {Path(data).parent.name}: reconstruction-only "
+                f"phase lengthened from {rec} to {rec + extra} epochs so that its first learning "
+                f"rate can carry the output log-variance to the data's (docs/reproduction.md §7)"
+            )
+            epochs, rec = epochs + extra, rec + extra
+            miles = tuple(m + extra for m in miles)
     miles = tuple(m for m in miles if m < epochs) if epochs > 1 else ()
     mkw: dict[str, Any] = {
         "grid": s.grid,
@@ -229,6 +252,31 @@ def train_config(
         labels=LabelConfig(**config_kwargs(LabelConfig, dict(labels or {}))),
         run=RunConfig(**config_kwargs(RunConfig, {**run_kw, **(run or {})})),
     )
+
+
+def reach_extra(
+    data: Path, scale: Scale, start: str, lr: float, batch: int, first_rate_epochs: int
+) -> int:
+    """Epochs to add to a reconstruction-only phase so that its first learning rate reaches.
+
+    Adam moves a parameter by at most about the learning rate per step, and the decoder's
+    output log-variance moves with a gradient of one sign until it reaches its Theorem-1
+    optimum, the data's per-pixel log-variance averaged over the channels (docs/model.md
+    §4e; ``evaluation.data_output_logvar``, in the units the model sees). From ``start``
+    ("zero" or "data") it has ``need = |mean data log-variance - start|`` to travel, and the
+    first rate ``lr`` runs for ``first_rate_epochs`` epochs of ``ceil(n_train / batch)``
+    steps (the data normalised as ``scale`` trains). Returns ``max(0, ceil(need / (lr * steps)) - first_rate_epochs)``: 0 where the
+    schedule reaches already (the authors' schedules reach with room to spare; the ``cpu``
+    scale's HP arm on raw ``normal``/``gaussian`` fields does not, docs/reproduction.md §7).
+    """
+    if start == "data":
+        return 0
+    from ..evaluation import data_output_logvar
+
+    y = load_split(data, scale).y  # normalised as the scale trains
+    need = abs(float(data_output_logvar(y).double().mean()))
+    steps = math.ceil(len(y) / batch)
+    return max(0, math.ceil(need / (lr * steps)) - first_rate_epochs)
 
 
 # --------------------------------------------------------------------------- training

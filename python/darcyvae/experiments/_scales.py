@@ -72,6 +72,10 @@ class Scale:
     lr_factor : float
         The ``sensitivity`` experiment's "authors" learning rates are the
         authors' per-arm rates times this (docs/reproduction.md §7).
+    logvar_reach : bool
+        Lengthen a reconstruction-only phase whose first learning rate cannot carry the
+        decoder's output log-variance from its start to the data's (``_common.reach_extra``,
+        docs/reproduction.md §7); the rate drops and the total move with it.
     mixture_rec_factor : float
         The mixture4 study's reconstruction-only phase is this many times
         E_rec (the paper: "more", docs/model.md §4d; the epochs grow by the same amount).
@@ -123,6 +127,7 @@ class Scale:
     hp_rec_epochs: int = 6500
     hp_lr_values: tuple[float, ...] = (3e-4, 5e-5, 2.5e-5)
     hp_lr_milestones: tuple[int, ...] = (6500, 12500)
+    logvar_reach: bool = True
     mixture_rec_factor: float = 1.5
     trials: int = 50
     few_trials: int = 5
@@ -287,6 +292,7 @@ SMOKE = CPU_FAST.replace(
     hp_lr_values=(1e-3,),
     hp_lr_milestones=(),
     mixture_rec_factor=2.0,
+    logvar_reach=False,
     trials=2,
     few_trials=2,
     sensitivity_trials=2,

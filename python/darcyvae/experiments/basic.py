@@ -108,8 +108,7 @@ def demo(
     (``epochs`` for both arms, with the reconstruction-only phase cut to 2/5).
     Re-running the same command continues an interrupted run.
     """
-    configs = _plan(ctx, grid=grid, n_train=n_train, n_test=n_test, epochs=epochs)
-    paths = dataset(ctx, "mixture4")
+    paths, configs = _plan(ctx, grid=grid, n_train=n_train, n_test=n_test, epochs=epochs)
     records = train_arms(ctx, configs, paths, 1)
     arms, evaluations = _judge(ctx, records, paths)
     text = _summary(ctx, arms, evaluations)
@@ -134,21 +133,24 @@ def _plan(
     n_train: int | None,
     n_test: int | None,
     epochs: int | None,
-) -> dict[str, Any]:
-    """The demo's arms: one trial of each arm of the scale's mixture4 study, deterministic;
-    ``grid``, ``n_train`` and ``n_test`` change the scale of ``ctx``, ``epochs`` the
-    schedules (``_shortened``)."""
+) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The demo's data and arms: one trial of each arm of the scale's mixture4 study,
+    deterministic; ``grid``, ``n_train`` and ``n_test`` change the scale of ``ctx``,
+    ``epochs`` the schedules (``_shortened``)."""
     changes = {k: v for k, v in (("grid", grid), ("n_train", n_train), ("n_test", n_test)) if v}
     if changes:
         ctx.scale = ctx.scale.replace(**changes)
+    paths = dataset(ctx, "mixture4")
     deterministic = {"deterministic": True}
     configs = {
-        "no HP": train_config(ctx, mixture=True, run=deterministic),
-        "HP": train_config(ctx, prior="hierarchical", mixture=True, run=deterministic),
+        "no HP": train_config(ctx, mixture=True, run=deterministic, data=paths["train"]),
+        "HP": train_config(
+            ctx, prior="hierarchical", mixture=True, run=deterministic, data=paths["train"]
+        ),
     }
     if epochs is not None:
         configs = {arm: _shortened(c, epochs) for arm, c in configs.items()}
-    return configs
+    return paths, configs
 
 
 def _judge(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import register_experiment
@@ -123,13 +124,14 @@ def parse_cells(cells: str | list[str] | tuple[str, ...] | None) -> tuple[Cell, 
     return tuple(c for c in CELLS if c.name in names)
 
 
-def cell_config(ctx: Context, cell: Cell, hp: bool):
-    """The TrainConfig of one arm of ``cell``: the mixture4 study's (``train_config``) at the
-    scale with the cell's settings (``Scale.with_settings``)."""
+def cell_config(ctx: Context, cell: Cell, hp: bool, data: Path | None = None):
+    """The TrainConfig of one arm of ``cell``: the mixture4 study's (``train_config``, on the
+    training file ``data``) at the scale with the cell's settings (``Scale.with_settings``)."""
     from dataclasses import replace
 
     cell_ctx = replace(ctx, scale=ctx.scale.with_settings(cell.normalize, cell.lr, cell.init))
-    return train_config(cell_ctx, prior="hierarchical" if hp else "std_norm", mixture=True)
+    prior = "hierarchical" if hp else "std_norm"
+    return train_config(cell_ctx, prior=prior, mixture=True, data=data)
 
 
 def _cell_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -154,7 +156,7 @@ def _fisher(a: dict[str, Any], b: dict[str, Any]) -> float | None:
 
 def _run_cell(ctx: Context, cell: Cell, paths, n: int, probe: bool) -> dict[str, Any]:
     """Probe, then (if it trains, or without ``probe``) every trial of both arms of ``cell``."""
-    configs = {"no HP": cell_config(ctx, cell, False), "HP": cell_config(ctx, cell, True)}
+    configs = {arm: cell_config(ctx, cell, arm == "HP", paths["train"]) for arm in ("no HP", "HP")}
     seeds = ctx.seeds(n)
     out = ctx.out / cell.name
     probes = {

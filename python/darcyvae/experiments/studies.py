@@ -205,17 +205,6 @@ def _evaluation_figures(ctx, record, paths, config, arm, slug, title) -> list[Pa
     return [ctx.save(fig, name) for name, fig in figs.items()]
 
 
-def _run_arms(
-    ctx: Context,
-    distribution: str,
-    params: dict[str, Any] | None,
-    arm_configs: dict[str, Any],
-    n_trials: int,
-) -> tuple[dict[str, Path], dict[str, list[dict[str, Any]]]]:
-    paths = dataset(ctx, distribution, params)
-    return paths, train_arms(ctx, arm_configs, paths, n_trials)
-
-
 def _study_result(
     ctx: Context,
     arms: dict[str, list[dict[str, Any]]],
@@ -253,8 +242,9 @@ def _excluded(st: dict[str, Any]) -> str:
 def normal(ctx: Context) -> dict[str, Any]:
     """Several trials of the standard-normal-prior model on normal p(theta)."""
     n = ctx.n_trials(ctx.scale.few_trials)
-    configs = {"std-normal prior": train_config(ctx)}
-    paths, arms = _run_arms(ctx, "normal", None, configs, n)
+    paths = dataset(ctx, "normal")
+    configs = {"std-normal prior": train_config(ctx, data=paths["train"])}
+    arms = train_arms(ctx, configs, paths, n)
     recs = arms["std-normal prior"]
     st = _arm_stats(recs)
     claims = [
@@ -279,11 +269,12 @@ def normal(ctx: Context) -> dict[str, Any]:
 def gaussian(ctx: Context) -> dict[str, Any]:
     """Trials without and with the hierarchical prior on the isotropic gaussian p(theta)."""
     n = ctx.n_trials(ctx.scale.trials)
+    paths = dataset(ctx, "gaussian", GAUSSIAN_PARAMS)
     configs = {
-        "no HP": train_config(ctx),
-        "HP": train_config(ctx, prior="hierarchical"),
+        "no HP": train_config(ctx, data=paths["train"]),
+        "HP": train_config(ctx, prior="hierarchical", data=paths["train"]),
     }
-    paths, arms = _run_arms(ctx, "gaussian", GAUSSIAN_PARAMS, configs, n)
+    arms = train_arms(ctx, configs, paths, n)
     a, b = _arm_stats(arms["no HP"]), _arm_stats(arms["HP"])
     claims = [
         NO_HP_NEVER.judge(
@@ -375,11 +366,12 @@ def _mixture_claims(ctx: Context, arms, no_hp: str | None, hp_arms: list[str], t
 def mixture4(ctx: Context) -> dict[str, Any]:
     """Trials without and with HP on the four-mode p(theta), longer reconstruction-only phase."""
     n = ctx.n_trials(ctx.scale.trials)
+    paths = dataset(ctx, "mixture4")
     configs = {
-        "no HP": train_config(ctx, mixture=True),
-        "HP": train_config(ctx, prior="hierarchical", mixture=True),
+        "no HP": train_config(ctx, mixture=True, data=paths["train"]),
+        "HP": train_config(ctx, prior="hierarchical", mixture=True, data=paths["train"]),
     }
-    paths, arms = _run_arms(ctx, "mixture4", None, configs, n)
+    arms = train_arms(ctx, configs, paths, n)
     claims = _mixture_claims(ctx, arms, "no HP", ["HP"])
     notes = [
         (
@@ -402,11 +394,14 @@ def hp_ablation(ctx: Context) -> dict[str, Any]:
     from scipy.stats import fisher_exact
 
     n = ctx.n_trials(ctx.scale.trials)
+    paths = dataset(ctx, "mixture4")
     configs = {
-        f"HP {v}": train_config(ctx, prior="hierarchical", mixture=True, model={"hp_decoder": v})
+        f"HP {v}": train_config(
+            ctx, prior="hierarchical", mixture=True, model={"hp_decoder": v}, data=paths["train"]
+        )
         for v in ("released", "mlp")
     }
-    paths, arms = _run_arms(ctx, "mixture4", None, configs, n)
+    arms = train_arms(ctx, configs, paths, n)
     claims = _mixture_claims(ctx, arms, None, list(configs), tag="(paper's HP result) ")
     a, b = _arm_stats(arms["HP released"]), _arm_stats(arms["HP mlp"])
     table = [
