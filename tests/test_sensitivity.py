@@ -205,3 +205,21 @@ def test_cli_compare_belongs_to_all_and_needs_an_all_run(tmp_path, capsys):
     )
     assert "holds no 'reproduce all' run" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cli_only_runs_the_named_experiments_and_says_so(tmp_path, capsys):
+    """--only: the named experiments in the registry's order, the command in the top report;
+    an unknown name or --only with one experiment is a one-line error before anything is
+    written."""
+    out = tmp_path / "all"
+    assert main(["reproduce", "fig1", "--only", "fig1", "--out", str(out)]) == 2
+    assert "--only is an option of 'all' only" in capsys.readouterr().err
+    assert main(["reproduce", "all", "--only", "fig1,nope", "--out", str(out)]) == 2
+    assert "unknown experiment 'nope'" in capsys.readouterr().err
+    assert main(["reproduce", "all", "--only", " , ", "--out", str(out)]) == 2
+    assert "--only must name at least one experiment" in capsys.readouterr().err
+    assert not out.exists()
+    args = ["reproduce", "all", "--quick", "--no-progress", "--only", "fig1", "--out", str(out)]
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fig1"]
+    assert "--only fig1" in (out / "report.md").read_text()

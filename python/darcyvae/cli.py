@@ -56,7 +56,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--scale",
         default=None,
-        help="smoke (seconds, for tests), cpu (default: 2 CPU cores) or paper (GPU)",
+        help="smoke (seconds, for tests), cpu (default: 2 CPU cores, the settings chosen by "
+        "docs/reproduction.md §7), cpu-fast (the earlier cpu settings) or paper (GPU)",
     )
     p.add_argument("--trials", type=int, default=None, help="trials per arm (default: the scale's)")
     p.add_argument(
@@ -82,6 +83,13 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="all only: the folder of an earlier 'reproduce all' run (e.g. at --scale cpu-fast); "
         "the top report's robust? column gives each claim's verdict there (default: none)",
+    )
+    p.add_argument(
+        "--only",
+        default=None,
+        metavar="NAMES",
+        help="all only: comma-separated experiments to run, e.g. gaussian,mixture4 (default: "
+        "every experiment)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_reproduce, _parser=p)
@@ -117,9 +125,16 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
         parse_cells(args.cells)  # a bad name fails before anything is written
         overrides["cells"] = args.cells
-    if args.compare is not None and args.experiment != "all":
-        msg = f"--compare is an option of 'all' only; got experiment {args.experiment!r}"
-        raise ValueError(msg)
+    for option, value in (("--compare", args.compare), ("--only", args.only)):
+        if value is not None and args.experiment != "all":
+            msg = f"{option} is an option of 'all' only; got experiment {args.experiment!r}"
+            raise ValueError(msg)
+    names = None
+    if args.only is not None:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        if not names:
+            msg = f"--only must name at least one experiment; got {args.only!r}"
+            raise ValueError(msg)
     kw = {
         "scale": scale,
         "seed": args.seed,
@@ -130,7 +145,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
     }
     if args.experiment == "all":
         out = args.out or "runs"
-        results = experiments.run_all(out, **kw, compare=args.compare)
+        results = experiments.run_all(out, **kw, compare=args.compare, names=names)
         failed = [name for name, res in results.items() if "error" in res]
         print(f"all: wrote {out}/report.md ({len(results)} experiments)")
         for name in failed:

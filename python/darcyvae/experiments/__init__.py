@@ -415,7 +415,7 @@ def run_all(
     chosen = [e.name for e in list_experiments()]
     if names is not None:
         for n in names:
-            _check_name(n)
+            _check_name(n)  # before anything is written
         chosen = [n for n in chosen if n in names]
     from .._lock import folder_lock
 
@@ -442,7 +442,10 @@ def run_all(
         except Exception as exc:
             log.exception("reproduce all: %s failed", name)
             results[name] = {"error": f"{type(exc).__name__}: {exc}", "claims": [], "figures": []}
-    atomic_write_text(out / "report.md", _all_report(results, out, scale, seed, trials, other))
+    only = chosen if names is not None else None
+    atomic_write_text(
+        out / "report.md", _all_report(results, out, scale, seed, trials, other, only)
+    )
     return results
 
 
@@ -506,10 +509,12 @@ def _all_report(
     seed: int,
     trials: int | None,
     other: dict[str, Any] | None = None,
+    only: list[str] | None = None,
 ) -> str:
     cmd = f"darcyvae reproduce all --scale {scale} --seed {seed} --out {out}"
     cmd += f" --trials {trials}" if trials is not None else ""
     cmd += f" --compare {other['folder']}" if other is not None else ""
+    cmd += f" --only {','.join(only)}" if only is not None else ""
     lines = [
         "# Reproducing Jacobsen & Duraisamy (2022): all experiments",
         "",

@@ -265,8 +265,9 @@ def reach_extra(
     §4e; ``evaluation.data_output_logvar``, in the units the model sees). From ``start``
     ("zero" or "data") it has ``need = |mean data log-variance - start|`` to travel, and the
     first rate ``lr`` runs for ``first_rate_epochs`` epochs of ``ceil(n_train / batch)``
-    steps (the data normalised as ``scale`` trains). Returns ``max(0, ceil(need / (lr * steps)) - first_rate_epochs)``: 0 where the
-    schedule reaches already (the authors' schedules reach with room to spare; the ``cpu``
+    steps (the data normalised as ``scale`` trains). Returns
+    ``max(0, ceil(need / (lr * steps)) - first_rate_epochs)``: 0 where the schedule reaches
+    already (the authors' schedules reach with room to spare; the ``cpu``
     scale's HP arm on raw ``normal``/``gaussian`` fields does not, docs/reproduction.md §7).
     """
     if start == "data":
