@@ -219,7 +219,12 @@ def test_cli_only_runs_the_named_experiments_and_says_so(tmp_path, capsys):
     assert main(["reproduce", "all", "--only", " , ", "--out", str(out)]) == 2
     assert "--only must name at least one experiment" in capsys.readouterr().err
     assert not out.exists()
-    args = ["reproduce", "all", "--quick", "--no-progress", "--only", "fig1", "--out", str(out)]
-    assert main(args) == 0
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fig1"]
-    assert "--only fig1" in (out / "report.md").read_text()
+    args = ["reproduce", "all", "--quick", "--no-progress", "--out", str(out)]
+    assert main([*args, "--only", "normal,fig1"]) == 0  # the registry's order, not the given
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["fig1", "normal"]
+    assert "--only fig1,normal" in (out / "report.md").read_text()
+    # --overwrite under --only clears the named experiments only
+    stamp = out / "normal" / "report.md"
+    before = stamp.stat().st_mtime_ns
+    assert main([*args, "--only", "fig1", "--overwrite"]) == 0
+    assert stamp.stat().st_mtime_ns == before

@@ -392,7 +392,8 @@ def check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
     if differ:
         msg = (
             "train: the checkpoint was written with a different configuration "
-            f"(keys {differ}); only {list(RUN_LENGTH_KEYS)} may change on resume."
+            f"(keys {differ}); only {list(RUN_LENGTH_KEYS)} may change on resume. To train "
+            "the new configuration, use another output folder or move this run away."
         )
         raise ValueError(msg)
 

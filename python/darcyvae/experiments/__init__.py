@@ -420,7 +420,9 @@ def run_all(
     from .._lock import folder_lock
 
     with folder_lock(out, "darcyvae reproduce all"):
-        _prepare(out, "all", scale, seed, overwrite, allowed={*_EXPERIMENTS, "report.md", MARKER})
+        # under --only, --overwrite clears the named experiments' folders, not the others
+        clear = overwrite and names is None
+        _prepare(out, "all", scale, seed, clear, allowed={*_EXPERIMENTS, "report.md", MARKER})
         atomic_write_text(
             out / MARKER,
             json.dumps({"experiment": "all", "scale": scale, "seed": seed}, indent=2) + "\n",

@@ -10,6 +10,7 @@ study). How a claim is judged is ``claims``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -157,7 +158,8 @@ def train_config(
     beta: dict[str, Any] | None = None,
     labels: dict[str, Any] | None = None,
     run: dict[str, Any] | None = None,
-    data: Path | None = None,
+    train_path: Path | None = None,
+    where: str = "",
 ):
     """The TrainConfig of this scale: network, schedule, normalisation, by section.
 
@@ -177,12 +179,14 @@ def train_config(
     optim, beta, labels, run : dict
         Settings of those sections of ``TrainConfig`` (``darcyvae.config``) that replace
         the scale's, e.g. ``beta={"mode": "fixed", "value": 1.0}``.
-    data : Path or None
-        The training file. Where the scale's ``logvar_reach`` is on, a
-        reconstruction-only phase too short for its first learning rate to carry the
-        output log-variance from its start to the data's is lengthened (``reach_extra``);
-        the total and the rate drops move by the same number of epochs. None: the
-        scale's schedule as it is.
+    train_path : Path or None
+        The training file. Where the scale's ``logvar_reach`` is on, the finished
+        configuration (overrides included) is checked: a reconstruction-only phase too
+        short for its first learning rate to carry the output log-variance from its start
+        to the data's is lengthened (``reach_extra``, ``lengthened``) and the report gets
+        a note. None: the scale's schedule as it is.
+    where : str
+        Names the arm in that note (e.g. a sensitivity cell).
     """
     from ..config import BetaConfig, LabelConfig, OptimConfig, RunConfig, TrainConfig
     from ..models import VAEConfig
@@ -199,21 +203,6 @@ def train_config(
         extra = round(rec * (s.mixture_rec_factor - 1.0))
         epochs, rec = epochs + extra, rec + extra
         miles = tuple(m + extra for m in miles)
-    if s.logvar_reach and data is not None and (beta or {}).get("rec_epochs", rec) > 0:
-        start = (
-            "data" if (model or {}).get("output_logvar_init") == "data" else s.output_logvar_init
-        )
-        batch = (optim or {}).get("batch_size", s.batch_size)
-        first = miles[0] if miles else epochs
-        extra = reach_extra(data, s, start, lrs[0], batch, first)
-        if extra:
-            ctx.note(
-                f"{prior} schedule ({schedule}) on {Path(data).parent.name}: reconstruction-only "
-                f"phase lengthened from {rec} to {rec + extra} epochs so that its first learning "
-                f"rate can carry the output log-variance to the data's (docs/reproduction.md §7)"
-            )
-            epochs, rec = epochs + extra, rec + extra
-            miles = tuple(m + extra for m in miles)
     miles = tuple(m for m in miles if m < epochs) if epochs > 1 else ()
     mkw: dict[str, Any] = {
         "grid": s.grid,
@@ -243,7 +232,7 @@ def train_config(
         "eval_every": s.eval_every,
         "checkpoint_every": s.checkpoint_every,
     }
-    return TrainConfig(
+    config = TrainConfig(
         model=VAEConfig(**{**mkw, **(model or {})}),
         optim=OptimConfig(**config_kwargs(OptimConfig, {**optim_kw, **(optim or {})})),
         beta=BetaConfig(
@@ -252,32 +241,66 @@ def train_config(
         labels=LabelConfig(**config_kwargs(LabelConfig, dict(labels or {}))),
         run=RunConfig(**config_kwargs(RunConfig, {**run_kw, **(run or {})})),
     )
+    if not (s.logvar_reach and train_path is not None):
+        return config
+    extra = reach_extra(config, train_path)
+    if not extra:
+        return config
+    ctx.note(
+        f"{prior} prior ({schedule} schedule){f' in {where}' if where else ''} on "
+        f"{Path(train_path).parent.name}: reconstruction-only phase lengthened from "
+        f"{config.beta.rec_epochs} to {config.beta.rec_epochs + extra} epochs so that its "
+        "first learning rate can carry the output log-variance to the data's "
+        "(docs/reproduction.md §7)"
+    )
+    return lengthened(config, extra)
 
 
-def reach_extra(
-    data: Path, scale: Scale, start: str, lr: float, batch: int, first_rate_epochs: int
-) -> int:
-    """Epochs to add to a reconstruction-only phase so that its first learning rate reaches.
+def reach_extra(config, train_path: Path) -> int:
+    """Epochs to add to ``config``'s reconstruction-only phase so that its first rate reaches.
 
-    Adam moves a parameter by at most about the learning rate per step, and the decoder's
-    output log-variance moves with a gradient of one sign until it reaches its Theorem-1
-    optimum, the data's per-pixel log-variance averaged over the channels (docs/model.md
-    §4e; ``evaluation.data_output_logvar``, in the units the model sees). From ``start``
-    ("zero" or "data") it has ``need = |mean data log-variance - start|`` to travel, and the
-    first rate ``lr`` runs for ``first_rate_epochs`` epochs of ``ceil(n_train / batch)``
-    steps (the data normalised as ``scale`` trains). Returns
-    ``max(0, ceil(need / (lr * steps)) - first_rate_epochs)``: 0 where the schedule reaches
-    already (the authors' schedules reach with room to spare; the ``cpu``
-    scale's HP arm on raw ``normal``/``gaussian`` fields does not, docs/reproduction.md §7).
+    Adam moves a parameter by at most about the learning rate per step, and each pixel of
+    the decoder's output log-variance moves with a gradient of one sign until it reaches
+    its Theorem-1 optimum, the log of the data's per-pixel variance averaged over the
+    channels (docs/model.md §4e; ``evaluation.data_output_logvar``, in the units the model
+    sees). ``need`` is the mean over pixels of the distance from the start
+    (``config.model.output_logvar_init``: 0, or the optimum itself for "data", which needs
+    nothing): the average pixel, which is what the summed distortion follows (the
+    deepest pixels take longer; docs/reproduction.md §7 measured that the average is
+    what decides whether the HP arm trains). The first rate ``lr_values[0]`` runs until
+    the first rate drop (or the end), ``first`` epochs of ``ceil(n_train / batch)``
+    steps. Returns ``max(0, ceil(need / (lr * steps)) - first)``; 0 without a
+    reconstruction-only phase.
     """
-    if start == "data":
+    if config.beta.rec_epochs <= 0 or config.model.output_logvar_init == "data":
         return 0
+    need, n = _logvar_need(str(train_path), config.normalize)
+    steps = math.ceil(n / config.optim.batch_size)
+    miles = config.optim.lr_milestones
+    first = miles[0] if miles else config.optim.epochs
+    return max(0, math.ceil(need / (config.optim.lr_values[0] * steps)) - first)
+
+
+def lengthened(config, extra: int):
+    """``config`` with ``extra`` more reconstruction-only epochs: the rate drops and the end
+    move with it, so the phases after it keep their lengths."""
+    miles = tuple(m + extra for m in config.optim.lr_milestones)
+    return config.replace(
+        optim={"epochs": config.optim.epochs + extra, "lr_milestones": miles},
+        beta={"rec_epochs": config.beta.rec_epochs + extra},
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _logvar_need(train_path: str, normalize: str) -> tuple[float, int]:
+    """(mean over pixels of |data log-variance|, samples) of a training file, normalised as
+    ``normalize`` trains (cached: an experiment asks once per arm)."""
+    from types import SimpleNamespace
+
     from ..evaluation import data_output_logvar
 
-    y = load_split(data, scale).y  # normalised as the scale trains
-    need = abs(float(data_output_logvar(y).double().mean()))
-    steps = math.ceil(len(y) / batch)
-    return max(0, math.ceil(need / (lr * steps)) - first_rate_epochs)
+    y = load_split(Path(train_path), SimpleNamespace(normalize=normalize)).y
+    return float(data_output_logvar(y).double().abs().mean()), len(y)
 
 
 # --------------------------------------------------------------------------- training

@@ -142,10 +142,12 @@ def _plan(
         ctx.scale = ctx.scale.replace(**changes)
     paths = dataset(ctx, "mixture4")
     deterministic = {"deterministic": True}
+    # a schedule shortened by --epochs is the user's: the reach rule does not lengthen it
+    train_path = paths["train"] if epochs is None else None
     configs = {
-        "no HP": train_config(ctx, mixture=True, run=deterministic, data=paths["train"]),
+        "no HP": train_config(ctx, mixture=True, run=deterministic, train_path=train_path),
         "HP": train_config(
-            ctx, prior="hierarchical", mixture=True, run=deterministic, data=paths["train"]
+            ctx, prior="hierarchical", mixture=True, run=deterministic, train_path=train_path
         ),
     }
     if epochs is not None:

@@ -61,7 +61,7 @@ SAME_LOSS_DIFFERENT_SD = Claim(
 def interpolate(ctx: Context) -> dict[str, Any]:
     """Train two seeds; evaluate loss and S_D along the straight line between them."""
     paths = dataset(ctx, "normal")
-    config = train_config(ctx, data=paths["train"])
+    config = train_config(ctx, train_path=paths["train"])
     a, b = train_trials(
         config,
         ctx.seeds(2, "endpoints"),

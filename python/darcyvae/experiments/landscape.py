@@ -73,7 +73,7 @@ def landscape(ctx: Context) -> dict[str, Any]:
     import torch
 
     paths = dataset(ctx, "normal")
-    config = train_config(ctx, data=paths["train"])
+    config = train_config(ctx, train_path=paths["train"])
     (rec,) = train_trials(
         config,
         ctx.seeds(1, "solution"),

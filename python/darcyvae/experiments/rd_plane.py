@@ -78,12 +78,12 @@ def _train_runs(ctx: Context) -> tuple[dict, dict, dict[float, dict]]:
         )
         return rec
 
-    good = one(train_config(ctx, data=tr), "paper's method", "paper_method")
+    good = one(train_config(ctx, train_path=tr), "paper's method", "paper_method")
     plain = train_config(ctx, beta={"rec_epochs": 0, "mode": "fixed", "value": 1.0})
     bad = one(plain, "beta=1 from start", "plain_vae")
     sweep = {
         beta: one(
-            train_config(ctx, beta={"mode": "fixed", "value": float(beta)}, data=tr),
+            train_config(ctx, beta={"mode": "fixed", "value": float(beta)}, train_path=tr),
             f"beta={beta:g}",
             f"beta_{beta:g}",
         )

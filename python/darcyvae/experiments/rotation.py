@@ -109,8 +109,8 @@ def rotation(ctx: Context) -> dict[str, Any]:
     n = ctx.n_trials(ctx.scale.few_trials)
     paths = dataset(ctx, "gaussian", GAUSSIAN_PARAMS)
     configs = {
-        "std-normal prior": train_config(ctx, data=paths["train"]),
-        "HP": train_config(ctx, prior="hierarchical", data=paths["train"]),
+        "std-normal prior": train_config(ctx, train_path=paths["train"]),
+        "HP": train_config(ctx, prior="hierarchical", train_path=paths["train"]),
     }
     arms = train_arms(ctx, configs, paths, n)
     omegas = np.linspace(0.0, math.pi / 2, ctx.scale.rotation_angles)

@@ -137,7 +137,7 @@ def _train_label_counts(ctx: Context, n: int, batch: int) -> dict[int, list[dict
             prior="scaled_gaussian",
             schedule="ss",
             model={"prior_variance": (1.0, 2.0), "output_logvar_init": s.ss_output_logvar_init},
-            data=paths["train"],
+            train_path=paths["train"],
             optim={"batch_size": batch},
             labels={
                 "n_labeled": int(n_l),

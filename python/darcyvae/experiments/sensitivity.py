@@ -124,14 +124,17 @@ def parse_cells(cells: str | list[str] | tuple[str, ...] | None) -> tuple[Cell, 
     return tuple(c for c in CELLS if c.name in names)
 
 
-def cell_config(ctx: Context, cell: Cell, hp: bool, data: Path | None = None):
+def cell_config(ctx: Context, cell: Cell, hp: bool, train_path: Path | None = None):
     """The TrainConfig of one arm of ``cell``: the mixture4 study's (``train_config``, on the
-    training file ``data``) at the scale with the cell's settings (``Scale.with_settings``)."""
+    training file ``train_path``) at the scale with the cell's settings
+    (``Scale.with_settings``)."""
     from dataclasses import replace
 
     cell_ctx = replace(ctx, scale=ctx.scale.with_settings(cell.normalize, cell.lr, cell.init))
     prior = "hierarchical" if hp else "std_norm"
-    return train_config(cell_ctx, prior=prior, mixture=True, data=data)
+    return train_config(
+        cell_ctx, prior=prior, mixture=True, train_path=train_path, where=f"cell {cell.name}"
+    )
 
 
 def _cell_stats(records: list[dict[str, Any]]) -> dict[str, Any]:

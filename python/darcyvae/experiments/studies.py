@@ -243,7 +243,7 @@ def normal(ctx: Context) -> dict[str, Any]:
     """Several trials of the standard-normal-prior model on normal p(theta)."""
     n = ctx.n_trials(ctx.scale.few_trials)
     paths = dataset(ctx, "normal")
-    configs = {"std-normal prior": train_config(ctx, data=paths["train"])}
+    configs = {"std-normal prior": train_config(ctx, train_path=paths["train"])}
     arms = train_arms(ctx, configs, paths, n)
     recs = arms["std-normal prior"]
     st = _arm_stats(recs)
@@ -271,8 +271,8 @@ def gaussian(ctx: Context) -> dict[str, Any]:
     n = ctx.n_trials(ctx.scale.trials)
     paths = dataset(ctx, "gaussian", GAUSSIAN_PARAMS)
     configs = {
-        "no HP": train_config(ctx, data=paths["train"]),
-        "HP": train_config(ctx, prior="hierarchical", data=paths["train"]),
+        "no HP": train_config(ctx, train_path=paths["train"]),
+        "HP": train_config(ctx, prior="hierarchical", train_path=paths["train"]),
     }
     arms = train_arms(ctx, configs, paths, n)
     a, b = _arm_stats(arms["no HP"]), _arm_stats(arms["HP"])
@@ -368,15 +368,17 @@ def mixture4(ctx: Context) -> dict[str, Any]:
     n = ctx.n_trials(ctx.scale.trials)
     paths = dataset(ctx, "mixture4")
     configs = {
-        "no HP": train_config(ctx, mixture=True, data=paths["train"]),
-        "HP": train_config(ctx, prior="hierarchical", mixture=True, data=paths["train"]),
+        "no HP": train_config(ctx, mixture=True, train_path=paths["train"]),
+        "HP": train_config(ctx, prior="hierarchical", mixture=True, train_path=paths["train"]),
     }
     arms = train_arms(ctx, configs, paths, n)
     claims = _mixture_claims(ctx, arms, "no HP", ["HP"])
+    phases = ", ".join(f"{arm} {c.beta.rec_epochs}" for arm, c in configs.items())
     notes = [
         (
-            f"reconstruction-only phase {ctx.scale.mixture_rec_factor}x as long as in the other "
-            "examples (the paper: 'more', number not given); no restarts"
+            f"reconstruction-only phase {ctx.scale.mixture_rec_factor}x the scale's (the paper: "
+            f"'more', number not given), then as the reach rule asks: {phases} epochs; "
+            "no restarts"
         )
     ]
     return _study_result(
@@ -397,7 +399,11 @@ def hp_ablation(ctx: Context) -> dict[str, Any]:
     paths = dataset(ctx, "mixture4")
     configs = {
         f"HP {v}": train_config(
-            ctx, prior="hierarchical", mixture=True, model={"hp_decoder": v}, data=paths["train"]
+            ctx,
+            prior="hierarchical",
+            mixture=True,
+            model={"hp_decoder": v},
+            train_path=paths["train"],
         )
         for v in ("released", "mlp")
     }
