@@ -279,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="tiny model, K = 2, 4, 16, 128 samples"
     )
     parser.add_argument("--models", default=None, help="comma-separated registered models")
-    parser.add_argument("--ks", default=None, help="ensemble sizes, e.g. 1,4,16,50")
+    parser.add_argument(
+        "--ks", default=None, help="ensemble sizes, e.g. 1,4,16,50 ('' for single runs only)"
+    )
     parser.add_argument("--n-samples", type=int, default=None, help="training samples")
     parser.add_argument("--json", default=None, help="write the rows here")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
@@ -315,8 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     n = 128 if args.quick else 512
     if args.models:
         models = args.models.split(",")
-    if args.ks:
-        ks = [int(k) for k in args.ks.split(",")]
+    if args.ks is not None:
+        ks = [int(k) for k in args.ks.split(",") if k.strip()]
     if args.n_samples:
         n = args.n_samples
     rows = benchmark(
