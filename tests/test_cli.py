@@ -120,6 +120,9 @@ def test_train_errors(setup, capsys):
     assert "no checkpoint" in _one_error_line(capsys.readouterr().err)
     assert main(["train", "--list", "--threads", "0"]) == 2
     assert "--threads must be >= 1" in capsys.readouterr().err
+    assert main(["reproduce", "fig1", "--threads", "0", "--out", str(tmp / "r")]) == 2
+    assert "--threads must be >= 1" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp / "r").exists()
 
 
 def test_resume_errors_are_one_line(setup, capsys, synthetic_h5):
@@ -585,3 +588,16 @@ def test_train_with_restarts_writes_the_trial_layout_that_evaluate_reads(setup, 
     a = json.loads((tmp / "ev" / "results.json").read_text())
     b = json.loads((direct / "results.json").read_text())
     assert a["test"] == b["test"]
+
+
+def test_reproduce_threads_sets_torch_threads(tmp_path):
+    """--threads reaches torch before the experiment runs (restored afterwards)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        args = ["reproduce", "fig1", "--quick", "--no-progress", "--threads", "1"]
+        assert main([*args, "--out", str(tmp_path / "f")]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -91,6 +91,13 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         help="all only: comma-separated experiments to run, e.g. gaussian,mixture4 (default: "
         "every experiment)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's choice); two runs side by side at 1 thread "
+        "each do more work on 2 cores than one at 2 (docs/benchmarks.md)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_reproduce, _parser=p)
 
@@ -116,6 +123,7 @@ def _run_reproduce(args: argparse.Namespace) -> int:
         msg = f"--quick means --scale smoke; got --scale {args.scale} as well"
         raise ValueError(msg)
     scale = args.scale or ("smoke" if args.quick else "cpu")
+    _set_threads(args.threads, "reproduce")
     overrides = {}
     if args.cells is not None:
         if args.experiment != "sensitivity":
