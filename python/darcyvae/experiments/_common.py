@@ -274,7 +274,8 @@ def reach_extra(config, train_path: Path) -> int:
     """
     if config.beta.rec_epochs <= 0 or config.model.output_logvar_init == "data":
         return 0
-    need, n = _logvar_need(str(train_path), config.normalize)
+    path = Path(train_path)
+    need, n = _logvar_need(str(path), path.stat().st_mtime_ns, config.normalize)
     steps = math.ceil(n / config.optim.batch_size)
     miles = config.optim.lr_milestones
     first = miles[0] if miles else config.optim.epochs
@@ -292,9 +293,10 @@ def lengthened(config, extra: int):
 
 
 @functools.lru_cache(maxsize=16)
-def _logvar_need(train_path: str, normalize: str) -> tuple[float, int]:
+def _logvar_need(train_path: str, mtime_ns: int, normalize: str) -> tuple[float, int]:
     """(mean over pixels of |data log-variance|, samples) of a training file, normalised as
-    ``normalize`` trains (cached: an experiment asks once per arm)."""
+    ``normalize`` trains (cached per file version: an experiment asks once per arm, and a
+    regenerated file is read again)."""
     from types import SimpleNamespace
 
     from ..evaluation import data_output_logvar
