@@ -380,6 +380,60 @@ def test_reproduce_all_writes_top_report_and_skl_scores_the_others(tmp_path, cap
     assert "holds results of experiment 'all'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
+def test_reproduce_all_jobs_gives_the_results_of_one_after_the_other(tmp_path, caplog):
+    """--jobs 2: the experiments run in two worker processes of one thread each, and give
+    what a one-thread run gives one after the other: the same claims, the same trained
+    models (skl's scores of normal's two trials), the same report rows. skl reads the
+    others' folders, so it waits for them (it finds both normal trials)."""
+    import torch
+
+    names = ["fig1", "normal", "skl"]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = run_all(tmp_path / "serial", scale="smoke", progress=False, names=names)
+        torch.set_num_threads(2)  # shared out: one thread per worker
+        with caplog.at_level("INFO", logger="darcyvae.experiments"):
+            par = run_all(tmp_path / "par", scale="smoke", progress=False, names=names, jobs=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert list(par) == names  # the registry's order, whatever order they finished in
+    assert "2 processes of 1 thread(s) each" in caplog.text
+    for name in names:
+        assert "error" not in par[name], par[name].get("error")
+        assert [(c["id"], c["measured"], c["verdict"]) for c in par[name]["claims"]] == [
+            (c["id"], c["measured"], c["verdict"]) for c in serial[name]["claims"]
+        ]
+    assert len(par["skl"]["models"]) == 2
+    for a, b in zip(par["skl"]["models"], serial["skl"]["models"], strict=True):
+        assert (a["folder"], a["s_d"], a["s_kl"]) == (b["folder"], b["s_d"], b["s_kl"])
+    top = (tmp_path / "par" / "report.md").read_text()
+    assert "--jobs 2" in top
+    rows = [line for line in top.splitlines() if line.startswith("| `")]
+    serial_rows = (tmp_path / "serial" / "report.md").read_text().splitlines()
+    assert rows == [line for line in serial_rows if line.startswith("| `")]
+
+
+def test_reproduce_all_jobs_is_checked_before_anything_is_written(tmp_path, capsys):
+    with pytest.raises(ValueError, match="jobs"):
+        run_all(tmp_path / "x", scale="smoke", progress=False, names=["fig1"], jobs=0)
+    assert not (tmp_path / "x").exists()
+    assert main(["reproduce", "fig1", "--scale", "smoke", "--jobs", "2"]) == 2
+    assert "--jobs is an option of 'all' only" in capsys.readouterr().err
+
+
+def test_the_registry_declares_what_reproduce_all_jobs_schedules_by():
+    """Every experiment states its measured cpu minutes; only skl, which scores the models
+    the others trained, waits for them."""
+    exps = list_experiments()
+    assert all(e.cpu_minutes > 0 for e in exps)
+    assert [e.name for e in exps if e.after_others] == ["skl"]
+    with pytest.raises(ValueError, match="cpu_minutes"):
+        experiments.register_experiment("new-one", "x", order=5, cpu_minutes=0)(lambda ctx: {})
+    assert "new-one" not in [e.name for e in list_experiments()]
+
+
 def test_rotated_rate_is_invariant_for_the_standard_normal_prior_only():
     import torch
     from darcyvae.experiments.rotation import rotated_rate

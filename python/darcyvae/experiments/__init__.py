@@ -69,18 +69,31 @@ class Experiment:
     description: str
     fn: Callable[..., dict[str, Any]]
     order: int = 0
+    cpu_minutes: float = 1.0
+    after_others: bool = False
 
 
 _EXPERIMENTS: dict[str, Experiment] = {}
 """Registry of experiments by name (filled by ``@register_experiment``)."""
 
 
-def register_experiment(name: str, description: str, *, order: int) -> Callable:
+def register_experiment(
+    name: str,
+    description: str,
+    *,
+    order: int,
+    cpu_minutes: float = 1.0,
+    after_others: bool = False,
+) -> Callable:
     """Decorator adding an experiment function to the registry under ``name``.
 
     ``order`` places it in ``reproduce all`` (ascending; ``skl``, which scores the
-    models the others trained, comes last). A module of this package that defines
-    experiments is found by itself (``_discover``): adding an experiment is one module.
+    models the others trained, comes last). ``cpu_minutes`` is its measured wall time
+    at ``--scale cpu`` on one core, rounded: ``reproduce all --jobs N`` starts the
+    longest first. ``after_others`` makes it wait, under ``--jobs``, until every other
+    experiment has finished (it reads their folders). A module of this package that
+    defines experiments is found by itself (``_discover``): adding an experiment is one
+    module.
     """
 
     def decorate(fn: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
@@ -88,7 +101,10 @@ def register_experiment(name: str, description: str, *, order: int) -> Callable:
             msg = f"register_experiment: an experiment named {name!r} already exists."
             raise ValueError(msg)
         check_int(order, "order", "register_experiment")
-        _EXPERIMENTS[name] = Experiment(name, description, fn, order)
+        if not cpu_minutes > 0:
+            msg = f"register_experiment: cpu_minutes must be > 0; got {cpu_minutes!r}."
+            raise ValueError(msg)
+        _EXPERIMENTS[name] = Experiment(name, description, fn, order, cpu_minutes, after_others)
         return fn
 
     return decorate
@@ -395,12 +411,16 @@ def run_all(
     quick: bool | None = None,
     names: list[str] | None = None,
     compare: str | os.PathLike | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run every experiment (``skl`` last) into ``out_dir/<name>``; write ``out_dir/report.md``.
 
     Parameters are those of ``run_experiment``; ``names`` restricts the run
     to some experiments (in the registry's order). An experiment that fails
-    is recorded (``{"error": message}``) and the others still run. ``compare``
+    is recorded (``{"error": message}``) and the others still run. ``jobs``
+    > 1 runs that many experiments at once, each in a process of its own with
+    torch's threads shared out among them (``_run_parallel``); the results and
+    the report are the same as one after the other. ``compare``
     is the folder of another ``reproduce all`` run (e.g. at the ``cpu-fast``
     scale): the report's "robust?" column then gives each claim's verdict
     there beside this run's, and for the ``mixture4`` claims whether the
@@ -410,6 +430,7 @@ def run_all(
     if scale is None:
         scale = "smoke" if quick else "cpu"
     _, seed, trials = _check_settings(scale, seed, trials, device)
+    jobs = check_int(jobs, "jobs", "reproduce all", low=1, high=MAX_JOBS)
     other = _load_compare(compare)
     out = Path(out_dir)
     chosen = [e.name for e in list_experiments()]
@@ -427,28 +448,134 @@ def run_all(
             out / MARKER,
             json.dumps({"experiment": "all", "scale": scale, "seed": seed}, indent=2) + "\n",
         )
-    results: dict[str, Any] = {}
-    for name in chosen:
-        try:
-            results[name] = run_experiment(
-                name,
-                out / name,
-                scale=scale,
-                seed=seed,
-                trials=trials,
-                device=device,
-                overwrite=overwrite,
-                progress=progress,
-                command=_command(name, out / name, scale, seed, trials),
-            )
-        except Exception as exc:
-            log.exception("reproduce all: %s failed", name)
-            results[name] = {"error": f"{type(exc).__name__}: {exc}", "claims": [], "figures": []}
+    settings = {
+        "scale": scale,
+        "seed": seed,
+        "trials": trials,
+        "device": device,
+        "overwrite": overwrite,
+        "progress": progress,
+    }
+    if jobs > 1 and len(chosen) > 1:
+        done = _run_parallel(chosen, out, settings, jobs)
+    else:
+        done = {name: _run_recorded(name, out, settings) for name in chosen}
+    results = {name: done[name] for name in chosen}  # the registry's order, however they ran
     only = chosen if names is not None else None
     atomic_write_text(
-        out / "report.md", _all_report(results, out, scale, seed, trials, other, only)
+        out / "report.md", _all_report(results, out, scale, seed, trials, other, only, jobs)
     )
     return results
+
+
+MAX_JOBS = 64
+"""Most experiments ``reproduce all --jobs`` runs at once."""
+
+
+def _run_recorded(name: str, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """``run_experiment(name, out / name, **settings)``, a failure recorded as
+    ``{"error": message}`` so that the other experiments still run."""
+    try:
+        return run_experiment(
+            name,
+            out / name,
+            **settings,
+            command=_command(
+                name, out / name, settings["scale"], settings["seed"], settings["trials"]
+            ),
+        )
+    except Exception as exc:
+        log.exception("reproduce all: %s failed", name)
+        return _failed(f"{type(exc).__name__}: {exc}")
+
+
+def _worker_start(threads: int, level: int) -> None:
+    """Set up a ``--jobs`` worker process: torch's share of the threads and the parent's
+    log level, each line naming the process."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s [%(processName)s] %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _run_parallel(
+    chosen: list[str], out: Path, settings: dict[str, Any], jobs: int
+) -> dict[str, dict[str, Any]]:
+    """Run ``chosen`` in ``jobs`` worker processes, longest first (``cpu_minutes``); the
+    experiments that read the others' folders (``after_others``) start when all the others
+    have finished. Each worker gets ``torch.get_num_threads() // jobs`` threads (at least
+    one): two one-thread processes do about 1.35x the work of one two-thread process on two
+    cores (docs/benchmarks.md). Progress bars from several processes would interleave, so
+    each finished experiment is logged instead."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    later = [n for n in chosen if _EXPERIMENTS[n].after_others]
+    first = sorted(
+        (n for n in chosen if n not in later), key=lambda n: -_EXPERIMENTS[n].cpu_minutes
+    )
+    quiet = dict(settings, progress=False)
+    log.info(
+        "reproduce all: %d experiments in %d processes of %d thread(s) each, longest first: %s",
+        len(chosen),
+        jobs,
+        threads,
+        ", ".join(first + later),
+    )
+    done: dict[str, dict[str, Any]] = {}
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
+    start = (threads, logging.getLogger().getEffectiveLevel())
+    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_start, initargs=start)
+    try:
+        for batch in (first, later):
+            for name, res in _finished(pool, batch, out, quiet):
+                done[name] = res
+                verdicts = ", ".join(c["verdict"] for c in res["claims"]) or "no claims"
+                log.info(
+                    "reproduce all: %s finished (%s)",
+                    name,
+                    "FAILED: " + res["error"] if "error" in res else verdicts,
+                )
+    except BaseException:
+        # interrupted (Ctrl-C, SIGTERM): stop the workers too, their runs resume next time
+        # (ProcessPoolExecutor.terminate_workers is public only from Python 3.14)
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return done
+
+
+def _finished(pool, batch: list[str], out: Path, settings: dict[str, Any]):
+    """Yield ``(name, results)`` of ``batch`` run on ``pool`` as each finishes; an
+    experiment whose worker process died (e.g. killed for memory), which also breaks the
+    pool for the rest, is recorded as failed like any other failure."""
+    from concurrent.futures import as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    futures = {}
+    for name in batch:
+        try:
+            futures[pool.submit(_run_recorded, name, out, settings)] = name
+        except BrokenProcessPool as exc:
+            yield name, _failed(f"no worker process left to run it ({exc})")
+    for future in as_completed(futures):
+        try:
+            yield futures[future], future.result()
+        except BrokenProcessPool as exc:
+            yield futures[future], _failed(f"its worker process died ({exc})")
+
+
+def _failed(message: str) -> dict[str, Any]:
+    return {"error": message, "claims": [], "figures": []}
 
 
 def _load_compare(folder: str | os.PathLike | None) -> dict[str, Any] | None:
@@ -512,11 +639,13 @@ def _all_report(
     trials: int | None,
     other: dict[str, Any] | None = None,
     only: list[str] | None = None,
+    jobs: int = 1,
 ) -> str:
     cmd = f"darcyvae reproduce all --scale {scale} --seed {seed} --out {out}"
     cmd += f" --trials {trials}" if trials is not None else ""
     cmd += f" --compare {other['folder']}" if other is not None else ""
     cmd += f" --only {','.join(only)}" if only is not None else ""
+    cmd += f" --jobs {jobs}" if jobs > 1 else ""
     lines = [
         "# Reproducing Jacobsen & Duraisamy (2022): all experiments",
         "",

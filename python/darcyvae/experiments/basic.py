@@ -20,7 +20,10 @@ KLE_DETAIL = Claim(
 
 
 @register_experiment(
-    "fig1", "Fig. 1: KLE2/10/100/1000 permeability samples, eigenvalue decay", order=10
+    "fig1",
+    "Fig. 1: KLE2/10/100/1000 permeability samples, eigenvalue decay",
+    order=10,
+    cpu_minutes=0.1,
 )
 def fig1_kle_samples(
     ctx: Context,
@@ -82,6 +85,7 @@ def fig1_kle_samples(
     "end to end on a CPU in minutes: KLE2 mixture4 data, a DenseVAE without and with the "
     "hierarchical prior, each evaluated against the Theorem-1 bound",
     order=20,
+    cpu_minutes=3.5,
 )
 def demo(
     ctx: Context,

@@ -56,7 +56,10 @@ SAME_LOSS_DIFFERENT_SD = Claim(
 
 
 @register_experiment(
-    "interpolate", "Fig. 5: loss and S_D between two solutions of different seeds", order=50
+    "interpolate",
+    "Fig. 5: loss and S_D between two solutions of different seeds",
+    order=50,
+    cpu_minutes=1.5,
 )
 def interpolate(ctx: Context) -> dict[str, Any]:
     """Train two seeds; evaluate loss and S_D along the straight line between them."""

@@ -66,7 +66,10 @@ def _is_valley(point: dict[str, float], bound: float, latent_dim: int, n_element
 
 
 @register_experiment(
-    "landscape", "Fig. 3: loss along lines from Xavier inits and random directions", order=30
+    "landscape",
+    "Fig. 3: loss along lines from Xavier inits and random directions",
+    order=30,
+    cpu_minutes=13,
 )
 def landscape(ctx: Context) -> dict[str, Any]:
     """Train one model; evaluate the loss along lines into and out of it."""

@@ -42,7 +42,10 @@ def _spearman(x, y) -> float | None:
 
 
 @register_experiment(
-    "rd-plane", "Fig. 4: rate-distortion trajectories and the fixed-beta sweep", order=40
+    "rd-plane",
+    "Fig. 4: rate-distortion trajectories and the fixed-beta sweep",
+    order=40,
+    cpu_minutes=11,
 )
 def rd_plane(ctx: Context) -> dict[str, Any]:
     """Train the two trajectory runs and the beta sweep; draw the RD plane."""

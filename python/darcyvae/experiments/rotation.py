@@ -103,7 +103,9 @@ def rotated_rate(model, data, omegas, *, n_draws: int = 4, seed: int = 0) -> np.
     return np.asarray(out)
 
 
-@register_experiment("rotation", "Fig. 10: rate and S_D against a rotation of the latent", order=80)
+@register_experiment(
+    "rotation", "Fig. 10: rate and S_D against a rotation of the latent", order=80, cpu_minutes=5
+)
 def rotation(ctx: Context) -> dict[str, Any]:
     """Rotate trained std-normal-prior and HP models' latents; record rate and S_D."""
     n = ctx.n_trials(ctx.scale.few_trials)

@@ -103,7 +103,10 @@ LOSSES_UNAFFECTED = Claim(
 
 
 @register_experiment(
-    "semisupervised", "Figs. 14-15: S_D and losses against the labelled ratio", order=120
+    "semisupervised",
+    "Figs. 14-15: S_D and losses against the labelled ratio",
+    order=120,
+    cpu_minutes=50,
 )
 def semisupervised(ctx: Context) -> dict[str, Any]:
     """Train ``ss_trials`` models per label count; S_D mean/min/max and the training losses."""

@@ -365,6 +365,7 @@ def _write_progress(ctx: Context, results: list[dict[str, Any]]) -> None:
     "sensitivity",
     "beyond the paper: the mixture4 study over normalisation x learning rates x log-variance start",
     order=110,
+    cpu_minutes=300,
 )
 def sensitivity(
     ctx: Context, cells: str | list[str] | None = None, probe: bool = True

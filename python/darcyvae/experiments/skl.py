@@ -83,7 +83,9 @@ def _experiment_of(folder: Path, root: Path) -> str:
     return "?"
 
 
-@register_experiment("skl", "Fig. 13: S_KL against S_D over all trained models found", order=1000)
+@register_experiment(
+    "skl", "Fig. 13: S_KL against S_D over all trained models found", order=1000, after_others=True
+)
 def skl(ctx: Context) -> dict[str, Any]:
     """Score every trained model under the output root with S_D and S_KL."""
     from collections import Counter

@@ -237,7 +237,10 @@ def _excluded(st: dict[str, Any]) -> str:
 
 
 @register_experiment(
-    "normal", "Figs. 6-7: KLE2 with normal p(theta): reconstruction and S_D", order=60
+    "normal",
+    "Figs. 6-7: KLE2 with normal p(theta): reconstruction and S_D",
+    order=60,
+    cpu_minutes=2,
 )
 def normal(ctx: Context) -> dict[str, Any]:
     """Several trials of the standard-normal-prior model on normal p(theta)."""
@@ -264,7 +267,10 @@ def normal(ctx: Context) -> dict[str, Any]:
 
 
 @register_experiment(
-    "gaussian", "Figs. 8-9: scaled/translated gaussian p(theta), no HP vs HP", order=70
+    "gaussian",
+    "Figs. 8-9: scaled/translated gaussian p(theta), no HP vs HP",
+    order=70,
+    cpu_minutes=90,
 )
 def gaussian(ctx: Context) -> dict[str, Any]:
     """Trials without and with the hierarchical prior on the isotropic gaussian p(theta)."""
@@ -361,7 +367,7 @@ def _mixture_claims(ctx: Context, arms, no_hp: str | None, hp_arms: list[str], t
 
 
 @register_experiment(
-    "mixture4", "Figs. 11-12: mixture4 p(theta) trial study, no HP vs HP", order=90
+    "mixture4", "Figs. 11-12: mixture4 p(theta) trial study, no HP vs HP", order=90, cpu_minutes=80
 )
 def mixture4(ctx: Context) -> dict[str, Any]:
     """Trials without and with HP on the four-mode p(theta), longer reconstruction-only phase."""
@@ -390,6 +396,7 @@ def mixture4(ctx: Context) -> dict[str, Any]:
     "hp-ablation",
     "beyond the paper: the mixture4 HP study with the released vs the described prior decoder",
     order=100,
+    cpu_minutes=80,
 )
 def hp_ablation(ctx: Context) -> dict[str, Any]:
     """The mixture4 HP arm twice: ``hp_decoder="released"`` (final ReLU) and ``"mlp"``."""
