@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -243,3 +244,52 @@ def test_relative_links_resolve(path):
         if anchor and dest.suffix == ".md" and unquote(anchor) not in anchors(dest):
             broken.append(f"line {line}: {target} (no heading #{anchor} in {dest.name})")
     assert not broken, f"{path.relative_to(ROOT)} has broken links:\n" + "\n".join(broken)
+
+
+def _shell_commands(path: Path) -> list[tuple[int, str]]:
+    """The ``darcyvae`` command lines of ``path``'s bash blocks (continuations joined,
+    comments dropped; a line that elides options with "..." left out), with their line
+    numbers."""
+    found = []
+    for block in code_blocks(path):
+        if block.lang not in ("bash", "sh", "console", "shell"):
+            continue
+        text = re.sub(r"\\\n\s*", " ", block.code)
+        for k, line in enumerate(text.splitlines()):
+            try:
+                words = shlex.split(line.removeprefix("$ "), comments=True)
+            except ValueError:  # not shell (e.g. an unbalanced quote in output)
+                continue
+            command: list[str] = []
+            for w in [*words, ";"]:
+                if w in ("&&", "||", ";", "|"):
+                    if command[:1] == ["darcyvae"] and "..." not in command:  # "..." elides
+                        found.append((block.line + k, shlex.join(command[1:])))
+                    command = []
+                else:
+                    command.append(w)
+    return found
+
+
+COMMANDS = [(p, n, c) for p in DOCS for n, c in _shell_commands(p)]
+
+
+@pytest.mark.parametrize(
+    ("path", "line", "command"),
+    COMMANDS,
+    ids=[f"{p.relative_to(ROOT)}:{n}" for p, n, _ in COMMANDS],
+)
+def test_shell_commands_of_the_docs_parse(path, line, command):
+    """Every ``darcyvae`` command the documents show is accepted by the command line as
+    it is now (a renamed or removed option fails here, not in a reader's shell)."""
+    from darcyvae.cli import build_parser
+
+    try:
+        build_parser().parse_args(shlex.split(command))
+    except SystemExit as exc:
+        pytest.fail(f"{path.relative_to(ROOT)}:{line}: `darcyvae {command}` does not parse ({exc})")
+
+
+def test_the_docs_show_shell_commands():
+    assert len(COMMANDS) > 20
+    assert any(c.startswith("reproduce all") and "--jobs" in c for _, _, c in COMMANDS)
