@@ -22,7 +22,11 @@ Side by side in one process, on the same device and the same random fields
   ``ensemble K=k nchw`` on the CPU (``channels_last=False``), ``ensemble K=k
   cl`` elsewhere (``channels_last=True``), to check the layout choice;
 - with ``--bf16`` also ``ensemble K=k bf16`` (opt-in bfloat16 autocast of
-  the network; not equal to the float32 runs).
+  the network; not equal to the float32 runs);
+- with ``--workers W`` also ``ensemble K=k wW``: the k seeds in W blocks, each
+  trained in a local worker process at its share of the threads
+  (``train_ensemble(workers=W)``); an epoch's time is the slowest block's
+  (the process start, a few seconds once per run, is not in it).
 
 Each repeat is one epoch; the first epoch (warm-up) and the last (which
 evaluates and checkpoints) are not timed; medians are reported, over
@@ -141,19 +145,23 @@ def run_ensemble(
     k: int,
     precision: str,
     channels_last: bool | None = None,
+    workers: int | None = None,
 ) -> list[float]:
     with tempfile.TemporaryDirectory() as out:
         res = train_ensemble(
             bench_config(config, epochs),
             list(range(k)),
-            data,
-            out_dir=out,
+            data if workers is None else data.path,  # workers read the file
+            out_dir=Path(out) / "run",
             device=device,
             progress=False,
             precision=precision,
             channels_last=channels_last,
+            workers=workers,
         )
-    return [r["seconds"] for r in res.members[0].history]
+    # blocks train at once: an epoch lasts as long as its slowest block
+    per_member = [[r["seconds"] for r in m.history] for m in res.members]
+    return [max(epoch) for epoch in zip(*per_member, strict=True)]
 
 
 def run_batched_single(
@@ -168,7 +176,12 @@ def run_batched_single(
 
 
 def implementations(
-    ks: list[int], batched_k1: bool, layouts: bool, bf16: bool, cpu: bool = True
+    ks: list[int],
+    batched_k1: bool,
+    layouts: bool,
+    bf16: bool,
+    cpu: bool = True,
+    workers: int | None = None,
 ) -> list[tuple]:
     """(row name, k, runner kind, options) of every implementation, in the order they run."""
     runs: list[tuple] = [("authors_loop", 1, "authors", None), ("darcyvae", 1, "train", None)]
@@ -183,6 +196,8 @@ def implementations(
                 runs.append((f"ensemble K={k} cl", k, "ensemble", ("float32", True)))
         if bf16:
             runs.append((f"ensemble K={k} bf16", k, "ensemble", ("bfloat16", None)))
+        if workers and k >= workers:
+            runs.append((f"ensemble K={k} w{workers}", k, "ensemble", ("float32", None, workers)))
     return runs
 
 
@@ -197,9 +212,10 @@ def benchmark(
     threads: list[int | None] | None = None,
     batched_k1: bool = True,
     layouts: bool = False,
+    workers: int | None = None,
 ) -> list[dict]:
     rows = []
-    runs = implementations(ks, batched_k1, layouts, bf16, device.type == "cpu")
+    runs = implementations(ks, batched_k1, layouts, bf16, device.type == "cpu", workers)
     with tempfile.TemporaryDirectory() as folder:
         for name in models:
             config = model_config(name)
@@ -209,9 +225,11 @@ def benchmark(
                 if nthreads:
                     torch.set_num_threads(nthreads)
                 used = torch.get_num_threads()
-                timed: dict[str, list[float]] = {impl: [] for impl, *_ in runs}
+                # workers share the threads out: fewer threads than workers is not this row
+                here = [r for r in runs if r[3] is None or len(r[3]) < 3 or r[3][2] <= used]
+                timed: dict[str, list[float]] = {impl: [] for impl, *_ in here}
                 for _ in range(rounds):  # alternate, so that a drifting load hits all alike
-                    for impl, k, kind, opts in runs:
+                    for impl, k, kind, opts in here:
                         if kind == "authors":
                             times = run_authors_loop(config, data, epochs, device)
                         elif kind == "train":
@@ -222,7 +240,7 @@ def benchmark(
                             times = run_ensemble(config, data, epochs, device, k, *opts)
                         timed[impl] += times[1:-1]
                 base: dict[str, float] = {}
-                for impl, k, *_ in runs:
+                for impl, k, *_ in here:
                     times = timed[impl]
                     med = statistics.median(times)
                     sps = k * n / med
@@ -306,6 +324,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also each ensemble with channels last (cl) and without (nchw) forced",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="also each ensemble in this many local worker processes (threads shared out)",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("darcyvae").setLevel(logging.ERROR)  # random fields: verdicts are noise
     threads = [int(t) for t in args.threads.split(",")] if args.threads else None
@@ -332,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         threads,
         args.batched_k1,
         args.layouts,
+        args.workers,
     )
     print(table(rows))
     if args.json:

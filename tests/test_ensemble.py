@@ -568,6 +568,97 @@ def test_dask_blocks_match_local(data, tmp_path):
     assert np.isfinite(remote.member(2).final["train"]["distortion"])
 
 
+# --------------------------------------------------------------------------- local workers
+
+
+@pytest.mark.slow
+def test_local_workers_give_the_blocks_trained_here(data, tmp_path):
+    """workers=2: the seeds split into two blocks, each trained in a spawned process at one
+    thread; every member equals (bitwise, deterministic mode) the same block trained here at
+    one thread, in the same layout."""
+    train_path, test_path = data
+    cfg = tiny_config(epochs=2, rec_epochs=1, deterministic=True)
+    here = train_ensemble(
+        cfg,
+        [0, 1, 2],
+        train_path,
+        test_path,
+        out_dir=tmp_path / "here",
+        seeds_per_block=2,
+        progress=False,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # shared out: one thread per worker
+    try:
+        pool = train_ensemble(
+            cfg,
+            [0, 1, 2],
+            train_path,
+            test_path,
+            out_dir=tmp_path / "pool",
+            workers=2,
+            progress=False,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    summary = json.loads((tmp_path / "pool" / "ensemble.json").read_text())
+    assert summary["blocks"] == [[0, 1], [2]]
+    assert [m.seed for m in pool.members] == [0, 1, 2]
+    for s in (0, 1, 2):
+        assert [r["loss"] for r in pool.member(s).history] == [
+            r["loss"] for r in here.member(s).history
+        ]
+        pa = load_checkpoint(here.member(s).out_dir)["model"]
+        pb = load_checkpoint(pool.member(s).out_dir)["model"]
+        assert all(torch.equal(pa[n], pb[n]) for n in pa)
+        assert pool.member(s).final["test"] == here.member(s).final["test"]
+
+
+@pytest.mark.slow
+def test_a_resumed_ensemble_keeps_the_blocks_it_started_with(data, tmp_path, caplog):
+    """Resuming with another workers / seeds_per_block trains the blocks of the first start
+    (their checkpoints hold the state), and says so; bitwise the uninterrupted run."""
+    train_path, _ = data
+    cfg = tiny_config(epochs=3, rec_epochs=1, deterministic=True)
+    out = tmp_path / "one"
+    train_ensemble(cfg.replace(epochs=2), [1, 2, 3], train_path, out_dir=out, progress=False)
+    with caplog.at_level("INFO", logger="darcyvae.ensemble"):
+        res = train_ensemble(
+            cfg, [1, 2, 3], train_path, out_dir=out, workers=2, resume=True, progress=False
+        )
+    assert "with the blocks it started with (all seeds each)" in caplog.text
+    assert json.loads((out / "ensemble.json").read_text())["blocks"] == [[1, 2, 3]]
+    fresh = train_ensemble(cfg, [1, 2, 3], train_path, out_dir=tmp_path / "f", progress=False)
+    for s in (1, 2, 3):
+        assert [r["loss"] for r in res.member(s).history] == [
+            r["loss"] for r in fresh.member(s).history
+        ]
+    # started in blocks of 1, resumed asking for one block: blocks of 1 it stays
+    out = tmp_path / "blocks"
+    train_ensemble(
+        cfg.replace(epochs=2), [1, 2], train_path, out_dir=out, seeds_per_block=1, progress=False
+    )
+    train_ensemble(cfg, [1, 2], train_path, out_dir=out, resume=True, progress=False)
+    assert json.loads((out / "ensemble.json").read_text())["blocks"] == [[1], [2]]
+
+
+def test_workers_are_checked(data, tmp_path):
+    train_path, _ = data
+    for bad in (0, -1, 1.5, True, 65):
+        with pytest.raises(ValueError, match="workers must be an integer"):
+            train_ensemble(tiny_config(), [0, 1], train_path, out_dir=tmp_path / "w", workers=bad)
+    with pytest.raises(ValueError, match="exclude each other"):
+        train_ensemble(
+            tiny_config(),
+            [0, 1],
+            train_path,
+            out_dir=tmp_path / "w",
+            workers=2,
+            dask="tcp://127.0.0.1:1",
+        )
+    assert not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("normalize", ["none", "channel"])
 def test_output_logvar_init_data_is_the_data_log_variance(data, tmp_path, normalize):
     """``output_logvar_init = "data"`` starts s at log(mean over channels of the per-pixel

@@ -415,12 +415,45 @@ def test_reproduce_all_jobs_gives_the_results_of_one_after_the_other(tmp_path, c
     assert rows == [line for line in serial_rows if line.startswith("| `")]
 
 
+@pytest.mark.slow
+def test_reproduce_one_experiment_with_jobs_trains_an_arm_in_blocks(tmp_path):
+    """reproduce normal --jobs 2: the arm's two trials train as two blocks in two worker
+    processes, and come out as the one-block run's (the engine's members equal their single
+    runs to float32 rounding); the report records --jobs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_experiment("normal", tmp_path / "one", scale="smoke", progress=False)
+        torch.set_num_threads(2)
+        two = run_experiment("normal", tmp_path / "two", scale="smoke", progress=False, jobs=2)
+    finally:
+        torch.set_num_threads(threads)
+    arm = "std-normal_prior"
+    assert json.loads((tmp_path / "two" / arm / "ensemble.json").read_text())["blocks"] == [
+        [0],
+        [1],
+    ]
+    assert json.loads((tmp_path / "one" / arm / "ensemble.json").read_text())["blocks"] == [[0, 1]]
+    assert len(one["trial_table"]) == len(two["trial_table"]) == 2
+    for a, b in zip(one["trial_table"], two["trial_table"], strict=True):
+        assert (a["arm"], a["seed"]) == (b["arm"], b["seed"])
+        for key in ("test_rate", "test_distortion", "s_d"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-4, abs_tol=1e-5), (key, a, b)
+    assert "--jobs 2" in (tmp_path / "two" / "report.md").read_text()
+
+
 def test_reproduce_all_jobs_is_checked_before_anything_is_written(tmp_path, capsys):
     with pytest.raises(ValueError, match="jobs"):
         run_all(tmp_path / "x", scale="smoke", progress=False, names=["fig1"], jobs=0)
     assert not (tmp_path / "x").exists()
-    assert main(["reproduce", "fig1", "--scale", "smoke", "--jobs", "2"]) == 2
-    assert "--jobs is an option of 'all' only" in capsys.readouterr().err
+    assert (
+        main(["reproduce", "fig1", "--scale", "smoke", "--jobs", "0", "--out", str(tmp_path / "y")])
+        == 2
+    )
+    assert "--jobs must be" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_the_registry_declares_what_reproduce_all_jobs_schedules_by():

@@ -57,6 +57,7 @@ def train_ensemble(
     progress: bool = True,
     seeds_per_block: int | None = None,
     dask: str | Any | None = None,
+    workers: int | None = None,
     max_restarts: int | None = None,
     channels_last: bool | None = None,
     allow_data_change: bool = False,
@@ -99,6 +100,13 @@ def train_ensemble(
         Scheduler address (or a client): each block runs as one task on a
         worker (one ensemble per worker or GPU); results land in the same
         layout. None: run here.
+    workers : int or None, default=None
+        Local worker processes that train the blocks at once, each at its
+        share of torch's threads (``darcyvae._pool``); with ``seeds_per_block``
+        None the seeds are split into this many blocks. On a 2-core CPU two
+        one-thread processes do about 1.2x the work of one two-thread process
+        (docs/benchmarks.md). None or 1: run here. Not with ``dask``. A resumed
+        run keeps the blocks it started with, whatever ``workers`` says now.
     max_restarts : int or None, default=None
         Restart each member that ends over-regularised, alone, with a seed
         from the single run's restart stream (``restart_seed(s, r)``), up to
@@ -148,8 +156,11 @@ def train_ensemble(
     epoch (all members of the block).
     """
     t0 = time.perf_counter()
-    seed_list, blocks, restarts = _check_arguments(config, seeds, seeds_per_block, max_restarts)
+    seed_list, _, restarts = _check_arguments(config, seeds, seeds_per_block, max_restarts)
+    workers = _check_workers(workers, dask)
     out = Path(out_dir)
+    seeds_per_block = _block_size(out, seed_list, seeds_per_block, workers, resume)
+    blocks = split_blocks(seed_list, seeds_per_block)
     first = [_block_checkpoint(out, 0, i, len(blocks)) for i in range(len(blocks))]
     _check_outputs(out, first, seed_list, resume)
     # Data that do not fit the model fail here, before any training starts.
@@ -163,7 +174,7 @@ def train_ensemble(
         with folder_lock(out, "darcyvae train --seeds"):
             for name in (ENSEMBLE_SUMMARY, *(path.name for path in first)):
                 clean_stale_tmp(out, name)  # left by an interrupted atomic save
-            rounds = _Rounds(out, config, seeds_per_block, restarts, dask)
+            rounds = _Rounds(out, config, seeds_per_block, restarts, dask, workers)
             trials = rounds.run(seed_list, train_set, test_set, train_data, test_data, opts)
             members = [_accepted(trial, trials[trial]) for trial in seed_list]
             result = EnsembleResult(out, seed_list, members, time.perf_counter() - t0)
@@ -201,6 +212,67 @@ def _check_arguments(
         msg = f"train_ensemble: max_restarts must be an integer >= 0 or None; got {restarts!r}."
         raise ValueError(msg)
     return seed_list, blocks, restarts
+
+
+MAX_WORKERS = 64
+"""Most local worker processes of ``train_ensemble(workers=...)``."""
+
+
+def _check_workers(workers: Any, dask: Any) -> int:
+    if workers is None:
+        return 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        msg = (
+            f"train_ensemble: workers must be an integer in [1, {MAX_WORKERS}] or None; "
+            f"got {workers!r}."
+        )
+        raise ValueError(msg)
+    if workers > 1 and dask is not None:
+        msg = (
+            "train_ensemble: workers (--workers, local processes) and dask (--dask, a cluster) "
+            "exclude each other; pass one."
+        )
+        raise ValueError(msg)
+    return workers
+
+
+def _block_size(
+    out: Path, seeds: list[int], seeds_per_block: int | None, workers: int, resume: bool
+) -> int | None:
+    """The block size to train with: the one a resumed run started with (read from its
+    first-round checkpoints), else ``seeds_per_block``, else ``workers`` equal blocks."""
+    wanted = seeds_per_block
+    if wanted is None and workers > 1:
+        wanted = -(-len(seeds) // workers)
+    started = _started_block_size(out, seeds) if resume else False
+    if started is False:
+        return wanted
+    if started != wanted:
+        log.info(
+            "train_ensemble: resuming %s with the blocks it started with (%s seeds each)",
+            out,
+            "all" if started is None else started,
+        )
+    return started
+
+
+def _started_block_size(out: Path, seeds: list[int]) -> int | bool | None:
+    """Block size of the first-round checkpoints in ``out`` (None: one block), or False
+    when there are none or they hold other seeds (the caller's choice then stands)."""
+    from .engine import load_ensemble_checkpoint
+
+    for tag, size in (("", None), ("_b0", 0)):
+        path = out / ENSEMBLE_CHECKPOINT.format(block=tag)
+        if not path.is_file():
+            continue
+        try:
+            held = list(load_ensemble_checkpoint(path)["seeds"])
+        except (OSError, ValueError, KeyError):
+            return False
+        if size is None:
+            return None if held == seeds else False
+        return len(held) if held == seeds[: len(held)] else False
+    return False
 
 
 _BYTES_PER_PARAMETER = 16
@@ -276,6 +348,7 @@ class _Rounds:
     seeds_per_block: int | None
     restarts: int
     dask: Any
+    workers: int = 1
 
     def run(
         self,
@@ -303,7 +376,12 @@ class _Rounds:
                     opts, resume=all(sp.checkpoint.is_file() for sp in specs)
                 )
             results = _run_blocks(
-                specs, self.config, train_set, test_set, train_data, test_data, opts, self.dask
+                specs,
+                self.config,
+                (train_set, test_set, train_data, test_data),
+                opts,
+                self.dask,
+                self.workers,
             )
             for (trial, _, _), res in zip(todo, results, strict=True):
                 trials[trial].append(res)
@@ -375,18 +453,37 @@ def _write_summary(
 def _run_blocks(
     specs: list[BlockSpec],
     config: TrainConfig,
-    train_set: DarcyDataset,
-    test_set: DarcyDataset | None,
-    train_data: Any,
-    test_data: Any,
+    data: tuple[DarcyDataset, DarcyDataset | None, Any, Any],
     opts: EngineOptions,
     dask: Any,
+    workers: int = 1,
 ) -> list[RunResult]:
-    if dask is None:
+    """Train ``specs`` here one after the other, on ``workers`` local processes, or on
+    dask; ``data`` is ``(train_set, test_set, train_data, test_data)``: the sets loaded
+    here and what a worker loads them from."""
+    train_set, test_set, train_data, test_data = data
+    if dask is None and (workers == 1 or len(specs) == 1):
         out: list[RunResult] = []
         for spec in specs:
             out += train_block(config, spec, train_set, test_set, _block_options(opts, spec))
         return out
+    args = [
+        (
+            config.to_dict(),
+            spec,
+            _portable(train_data),
+            _portable(test_data),
+            str(opts.device),
+            _block_options(opts, spec),
+        )
+        for spec in specs
+    ]
+    if dask is None:
+        from .._pool import process_pool
+
+        with process_pool(min(workers, len(specs))) as pool:
+            futures = [pool.submit(_remote_block, *a) for a in args]
+            return [m for future in futures for m in future.result()]
     try:
         from distributed import Client
     except ImportError as exc:
@@ -397,19 +494,7 @@ def _run_blocks(
         raise MissingDependencyError(msg) from exc
     client = dask if isinstance(dask, Client) else Client(dask)
     try:
-        futures = [
-            client.submit(
-                _dask_block,
-                config.to_dict(),
-                spec,
-                _portable(train_data),
-                _portable(test_data),
-                str(opts.device),
-                _block_options(opts, spec),
-                pure=False,
-            )
-            for spec in specs
-        ]
+        futures = [client.submit(_remote_block, *a, pure=False) for a in args]
         gathered = client.gather(futures)
     finally:
         if client is not dask:
@@ -428,7 +513,7 @@ def _portable(data: Any) -> Any:
     return str(data) if isinstance(data, (str, os.PathLike)) else data
 
 
-def _dask_block(
+def _remote_block(
     config: dict[str, Any],
     spec: BlockSpec,
     train_data: Any,
@@ -436,7 +521,8 @@ def _dask_block(
     device: str,
     opts: EngineOptions,
 ) -> list[RunResult]:
-    """One block on a dask worker: the data are read there, onto the worker's device."""
+    """One block on a worker process (local or dask): the data are read there, onto the
+    worker's device."""
     cfg = TrainConfig.from_dict(config)
     dev = resolve_device("auto" if device.startswith("cuda") else device, "train_ensemble")
     train_set, test_set = load_datasets(cfg, train_data, test_data, dev)

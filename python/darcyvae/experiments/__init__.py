@@ -131,6 +131,9 @@ torch (< 2**64) and the datasets' 64-bit seed attribute (< 2**63) accept."""
 MAX_TRIALS = 1000
 """Most trials per arm (``--trials``): 20 times the paper's 50."""
 
+MAX_JOBS = 64
+"""Most processes of ``reproduce --jobs`` (experiments at once, or an arm's blocks)."""
+
 
 def _check_trials(trials: Any) -> int | None:
     if trials is None:
@@ -219,6 +222,7 @@ def run_experiment(
     progress: bool = True,
     quick: bool | None = None,
     command: str | None = None,
+    jobs: int = 1,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Run experiment ``name`` into ``out_dir``: figures, ``results.json``, ``report.md``.
@@ -250,6 +254,10 @@ def run_experiment(
     command : str or None
         The command line recorded in the report (default: the equivalent
         ``darcyvae reproduce`` call).
+    jobs : int, default=1
+        Local processes that train an arm's trials at once, the threads shared
+        out (``train_ensemble(workers=...)``); a resumed arm keeps the blocks it
+        started with.
     **overrides
         Passed to the experiment function (e.g. ``grid`` of ``fig1``).
 
@@ -262,6 +270,7 @@ def run_experiment(
     if scale is None:
         scale = "smoke" if quick else "cpu"
     sc, seed, trials = _check_settings(scale, seed, trials, device)
+    jobs = check_int(jobs, "jobs", "reproduce", low=1, high=MAX_JOBS)
     out = Path(out_dir)
     from .._lock import folder_lock
 
@@ -281,6 +290,7 @@ def run_experiment(
             device=device,
             progress=progress,
             overrides=dict(overrides),
+            jobs=jobs,
         )
         start = time.perf_counter()
         results = dict(exp.fn(ctx, **overrides))
@@ -296,7 +306,8 @@ def run_experiment(
             seeds=ctx.seeds_used,
             quick=scale == "smoke",
             device=device,
-            command=command or _command(name, out, scale, seed, trials),
+            command=command
+            or _command(name, out, scale, seed, trials) + (f" --jobs {jobs}" if jobs > 1 else ""),
             notes=list(ctx.notes) + list(results.get("notes", [])),
             seconds=time.perf_counter() - start,
         )
@@ -468,10 +479,6 @@ def run_all(
     return results
 
 
-MAX_JOBS = 64
-"""Most experiments ``reproduce all --jobs`` runs at once."""
-
-
 def _run_recorded(name: str, out: Path, settings: dict[str, Any]) -> dict[str, Any]:
     """``run_experiment(name, out / name, **settings)``, a failure recorded as
     ``{"error": message}`` so that the other experiments still run."""
@@ -489,34 +496,18 @@ def _run_recorded(name: str, out: Path, settings: dict[str, Any]) -> dict[str, A
         return _failed(f"{type(exc).__name__}: {exc}")
 
 
-def _worker_start(threads: int, level: int) -> None:
-    """Set up a ``--jobs`` worker process: torch's share of the threads and the parent's
-    log level, each line naming the process."""
-    import torch
-
-    torch.set_num_threads(threads)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s [%(processName)s] %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
 def _run_parallel(
     chosen: list[str], out: Path, settings: dict[str, Any], jobs: int
 ) -> dict[str, dict[str, Any]]:
     """Run ``chosen`` in ``jobs`` worker processes, longest first (``cpu_minutes``); the
     experiments that read the others' folders (``after_others``) start when all the others
     have finished. Each worker gets ``torch.get_num_threads() // jobs`` threads (at least
-    one): two one-thread processes do about 1.35x the work of one two-thread process on two
+    one): two one-thread processes do about 1.2x the work of one two-thread process on two
     cores (docs/benchmarks.md). Progress bars from several processes would interleave, so
     each finished experiment is logged instead."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from .._pool import process_pool, share_threads
 
-    import torch
-
-    threads = max(1, torch.get_num_threads() // jobs)
+    threads = share_threads(jobs)
     later = [n for n in chosen if _EXPERIMENTS[n].after_others]
     first = sorted(
         (n for n in chosen if n not in later), key=lambda n: -_EXPERIMENTS[n].cpu_minutes
@@ -530,10 +521,7 @@ def _run_parallel(
         ", ".join(first + later),
     )
     done: dict[str, dict[str, Any]] = {}
-    context = multiprocessing.get_context("spawn")  # no fork of a process holding torch threads
-    start = (threads, logging.getLogger().getEffectiveLevel())
-    pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_start, initargs=start)
-    try:
+    with process_pool(jobs) as pool:
         for batch in (first, later):
             for name, res in _finished(pool, batch, out, quiet):
                 done[name] = res
@@ -543,14 +531,6 @@ def _run_parallel(
                     name,
                     "FAILED: " + res["error"] if "error" in res else verdicts,
                 )
-    except BaseException:
-        # interrupted (Ctrl-C, SIGTERM): stop the workers too, their runs resume next time
-        # (ProcessPoolExecutor.terminate_workers is public only from Python 3.14)
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            process.terminate()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
     return done
 
 

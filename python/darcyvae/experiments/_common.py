@@ -58,6 +58,8 @@ class Context:
         ``--trials`` (None: the scale's count).
     device : str
     progress : bool
+    jobs : int
+        Local processes that train an arm's trials at once (``reproduce NAME --jobs``).
     notes : list of str
         Deviations and remarks collected while running (go into the report).
     overrides : dict
@@ -75,6 +77,7 @@ class Context:
     notes: list[str] = field(default_factory=list)
     overrides: dict[str, Any] = field(default_factory=dict)
     seeds_used: dict[str, list[int]] = field(default_factory=dict)
+    jobs: int = 1
 
     def n_trials(self, default: int) -> int:
         """``--trials`` when given, else ``default``."""
@@ -326,14 +329,17 @@ def train_trials(
     out_dir: Path,
     device: str,
     progress: bool,
+    *,
+    workers: int = 1,
 ) -> list[dict[str, Any]]:
     """Train one model per seed of ``config``; return one record per trial, in seed order.
 
     Trial ``seed`` lives in ``member_dir(out_dir, seed)`` (``out_dir/seed_<seed>``). Finished trials are
     reused, interrupted ones resumed from their checkpoint. Two or more
     unfinished seeds train together through ``train_ensemble`` (a lone one
-    through ``train``). No trial is restarted or dropped: over-regularised
-    ones are counted.
+    through ``train``), on ``workers`` local processes at once
+    (``train_ensemble(workers=...)``, ``reproduce NAME --jobs``). No trial is
+    restarted or dropped: over-regularised ones are counted.
     """
     from ..ensemble import ENSEMBLE_CHECKPOINT, train_ensemble
     from ..training import train
@@ -353,6 +359,7 @@ def train_trials(
             device=device,
             resume=any(out_dir.glob(ENSEMBLE_CHECKPOINT.format(block="*"))),
             progress=progress,
+            workers=workers,
         )
     else:
         for s in todo:
@@ -396,6 +403,7 @@ def train_arms(
             ctx.out / arm.replace(" ", "_"),
             ctx.device,
             ctx.progress,
+            workers=ctx.jobs,
         )
         for arm, config in arm_configs.items()
     }

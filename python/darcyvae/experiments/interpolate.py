@@ -73,6 +73,7 @@ def interpolate(ctx: Context) -> dict[str, Any]:
         ctx.out / "trials",
         ctx.device,
         ctx.progress,
+        workers=ctx.jobs,
     )
     require_finished([a, b], "interpolate")
     alphas = np.linspace(0.0, 1.0, ctx.scale.interp_points)

@@ -160,6 +160,7 @@ def _train_label_counts(ctx: Context, n: int, batch: int) -> dict[int, list[dict
             ctx.out / f"labels_{n_l}",
             ctx.device,
             ctx.progress,
+            workers=ctx.jobs,
         )
     return by_label
 

@@ -171,6 +171,7 @@ def _run_cell(ctx: Context, cell: Cell, paths, n: int, probe: bool) -> dict[str,
             out / arm.replace(" ", "_"),
             ctx.device,
             ctx.progress,
+            workers=ctx.jobs,
         )[0]
         for arm, cfg in configs.items()
     }
@@ -207,6 +208,7 @@ def _run_cell(ctx: Context, cell: Cell, paths, n: int, probe: bool) -> dict[str,
             out / arm.replace(" ", "_"),
             ctx.device,
             ctx.progress,
+            workers=ctx.jobs,
         )
         for arm, cfg in configs.items()
     }
