@@ -380,6 +380,9 @@ def test_train_seeds_runs_an_ensemble_whose_members_match_single_runs(setup, cap
         (["--seeds", ""], "seeds"),
         (["--seeds", "0,1", "--seed", "3"], "--seed and --seeds"),
         (["--seeds-per-block", "2"], "go with --seeds"),
+        (["--workers", "2"], "go with --seeds"),
+        (["--seeds", "0,1", "--workers", "0"], "--workers must be an integer in [1, 64]"),
+        (["--seeds", "0,1", "--workers", "2", "--dask", "tcp://x:1"], "--workers and --dask"),
     ],
 )
 def test_train_seeds_bad_input_is_one_line(setup, capsys, extra, message):

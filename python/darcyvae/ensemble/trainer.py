@@ -229,8 +229,8 @@ def _check_workers(workers: Any, dask: Any) -> int:
         raise ValueError(msg)
     if workers > 1 and dask is not None:
         msg = (
-            "train_ensemble: workers (--workers, local processes) and dask (--dask, a cluster) "
-            "exclude each other; pass one."
+            "train_ensemble: workers (--workers) and dask (--dask) exclude each other (local "
+            "processes or a cluster); pass one."
         )
         raise ValueError(msg)
     return workers
