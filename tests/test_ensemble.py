@@ -578,27 +578,12 @@ def test_local_workers_give_the_blocks_trained_here(data, tmp_path):
     one thread, in the same layout."""
     train_path, test_path = data
     cfg = tiny_config(epochs=2, rec_epochs=1, deterministic=True)
-    here = train_ensemble(
-        cfg,
-        [0, 1, 2],
-        train_path,
-        test_path,
-        out_dir=tmp_path / "here",
-        seeds_per_block=2,
-        progress=False,
-    )
+    run = functools.partial(train_ensemble, cfg, [0, 1, 2], train_path, test_path, progress=False)
+    here = run(out_dir=tmp_path / "here", seeds_per_block=2)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)  # shared out: one thread per worker
     try:
-        pool = train_ensemble(
-            cfg,
-            [0, 1, 2],
-            train_path,
-            test_path,
-            out_dir=tmp_path / "pool",
-            workers=2,
-            progress=False,
-        )
+        pool = run(out_dir=tmp_path / "pool", workers=2)
     finally:
         torch.set_num_threads(threads)
     summary = json.loads((tmp_path / "pool" / "ensemble.json").read_text())
