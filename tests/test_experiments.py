@@ -530,6 +530,39 @@ def test_a_diverged_trial_is_kept_as_a_record(tmp_path):
         require_finished([rec], "landscape")
 
 
+@pytest.mark.slow
+def test_landscape_walk_resumes_from_its_log(tmp_path):
+    """The walk's finished paths are read back from walk.jsonl, not evaluated again: a rerun
+    gives the same curves; a path marked in the log comes back as logged (so it was read);
+    an interrupted walk (the log cut after two paths) finishes to the uninterrupted curves;
+    a log of another solution is not used."""
+    from darcyvae.experiments.landscape import WALK_LOG
+
+    out = tmp_path / "landscape"
+    first = run_experiment("landscape", out, scale="smoke", progress=False)
+    log_file = out / WALK_LOG
+    records = [json.loads(line) for line in log_file.read_text().splitlines()]
+    scale = experiments.get_scale("smoke")
+    assert len(records) == scale.landscape_inits + scale.landscape_directions
+    # marked: the first direction's first loss
+    records[scale.landscape_inits]["points"][0]["loss"] = 12345.0
+    log_file.write_text("".join(json.dumps(r) + "\n" for r in records[:-1]) + '{"torn')
+    again = run_experiment("landscape", out, scale="smoke", progress=False)
+    assert again["directions_loss"][0][0] == 12345.0
+    assert again["lines"] == first["lines"]
+    assert again["directions_loss"][1:] == first["directions_loss"][1:]  # the last re-evaluated
+    # another solution's log: every path evaluated afresh, the file rewritten for this key
+    for r in records:
+        r["key"]["solution"] = "0" * 64
+    log_file.write_text("".join(json.dumps(r) + "\n" for r in records))
+    fresh = run_experiment("landscape", out, scale="smoke", progress=False)
+    assert fresh["directions_loss"] == first["directions_loss"]
+    assert fresh["lines"] == first["lines"]
+    kept = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert len(kept) == len(records)
+    assert all(r["key"]["solution"] != "0" * 64 for r in kept)
+
+
 @given(points=st.integers(2, 41), refine=st.integers(0, 20))
 def test_landscape_line_grid_refines_the_last_step(points, refine):
     """The uniform grid, plus ``refine`` points between the last grid step and 1e-3 short of

@@ -15,11 +15,18 @@ evaluated
   the paper does not say how it scaled them).
 
 All floating state is interpolated, BatchNorm running statistics included,
-and the model is evaluated in eval mode.
+and the model is evaluated in eval mode. Each finished line and direction is
+appended to ``walk.jsonl`` with a key of the solution and the grid: a rerun or
+an interrupted walk evaluates only the paths not there (the directions are
+still drawn in order, so the random stream is the same).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,7 +98,15 @@ def landscape(ctx: Context) -> dict[str, Any]:
     alphas = np.linspace(0.0, 1.0, ctx.scale.landscape_points)
     line_alphas = _line_alphas(alphas, ctx.scale.landscape_refine)
     data = load_split(paths["train"], config)
-    lines, directions = _walk(ctx, config, data, solution, line_alphas, alphas)
+    key = {
+        "solution": _sha256(rec["checkpoint"]),
+        "line_alphas": line_alphas.tolist(),
+        "alphas": alphas.tolist(),
+        "latent_samples": ctx.scale.landscape_latent_samples,
+        "seed": ctx.seed,
+    }
+    log_ = WalkLog(ctx.out / WALK_LOG, key)
+    lines, directions = _walk(ctx, config, data, solution, line_alphas, alphas, log_)
     bound = rec["bound_train"]
     line_loss = np.array([[p["loss"] for p in pts] for pts in lines])
     dir_loss = np.array([[p["loss"] for p in pts] for pts in directions])
@@ -125,6 +140,64 @@ def _line_alphas(alphas: np.ndarray, refine: int) -> np.ndarray:
     return np.union1d(alphas, 1.0 - gaps)
 
 
+WALK_LOG = "walk.jsonl"
+"""The landscape's finished paths, one JSON line each (``WalkLog``)."""
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class WalkLog:
+    """The finished paths of a landscape walk in a JSON-lines file: ``get(kind, k)`` gives a
+    path's points when the file holds it under the same ``key`` (the solution's checksum,
+    the grids, the latent draws, the seed), ``add`` appends one (flushed to disk, so an
+    interrupted walk loses at most the path under way). Lines with another key are
+    dropped at the first ``add``; a torn last line is ignored."""
+
+    def __init__(self, path: Path, key: dict[str, Any]) -> None:
+        self.path, self.key = Path(path), key
+        self.paths: dict[tuple[str, int], list[dict[str, float]]] = {}
+        self._stale = False
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    self._stale = True
+                    continue
+                if rec.get("key") == key:
+                    self.paths[(rec["kind"], int(rec["index"]))] = rec["points"]
+                else:
+                    self._stale = True
+
+    def get(self, kind: str, index: int) -> list[dict[str, float]] | None:
+        return self.paths.get((kind, index))
+
+    def add(self, kind: str, index: int, points: list[dict[str, float]]) -> None:
+        self.paths[(kind, index)] = points
+        if self._stale:  # start the file afresh with the paths of this key
+            from .._io import atomic_write_text
+
+            atomic_write_text(
+                self.path, "".join(self._line(k, i, p) for (k, i), p in self.paths.items())
+            )
+            self._stale = False
+            return
+        with open(self.path, "a") as fh:
+            fh.write(self._line(kind, index, points))
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def _line(self, kind: str, index: int, points: list[dict[str, float]]) -> str:
+        rec = {"key": self.key, "kind": kind, "index": index, "points": points}
+        return json.dumps(rec) + "\n"
+
+
 def _walk(
     ctx: Context,
     config,
@@ -132,10 +205,11 @@ def _walk(
     solution: dict,
     line_alphas: np.ndarray,
     alphas: np.ndarray,
+    done: WalkLog,
 ) -> tuple[list[list[dict[str, float]]], list[list[dict[str, float]]]]:
     """The loss terms at every point of the lines from Xavier initialisations to the
     solution (at ``line_alphas``) and of the random directions out of it (at ``alphas``):
-    ``(lines, directions)``."""
+    ``(lines, directions)``; the paths ``done`` holds are read, not evaluated again."""
     import torch
     from tqdm import tqdm
 
@@ -154,25 +228,35 @@ def _walk(
     bar = tqdm(total=total, disable=not ctx.progress, desc="landscape", unit="point")
     lines = []
     for k in range(s.landscape_inits):
-        init = _xavier_state(config, 10_000 + ctx.seed * 100 + k)
-        pts = []
-        for a in line_alphas:
-            pts.append(point(interpolate_state(init, solution, float(a))))
-            bar.update()
+        pts = done.get("line", k)
+        if pts is None:
+            init = _xavier_state(config, 10_000 + ctx.seed * 100 + k)
+            pts = []
+            for a in line_alphas:
+                pts.append(point(interpolate_state(init, solution, float(a))))
+                bar.update()
+            done.add("line", k, pts)
+        else:
+            bar.update(len(pts))
         lines.append(pts)
     gen = torch.Generator().manual_seed(ctx.seed)
     param_names = {name for name, _ in model.named_parameters()}
     directions = []
-    for _ in range(s.landscape_directions):
-        direction = _random_direction(solution, param_names, gen)
-        pts = []
-        for t in alphas:
-            state = {
-                key: (v + float(t) * direction[key]) if key in direction else v
-                for key, v in solution.items()
-            }
-            pts.append(point(state))
-            bar.update()
+    for k in range(s.landscape_directions):
+        direction = _random_direction(solution, param_names, gen)  # drawn even when done
+        pts = done.get("direction", k)
+        if pts is None:
+            pts = []
+            for t in alphas:
+                state = {
+                    key: (v + float(t) * direction[key]) if key in direction else v
+                    for key, v in solution.items()
+                }
+                pts.append(point(state))
+                bar.update()
+            done.add("direction", k, pts)
+        else:
+            bar.update(len(pts))
         directions.append(pts)
     bar.close()
     return lines, directions
