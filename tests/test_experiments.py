@@ -356,6 +356,47 @@ def test_more_trials_reuse_the_finished_ones(tmp_path):
     assert both[0]["test"] != both[1]["test"]  # a different seed, a different model
 
 
+def test_more_trials_after_an_interrupted_ensemble(tmp_path):
+    """An arm's ensemble of seeds 0, 1 stopped early (here: trained 1 of 2 epochs); asking
+    for seeds 0-3 finishes that ensemble as it started, then trains 2, 3 as a new one in the
+    same folder; the first ensemble's summary is kept. Members that diverged count as
+    finished results and are not trained again."""
+    from darcyvae.ensemble import train_ensemble
+    from darcyvae.experiments._common import Context, dataset, train_config, train_trials
+
+    ctx = Context(
+        "normal", tmp_path, tmp_path.parent, experiments.get_scale("smoke"), 0, None, "cpu", False
+    )
+    paths = dataset(ctx, "normal")
+    config = train_config(ctx, optim={"epochs": 2}, beta={"rec_epochs": 0})
+    arm = tmp_path / "arm"
+    args = (paths["train"], paths["test"], arm, "cpu", False)
+    train_trials(config.replace(epochs=1), [0, 1], *args)
+    recs = train_trials(config, [0, 1, 2, 3], *args)
+    assert [r["epochs"] for r in recs] == [2, 2, 2, 2]
+    assert json.loads((arm / "ensemble_earlier_1.json").read_text())["seeds"] == [0, 1]
+    assert json.loads((arm / "ensemble.json").read_text())["seeds"] == [2, 3]
+    # seeds 0, 1 are the run that was not interrupted
+    whole = train_ensemble(
+        config, [0, 1], paths["train"], paths["test"], out_dir=tmp_path / "whole", progress=False
+    )
+    for r in recs[:2]:
+        assert r["test"]["distortion"] == pytest.approx(
+            whole.member(r["seed"]).final["test"]["distortion"], rel=1e-5
+        )
+    # two members marked diverged: finished, not trained again
+    stamps = {}
+    for s in (2, 3):
+        summary = member_dir(arm, s) / SUMMARY_NAME
+        summary.write_text(json.dumps({"seed": s, "status": "diverged", "epoch": 1}))
+        stamps[s] = (member_dir(arm, s) / CHECKPOINT_NAME).stat().st_mtime_ns
+    again = train_trials(config, [0, 1, 2, 3], *args)
+    assert [r["status"] for r in again] == ["finished", "finished", "diverged", "diverged"]
+    assert not again[2]["beats_bound"]
+    for s in (2, 3):
+        assert (member_dir(arm, s) / CHECKPOINT_NAME).stat().st_mtime_ns == stamps[s]
+
+
 @pytest.mark.slow
 def test_reproduce_all_writes_top_report_and_skl_scores_the_others(tmp_path, capsys):
     out = tmp_path / "all"

@@ -96,7 +96,8 @@ _OURS = {
     # lock file and the temporary files of an interrupted atomic save
     "train": re.compile(r"$^"),  # a single run is recognised by its config.toml
     "train --seeds": re.compile(
-        r"ensemble\.json|ensemble_checkpoint[_a-z0-9]*\.pt|seed_\d+(\.restart_\d+)?"
+        r"ensemble(_seeds|_earlier_\d+)?\.json|ensemble_checkpoint[_a-z0-9]*\.pt"
+        r"|seed_\d+(\.restart_\d+)?"
     ),
 }
 

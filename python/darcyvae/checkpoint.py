@@ -43,6 +43,8 @@ __all__ = [
     "CHECKPOINT_NAME",
     "CONFIG_NAME",
     "CSV_LOG_NAME",
+    "EARLIER_ENSEMBLE_SUMMARY",
+    "ENSEMBLE_SEEDS",
     "ENSEMBLE_SUMMARY",
     "LOG_NAME",
     "MEMBER_DIR",
@@ -73,6 +75,12 @@ TRIALS_NAME = "trials.json"
 """The attempts of a trial with restarts in the older layout (``OUT/attempt_K``); still read."""
 ENSEMBLE_SUMMARY = "ensemble.json"
 """The members of ``train_ensemble`` (and of a trial with restarts), in its output folder."""
+ENSEMBLE_SEEDS = "ensemble_seeds.json"
+"""The seeds of the ensemble an experiment's arm started in its folder, written before it
+trains, so that a rerun resumes that ensemble as it started (``experiments._common``)."""
+EARLIER_ENSEMBLE_SUMMARY = "ensemble_earlier_{k}.json"
+"""The summary of an arm's k-th finished ensemble, kept when more trials of the arm train in
+the same folder as a new ensemble."""
 MEMBER_DIR = "seed_{seed}"
 """The folder of the run with ``seed`` in an ensemble's (or a trial's) output folder."""
 RESTART_DIR = "seed_{seed}.restart_{restart}"

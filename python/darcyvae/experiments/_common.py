@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 
 from .._checks import config_kwargs
-from ..checkpoint import CHECKPOINT_NAME, LOG_NAME, SUMMARY_NAME
+from .._io import atomic_write_text
+from ..checkpoint import (
+    CHECKPOINT_NAME,
+    EARLIER_ENSEMBLE_SUMMARY,
+    ENSEMBLE_SEEDS,
+    ENSEMBLE_SUMMARY,
+    LOG_NAME,
+    SUMMARY_NAME,
+)
 from ..ensemble.results import member_dir
 from ..errors import TrainingDivergedError
 from ._scales import Scale
@@ -312,13 +320,53 @@ def _logvar_need(train_path: str, mtime_ns: int, normalize: str) -> tuple[float,
 
 
 def _finished(folder: Path, epochs: int) -> bool:
+    """A trial that trained all ``epochs``, or an ensemble member that stopped on a
+    non-finite loss (its summary says "diverged": a result, which the same seed repeats)."""
     summary = folder / SUMMARY_NAME
     if not summary.is_file() or not (folder / CHECKPOINT_NAME).is_file():
         return False
     try:
-        return int(json.loads(summary.read_text()).get("epochs", -1)) >= epochs
+        record = json.loads(summary.read_text())
+        return record.get("status") == "diverged" or int(record.get("epochs", -1)) >= epochs
     except (OSError, ValueError):
         return False
+
+
+def _ensemble_under_way(out_dir: Path) -> list[int] | None:
+    """The seeds of the ensemble started in ``out_dir`` whose checkpoint is there (as
+    ``_start_ensemble`` recorded them, or, in a folder written before that record, as its
+    checkpoints hold them), or None when no ensemble checkpoint is there."""
+    from ..ensemble import ENSEMBLE_CHECKPOINT, load_ensemble_checkpoint
+
+    files = sorted(out_dir.glob(ENSEMBLE_CHECKPOINT.format(block="*")))
+    first_round = [p for p in files if "_r" not in p.stem]
+    if not first_round:
+        return None
+    try:
+        return [int(s) for s in json.loads((out_dir / ENSEMBLE_SEEDS).read_text())["seeds"]]
+    except (OSError, ValueError, KeyError):
+        pass
+    blocks = sorted(first_round, key=lambda p: int(p.stem.partition("_b")[2] or 0))
+    return [int(s) for p in blocks for s in load_ensemble_checkpoint(p)["seeds"]]
+
+
+def _start_ensemble(out_dir: Path, seeds: list[int]) -> None:
+    """Make way for a new ensemble of ``seeds`` in ``out_dir`` and record its seeds. An
+    earlier ensemble there has finished (``train_trials`` resumed it first): its
+    checkpoints are redundant (each member's folder holds its own final state) and go, its
+    summary stays as ``ensemble_earlier_<k>.json``."""
+    from ..ensemble import ENSEMBLE_CHECKPOINT
+
+    for p in out_dir.glob(ENSEMBLE_CHECKPOINT.format(block="*")):
+        p.unlink()
+    summary = out_dir / ENSEMBLE_SUMMARY
+    if summary.is_file():
+        k = 1
+        while (out_dir / EARLIER_ENSEMBLE_SUMMARY.format(k=k)).exists():
+            k += 1
+        summary.rename(out_dir / EARLIER_ENSEMBLE_SUMMARY.format(k=k))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / ENSEMBLE_SEEDS, json.dumps({"seeds": seeds}) + "\n")
 
 
 def train_trials(
@@ -334,14 +382,17 @@ def train_trials(
 ) -> list[dict[str, Any]]:
     """Train one model per seed of ``config``; return one record per trial, in seed order.
 
-    Trial ``seed`` lives in ``member_dir(out_dir, seed)`` (``out_dir/seed_<seed>``). Finished trials are
-    reused, interrupted ones resumed from their checkpoint. Two or more
-    unfinished seeds train together through ``train_ensemble`` (a lone one
-    through ``train``), on ``workers`` local processes at once
-    (``train_ensemble(workers=...)``, ``reproduce NAME --jobs``). No trial is
-    restarted or dropped: over-regularised ones are counted.
+    Trial ``seed`` lives in ``member_dir(out_dir, seed)`` (``out_dir/seed_<seed>``).
+    Finished trials are reused (a member that diverged is a finished result),
+    interrupted ones resumed: an ensemble that was under way first finishes with
+    the seeds and blocks it started with, whatever is asked now; then the seeds
+    still left (e.g. more ``--trials`` than before) train together through
+    ``train_ensemble`` (a lone one through ``train``), on ``workers`` local
+    processes at once (``train_ensemble(workers=...)``, ``reproduce NAME
+    --jobs``). No trial is restarted or dropped: over-regularised ones are
+    counted.
     """
-    from ..ensemble import ENSEMBLE_CHECKPOINT, train_ensemble
+    from ..ensemble import train_ensemble
     from ..training import train
 
     out_dir = Path(out_dir)
@@ -349,18 +400,25 @@ def train_trials(
     folders = {s: member_dir(out_dir, s) for s in seeds}
     todo = [s for s in seeds if not _finished(folders[s], config.epochs)]
     failed: dict[int, str] = {}
+    ensemble = functools.partial(
+        train_ensemble,
+        config,
+        train_data=train_path,
+        test_data=test_path,
+        out_dir=out_dir,
+        device=device,
+        progress=progress,
+        workers=workers,
+    )
+    under_way = _ensemble_under_way(out_dir) if todo else None
+    if under_way is not None and any(
+        not _finished(member_dir(out_dir, s), config.epochs) for s in under_way
+    ):
+        ensemble(seeds=under_way, resume=True)
+        todo = [s for s in todo if not _finished(folders[s], config.epochs)]
     if len(todo) > 1:
-        train_ensemble(
-            config,
-            todo,
-            train_path,
-            test_path,
-            out_dir=out_dir,
-            device=device,
-            resume=any(out_dir.glob(ENSEMBLE_CHECKPOINT.format(block="*"))),
-            progress=progress,
-            workers=workers,
-        )
+        _start_ensemble(out_dir, todo)
+        ensemble(seeds=todo, resume=False)
     else:
         for s in todo:
             folder = folders[s]
@@ -429,22 +487,25 @@ def trial_record(
     ``bound_test`` is ``test_bound``'s (bound, elements per sample). The
     verdicts "trained" and "over-regularised" are derived here from the
     stored numbers with the unit-free rule (docs/model.md §4e), so runs
-    written under an older rule are judged by today's. A trial without a
-    summary (diverged) is kept as a record that is neither trained nor
-    over-regularised, with ``status`` "diverged".
+    written under an older rule are judged by today's. A trial that
+    diverged (no summary, or an ensemble member's summary saying so) is kept as
+    a record that is neither trained nor over-regularised, with ``status``
+    "diverged" and the reason under ``error``.
     """
     from ..evaluation import beats_bound, is_over_regularized, margin_per_element
 
     bound, n_elements = bound_test
     path = Path(folder) / SUMMARY_NAME
-    if not path.is_file():
+    summary = json.loads(path.read_text()) if path.is_file() else {"status": "diverged"}
+    if summary.get("status") == "diverged":  # no summary, or an ensemble member's record
+        error = error or summary.get("message") or f"no {SUMMARY_NAME}"
         return {
             "seed": int(seed),
             "folder": str(folder),
             "checkpoint": None,
             "epochs": None,
             "status": "diverged",
-            "error": error or f"no {SUMMARY_NAME}",
+            "error": error,
             "train": {},
             "test": {},
             "bound_train": None,
@@ -459,7 +520,6 @@ def trial_record(
             "disentangled": False,
             "rotated": False,
         }
-    summary = json.loads(path.read_text())
     test = summary.get("test", {})
     train = summary.get("train", {})
     distortion = test.get("distortion", train.get("distortion"))
