@@ -71,6 +71,10 @@ def test_list_names_every_experiment_and_scale(capsys):
     for name in ALL:
         assert re.search(rf"^{re.escape(name)}\s", out, re.MULTILINE), name
     assert "smoke, cpu, cpu-fast, paper" in out
+    # each experiment's declared minutes (what --jobs schedules by); skl waits for the others
+    for e in list_experiments():
+        line = next(x for x in out.splitlines() if x.startswith(e.name + " "))
+        assert (f"[~{e.cpu_minutes:g} min at cpu, 1 core]" in line) != e.after_others
 
 
 def test_the_registry_finds_every_module_and_orders_skl_last():

@@ -115,7 +115,8 @@ def _run_reproduce(args: argparse.Namespace) -> int:
 
     if args.list:
         for exp in experiments.list_experiments():
-            print(f"{exp.name:16s} {exp.description}")
+            minutes = "" if exp.after_others else f" [~{exp.cpu_minutes:g} min at cpu, 1 core]"
+            print(f"{exp.name:16s} {exp.description}{minutes}")
         print(f"{'all':16s} every experiment above, then a top-level report.md")
         print("scales: " + ", ".join(experiments.SCALES))
         return 0
