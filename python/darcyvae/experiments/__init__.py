@@ -442,7 +442,7 @@ def run_all(
         scale = "smoke" if quick else "cpu"
     _, seed, trials = _check_settings(scale, seed, trials, device)
     jobs = check_int(jobs, "jobs", "reproduce all", low=1, high=MAX_JOBS)
-    other = _load_compare(compare)
+    _load_compare(compare)  # a folder that holds no run fails here, before anything runs
     out = Path(out_dir)
     chosen = [e.name for e in list_experiments()]
     if names is not None:
@@ -473,6 +473,7 @@ def run_all(
         done = {name: _run_recorded(name, out, settings) for name in chosen}
     results = {name: done[name] for name in chosen}  # the registry's order, however they ran
     only = chosen if names is not None else None
+    other = _load_compare(compare)  # read now: the compared run may have gone on meanwhile
     atomic_write_text(
         out / "report.md", _all_report(results, out, scale, seed, trials, other, only, jobs)
     )
