@@ -644,6 +644,21 @@ def test_scales_state_only_what_differs_from_the_paper():
     assert experiments.get_scale("smoke").dpi >= 100  # legible figures at every scale
 
 
+@pytest.mark.slow
+def test_skl_finds_the_test_data_of_a_moved_run_folder(tmp_path):
+    """The checkpoints record their training file's absolute path; after the folder of a
+    `reproduce all` run is moved, skl finds each model's test file under its experiment."""
+    import shutil
+
+    first = tmp_path / "first"
+    run_all(first, scale="smoke", progress=False, names=["normal"])
+    moved = tmp_path / "moved"
+    shutil.move(first, moved)
+    res = run_all(moved, scale="smoke", progress=False, names=["skl"])["skl"]
+    assert res["skipped"] == []
+    assert [m["experiment"] for m in res["models"]] == ["normal", "normal"]
+
+
 def test_skl_claim_keeps_collapsed_latents_ranked_last():
     """A collapsed latent scores S_KL = inf (docs/scores.md §5); the Fig. 13 claim keeps it in
     the medians and the rank correlation instead of dropping it as non-finite."""

@@ -115,6 +115,20 @@ def skl(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _test_file(train_path: Path, folder: Path, root: Path) -> Path | None:
+    """The test file beside the training file the checkpoint recorded; if that path is gone
+    (the experiment's folder was moved or copied), the same file under the model's own
+    experiment folder (``<experiment>/data/<distribution>/test.h5``)."""
+    recorded = train_path.with_name("test.h5")
+    if recorded.is_file():
+        return recorded
+    if len(train_path.parts) < 3 or train_path.parts[-3] != "data":
+        return None
+    experiment = root / folder.relative_to(root).parts[0]
+    moved = experiment / "data" / train_path.parts[-2] / "test.h5"
+    return moved if moved.is_file() else None
+
+
 def _score(folder: Path, root: Path, seed: int) -> dict[str, Any]:
     """S_D, S_KL (cross-fitted and in-sample), the Theorem-1 margin and the class of the
     model in ``folder`` on its test data; ``{"folder", "why"}`` when it cannot be scored."""
@@ -124,8 +138,8 @@ def _score(folder: Path, root: Path, seed: int) -> dict[str, Any]:
     from ..metrics import s_d, s_kl
 
     ckpt = load_checkpoint(folder)
-    test_path = Path(ckpt.get("train_path", "")).with_name("test.h5")
-    if not test_path.is_file():
+    test_path = _test_file(Path(ckpt.get("train_path", "")), folder, root)
+    if test_path is None:
         return {"folder": str(folder), "why": "no test data beside the training data"}
     stats = ckpt.get("normalization")
     data = DarcyDataset(
