@@ -34,7 +34,7 @@ from .engine import ENSEMBLE_CHECKPOINT, BlockSpec, EngineOptions, train_block
 from .results import ENSEMBLE_SUMMARY, EnsembleResult, RunResult, member_dir
 from .seeds import check_seeds, restart_seed, split_blocks
 
-__all__ = ["PRECISIONS", "train_ensemble"]
+__all__ = ["PRECISIONS", "started_blocks", "train_ensemble"]
 
 PRECISIONS = ("float32", "bfloat16")
 """Arithmetic of the batched network (``train_ensemble(precision=...)``)."""
@@ -256,23 +256,34 @@ def _block_size(
     return started
 
 
+def started_blocks(out: str | os.PathLike) -> list[list[int]] | None:
+    """The seeds of each first-round block checkpoint in ``out``, in block order (one list
+    for a one-block run), or None when there is none or one cannot be read."""
+    from .engine import load_ensemble_checkpoint
+
+    out = Path(out)
+    one = out / ENSEMBLE_CHECKPOINT.format(block="")
+    paths = [one] if one.is_file() else []
+    i = 0
+    while not paths and (out / ENSEMBLE_CHECKPOINT.format(block=f"_b{i}")).is_file():
+        i += 1
+    paths = paths or [out / ENSEMBLE_CHECKPOINT.format(block=f"_b{k}") for k in range(i)]
+    try:
+        return [[int(s) for s in load_ensemble_checkpoint(p)["seeds"]] for p in paths] or None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _started_block_size(out: Path, seeds: list[int]) -> int | bool | None:
     """Block size of the first-round checkpoints in ``out`` (None: one block), or False
     when there are none or they hold other seeds (the caller's choice then stands)."""
-    from .engine import load_ensemble_checkpoint
-
-    for tag, size in (("", None), ("_b0", 0)):
-        path = out / ENSEMBLE_CHECKPOINT.format(block=tag)
-        if not path.is_file():
-            continue
-        try:
-            held = list(load_ensemble_checkpoint(path)["seeds"])
-        except (OSError, ValueError, KeyError):
-            return False
-        if size is None:
-            return None if held == seeds else False
-        return len(held) if held == seeds[: len(held)] else False
-    return False
+    blocks = started_blocks(out)
+    if blocks is None:
+        return False
+    if not (out / ENSEMBLE_CHECKPOINT.format(block="_b0")).is_file():
+        return None if blocks[0] == seeds else False
+    held = [s for b in blocks for s in b]
+    return len(blocks[0]) if held == seeds[: len(held)] else False
 
 
 _BYTES_PER_PARAMETER = 16

@@ -336,18 +336,15 @@ def _ensemble_under_way(out_dir: Path) -> list[int] | None:
     """The seeds of the ensemble started in ``out_dir`` whose checkpoint is there (as
     ``_start_ensemble`` recorded them, or, in a folder written before that record, as its
     checkpoints hold them), or None when no ensemble checkpoint is there."""
-    from ..ensemble import ENSEMBLE_CHECKPOINT, load_ensemble_checkpoint
+    from ..ensemble.trainer import started_blocks
 
-    files = sorted(out_dir.glob(ENSEMBLE_CHECKPOINT.format(block="*")))
-    first_round = [p for p in files if "_r" not in p.stem]
-    if not first_round:
+    blocks = started_blocks(out_dir)
+    if blocks is None:
         return None
     try:
         return [int(s) for s in json.loads((out_dir / ENSEMBLE_SEEDS).read_text())["seeds"]]
     except (OSError, ValueError, KeyError):
-        pass
-    blocks = sorted(first_round, key=lambda p: int(p.stem.partition("_b")[2] or 0))
-    return [int(s) for p in blocks for s in load_ensemble_checkpoint(p)["seeds"]]
+        return [s for b in blocks for s in b]
 
 
 def _start_ensemble(out_dir: Path, seeds: list[int]) -> None:
