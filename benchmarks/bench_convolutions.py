@@ -1,0 +1,293 @@
+"""Benchmark: where an ensemble's training step goes, against what the core could do.
+
+The training engine runs K DenseVAEs as one network whose convolutions are
+grouped convolutions (``groups=K``, docs/model.md §4a, ``BatchedDenseVAE``).
+This benchmark asks how far that is from the hardware: for one training
+step of K members (forward and backward, the engine's layout), it
+
+- records every convolution the step runs (a ``TorchDispatchMode`` on
+  ``aten.convolution``: input, weight, stride, padding, groups, transposed);
+- replays each one alone, forward + backward (the weight's gradient, and the
+  input's where the step needs it), in the same memory layout, and times it;
+- counts its floating-point work by hand, 2 x (multiply-adds) per pass:
+  forward, weight gradient, input gradient;
+- times a large single-precision matrix product (``n x n`` ``@``) at the
+  same threads, the rate dense BLAS work reaches on this core.
+
+It prints one row per distinct convolution (calls per step, ms per step,
+GFLOP per step, GFLOP/s, the GEMM rate's multiple) and a summary: the whole
+step's time, the convolutions' share, and the step's floor if the
+convolutions ran at the GEMM rate. That floor is what a convolution kernel
+made for few channels per group could approach; the engine's choices
+(grouped, channels last; ``darcyvae.ensemble.members.stack_for``) are the
+fastest of the library kernels measured in ``bench_training.py --layouts``.
+
+Usage::
+
+    python benchmarks/bench_convolutions.py                        # tiny + HP, K = 50, 1 thread
+    python benchmarks/bench_convolutions.py --k 16 --threads 2 --json conv.json
+    python benchmarks/bench_convolutions.py --quick                # K = 4, batch 16: seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine
+from _table import text_table
+from darcyvae.ensemble.batched import BatchedDenseVAE
+from darcyvae.models import DenseVAE, model_config
+
+
+class _RecordConvolutions(TorchDispatchMode):
+    """Records the arguments of every ``aten.convolution`` call (forward only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[dict[str, Any]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten.convolution.default:
+            x, w, bias, stride, padding, dilation, transposed, output_padding, groups = args
+            self.calls.append(
+                {
+                    "input": tuple(x.shape),
+                    "weight": tuple(w.shape),
+                    "channels_last": x.is_contiguous(memory_format=torch.channels_last)
+                    and not x.is_contiguous(),
+                    "input_grad": x.requires_grad,
+                    "stride": tuple(stride),
+                    "padding": tuple(padding),
+                    "dilation": tuple(dilation),
+                    "transposed": bool(transposed),
+                    "output_padding": tuple(output_padding),
+                    "groups": int(groups),
+                    "bias": bias is not None,
+                }
+            )
+        return func(*args, **kwargs)
+
+
+def _key(call: dict[str, Any]) -> tuple:
+    return tuple((k, call[k]) for k in sorted(call))
+
+
+def _convolve(call: dict[str, Any], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    if call["transposed"]:
+        return F.conv_transpose2d(
+            x,
+            w,
+            None,
+            call["stride"],
+            call["padding"],
+            call["output_padding"],
+            call["groups"],
+            call["dilation"],
+        )
+    return F.conv2d(x, w, None, call["stride"], call["padding"], call["dilation"], call["groups"])
+
+
+def conv_flops(call: dict[str, Any], output_shape: tuple[int, ...]) -> float:
+    """Floating-point operations of one forward + backward of ``call``.
+
+    Multiply-adds of the forward pass: every output element of a grouped
+    convolution sums ``C_in / groups x kh x kw`` products (for a transposed
+    convolution every *input* element scatters ``C_out / groups x kh x kw``,
+    the same count seen from the other side). The weight gradient costs as
+    much again, and so does the input gradient when the step needs it.
+    """
+    w = call["weight"]
+    kh, kw = w[2], w[3]
+    if call["transposed"]:  # weight (C_in, C_out / groups, kh, kw)
+        n, c_in, h, wd = call["input"]
+        macs = n * h * wd * c_in * w[1] * kh * kw
+    else:  # weight (C_out, C_in / groups, kh, kw)
+        n, c_out, h, wd = output_shape
+        macs = n * h * wd * c_out * w[1] * kh * kw
+    passes = 3 if call["input_grad"] else 2
+    return 2.0 * macs * passes
+
+
+def time_convolution(call: dict[str, Any], repeats: int) -> tuple[float, tuple[int, ...]]:
+    """Median seconds of one forward + backward of ``call`` alone, and its output shape."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(call["input"], generator=g)
+    if call["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(call["input_grad"])
+    w = torch.randn(call["weight"], generator=g, requires_grad=True)
+    out = _convolve(call, x, w)
+    shape = tuple(out.shape)
+    grad = torch.ones_like(out)
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        out = _convolve(call, x, w)
+        out.backward(grad)
+        times.append(time.perf_counter() - t0)
+        x.grad = w.grad = None
+    return statistics.median(times[1:]), shape
+
+
+def gemm_rate(n: int, repeats: int) -> float:
+    """FLOP/s of an ``n x n`` float32 matrix product (median of ``repeats``)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n**3 / statistics.median(times)
+
+
+def measure(
+    model: str, prior: str, k: int, batch: int, repeats: int, gemm_n: int
+) -> dict[str, Any]:
+    """The rows and the summary for one configuration (at torch's current threads)."""
+    cfg = model_config(model, prior=prior)
+    torch.manual_seed(0)
+    net = BatchedDenseVAE([DenseVAE(cfg) for _ in range(k)])
+    net.train()
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(k, batch, cfg.channels, cfg.grid, cfg.grid, generator=g)
+    eps = torch.randn(k, batch, cfg.latent_dim, generator=g)
+
+    def step() -> None:
+        out = net(y, eps)
+        (out.y_mean.square().mean() + out.mu.square().mean() + out.logvar.exp().mean()).backward()
+        for p in net.parameters():
+            p.grad = None
+
+    recorder = _RecordConvolutions()
+    with recorder:
+        step()
+    step()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+
+    counts: dict[tuple, int] = {}
+    calls: dict[tuple, dict[str, Any]] = {}
+    for call in recorder.calls:
+        counts[_key(call)] = counts.get(_key(call), 0) + 1
+        calls[_key(call)] = call
+    gemm = gemm_rate(gemm_n, max(3, repeats))
+    rows = []
+    for key, call in calls.items():
+        seconds, out_shape = time_convolution(call, repeats)
+        n = counts[key]
+        flops = conv_flops(call, out_shape)
+        rows.append(
+            {
+                "kind": "conv_transpose" if call["transposed"] else "conv",
+                "input": list(call["input"]),
+                "weight": list(call["weight"]),
+                "stride": call["stride"][0],
+                "groups": call["groups"],
+                "input_grad": call["input_grad"],
+                "calls_per_step": n,
+                "ms_per_step": 1e3 * seconds * n,
+                "gflop_per_step": flops * n / 1e9,
+                "gflops": flops / seconds / 1e9,
+                "of_gemm": flops / seconds / gemm,
+            }
+        )
+    rows.sort(key=lambda r: -r["ms_per_step"])
+    conv_s = sum(r["ms_per_step"] for r in rows) / 1e3
+    conv_flop = sum(r["gflop_per_step"] for r in rows) * 1e9
+    floor_s = step_s - conv_s + conv_flop / gemm
+    summary = {
+        "model": model,
+        "prior": prior,
+        "k": k,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "step_ms": 1e3 * step_s,
+        "convolutions_ms": 1e3 * conv_s,
+        "convolutions_share": conv_s / step_s,
+        "convolutions_gflops": conv_flop / conv_s / 1e9,
+        "gemm_gflops": gemm / 1e9,
+        "floor_ms_at_gemm_rate": 1e3 * floor_s,
+        "possible_speedup": step_s / floor_s,
+    }
+    return {"rows": rows, "summary": summary}
+
+
+def _shape(r: dict[str, Any]) -> str:
+    w = r["weight"]
+    return f"{r['input'][1]}x{r['input'][2]}x{r['input'][3]} k{w[2]} s{r['stride']}"
+
+
+COLUMNS = [
+    ("convolution", "<16", lambda r: r["kind"]),
+    ("input (C x H x W)", "<20", _shape),
+    ("C/group in", ">10", lambda r: str(r["input"][1] // r["groups"])),
+    ("calls", ">5", lambda r: str(r["calls_per_step"])),
+    ("ms/step", ">8", lambda r: f"{r['ms_per_step']:.1f}"),
+    ("GFLOP/step", ">10", lambda r: f"{r['gflop_per_step']:.3f}"),
+    ("GFLOP/s", ">8", lambda r: f"{r['gflops']:.1f}"),
+    ("of GEMM", ">8", lambda r: f"{100 * r['of_gemm']:.0f}%"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="dense_vae_tiny", help="registered model")
+    parser.add_argument(
+        "--prior", default="hierarchical", help="prior (default: the mixture4 HP arm's)"
+    )
+    parser.add_argument("--k", type=int, default=50, help="members (default: 50, mixture4's)")
+    parser.add_argument("--batch", type=int, default=64, help="batch per member")
+    parser.add_argument("--threads", default="1", help="torch CPU threads, e.g. 1,2")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats (medians)")
+    parser.add_argument("--gemm-n", type=int, default=2048, help="size of the GEMM reference")
+    parser.add_argument("--quick", action="store_true", help="K = 4, batch 16, 3 repeats")
+    parser.add_argument("--json", type=Path, help="write the rows and summaries here")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.k, args.batch, args.repeats, args.gemm_n = 4, 16, 3, 512
+    if args.k < 1 or args.batch < 1 or args.repeats < 1:
+        parser.error("--k, --batch and --repeats must be >= 1")
+    threads = [int(t) for t in args.threads.split(",")]
+    results = []
+    for t in threads:
+        torch.set_num_threads(t)
+        res = measure(args.model, args.prior, args.k, args.batch, args.repeats, args.gemm_n)
+        s = res["summary"]
+        print(
+            f"\n{s['model']} ({s['prior']}), K = {s['k']}, batch {s['batch']}, "
+            f"{s['threads']} thread(s): one training step (forward + backward)"
+        )
+        print(text_table(COLUMNS, res["rows"]))
+        print(
+            f"step {s['step_ms']:.0f} ms; convolutions {s['convolutions_ms']:.0f} ms "
+            f"({100 * s['convolutions_share']:.0f}%) at {s['convolutions_gflops']:.1f} GFLOP/s; "
+            f"float32 GEMM {s['gemm_gflops']:.1f} GFLOP/s; with the convolutions at the GEMM "
+            f"rate the step would take {s['floor_ms_at_gemm_rate']:.0f} ms "
+            f"({s['possible_speedup']:.1f}x faster)"
+        )
+        results.append(res)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
