@@ -489,6 +489,35 @@ def test_reproduce_one_experiment_with_jobs_trains_an_arm_in_blocks(tmp_path):
     assert "--jobs 2" in (tmp_path / "two" / "report.md").read_text()
 
 
+@pytest.mark.slow
+def test_reproduce_demo_with_jobs_trains_its_arms_side_by_side(tmp_path, caplog):
+    """reproduce demo --jobs 2: one model per arm, fewer than the jobs, so the two arms
+    train at once, one process each, and give what a one-thread run gives arm after arm:
+    the demo is deterministic, so its summary is the same to the digit."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run_experiment("demo", tmp_path / "one", scale="smoke", progress=False)
+        torch.set_num_threads(2)  # shared out: one thread per arm
+        with caplog.at_level("INFO", logger="darcyvae.experiments"):
+            two = run_experiment("demo", tmp_path / "two", scale="smoke", progress=False, jobs=2)
+    finally:
+        torch.set_num_threads(threads)
+    assert "arms no HP, HP side by side in 2 processes of 1 thread(s) each" in caplog.text
+    for arm in ("no HP", "HP"):
+        assert one["arms"][arm]["test"] == two["arms"][arm]["test"]
+        assert one["arms"][arm]["epochs"] == two["arms"][arm]["epochs"]
+
+    def summary(run: str) -> list[str]:
+        text = (tmp_path / run / "summary.txt").read_text()
+        return [line for line in text.splitlines() if "figures:" not in line]
+
+    assert summary("one") == summary("two")
+    assert "--jobs 2" in (tmp_path / "two" / "report.md").read_text()
+
+
 def test_reproduce_all_jobs_is_checked_before_anything_is_written(tmp_path, capsys):
     with pytest.raises(ValueError, match="jobs"):
         run_all(tmp_path / "x", scale="smoke", progress=False, names=["fig1"], jobs=0)

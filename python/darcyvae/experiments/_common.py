@@ -448,20 +448,51 @@ def train_arms(
     Arm ``name`` trains the seeds ``ctx.seeds(n_trials, name)`` in ``ctx.out/<name>``
     (spaces as underscores) on ``paths["train"]`` / ``paths["test"]``; the records come
     back per arm, in the order of ``arm_configs``.
+
+    With ``ctx.jobs`` > 1 the local processes go where they fill the cores: an arm
+    with at least ``ctx.jobs`` trials splits its seeds into ``ctx.jobs`` blocks
+    trained at once (``train_trials(workers=...)``), arm after arm; arms with fewer
+    trials than that (the demo's one model per arm) train side by side instead, one
+    arm per process (``_train_arms_side_by_side``). Either way a trial is trained
+    by the same code at the same threads as in-process, so the records are the same.
     """
-    return {
-        arm: train_trials(
+    args = {
+        arm: (
             config,
             ctx.seeds(n_trials, arm),
             paths["train"],
             paths["test"],
             ctx.out / arm.replace(" ", "_"),
             ctx.device,
-            ctx.progress,
-            workers=ctx.jobs,
         )
         for arm, config in arm_configs.items()
     }
+    if ctx.jobs > 1 and len(args) > 1 and n_trials < ctx.jobs:
+        return _train_arms_side_by_side(args, ctx.jobs)
+    return {arm: train_trials(*a, ctx.progress, workers=ctx.jobs) for arm, a in args.items()}
+
+
+def _train_arms_side_by_side(args: dict[str, tuple], jobs: int) -> dict[str, list[dict[str, Any]]]:
+    """``train_trials(*args[arm])`` of every arm at once in ``min(jobs, arms)`` worker
+    processes, torch's threads shared out among them (``darcyvae._pool``). Progress
+    bars from several processes would interleave, so each arm logs when it is done."""
+    from .._pool import process_pool, share_threads
+
+    workers = min(jobs, len(args))
+    log.info(
+        "training the arms %s side by side in %d processes of %d thread(s) each "
+        "(no progress bars; each arm is logged when it finishes)",
+        ", ".join(args),
+        workers,
+        share_threads(workers),
+    )
+    with process_pool(workers) as pool:
+        futures = {arm: pool.submit(train_trials, *a, False) for arm, a in args.items()}
+        records = {}
+        for arm, future in futures.items():
+            records[arm] = future.result()
+            log.info("arm %s: %d trial(s) trained", arm, len(records[arm]))
+    return records
 
 
 def test_bound(test_path: Path, train_path: Path, config) -> tuple[float, int]:
