@@ -104,7 +104,8 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="processes at once, --threads (or torch's threads) shared out among them: for "
         "all, N experiments at a time, longest first; for one experiment, each arm's trials "
-        "in N blocks at a time; on 2 cores --jobs 2 does about 1.2x the work (default: 1)",
+        "in N blocks at a time, or the arms side by side where they have fewer trials than N "
+        "(demo); on 2 cores --jobs 2 does about 1.2x the work (default: 1)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_reproduce, _parser=p)
