@@ -477,7 +477,7 @@ def test_every_option_of_every_verb_has_help_and_says_its_default():
 
 
 def test_flags_only_leaves_out_the_python_names():
-    from darcyvae.cli import _flags_only
+    from darcyvae.cli._errors import _flags_only
 
     cases = {
         "x.h5 exists; overwrite=True (--overwrite) replaces it.": "x.h5 exists; --overwrite replaces it.",
