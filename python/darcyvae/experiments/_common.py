@@ -454,7 +454,8 @@ def train_arms(
     trained at once (``train_trials(workers=...)``), arm after arm; arms with fewer
     trials than that (the demo's one model per arm) train side by side instead, one
     arm per process (``_train_arms_side_by_side``). Either way a trial is trained
-    by the same code at the same threads as in-process, so the records are the same.
+    by the same code; side by side at one thread each, the records equal an
+    in-process run's at one thread (tested; other thread counts round differently).
     """
     args = {
         arm: (
