@@ -17,10 +17,12 @@ Side by side in one process, on the same device and the same random fields
   of its own ``DenseVAE`` for K = 1 is measured against;
 - ``ensemble K=k``: ``darcyvae.ensemble.train_ensemble`` with k seeds at once
   (aggregate samples/s = k x samples / epoch time), the engine's default
-  layout (on the CPU: channels last);
-- with ``--layouts`` also the layout the default does not pick:
-  ``ensemble K=k nchw`` on the CPU (``channels_last=False``), ``ensemble K=k
-  cl`` elsewhere (``channels_last=True``), to check the layout choice;
+  layout (on the CPU: darcyvae's member convolution kernels for K >= 8,
+  torch's grouped convolutions channels last below);
+- with ``--layouts`` also the layouts the default does not pick, to check
+  the choice: on the CPU ``ensemble K=k cl`` (K >= 8: torch's grouped
+  convolutions channels last, ``channels_last=True``) and ``ensemble K=k
+  nchw`` (``channels_last=False``); elsewhere ``ensemble K=k cl``;
 - with ``--bf16`` also ``ensemble K=k bf16`` (opt-in bfloat16 autocast of
   the network; not equal to the float32 runs);
 - with ``--workers W`` also ``ensemble K=k wW``: the k seeds in W blocks, each
@@ -65,6 +67,7 @@ from _table import text_table
 from darcyvae.config import TrainConfig
 from darcyvae.dataset import DarcyDataset
 from darcyvae.ensemble import members, train_ensemble
+from darcyvae.ensemble.convolutions import MIN_MEMBERS
 from darcyvae.losses import update_beta
 from darcyvae.models import DenseVAE, model_config
 from darcyvae.training import train
@@ -189,7 +192,9 @@ def implementations(
         runs.append(("batched K=1", 1, "batched", None))
     for k in ks:
         runs.append((f"ensemble K={k}", k, "ensemble", ("float32", None)))
-        if layouts:  # the layout the default does not pick on this device
+        if layouts:  # the layouts the default does not pick on this device
+            if cpu and k >= MIN_MEMBERS:  # the default: the member kernels
+                runs.append((f"ensemble K={k} cl", k, "ensemble", ("float32", True)))
             if cpu:
                 runs.append((f"ensemble K={k} nchw", k, "ensemble", ("float32", False)))
             else:

@@ -1,7 +1,8 @@
 // darcyvae._core: the only file that includes pybind11. Each capability of
-// the C++ core (darcy, kle, knn_kl) gets one bind_* function below; the
-// Python modules darcyvae.darcy, darcyvae.kle and darcyvae.metrics validate
-// inputs and are the documented API. Long calls release the GIL.
+// the C++ core (darcy, kle, knn_kl, conv) gets one bind_* function below; the
+// Python modules darcyvae.darcy, darcyvae.kle, darcyvae.metrics and
+// darcyvae.ensemble.convolutions validate inputs and are the documented API.
+// Long calls release the GIL.
 #include <pybind11/pybind11.h>
 #include <pybind11/eigen.h>
 #include <pybind11/numpy.h>
@@ -17,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "conv.hpp"
 #include "darcy.hpp"
 #include "index.hpp"
 #include "kle.hpp"
@@ -368,14 +370,139 @@ void bind_knn_kl(py::module_& m) {
   m.def("digamma", &darcyvae::digamma, "x"_a, "The digamma function for x > 0 (NaN otherwise).");
 }
 
+
+// Member-batched convolutions (conv.hpp). The arrays are taken as they are:
+// float32, C-contiguous, 5-d, the output writeable and apart from the
+// inputs; anything else raises (never a silent copy, which would leave the
+// caller's output unwritten).
+void bind_conv(py::module_& m) {
+  using darcyvae::ConvShape;
+  struct View {
+    const float* data;
+    float* mutable_data;
+    std::vector<py::ssize_t> shape;
+    const char* begin;
+    const char* end;
+  };
+  auto view = [](const py::array& a, const char* name, bool out) {
+    if (!a.dtype().is(py::dtype::of<float>()))
+      throw py::value_error(std::string("conv: ") + name + " must be float32; got " +
+                            std::string(py::str(a.dtype())));
+    if (a.ndim() != 5)
+      throw py::value_error(std::string("conv: ") + name + " must be 5-d; got " +
+                            std::to_string(a.ndim()) + " dimensions");
+    if (!(a.flags() & py::array::c_style))
+      throw py::value_error(std::string("conv: ") + name + " must be C-contiguous");
+    if (out && !a.writeable())
+      throw py::value_error(std::string("conv: ") + name + " must be writeable");
+    View v;
+    v.data = static_cast<const float*>(a.data());
+    v.mutable_data = out ? static_cast<float*>(const_cast<void*>(a.data())) : nullptr;
+    v.shape.assign(a.shape(), a.shape() + 5);
+    v.begin = static_cast<const char*>(a.data());
+    v.end = v.begin + a.nbytes();
+    return v;
+  };
+  auto apart = [](const View& out, const View& in, const char* what) {
+    if (out.begin < in.end && in.begin < out.end && out.begin != out.end && in.begin != in.end)
+      throw py::value_error(std::string("conv: the output overlaps ") + what);
+  };
+  auto to_int = [](py::ssize_t v, const char* what) {
+    if (v > static_cast<py::ssize_t>(1) << 30)
+      throw py::value_error(std::string("conv: ") + what + " is too large");
+    return static_cast<int>(v);
+  };
+  // (x-like: batch, hi, wi, ci, K), (w: kh, kw, ci, co, K), (y-like: batch, ho, wo, co, K)
+  auto shape_of = [to_int](const View& x, const View& w, const View& y, int stride, int pad) {
+    const auto& a = x.shape;
+    const auto& k = w.shape;
+    const auto& b = y.shape;
+    if (k[2] != a[3] || k[3] != b[3] || a[4] != k[4] || b[4] != k[4] || a[0] != b[0])
+      throw py::value_error(
+          "conv: shapes do not fit: expected x (batch, hi, wi, ci, K), w (kh, kw, ci, co, K) "
+          "and y (batch, ho, wo, co, K)");
+    ConvShape s{};
+    s.batch = to_int(a[0], "batch");
+    s.hi = to_int(a[1], "hi");
+    s.wi = to_int(a[2], "wi");
+    s.ci = to_int(a[3], "ci");
+    s.ho = to_int(b[1], "ho");
+    s.wo = to_int(b[2], "wo");
+    s.co = to_int(b[3], "co");
+    s.kh = to_int(k[0], "kh");
+    s.kw = to_int(k[1], "kw");
+    s.lanes = to_int(k[4], "K");
+    s.stride = stride;
+    s.pad = pad;
+    try {
+      darcyvae::check_conv_shape(s);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+    return s;
+  };
+  auto run = [](auto&& fn) {
+    try {
+      py::gil_scoped_release release;
+      fn();
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  };
+  m.def(
+      "conv_forward",
+      [view, apart, shape_of, run](const py::array& x, const py::array& w, const py::array& y,
+                                   int stride, int pad, int threads, const std::string& isa) {
+        const View vx = view(x, "x", false), vw = view(w, "w", false), vy = view(y, "y", true);
+        apart(vy, vx, "x");
+        apart(vy, vw, "w");
+        const ConvShape s = shape_of(vx, vw, vy, stride, pad);
+        run([&] { darcyvae::conv_forward(s, vx.data, vw.data, vy.mutable_data, threads, isa); });
+      },
+      "x"_a, "w"_a, "y"_a, "stride"_a, "pad"_a, "threads"_a = 1, "isa"_a = "auto",
+      "y (batch, ho, wo, co, K) = conv(x (batch, hi, wi, ci, K), w (kh, kw, ci, co, K)), in place.");
+  m.def(
+      "conv_backward_data",
+      [view, apart, shape_of, run](const py::array& dy, const py::array& w, const py::array& dx,
+                                   int stride, int pad, int threads, const std::string& isa) {
+        const View vdy = view(dy, "dy", false), vw = view(w, "w", false), vdx = view(dx, "dx", true);
+        apart(vdx, vdy, "dy");
+        apart(vdx, vw, "w");
+        const ConvShape s = shape_of(vdx, vw, vdy, stride, pad);
+        run([&] { darcyvae::conv_backward_data(s, vdy.data, vw.data, vdx.mutable_data, threads, isa); });
+      },
+      "dy"_a, "w"_a, "dx"_a, "stride"_a, "pad"_a, "threads"_a = 1, "isa"_a = "auto",
+      "dx (batch, hi, wi, ci, K) = the transposed convolution of dy (batch, ho, wo, co, K), in place.");
+  m.def(
+      "conv_backward_weight",
+      [view, apart, shape_of, run](const py::array& x, const py::array& dy, const py::array& dw,
+                                   int stride, int pad, int threads, const std::string& isa) {
+        const View vx = view(x, "x", false), vdy = view(dy, "dy", false), vdw = view(dw, "dw", true);
+        apart(vdw, vx, "x");
+        apart(vdw, vdy, "dy");
+        const ConvShape s = shape_of(vx, vdw, vdy, stride, pad);
+        run([&] { darcyvae::conv_backward_weight(s, vx.data, vdy.data, vdw.mutable_data, threads, isa); });
+      },
+      "x"_a, "dy"_a, "dw"_a, "stride"_a, "pad"_a, "threads"_a = 1, "isa"_a = "auto",
+      "dw (kh, kw, ci, co, K) = the weight gradient of conv_forward, in place.");
+  m.def("conv_isa", [](const std::string& isa) {
+    try {
+      return darcyvae::conv_isa(isa);
+    } catch (const std::invalid_argument& e) {
+      throw py::value_error(e.what());
+    }
+  }, "isa"_a = "auto", "Instruction set the convolution kernels run with for `isa`.");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "darcyvae C++/Eigen core (private; use darcyvae.darcy, darcyvae.kle, darcyvae.metrics).";
+  m.doc() = "darcyvae C++/Eigen core (private; use darcyvae.darcy, darcyvae.kle, darcyvae.metrics, darcyvae.ensemble.convolutions).";
   bind_parallel(m);
   bind_darcy(m);
   bind_kle(m);
   bind_knn_kl(m);
+  bind_conv(m);
 #ifdef VERSION_INFO
   m.attr("__version__") = MACRO_STRINGIFY(VERSION_INFO);
 #else

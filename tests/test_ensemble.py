@@ -110,6 +110,45 @@ def test_batched_model_equals_each_member_in_float64(channels_last):
             torch.testing.assert_close(net.buffers[name][k], b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["dense_vae_tiny", "dense_vae_small"])
+def test_member_kernels_equal_each_member_in_float32(name):
+    """K >= 8 on the CPU in float32 runs the member kernels (members innermost); outputs,
+    gradients and BatchNorm statistics of member k are its single model's to float32
+    rounding (the kernels sum in another order than torch's convolutions)."""
+    cfg = model_config(name)
+    k = 9
+    models = []
+    for s in range(k):
+        torch.manual_seed(s)
+        models.append(DenseVAE(cfg))
+    net = BatchedDenseVAE(models)
+    assert net.layout.name == "members_last"
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(k, 6, 3, cfg.grid, cfg.grid, generator=g)
+    eps = torch.randn(k, 6, 2, generator=g)
+    out = net(y, eps)
+    (
+        out.y_mean.square().mean((1, 2, 3, 4)) + out.mu.sum((1, 2)) + out.logvar.exp().sum((1, 2))
+    ).sum().backward()
+    for i in (0, 4, 8):  # the first, a middle and the last lane block (which overlaps)
+        model = models[i]
+        single = model(y[i], noise=eps[i])
+        (single.y_mean.square().mean() + single.mu.sum() + single.logvar.exp().sum()).backward()
+        torch.testing.assert_close(out.y_mean[i], single.y_mean, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.mu[i], single.mu, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.logvar[i], single.logvar, rtol=1e-4, atol=1e-5)
+        for pname, p in model.named_parameters():
+            if p.grad is None:  # not in this loss (the prior's, the output log-variance)
+                assert net.params[pname].grad is None, pname
+                continue
+            scale = p.grad.abs().max().item()
+            torch.testing.assert_close(
+                net.params[pname].grad[i], p.grad, rtol=1e-3, atol=1e-4 * scale + 1e-7
+            )
+        for bname, b in model.named_buffers():
+            torch.testing.assert_close(net.buffers[bname][i], b, rtol=1e-4, atol=1e-6)
+
+
 def test_batched_model_rejects_mixed_members():
     a = DenseVAE(model_config("dense_vae_tiny"))
     b = DenseVAE(model_config("dense_vae_tiny", latent_dim=3))
@@ -186,6 +225,33 @@ def test_the_comparison_catches_a_member_given_another_members_noise(data, tmp_p
     monkeypatch.setattr(_run, "child_seeds", real)
     honest = train_ensemble(cfg, [0, 5, 11], train_path, out_dir=tmp_path / "ok", progress=False)
     assert_same_history(single, honest.member(5), ("loss", "distortion"), 5)
+
+
+def test_member_kernel_ensemble_equals_single_runs_and_catches_swapped_noise(
+    data, tmp_path, monkeypatch
+):
+    """Eight seeds at once (the member kernels): three members checked against their
+    single runs; and the same comparison fails when member 5 draws member 0's noise."""
+    train_path, _ = data
+    cfg = tiny_config(epochs=2, rec_epochs=1)
+    seeds = [0, 5, 11, 12, 13, 14, 15, 16]
+    res = train_ensemble(cfg, seeds, train_path, out_dir=tmp_path / "ens", progress=False)
+    singles = {}
+    for s in (0, 5, 16):
+        singles[s] = train(
+            cfg.replace(seed=s), train_path, out_dir=tmp_path / f"s{s}", progress=False
+        )
+        assert_same_history(singles[s], res.member(s), ("loss", "distortion", "beta"), s)
+    real = _run.child_seeds
+
+    def swapped(seed):
+        child = real(seed)
+        return {**child, "noise": real(0)["noise"]} if seed == 5 else child
+
+    monkeypatch.setattr(_run, "child_seeds", swapped)
+    mixed = train_ensemble(cfg, seeds, train_path, out_dir=tmp_path / "mixed", progress=False)
+    with pytest.raises(AssertionError):
+        assert_same_history(singles[5], mixed.member(5), ("loss", "distortion"), 5)
 
 
 @pytest.mark.parametrize("variant", ["const", "full"])

@@ -10,6 +10,9 @@ StackedAdam
     ``torch.optim.Adam`` (so member k follows its single run's optimiser).
 BatchedOutput
     What ``BatchedDenseVAE.forward`` returns (``VAEOutput`` with a leading K).
+LAYOUTS, default_layout
+    The activation layouts of the convolutional parts and the one chosen when
+    none is asked for.
 
 How the members are kept apart (docs/model.md §4a per member)
 ---------------------------------------------------
@@ -23,11 +26,14 @@ the single model), a dense layer concatenates within each member's block.
 The fully connected layers are batched matrix products over K. Members
 never mix: a NaN in one stays in its own block.
 
-Layout: on the CPU the activations live as (batch, H, W, K, F) in memory
-(channels last), which makes oneDNN's grouped kernels for few channels per
-group 1.5-3.5x faster than K separate convolutions (measured in
-``benchmarks/bench_training.py``); ``channels_last=False`` keeps
-(batch, K, F, H, W). Both give the single model's results to rounding.
+Layout (``LAYOUTS``): on the CPU with K >= 8 members in float32 the
+activations live as (batch, H, W, F, K), members innermost, and darcyvae's
+own convolution kernels (``convolutions.py``, ``cpp/conv_kernels.inc``) run
+every member at once, one SIMD lane per member; BatchNorm then sees channel
+c*K + k. Otherwise they live as (batch, H, W, K, F) (channels last: oneDNN's
+grouped kernels, 1.5-3.5x faster than K separate convolutions) or
+(batch, K, F, H, W) off the CPU. All give the single model's results to
+rounding (docs/benchmarks.md "Training" has the speeds).
 """
 
 from __future__ import annotations
@@ -41,13 +47,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models import DenseVAE, VAEConfig, _DenseLayer
+from . import convolutions as member_convs
+from .convolutions import MIN_MEMBERS
 
 __all__ = [
+    "LAYOUTS",
     "BatchedDenseVAE",
     "BatchedOutput",
     "StackedAdam",
     "adam_member_state",
     "adam_update",
+    "default_layout",
 ]
 
 
@@ -66,40 +76,81 @@ class BatchedOutput(NamedTuple):
     """(K, 1, 1, N, N)."""
 
 
-class _Layout:
-    """Activation layout of the convolutional parts (5-d, member blocks on the channel axis)."""
+LAYOUTS = ("members_last", "channels_last", "nchw")
+"""Activation layouts of the convolutional parts (see the module notes)."""
 
-    def __init__(self, channels_last: bool) -> None:
-        self.channels_last = channels_last
+
+class _Layout:
+    """Activation layout of the convolutional parts (5-d; see ``LAYOUTS``).
+
+    members_last: (B, H, W, F, K), run by darcyvae's member kernels;
+    channels_last: (B, H, W, K, F) and nchw: (B, K, F, H, W), run by torch's grouped
+    convolutions (member k's block of F channels on the channel axis).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members_last = name == "members_last"
+        self.channels_last = name == "channels_last"
 
     def from_members(self, y: Tensor) -> Tensor:
         """(K, B, C, H, W) -> the layout."""
+        if self.members_last:
+            return y.permute(1, 3, 4, 2, 0).contiguous()  # B, H, W, C, K
         if self.channels_last:
             return y.permute(1, 3, 4, 0, 2).contiguous()  # B, H, W, K, C
         return y.transpose(0, 1).contiguous()  # B, K, C, H, W
 
     def to_members(self, x: Tensor) -> Tensor:
         """The layout -> (K, B, C, H, W) (a view)."""
+        if self.members_last:
+            return x.permute(4, 0, 3, 1, 2)
         return x.permute(3, 0, 4, 1, 2) if self.channels_last else x.transpose(0, 1)
 
     def nchw(self, x: Tensor) -> Tensor:
-        """The layout -> (B, K*C, H, W) view for convolutions and BatchNorm."""
-        if self.channels_last:
-            b, h, w, k, c = x.shape
-            return x.view(b, h, w, k * c).permute(0, 3, 1, 2)
+        """The layout -> (B, K*C, H, W) view for BatchNorm (and torch's convolutions).
+
+        Channel index k*C + c, except members_last: c*K + k.
+        """
+        if self.members_last or self.channels_last:
+            b, h, w, m, n = x.shape
+            return x.view(b, h, w, m * n).permute(0, 3, 1, 2)
         b, k, c, h, w = x.shape
         return x.view(b, k * c, h, w)
 
     def from_nchw(self, t: Tensor, k: int) -> Tensor:
         """(B, K*C, H, W) -> the layout (copies only if the strides do not fit)."""
         b, kc, h, w = t.shape
+        if self.members_last:
+            return t.permute(0, 2, 3, 1).reshape(b, h, w, kc // k, k)
         if self.channels_last:
             return t.permute(0, 2, 3, 1).reshape(b, h, w, k, kc // k)
         return t.reshape(b, k, kc // k, h, w)
 
+    def channels(self, t: Tensor) -> Tensor:
+        """Per-member channel values (K, C) in the order of ``nchw``'s channel axis."""
+        return t.t().reshape(-1) if self.members_last else t.reshape(-1)
+
     @property
     def feature_dim(self) -> int:
-        return 4 if self.channels_last else 2
+        return 3 if self.members_last else 4 if self.channels_last else 2
+
+
+def default_layout(device: torch.device, dtype: torch.dtype, k: int, config: VAEConfig) -> str:
+    """The layout used when none is asked for: the member kernels where they run
+    (CPU, float32, K >= 8, every convolution supported), else channels last on the
+    CPU and NCHW elsewhere (faster there; docs/benchmarks.md "Training")."""
+    if device.type != "cpu":
+        return "nchw"
+    if dtype == torch.float32 and k >= MIN_MEMBERS:
+        convs = [
+            m
+            for m in DenseVAE(config).to("meta").modules()
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+        ]
+        if all(member_convs.supported(m) for m in convs):
+            return "members_last"
+    return "channels_last"
 
 
 class BatchedDenseVAE:
@@ -112,8 +163,11 @@ class BatchedDenseVAE:
         dtype. Their parameters and buffers are copied (stacked); the
         models themselves are left untouched.
     channels_last : bool or None, default=None
-        Activation layout of the convolutional parts; None: channels last
-        on the CPU (faster there), (B, K, F, H, W) elsewhere.
+        True / False: torch's grouped convolutions with the activations
+        channels last, (B, H, W, K, F), or (B, K, F, H, W). None: the fastest
+        layout (``default_layout``): darcyvae's member kernels where they run
+        (CPU, float32, K >= 8), else channels last on the CPU and
+        (B, K, F, H, W) elsewhere.
 
     Attributes
     ----------
@@ -152,8 +206,10 @@ class BatchedDenseVAE:
         first = next(models[0].parameters())
         self.device, self.dtype = first.device, first.dtype
         if channels_last is None:
-            channels_last = self.device.type == "cpu"
-        self.layout = _Layout(bool(channels_last))
+            name = default_layout(self.device, self.dtype, self.k, config)
+        else:
+            name = "channels_last" if channels_last else "nchw"
+        self.layout = _Layout(name)
         self.training = True
         self.template = copy.deepcopy(models[0]).to("meta")
         with torch.no_grad():
@@ -278,6 +334,8 @@ class BatchedDenseVAE:
     def _run(self, module: nn.Module, prefix: str, x: Tensor) -> Tensor:
         """Apply the batched version of ``module`` (a part of the template) to ``x``."""
         p, lay, k = self.params, self.layout, self.k
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and lay.members_last:
+            return self._member_conv(module, p[prefix + "weight"], p.get(prefix + "bias"), x)
         if isinstance(module, nn.Conv2d):
             w = p[prefix + "weight"]
             w = w.reshape(k * w.shape[1], *w.shape[2:])
@@ -303,16 +361,25 @@ class BatchedDenseVAE:
             b = self.buffers
             if self.training and module.track_running_stats:
                 b[prefix + "num_batches_tracked"].add_(1)
+            mean, var = b[prefix + "running_mean"], b[prefix + "running_var"]
+            if lay.members_last:  # channel index c*K + k: F.batch_norm updates copies
+                run_mean, run_var = lay.channels(mean), lay.channels(var)
+            else:
+                run_mean, run_var = mean.view(-1), var.view(-1)
             t = F.batch_norm(
                 lay.nchw(x),
-                b[prefix + "running_mean"].view(-1),
-                b[prefix + "running_var"].view(-1),
-                p[prefix + "weight"].reshape(-1),
-                p[prefix + "bias"].reshape(-1),
+                run_mean,
+                run_var,
+                lay.channels(p[prefix + "weight"]),
+                lay.channels(p[prefix + "bias"]),
                 self.training,
                 module.momentum,
                 module.eps,
             )
+            if lay.members_last and self.training:
+                with torch.no_grad():
+                    mean.copy_(run_mean.view(-1, k).t())
+                    var.copy_(run_var.view(-1, k).t())
             return lay.from_nchw(t, k)
         if isinstance(module, nn.ReLU):
             return F.relu(x)
@@ -332,6 +399,16 @@ class BatchedDenseVAE:
             return x
         msg = f"BatchedDenseVAE: no batched version of {type(module).__name__} ({prefix!r})."
         raise TypeError(msg)
+
+    def _member_conv(self, module: nn.Module, w: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
+        """``module`` of every member by the member kernels (x: (B, H, W, C, K))."""
+        if isinstance(module, nn.Conv2d):
+            y = member_convs.conv2d(x, w, module.stride, module.padding)
+        else:
+            y = member_convs.conv_transpose2d(
+                x, w, module.stride, module.padding, module.output_padding
+            )
+        return y if bias is None else y + bias.t()  # bias (K, C) -> (C, K)
 
 
 class StackedAdam:
