@@ -1,32 +1,34 @@
-"""Benchmark: where an ensemble's training step goes, against what the core could do.
+"""Benchmark: an ensemble's convolutions, torch's grouped kernels against darcyvae's member kernels.
 
-The training engine runs K DenseVAEs as one network whose convolutions are
-grouped convolutions (``groups=K``, docs/model.md §4a, ``BatchedDenseVAE``).
-This benchmark asks how far that is from the hardware: for one training
-step of K members (forward and backward, the engine's layout), it
+The training engine runs K DenseVAEs as one network (docs/model.md §4a,
+``BatchedDenseVAE``). Its convolutions can run as torch's grouped
+convolutions (``groups=K``, channels last: oneDNN) or, for K >= 8 in float32
+on the CPU (the default there), as darcyvae's member kernels
+(``darcyvae.ensemble.convolutions``, members innermost, ``cpp/conv_kernels.inc``).
+For one training step of K members (forward and backward) this benchmark
 
-- records every convolution the step runs (a ``TorchDispatchMode`` on
-  ``aten.convolution``: input, weight, stride, padding, groups, transposed);
+- records every convolution the step runs in torch's layout (a
+  ``TorchDispatchMode`` on ``aten.convolution``: input, weight, stride,
+  padding, groups, transposed);
 - replays each one alone, forward + backward (the weight's gradient, and the
-  input's where the step needs it), in the same memory layout, and times it;
+  input's where the step needs it), with torch's kernel in the same memory
+  layout and with the member kernels, side by side, and times both;
 - counts its floating-point work by hand, 2 x (multiply-adds) per pass:
   forward, weight gradient, input gradient;
-- times a large single-precision matrix product (``n x n`` ``@``) at the
-  same threads, the rate dense BLAS work reaches on this core.
+- times the whole step in both layouts, and a large single-precision matrix
+  product (``n x n`` ``@``) at the same threads: the rate dense BLAS work
+  reaches on this core.
 
-It prints one row per distinct convolution (calls per step, ms per step,
-GFLOP per step, GFLOP/s, the GEMM rate's multiple) and a summary: the whole
-step's time, the convolutions' share, and the step's floor if the
-convolutions ran at the GEMM rate. That floor is what a convolution kernel
-made for few channels per group could approach; the engine's choices
-(grouped, channels last; ``darcyvae.ensemble.members.stack_for``) are the
-fastest of the library kernels measured in ``bench_training.py --layouts``.
+It prints one row per distinct convolution (calls per step, ms per step and
+GFLOP/s of each kernel, the speed-up, the member kernels' share of the GEMM
+rate) and a summary: the step's time in each layout, the convolutions'
+share, and the step's floor if the convolutions ran at the GEMM rate.
 
 Usage::
 
     python benchmarks/bench_convolutions.py                        # tiny + HP, K = 50, 1 thread
     python benchmarks/bench_convolutions.py --k 16 --threads 2 --json conv.json
-    python benchmarks/bench_convolutions.py --quick                # K = 4, batch 16: seconds
+    python benchmarks/bench_convolutions.py --quick                # K = 8, batch 16: seconds
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine
 from _table import text_table
+from darcyvae.ensemble import convolutions as member_convs
 from darcyvae.ensemble.batched import BatchedDenseVAE
 from darcyvae.models import DenseVAE, model_config
 
@@ -141,6 +144,34 @@ def time_convolution(call: dict[str, Any], repeats: int) -> tuple[float, tuple[i
     return statistics.median(times[1:]), shape
 
 
+def time_member_convolution(call: dict[str, Any], repeats: int) -> float | None:
+    """Median seconds of ``call`` forward + backward by the member kernels (None: K < 8)."""
+    k = call["groups"]
+    if k < member_convs.MIN_MEMBERS:
+        return None
+    n, kc, h, w = call["input"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, h, w, kc // k, k, generator=g, requires_grad=call["input_grad"])
+    ws = call["weight"]  # (K * a, b, kh, kw) -> (K, a, b, kh, kw)
+    weight = torch.randn(k, ws[0] // k, *ws[1:], generator=g, requires_grad=True)
+
+    def once() -> torch.Tensor:
+        if call["transposed"]:
+            return member_convs.conv_transpose2d(
+                x, weight, call["stride"], call["padding"], call["output_padding"]
+            )
+        return member_convs.conv2d(x, weight, call["stride"], call["padding"])
+
+    grad = torch.ones_like(once())
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        once().backward(grad)
+        times.append(time.perf_counter() - t0)
+        x.grad = weight.grad = None
+    return statistics.median(times[1:])
+
+
 def gemm_rate(n: int, repeats: int) -> float:
     """FLOP/s of an ``n x n`` float32 matrix product (median of ``repeats``)."""
     g = torch.Generator().manual_seed(0)
@@ -154,17 +185,8 @@ def gemm_rate(n: int, repeats: int) -> float:
     return 2.0 * n**3 / statistics.median(times)
 
 
-def measure(
-    model: str, prior: str, k: int, batch: int, repeats: int, gemm_n: int
-) -> dict[str, Any]:
-    """The rows and the summary for one configuration (at torch's current threads)."""
-    cfg = model_config(model, prior=prior)
-    torch.manual_seed(0)
-    net = BatchedDenseVAE([DenseVAE(cfg) for _ in range(k)])
-    net.train()
-    g = torch.Generator().manual_seed(1)
-    y = torch.randn(k, batch, cfg.channels, cfg.grid, cfg.grid, generator=g)
-    eps = torch.randn(k, batch, cfg.latent_dim, generator=g)
+def _step_seconds(net: BatchedDenseVAE, y, eps, repeats: int, recorder=None) -> float:
+    """Median seconds of one forward + backward of ``net`` (the first calls untimed)."""
 
     def step() -> None:
         out = net(y, eps)
@@ -172,16 +194,33 @@ def measure(
         for p in net.parameters():
             p.grad = None
 
-    recorder = _RecordConvolutions()
-    with recorder:
-        step()
+    if recorder is not None:
+        with recorder:
+            step()
     step()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    step_s = statistics.median(times)
+    return statistics.median(times)
+
+
+def measure(
+    model: str, prior: str, k: int, batch: int, repeats: int, gemm_n: int
+) -> dict[str, Any]:
+    """The rows and the summary for one configuration (at torch's current threads)."""
+    cfg = model_config(model, prior=prior)
+    torch.manual_seed(0)
+    members = [DenseVAE(cfg) for _ in range(k)]
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(k, batch, cfg.channels, cfg.grid, cfg.grid, generator=g)
+    eps = torch.randn(k, batch, cfg.latent_dim, generator=g)
+    recorder = _RecordConvolutions()
+    # torch's grouped convolutions, channels last (the layout below K = 8)
+    step_s = _step_seconds(BatchedDenseVAE(members, channels_last=True), y, eps, repeats, recorder)
+    default = BatchedDenseVAE(members)
+    member_step_s = _step_seconds(default, y, eps, repeats) if default.layout.members_last else None
 
     counts: dict[tuple, int] = {}
     calls: dict[tuple, dict[str, Any]] = {}
@@ -192,6 +231,7 @@ def measure(
     rows = []
     for key, call in calls.items():
         seconds, out_shape = time_convolution(call, repeats)
+        member_s = time_member_convolution(call, repeats)
         n = counts[key]
         flops = conv_flops(call, out_shape)
         rows.append(
@@ -207,6 +247,10 @@ def measure(
                 "gflop_per_step": flops * n / 1e9,
                 "gflops": flops / seconds / 1e9,
                 "of_gemm": flops / seconds / gemm,
+                "member_ms_per_step": None if member_s is None else 1e3 * member_s * n,
+                "member_gflops": None if member_s is None else flops / member_s / 1e9,
+                "member_of_gemm": None if member_s is None else flops / member_s / gemm,
+                "member_speedup": None if member_s is None else seconds / member_s,
             }
         )
     rows.sort(key=lambda r: -r["ms_per_step"])
@@ -226,7 +270,16 @@ def measure(
         "gemm_gflops": gemm / 1e9,
         "floor_ms_at_gemm_rate": 1e3 * floor_s,
         "possible_speedup": step_s / floor_s,
+        "member_step_ms": None if member_step_s is None else 1e3 * member_step_s,
     }
+    if member_step_s is not None:
+        member_conv_s = sum(r["member_ms_per_step"] for r in rows) / 1e3
+        summary.update(
+            member_convolutions_ms=1e3 * member_conv_s,
+            member_convolutions_share=member_conv_s / member_step_s,
+            member_convolutions_gflops=conv_flop / member_conv_s / 1e9,
+            member_step_speedup=step_s / member_step_s,
+        )
     return {"rows": rows, "summary": summary}
 
 
@@ -235,15 +288,22 @@ def _shape(r: dict[str, Any]) -> str:
     return f"{r['input'][1]}x{r['input'][2]}x{r['input'][3]} k{w[2]} s{r['stride']}"
 
 
+def _opt(fmt: str, key: str):
+    return lambda r: "-" if r[key] is None else fmt.format(r[key])
+
+
 COLUMNS = [
     ("convolution", "<16", lambda r: r["kind"]),
     ("input (C x H x W)", "<20", _shape),
     ("C/group in", ">10", lambda r: str(r["input"][1] // r["groups"])),
     ("calls", ">5", lambda r: str(r["calls_per_step"])),
-    ("ms/step", ">8", lambda r: f"{r['ms_per_step']:.1f}"),
     ("GFLOP/step", ">10", lambda r: f"{r['gflop_per_step']:.3f}"),
-    ("GFLOP/s", ">8", lambda r: f"{r['gflops']:.1f}"),
-    ("of GEMM", ">8", lambda r: f"{100 * r['of_gemm']:.0f}%"),
+    ("torch ms/step", ">13", lambda r: f"{r['ms_per_step']:.1f}"),
+    ("torch GFLOP/s", ">13", lambda r: f"{r['gflops']:.1f}"),
+    ("member ms/step", ">14", _opt("{:.1f}", "member_ms_per_step")),
+    ("member GFLOP/s", ">14", _opt("{:.1f}", "member_gflops")),
+    ("speed-up", ">8", _opt("{:.2f}x", "member_speedup")),
+    ("of GEMM", ">8", _opt("{:.0%}", "member_of_gemm")),
 ]
 
 
@@ -258,11 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", default="1", help="torch CPU threads, e.g. 1,2")
     parser.add_argument("--repeats", type=int, default=7, help="timed repeats (medians)")
     parser.add_argument("--gemm-n", type=int, default=2048, help="size of the GEMM reference")
-    parser.add_argument("--quick", action="store_true", help="K = 4, batch 16, 3 repeats")
+    parser.add_argument("--quick", action="store_true", help="K = 8, batch 16, 3 repeats")
     parser.add_argument("--json", type=Path, help="write the rows and summaries here")
     args = parser.parse_args(argv)
     if args.quick:
-        args.k, args.batch, args.repeats, args.gemm_n = 4, 16, 3, 512
+        args.k, args.batch, args.repeats, args.gemm_n = 8, 16, 3, 512
     if args.k < 1 or args.batch < 1 or args.repeats < 1:
         parser.error("--k, --batch and --repeats must be >= 1")
     threads = [int(t) for t in args.threads.split(",")]
@@ -277,12 +337,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(text_table(COLUMNS, res["rows"]))
         print(
-            f"step {s['step_ms']:.0f} ms; convolutions {s['convolutions_ms']:.0f} ms "
-            f"({100 * s['convolutions_share']:.0f}%) at {s['convolutions_gflops']:.1f} GFLOP/s; "
-            f"float32 GEMM {s['gemm_gflops']:.1f} GFLOP/s; with the convolutions at the GEMM "
-            f"rate the step would take {s['floor_ms_at_gemm_rate']:.0f} ms "
-            f"({s['possible_speedup']:.1f}x faster)"
+            f"torch's kernels: step {s['step_ms']:.0f} ms; convolutions "
+            f"{s['convolutions_ms']:.0f} ms ({100 * s['convolutions_share']:.0f}%) at "
+            f"{s['convolutions_gflops']:.1f} GFLOP/s; float32 GEMM {s['gemm_gflops']:.1f} GFLOP/s; "
+            f"with the convolutions at the GEMM rate the step would take "
+            f"{s['floor_ms_at_gemm_rate']:.0f} ms ({s['possible_speedup']:.1f}x faster)"
         )
+        if s["member_step_ms"] is not None:
+            print(
+                f"member kernels: step {s['member_step_ms']:.0f} ms "
+                f"({s['member_step_speedup']:.2f}x); convolutions "
+                f"{s['member_convolutions_ms']:.0f} ms "
+                f"({100 * s['member_convolutions_share']:.0f}%) at "
+                f"{s['member_convolutions_gflops']:.1f} GFLOP/s"
+            )
         results.append(res)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))

@@ -449,42 +449,43 @@ void bind_conv(py::module_& m) {
       throw py::value_error(e.what());
     }
   };
-  m.def(
-      "conv_forward",
-      [view, apart, shape_of, run](const py::array& x, const py::array& w, const py::array& y,
-                                   int stride, int pad, int threads, const std::string& isa) {
-        const View vx = view(x, "x", false), vw = view(w, "w", false), vy = view(y, "y", true);
-        apart(vy, vx, "x");
-        apart(vy, vw, "w");
-        const ConvShape s = shape_of(vx, vw, vy, stride, pad);
-        run([&] { darcyvae::conv_forward(s, vx.data, vw.data, vy.mutable_data, threads, isa); });
-      },
-      "x"_a, "w"_a, "y"_a, "stride"_a, "pad"_a, "threads"_a = 1, "isa"_a = "auto",
-      "y (batch, ho, wo, co, K) = conv(x (batch, hi, wi, ci, K), w (kh, kw, ci, co, K)), in place.");
-  m.def(
-      "conv_backward_data",
-      [view, apart, shape_of, run](const py::array& dy, const py::array& w, const py::array& dx,
-                                   int stride, int pad, int threads, const std::string& isa) {
-        const View vdy = view(dy, "dy", false), vw = view(w, "w", false), vdx = view(dx, "dx", true);
-        apart(vdx, vdy, "dy");
-        apart(vdx, vw, "w");
-        const ConvShape s = shape_of(vdx, vw, vdy, stride, pad);
-        run([&] { darcyvae::conv_backward_data(s, vdy.data, vw.data, vdx.mutable_data, threads, isa); });
-      },
-      "dy"_a, "w"_a, "dx"_a, "stride"_a, "pad"_a, "threads"_a = 1, "isa"_a = "auto",
-      "dx (batch, hi, wi, ci, K) = the transposed convolution of dy (batch, ho, wo, co, K), in place.");
-  m.def(
-      "conv_backward_weight",
-      [view, apart, shape_of, run](const py::array& x, const py::array& dy, const py::array& dw,
-                                   int stride, int pad, int threads, const std::string& isa) {
-        const View vx = view(x, "x", false), vdy = view(dy, "dy", false), vdw = view(dw, "dw", true);
-        apart(vdw, vx, "x");
-        apart(vdw, vdy, "dy");
-        const ConvShape s = shape_of(vx, vdw, vdy, stride, pad);
-        run([&] { darcyvae::conv_backward_weight(s, vx.data, vdy.data, vdw.mutable_data, threads, isa); });
-      },
-      "x"_a, "dy"_a, "dw"_a, "stride"_a, "pad"_a, "threads"_a = 1, "isa"_a = "auto",
-      "dw (kh, kw, ci, co, K) = the weight gradient of conv_forward, in place.");
+  // One binding per kernel: its arrays as (x-like, w, y-like) for shape_of, which
+  // of them is the output, and the C++ call.
+  using Kernel = void (*)(const ConvShape&, const float*, const float*, float*, int,
+                          const std::string&);
+  struct Spec {
+    const char* name;
+    const char* args[3];  // the Python argument names, the output last
+    int x, w, y;          // positions of x-like, w and y-like among the three arrays
+    Kernel kernel;
+    const char* doc;
+  };
+  const Spec specs[] = {
+      {"conv_forward", {"x", "w", "y"}, 0, 1, 2, &darcyvae::conv_forward,
+       "y (batch, ho, wo, co, K) = conv(x (batch, hi, wi, ci, K), w (kh, kw, ci, co, K)), in "
+       "place."},
+      {"conv_backward_data", {"dy", "w", "dx"}, 2, 1, 0, &darcyvae::conv_backward_data,
+       "dx (batch, hi, wi, ci, K) = the transposed convolution of dy (batch, ho, wo, co, K), in "
+       "place."},
+      {"conv_backward_weight", {"x", "dy", "dw"}, 0, 2, 1, &darcyvae::conv_backward_weight,
+       "dw (kh, kw, ci, co, K) = the weight gradient of conv_forward, in place."},
+  };
+  for (const Spec& spec : specs) {
+    m.def(
+        spec.name,
+        [view, apart, shape_of, run, spec](const py::array& a, const py::array& b,
+                                           const py::array& out, int stride, int pad, int threads,
+                                           const std::string& isa) {
+          const View v[3] = {view(a, spec.args[0], false), view(b, spec.args[1], false),
+                             view(out, spec.args[2], true)};
+          apart(v[2], v[0], spec.args[0]);
+          apart(v[2], v[1], spec.args[1]);
+          const ConvShape s = shape_of(v[spec.x], v[spec.w], v[spec.y], stride, pad);
+          run([&] { spec.kernel(s, v[0].data, v[1].data, v[2].mutable_data, threads, isa); });
+        },
+        py::arg(spec.args[0]), py::arg(spec.args[1]), py::arg(spec.args[2]), "stride"_a, "pad"_a,
+        "threads"_a = 1, "isa"_a = "auto", spec.doc);
+  }
   m.def("conv_isa", [](const std::string& isa) {
     try {
       return darcyvae::conv_isa(isa);

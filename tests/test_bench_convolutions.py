@@ -83,3 +83,7 @@ def test_records_each_convolution_of_a_step_once(bench, tmp_path):
     # the model's input convolutions get no input gradient, every other one does
     first = [r for r in result["rows"] if not r["input_grad"]]
     assert [r["input"][1] for r in first] == [3 * k]
+    # K = 8: every convolution also replayed by the member kernels, and the step run by them
+    assert k == 8
+    assert all(r["member_ms_per_step"] > 0 for r in result["rows"])
+    assert result["summary"]["member_step_ms"] > 0

@@ -111,53 +111,35 @@ def _backward_weight(x: Tensor, dy: Tensor, w_shape: torch.Size, stride: int, pa
     return dw
 
 
-class _Conv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, w5: Tensor, stride: int, pad: int) -> Tensor:  # type: ignore[override]
-        x = x.contiguous()
-        kh = w5.shape[0]
-        ho = (x.shape[1] + 2 * pad - kh) // stride + 1
-        wo = (x.shape[2] + 2 * pad - w5.shape[1]) // stride + 1
-        ctx.save_for_backward(x, w5)
-        ctx.conf = (stride, pad)
-        return _forward(x, w5, (ho, wo, w5.shape[3]), stride, pad)
+class _MemberConvolution(torch.autograd.Function):
+    """A convolution of K members, or (``transposed``) its transpose.
+
+    The two share the three kernels: the transposed convolution's output is the
+    convolution's input gradient of its input and the other way round, and the
+    weight gradient swaps the roles of input and output gradient.
+    """
 
     @staticmethod
-    def backward(ctx, dy: Tensor):  # type: ignore[override]
+    def forward(ctx, x, w5, stride, pad, transposed, out_shape):  # type: ignore[override]
+        x = x.contiguous()
+        ctx.save_for_backward(x, w5)
+        ctx.conf = (stride, pad, transposed)
+        run = _backward_data if transposed else _forward
+        return run(x, w5, out_shape, stride, pad)
+
+    @staticmethod
+    def backward(ctx, dy):  # type: ignore[override]
         x, w5 = ctx.saved_tensors
-        stride, pad = ctx.conf
+        stride, pad, transposed = ctx.conf
         dy = dy.contiguous()
         dx = dw = None
         if ctx.needs_input_grad[0]:
-            dx = _backward_data(dy, w5, tuple(x.shape[1:4]), stride, pad)
+            run = _forward if transposed else _backward_data
+            dx = run(dy, w5, tuple(x.shape[1:4]), stride, pad)
         if ctx.needs_input_grad[1]:
-            dw = _backward_weight(x, dy, w5.shape, stride, pad)
-        return dx, dw, None, None
-
-
-class _ConvTranspose(torch.autograd.Function):
-    """The transposed convolution: the input gradient of a conv with the same weights."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, w5: Tensor, stride: int, pad: int, out_pad: int) -> Tensor:  # type: ignore[override]
-        x = x.contiguous()
-        ho = (x.shape[1] - 1) * stride - 2 * pad + w5.shape[0] + out_pad
-        wo = (x.shape[2] - 1) * stride - 2 * pad + w5.shape[1] + out_pad
-        ctx.save_for_backward(x, w5)
-        ctx.conf = (stride, pad)
-        return _backward_data(x, w5, (ho, wo, w5.shape[2]), stride, pad)
-
-    @staticmethod
-    def backward(ctx, dy: Tensor):  # type: ignore[override]
-        x, w5 = ctx.saved_tensors
-        stride, pad = ctx.conf
-        dy = dy.contiguous()
-        dx = dw = None
-        if ctx.needs_input_grad[0]:
-            dx = _forward(dy, w5, tuple(x.shape[1:4]), stride, pad)
-        if ctx.needs_input_grad[1]:
-            dw = _backward_weight(dy, x, w5.shape, stride, pad)
-        return dx, dw, None, None, None
+            inp, out = (dy, x) if transposed else (x, dy)
+            dw = _backward_weight(inp, out, w5.shape, stride, pad)
+        return dx, dw, None, None, None, None
 
 
 def conv2d(
@@ -191,7 +173,12 @@ def conv2d(
             f"{x.shape[1]}x{x.shape[2]} grid padded by {p}."
         )
         raise ValueError(msg)
-    return _Conv.apply(x, _weights(weight), s, p)
+    shape = (
+        (x.shape[1] + 2 * p - kh) // s + 1,
+        (x.shape[2] + 2 * p - kw) // s + 1,
+        weight.shape[1],
+    )
+    return _MemberConvolution.apply(x, _weights(weight), s, p, False, shape)
 
 
 def conv_transpose2d(
@@ -229,4 +216,4 @@ def conv_transpose2d(
     if ho < 1 or wo < 1:
         msg = f"conv_transpose2d: the output would be empty ({ho}x{wo})."
         raise ValueError(msg)
-    return _ConvTranspose.apply(x, _weights(weight), s, p, op)
+    return _MemberConvolution.apply(x, _weights(weight), s, p, True, (ho, wo, weight.shape[2]))

@@ -303,8 +303,11 @@ def stack_for(k: int, device: torch.device, channels_last: bool | None) -> tuple
       single runs: batched from K = 2 on;
     - channels last against NCHW: K = 2 5426 vs 3260 (1 thread), 5811 vs 4603
       (2 threads); K = 4 7451 vs 3762, 7996 vs 5795; K = 16 8143 vs 3957, 10670 vs
-      7002: channels last at every K on the CPU (None lets ``BatchedDenseVAE`` pick
-      it there and NCHW elsewhere; an explicit ``channels_last`` is kept).
+      7002: channels last on the CPU below K = 8; from K = 8 on, darcyvae's member
+      convolution kernels (members innermost; faster than channels last, see
+      ``benchmarks/bench_convolutions.py``). None lets ``BatchedDenseVAE`` pick
+      (``batched.default_layout``: member kernels, channels last, or NCHW off the CPU);
+      an explicit ``channels_last`` is kept.
 
     Not taken: dense_vae_small at 1 thread ran 1.22x faster on the batched path at
     K = 1 (807 vs 660 samples/s; 0.93x at 2 threads), and the plain DenseVAE with
