@@ -19,10 +19,10 @@ Side by side in one process, on the same device and the same random fields
   (aggregate samples/s = k x samples / epoch time), the engine's default
   layout (on the CPU: darcyvae's member convolution kernels for K >= 8,
   torch's grouped convolutions channels last below);
-- with ``--layouts`` also the layouts the default does not pick, to check
-  the choice: on the CPU ``ensemble K=k cl`` (K >= 8: torch's grouped
+- with ``--layouts`` also the layout the default would take next, to check
+  the choice: on the CPU ``ensemble K=k cl`` for K >= 8 (torch's grouped
   convolutions channels last, ``channels_last=True``) and ``ensemble K=k
-  nchw`` (``channels_last=False``); elsewhere ``ensemble K=k cl``;
+  nchw`` below (``channels_last=False``); elsewhere ``ensemble K=k cl``;
 - with ``--bf16`` also ``ensemble K=k bf16`` (opt-in bfloat16 autocast of
   the network; not equal to the float32 runs);
 - with ``--workers W`` also ``ensemble K=k wW``: the k seeds in W blocks, each
@@ -192,10 +192,10 @@ def implementations(
         runs.append(("batched K=1", 1, "batched", None))
     for k in ks:
         runs.append((f"ensemble K={k}", k, "ensemble", ("float32", None)))
-        if layouts:  # the layouts the default does not pick on this device
+        if layouts:  # the layout the default would take next on this device
             if cpu and k >= MIN_MEMBERS:  # the default: the member kernels
                 runs.append((f"ensemble K={k} cl", k, "ensemble", ("float32", True)))
-            if cpu:
+            elif cpu:
                 runs.append((f"ensemble K={k} nchw", k, "ensemble", ("float32", False)))
             else:
                 runs.append((f"ensemble K={k} cl", k, "ensemble", ("float32", True)))

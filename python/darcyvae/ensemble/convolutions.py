@@ -81,7 +81,13 @@ def _np(t: Tensor):
 
 
 def _threads() -> int:
-    return torch.get_num_threads()
+    """Threads of one kernel call: one. torch's OpenMP workers spin for a while after
+    each of its operations, so a thread of ours started for the next convolution waits
+    for a core they hold: measured (docs/benchmarks.md "Training"), a 2-thread step
+    of 50 tiny members took 231-259 ms with 2 kernel threads and 224-264 ms with one,
+    while the convolutions alone run 1.6x faster on two. Processes at one thread each
+    (``--workers``, ``--jobs``) are the way to use more cores."""
+    return 1
 
 
 def _weights(w: Tensor) -> Tensor:
