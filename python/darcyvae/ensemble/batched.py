@@ -136,18 +136,15 @@ class _Layout:
         return 3 if self.members_last else 4 if self.channels_last else 2
 
 
-def default_layout(device: torch.device, dtype: torch.dtype, k: int, config: VAEConfig) -> str:
+def default_layout(device: torch.device, dtype: torch.dtype, k: int, model: nn.Module) -> str:
     """The layout used when none is asked for: the member kernels where they run
     (CPU, float32, K >= 8, every convolution supported), else channels last on the
-    CPU and NCHW elsewhere (faster there; docs/benchmarks.md "Training")."""
+    CPU and NCHW elsewhere (faster there; docs/benchmarks.md "Training").
+    ``model``: one member (any device, ``meta`` too), whose convolutions are checked."""
     if device.type != "cpu":
         return "nchw"
     if dtype == torch.float32 and k >= MIN_MEMBERS:
-        convs = [
-            m
-            for m in DenseVAE(config).to("meta").modules()
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
-        ]
+        convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         if all(member_convs.supported(m) for m in convs):
             return "members_last"
     return "channels_last"
@@ -205,13 +202,13 @@ class BatchedDenseVAE:
         self.k = len(models)
         first = next(models[0].parameters())
         self.device, self.dtype = first.device, first.dtype
+        self.training = True
+        self.template = copy.deepcopy(models[0]).to("meta")
         if channels_last is None:
-            name = default_layout(self.device, self.dtype, self.k, config)
+            name = default_layout(self.device, self.dtype, self.k, self.template)
         else:
             name = "channels_last" if channels_last else "nchw"
         self.layout = _Layout(name)
-        self.training = True
-        self.template = copy.deepcopy(models[0]).to("meta")
         with torch.no_grad():
             self.params = {
                 name: torch.stack([dict(m.named_parameters())[name].detach() for m in models])
