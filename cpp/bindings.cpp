@@ -1,7 +1,7 @@
 // darcyvae._core: the only file that includes pybind11. Each capability of
-// the C++ core (darcy, kle, knn_kl, conv) gets one bind_* function below; the
-// Python modules darcyvae.darcy, darcyvae.kle, darcyvae.metrics and
-// darcyvae.ensemble.convolutions validate inputs and are the documented API.
+// the C++ core (darcy, kle, knn_kl, conv, batch_norm) gets one bind_* function below;
+// the Python modules darcyvae.darcy, darcyvae.kle, darcyvae.metrics,
+// darcyvae.ensemble.convolutions and darcyvae.ensemble.batch_norm validate inputs and are the documented API.
 // Long calls release the GIL.
 #include <pybind11/pybind11.h>
 #include <pybind11/eigen.h>
@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <initializer_list>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -18,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "batch_norm.hpp"
 #include "conv.hpp"
 #include "darcy.hpp"
 #include "index.hpp"
@@ -371,41 +373,64 @@ void bind_knn_kl(py::module_& m) {
 }
 
 
-// Member-batched convolutions (conv.hpp). The arrays are taken as they are:
-// float32, C-contiguous, 5-d, the output writeable and apart from the
-// inputs; anything else raises (never a silent copy, which would leave the
-// caller's output unwritten).
+// A float32 array taken as it is (the member kernels' and the fused batch
+// norm's arguments): float32, C-contiguous, `ndim`-d and, for an output,
+// writeable; anything else raises ValueError "<where>: <name> must ..." (never
+// a silent copy, which would leave the caller's output unwritten).
+struct FloatView {
+  const float* data;
+  float* mutable_data;
+  std::vector<py::ssize_t> shape;
+  const char* begin;
+  const char* end;
+};
+
+FloatView float_view(const py::array& a, const std::string& where, const char* name, int ndim,
+                     bool out) {
+  const std::string what = where + ": " + name;
+  if (!a.dtype().is(py::dtype::of<float>()))
+    throw py::value_error(what + " must be float32; got " + std::string(py::str(a.dtype())));
+  if (a.ndim() != ndim)
+    throw py::value_error(what + " must be " + std::to_string(ndim) + "-d; got " +
+                          std::to_string(a.ndim()) + " dimensions");
+  if (!(a.flags() & py::array::c_style)) throw py::value_error(what + " must be C-contiguous");
+  if (out && !a.writeable()) throw py::value_error(what + " must be writeable");
+  FloatView v;
+  v.data = static_cast<const float*>(a.data());
+  v.mutable_data = out ? static_cast<float*>(const_cast<void*>(a.data())) : nullptr;
+  v.shape.assign(a.shape(), a.shape() + ndim);
+  v.begin = static_cast<const char*>(a.data());
+  v.end = v.begin + a.nbytes();
+  return v;
+}
+
+// Raises unless the output `out` shares no memory with the input `in`.
+void check_apart(const FloatView& out, const FloatView& in, const std::string& where,
+                 const char* what) {
+  if (out.begin < in.end && in.begin < out.end && out.begin != out.end && in.begin != in.end)
+    throw py::value_error(where + ": the output overlaps " + what);
+}
+
+// Runs fn without the GIL; the core's std::invalid_argument becomes ValueError.
+template <class Fn>
+void run_released(Fn&& fn) {
+  try {
+    py::gil_scoped_release release;
+    fn();
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+}
+
+// Member-batched convolutions (conv.hpp): 5-d float32 arrays (float_view).
 void bind_conv(py::module_& m) {
   using darcyvae::ConvShape;
-  struct View {
-    const float* data;
-    float* mutable_data;
-    std::vector<py::ssize_t> shape;
-    const char* begin;
-    const char* end;
-  };
+  using View = FloatView;
   auto view = [](const py::array& a, const char* name, bool out) {
-    if (!a.dtype().is(py::dtype::of<float>()))
-      throw py::value_error(std::string("conv: ") + name + " must be float32; got " +
-                            std::string(py::str(a.dtype())));
-    if (a.ndim() != 5)
-      throw py::value_error(std::string("conv: ") + name + " must be 5-d; got " +
-                            std::to_string(a.ndim()) + " dimensions");
-    if (!(a.flags() & py::array::c_style))
-      throw py::value_error(std::string("conv: ") + name + " must be C-contiguous");
-    if (out && !a.writeable())
-      throw py::value_error(std::string("conv: ") + name + " must be writeable");
-    View v;
-    v.data = static_cast<const float*>(a.data());
-    v.mutable_data = out ? static_cast<float*>(const_cast<void*>(a.data())) : nullptr;
-    v.shape.assign(a.shape(), a.shape() + 5);
-    v.begin = static_cast<const char*>(a.data());
-    v.end = v.begin + a.nbytes();
-    return v;
+    return float_view(a, "conv", name, 5, out);
   };
   auto apart = [](const View& out, const View& in, const char* what) {
-    if (out.begin < in.end && in.begin < out.end && out.begin != out.end && in.begin != in.end)
-      throw py::value_error(std::string("conv: the output overlaps ") + what);
+    check_apart(out, in, "conv", what);
   };
   auto to_int = [](py::ssize_t v, const char* what) {
     if (v > static_cast<py::ssize_t>(1) << 30)
@@ -441,14 +466,7 @@ void bind_conv(py::module_& m) {
     }
     return s;
   };
-  auto run = [](auto&& fn) {
-    try {
-      py::gil_scoped_release release;
-      fn();
-    } catch (const std::invalid_argument& e) {
-      throw py::value_error(e.what());
-    }
-  };
+  auto run = [](auto&& fn) { run_released(fn); };
   // One binding per kernel: its arrays as (x-like, w, y-like) for shape_of, which
   // of them is the output, and the C++ call.
   using Kernel = void (*)(const ConvShape&, const float*, const float*, float*, int,
@@ -495,15 +513,104 @@ void bind_conv(py::module_& m) {
   }, "isa"_a = "auto", "Instruction set the convolution kernels run with for `isa`.");
 }
 
+
+// Fused training-mode batch normalisation + ReLU (batch_norm.hpp): x, y, dy,
+// dx (rows, channels); gamma, beta, mean, var, dgamma, dbeta (channels,);
+// float32 arrays as they are (float_view), outputs written in place.
+void bind_batch_norm(py::module_& m) {
+  const std::string where = "batch_norm_relu";
+  auto shape_of = [where](const FloatView& x, std::initializer_list<const FloatView*> rows,
+                          std::initializer_list<const FloatView*> chans) {
+    for (const FloatView* v : rows)
+      if (v->shape != x.shape)
+        throw py::value_error(where + ": shapes do not fit: every (rows, channels) array must "
+                                      "have x's shape");
+    for (const FloatView* v : chans)
+      if (v->shape[0] != x.shape[1])
+        throw py::value_error(where + ": shapes do not fit: every per-channel array must have "
+                                      "length channels = " + std::to_string(x.shape[1]));
+    darcyvae::BatchNormShape s;
+    s.rows = x.shape[0];
+    s.channels = x.shape[1];
+    return s;
+  };
+  m.def(
+      "batch_norm_relu_forward",
+      [where, shape_of](const py::array& x, const py::array& gamma, const py::array& beta,
+                        double eps, const py::array& y, const py::array& mean,
+                        const py::array& var, const std::string& isa) {
+        const FloatView vx = float_view(x, where, "x", 2, false);
+        const FloatView vg = float_view(gamma, where, "gamma", 1, false);
+        const FloatView vb = float_view(beta, where, "beta", 1, false);
+        const FloatView outs[3] = {float_view(y, where, "y", 2, true),
+                                   float_view(mean, where, "mean", 1, true),
+                                   float_view(var, where, "var", 1, true)};
+        const auto s = shape_of(vx, {&outs[0]}, {&vg, &vb, &outs[1], &outs[2]});
+        for (const FloatView& o : outs) {
+          check_apart(o, vx, where, "x");
+          check_apart(o, vg, where, "gamma");
+          check_apart(o, vb, where, "beta");
+        }
+        check_apart(outs[0], outs[1], where, "mean");
+        check_apart(outs[0], outs[2], where, "var");
+        check_apart(outs[1], outs[2], where, "var");
+        run_released([&] {
+          darcyvae::batch_norm_relu_forward(s, vx.data, vg.data, vb.data, eps,
+                                            outs[0].mutable_data, outs[1].mutable_data,
+                                            outs[2].mutable_data, isa);
+        });
+      },
+      "x"_a, "gamma"_a, "beta"_a, "eps"_a, "y"_a, "mean"_a, "var"_a, "isa"_a = "auto",
+      "y = ReLU(BatchNorm(x)) in training mode over the rows of x (rows, channels); writes y, "
+      "the batch mean and the biased batch variance of every channel in place.");
+  m.def(
+      "batch_norm_relu_backward",
+      [where, shape_of](const py::array& x, const py::array& y, const py::array& dy,
+                        const py::array& gamma, const py::array& mean, const py::array& var,
+                        double eps, const py::array& dx, const py::array& dgamma,
+                        const py::array& dbeta, const std::string& isa) {
+        const FloatView ins[6] = {
+            float_view(x, where, "x", 2, false),        float_view(y, where, "y", 2, false),
+            float_view(dy, where, "dy", 2, false),      float_view(gamma, where, "gamma", 1, false),
+            float_view(mean, where, "mean", 1, false),  float_view(var, where, "var", 1, false)};
+        const char* names[6] = {"x", "y", "dy", "gamma", "mean", "var"};
+        const FloatView outs[3] = {float_view(dx, where, "dx", 2, true),
+                                   float_view(dgamma, where, "dgamma", 1, true),
+                                   float_view(dbeta, where, "dbeta", 1, true)};
+        const auto s = shape_of(ins[0], {&ins[1], &ins[2], &outs[0]},
+                                {&ins[3], &ins[4], &ins[5], &outs[1], &outs[2]});
+        for (const FloatView& o : outs)
+          for (int i = 0; i < 6; ++i) check_apart(o, ins[i], where, names[i]);
+        check_apart(outs[0], outs[1], where, "dgamma");
+        check_apart(outs[0], outs[2], where, "dbeta");
+        check_apart(outs[1], outs[2], where, "dbeta");
+        run_released([&] {
+          darcyvae::batch_norm_relu_backward(s, ins[0].data, ins[1].data, ins[2].data,
+                                             ins[3].data, ins[4].data, ins[5].data, eps,
+                                             outs[0].mutable_data, outs[1].mutable_data,
+                                             outs[2].mutable_data, isa);
+        });
+      },
+      "x"_a, "y"_a, "dy"_a, "gamma"_a, "mean"_a, "var"_a, "eps"_a, "dx"_a, "dgamma"_a,
+      "dbeta"_a, "isa"_a = "auto",
+      "Gradients of batch_norm_relu_forward for the output gradient dy: dx, dgamma and dbeta, "
+      "in place (y: the forward output).");
+  m.def("batch_norm_isa", [](const std::string& isa) {
+    std::string out;
+    run_released([&] { out = darcyvae::batch_norm_isa(isa); });
+    return out;
+  }, "isa"_a = "auto", "Instruction set the fused batch norm passes run with for `isa`.");
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "darcyvae C++/Eigen core (private; use darcyvae.darcy, darcyvae.kle, darcyvae.metrics, darcyvae.ensemble.convolutions).";
+  m.doc() = "darcyvae C++/Eigen core (private; use darcyvae.darcy, darcyvae.kle, darcyvae.metrics, darcyvae.ensemble.convolutions, darcyvae.ensemble.batch_norm).";
   bind_parallel(m);
   bind_darcy(m);
   bind_kle(m);
   bind_knn_kl(m);
   bind_conv(m);
+  bind_batch_norm(m);
 #ifdef VERSION_INFO
   m.attr("__version__") = MACRO_STRINGIFY(VERSION_INFO);
 #else

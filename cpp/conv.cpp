@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "isa.hpp"
 #include "parallel.hpp"
 
 namespace darcyvae {
@@ -24,11 +25,7 @@ ConvKernels select(const std::string& isa) {
   if (isa != "auto" && isa != "avx2" && isa != "generic")
     fail("isa must be 'auto', 'avx2' or 'generic'; got '" + isa + "'");
   if (isa == "generic") return detail::conv_kernels_generic();
-  bool have_avx2 = false;
-#if defined(DARCYVAE_HAVE_AVX2_KERNELS)
-  __builtin_cpu_init();
-  have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
+  const bool have_avx2 = detail::avx2_kernels_available();
   if (isa == "avx2" && !have_avx2)
     fail("isa 'avx2' is not available (not built in, or the CPU lacks AVX2/FMA)");
 #if defined(DARCYVAE_HAVE_AVX2_KERNELS)

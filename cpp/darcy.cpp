@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "darcy_kernels.hpp"
+#include "isa.hpp"
 #include "parallel.hpp"
 
 namespace darcyvae {
@@ -473,11 +474,7 @@ std::unique_ptr<DarcyWorkspace> make_workspace(const detail::PlanView& P) {
 
 detail::Kernels select_kernels(KernelIsa isa) {
   if (isa == KernelIsa::generic) return detail::kernels_generic();
-  bool have_avx2 = false;
-#if defined(DARCYVAE_HAVE_AVX2_KERNELS)
-  __builtin_cpu_init();
-  have_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
+  const bool have_avx2 = detail::avx2_kernels_available();
   if (isa == KernelIsa::avx2 && !have_avx2)
     fail("isa 'avx2' is not available (not built in, or the CPU lacks AVX2/FMA)");
 #if defined(DARCYVAE_HAVE_AVX2_KERNELS)

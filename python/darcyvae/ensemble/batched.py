@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from ..models import DenseVAE, VAEConfig, _DenseLayer
 from . import convolutions as member_convs
+from .batch_norm import batch_norm_relu
 from .convolutions import MIN_MEMBERS
 
 __all__ = [
@@ -386,16 +387,58 @@ class BatchedDenseVAE:
                 return torch.bmm(x, w.transpose(1, 2))
             return torch.baddbmm(bias.unsqueeze(1), x, w.transpose(1, 2))
         if isinstance(module, _DenseLayer):
-            new = x
-            for name, child in module.named_children():
-                new = self._run(child, f"{prefix}{name}.", new)
-            return torch.cat([x, new], dim=lay.feature_dim)
+            return torch.cat([x, self._run_children(module, prefix, x)], dim=lay.feature_dim)
         if isinstance(module, nn.Sequential) and type(module).forward is nn.Sequential.forward:
-            for name, child in module.named_children():
-                x = self._run(child, f"{prefix}{name}.", x)
-            return x
+            return self._run_children(module, prefix, x)
         msg = f"BatchedDenseVAE: no batched version of {type(module).__name__} ({prefix!r})."
         raise TypeError(msg)
+
+    def _run_children(self, module: nn.Module, prefix: str, x: Tensor) -> Tensor:
+        """The children of ``module`` one after the other; in the members-last layout in
+        training, each BatchNorm followed by a ReLU runs as one fused operation."""
+        children = list(module.named_children())
+        i = 0
+        while i < len(children):
+            name, child = children[i]
+            following = children[i + 1][1] if i + 1 < len(children) else None
+            if self._fuses(child, following, x):
+                x = self._batch_norm_relu(child, f"{prefix}{name}.", x)
+                i += 2
+            else:
+                x = self._run(child, f"{prefix}{name}.", x)
+                i += 1
+        return x
+
+    def _fuses(self, module: nn.Module, following: nn.Module | None, x: Tensor) -> bool:
+        """Whether ``module`` and ``following`` run as ``batch_norm_relu``: a training-mode
+        BatchNorm2d (batch statistics, running averages with a momentum) and a ReLU, on
+        the members-last layout in float32 (docs/model.md §4g)."""
+        return (
+            self.layout.members_last
+            and self.training
+            and isinstance(module, nn.BatchNorm2d)
+            and isinstance(following, nn.ReLU)
+            and module.track_running_stats
+            and module.momentum is not None
+            and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+        )
+
+    def _batch_norm_relu(self, module: nn.BatchNorm2d, prefix: str, x: Tensor) -> Tensor:
+        """ReLU(BatchNorm(x)) of every member in one pass (x: (B, H, W, C, K), channel
+        c*K + k); the running averages of member k are updated in place."""
+        b, p = self.buffers, self.params
+        b[prefix + "num_batches_tracked"].add_(1)
+        y = batch_norm_relu(
+            x.flatten(-2),  # channel c*K + k last
+            self.layout.channels(p[prefix + "weight"]),
+            self.layout.channels(p[prefix + "bias"]),
+            b[prefix + "running_mean"].t(),  # (C, K) views of the (K, C) buffers
+            b[prefix + "running_var"].t(),
+            module.momentum,
+            module.eps,
+        )
+        return y.view(x.shape)
 
     def _member_conv(self, module: nn.Module, w: Tensor, bias: Tensor | None, x: Tensor) -> Tensor:
         """``module`` of every member by the member kernels (x: (B, H, W, C, K))."""
