@@ -7,7 +7,8 @@ scale badly on small tensors: docs/benchmarks.md, "Training"). ``reproduce all
 its blocks of seeds.
 
 The workers are started with ``spawn`` (a fork of a process that holds
-PyTorch's thread pool can hang), run torch at ``threads`` threads and log at
+PyTorch's thread pool can hang), keep freed memory for the next training step
+(``_allocator``), run torch at ``threads`` threads and log at
 the parent's levels (the root's and the package's) with their process name.
 When the parent is interrupted (Ctrl-C, SIGTERM) the workers are terminated
 too rather than waited for: what they wrote is atomic, and every run resumes.
@@ -34,6 +35,9 @@ def share_threads(workers: int) -> int:
 def _start(threads: int, level: int, package_level: int) -> None:
     import torch
 
+    from ._allocator import keep_freed_memory
+
+    keep_freed_memory()
     torch.set_num_threads(threads)
     logging.basicConfig(
         level=level,

@@ -70,8 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import traceback
 
+    from .._allocator import keep_freed_memory
     from ..errors import DarcyvaeError, Terminated
 
+    keep_freed_memory()  # the command's process is darcyvae's own (darcyvae._allocator)
     parser = build_parser()
     args = parser.parse_args(argv)
     debug = bool(getattr(args, "debug", False))

@@ -177,6 +177,11 @@ class BatchedDenseVAE:
         in ``DenseVAE.named_parameters``.
     buffers : dict of str to Tensor
         ``name -> (K, *shape)`` BatchNorm statistics and prior buffers.
+    fuse_batch_norm : bool, default=True
+        In the members-last layout in training, run each BatchNorm + ReLU
+        pair as darcyvae's fused layer (``batch_norm.batch_norm_relu``);
+        False: torch's ``F.batch_norm`` and ``F.relu`` on the same memory
+        (``benchmarks/bench_batch_norm.py`` compares the two).
 
     Notes
     -----
@@ -185,6 +190,8 @@ class BatchedDenseVAE:
     scaled_gaussian); the hierarchical prior's networks are not part of
     ``forward`` (its terms are computed per member by the caller).
     """
+
+    fuse_batch_norm: bool = True
 
     def __init__(self, models: Sequence[DenseVAE], *, channels_last: bool | None = None) -> None:
         models = list(models)
@@ -414,7 +421,8 @@ class BatchedDenseVAE:
         BatchNorm2d (batch statistics, running averages with a momentum) and a ReLU, on
         the members-last layout in float32 (docs/model.md §4g)."""
         return (
-            self.layout.members_last
+            self.fuse_batch_norm
+            and self.layout.members_last
             and self.training
             and isinstance(module, nn.BatchNorm2d)
             and isinstance(following, nn.ReLU)
