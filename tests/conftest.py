@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
 from typing import NamedTuple
 
 import pytest
@@ -35,6 +40,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench(request) -> Iterator[ModuleType]:
+    """The benchmark script named by the test module's ``BENCHMARK``
+    (``benchmarks/<BENCHMARK>.py``), loaded as a module with its folder on ``sys.path``
+    meanwhile (for its shared helpers)."""
+    name = request.module.BENCHMARK
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
 
 
 # --------------------------------------------------------------------------- VAE test data

@@ -24,8 +24,13 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
 
 
+def largest(t: torch.Tensor) -> float:
+    """The largest entry (0 for an empty tensor)."""
+    return t.max().item() if t.numel() else 0.0
+
+
 def absolute_error(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.double() - b.double()).abs().max().item()
+    return largest((a.double() - b.double()).abs())
 
 
 def torch_reference(x, gamma, beta, dy, momentum=0.1, eps=1e-5):
@@ -67,14 +72,21 @@ def test_forward_backward_and_running_stats_equal_torch(rows, channels, offset, 
     assert relative_error(y, ref_y) < tol
     assert relative_error(rm, ref_rm) < 1e-5
     assert relative_error(rv, ref_rv) < 1e-4
-    # gradients are sums that may cancel: errors relative to the terms summed
+    # gradients are sums that may cancel: errors relative to the terms summed; a value
+    # whose pre-activation lies within rounding of 0 may pass ReLU in one and not the
+    # other, so channels with one are left out of the gradient checks
     xd = x.detach().double()
-    xhat = (xd - xd.mean(0)) / (xd.var(0, unbiased=False) + 1e-5).sqrt()
-    a = gamma.detach().double() / (xd.var(0, unbiased=False) + 1e-5).sqrt()
-    g_abs = dy.double().abs()
-    assert absolute_error(beta.grad, ref_db) <= 1e-5 * g_abs.sum(0).max()
-    assert absolute_error(gamma.grad, ref_dg) <= tol * (g_abs * xhat.abs()).sum(0).max()
-    assert absolute_error(x.grad, ref_dx) <= tol * (a.abs().max() * g_abs.max()) * 4
+    sd = (xd.var(0, unbiased=False) + 1e-5).sqrt()
+    xhat = (xd - xd.mean(0)) / sd
+    pre = xhat * gamma.detach().double() + beta.detach().double()
+    keep = (pre.abs() > 10 * tol).all(0)
+    a = (gamma.detach().double() / sd)[keep]
+    g_abs = dy.double().abs()[:, keep]
+    assert absolute_error(beta.grad[keep], ref_db[keep]) <= 1e-5 * largest(g_abs.sum(0))
+    dg_scale = largest((g_abs * xhat[:, keep].abs()).sum(0))
+    assert absolute_error(gamma.grad[keep], ref_dg[keep]) <= tol * dg_scale
+    dx_scale = largest(a.abs()) * largest(g_abs)
+    assert absolute_error(x.grad[:, keep], ref_dx[:, keep]) <= tol * dx_scale * 4
 
 
 def test_moments_of_data_far_from_zero_are_accurate():
@@ -110,7 +122,8 @@ def test_channels_never_mix_and_nan_propagates_as_torch():
             bad = torch.isnan(t).any(dim=0)
             assert bad[5]
             assert bad.sum() == 1
-        assert torch.isnan(gamma.grad[5]) and torch.isfinite(gamma.grad[:5]).all()
+        assert torch.isnan(gamma.grad[5])
+        assert torch.isfinite(gamma.grad[:5]).all()
         results.append((y.detach(), x.grad))
     for a, b in zip(results[0], results[-1], strict=True):
         keep = torch.ones(11, dtype=torch.bool)

@@ -9,30 +9,15 @@ training step runs (the model's convolution modules, each once).
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def bench():
-    path = ROOT / "benchmarks" / "bench_convolutions.py"
-    sys.path.insert(0, str(path.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("bench_convolutions", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(path.parent))
+BENCHMARK = "bench_convolutions"
+"""The script the ``bench`` fixture (conftest.py) loads."""
 
 
 CASES = [

@@ -10,12 +10,13 @@ batch_norm_relu
     ``F.batch_norm`` does.
 
 Why (docs/benchmarks.md "Training"): every BatchNorm of the DenseVAE is
-followed by a ReLU. Run as torch's separate operations, the pair reads and
-writes its activation five times forward and backward; fused it reads it
-three times forward and twice backward, and the statistics are those of the
-fused layout's channels, with no copy of the running averages. The kernels
-are in ``cpp/batch_norm.cpp``: sums in float over blocks of 16 rows added
-into double, in a fixed order. CPU and float32 only.
+followed by a ReLU. As torch's two operations the pair makes three passes
+over its activation forward and three backward; fused it makes two and two,
+with the running averages updated in place (no copies). The passes are in
+``cpp/batch_norm_kernels.inc`` (AVX2 or generic, chosen at run time): the
+moments in one pass over the data shifted by its first row, sums in float
+over blocks of 16 rows added into double, in a fixed order (docs/model.md
+§4g). CPU and float32 only.
 """
 
 from __future__ import annotations
@@ -112,10 +113,7 @@ def batch_norm_relu(
         eps not > 0.
     """
     if x.device.type != "cpu" or x.dtype != torch.float32:
-        msg = (
-            "batch_norm_relu: runs on the CPU in float32; "
-            f"got {x.dtype} on {x.device.type}."
-        )
+        msg = f"batch_norm_relu: runs on the CPU in float32; got {x.dtype} on {x.device.type}."
         raise ValueError(msg)
     if x.ndim < 2:
         msg = f"batch_norm_relu: x must have a row axis and a channel axis; got {tuple(x.shape)}."
