@@ -52,3 +52,11 @@ def machine(**extra: Any) -> dict[str, Any]:
             info["gpu"] = torch.cuda.get_device_name()
     info.update(extra)
     return info
+
+
+def write_results(path: str | os.PathLike, results: list[dict[str, Any]]) -> None:
+    """Write ``{"machine": machine(), "results": results}`` as JSON to ``path``."""
+    import json
+    from pathlib import Path
+
+    Path(path).write_text(json.dumps({"machine": machine(), "results": results}, indent=2))

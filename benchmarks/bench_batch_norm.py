@@ -29,7 +29,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -41,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine
+from _machine import write_results
 from _table import text_table
 from darcyvae.ensemble.batch_norm import batch_norm_relu
 from darcyvae.ensemble.batched import BatchedDenseVAE
@@ -219,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
         results.append(res)
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+        write_results(args.json, results)
     return 0
 
 

@@ -34,7 +34,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -46,7 +45,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import machine
+from _machine import write_results
 from _table import text_table
 from darcyvae.ensemble import convolutions as member_convs
 from darcyvae.ensemble.batched import BatchedDenseVAE
@@ -353,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         results.append(res)
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "results": results}, indent=2))
+        write_results(args.json, results)
     return 0
 
 

@@ -22,14 +22,9 @@ using detail::kConvTilePixels;
 [[noreturn]] void fail(const std::string& what) { throw std::invalid_argument("conv: " + what); }
 
 ConvKernels select(const std::string& isa) {
-  if (isa != "auto" && isa != "avx2" && isa != "generic")
-    fail("isa must be 'auto', 'avx2' or 'generic'; got '" + isa + "'");
-  if (isa == "generic") return detail::conv_kernels_generic();
-  const bool have_avx2 = detail::avx2_kernels_available();
-  if (isa == "avx2" && !have_avx2)
-    fail("isa 'avx2' is not available (not built in, or the CPU lacks AVX2/FMA)");
+  [[maybe_unused]] const bool avx2 = detail::use_avx2_kernels(isa, "conv");
 #if defined(DARCYVAE_HAVE_AVX2_KERNELS)
-  if (have_avx2) return detail::conv_kernels_avx2();
+  if (avx2) return detail::conv_kernels_avx2();
 #endif
   return detail::conv_kernels_generic();
 }

@@ -25,12 +25,9 @@ import torch
 from torch import Tensor
 
 from .. import _core
+from .convolutions import _np
 
 __all__ = ["batch_norm_relu"]
-
-
-def _np(t: Tensor):
-    return t.detach().numpy()
 
 
 class _BatchNormReLU(torch.autograd.Function):

@@ -77,6 +77,7 @@ def _check(x: Tensor, w: Tensor, name: str) -> None:
 
 
 def _np(t: Tensor):
+    """The tensor's memory as a numpy array, no copy (what the C++ kernels take)."""
     return t.detach().numpy()
 
 
