@@ -1,7 +1,7 @@
 // darcyvae._core: the only file that includes pybind11. Each capability of
-// the C++ core (darcy, kle, knn_kl, conv, batch_norm) gets one bind_* function below;
+// the C++ core (darcy, kle, knn_kl, conv, batch_norm, reconstruction) gets one bind_* function below;
 // the Python modules darcyvae.darcy, darcyvae.kle, darcyvae.metrics,
-// darcyvae.ensemble.convolutions and darcyvae.ensemble.batch_norm validate inputs and are the documented API.
+// darcyvae.ensemble.convolutions, .batch_norm and .reconstruction validate inputs and are the documented API.
 // Long calls release the GIL.
 #include <pybind11/pybind11.h>
 #include <pybind11/eigen.h>
@@ -26,6 +26,7 @@
 #include "kle.hpp"
 #include "knn_kl.hpp"
 #include "parallel.hpp"
+#include "reconstruction.hpp"
 
 #define STRINGIFY(x) #x
 #define MACRO_STRINGIFY(x) STRINGIFY(x)
@@ -373,34 +374,64 @@ void bind_knn_kl(py::module_& m) {
 }
 
 
-// A float32 array taken as it is (the member kernels' and the fused batch
-// norm's arguments): float32, C-contiguous, `ndim`-d and, for an output,
-// writeable; anything else raises ValueError "<where>: <name> must ..." (never
-// a silent copy, which would leave the caller's output unwritten).
+// A float32 array taken as it is (the member kernels', the fused batch
+// norm's and the reconstruction term's arguments): float32, `ndim`-d,
+// C-contiguous unless `strided` (then any strides that are whole elements; an
+// output must not overlap itself) and, for an output, writeable; anything
+// else raises ValueError "<where>: <name> must ..." (never a silent copy,
+// which would leave the caller's output unwritten).
 struct FloatView {
   const float* data;
   float* mutable_data;
   std::vector<py::ssize_t> shape;
-  const char* begin;
+  std::vector<py::ssize_t> strides;  // in elements
+  const char* begin;                 // the bytes the view can touch: [begin, end)
   const char* end;
 };
 
+// Whether no two elements of the view share memory: sorted by stride, each
+// axis steps over everything the smaller ones span.
+bool overlaps_itself(const FloatView& v) {
+  std::vector<std::pair<py::ssize_t, py::ssize_t>> axes;  // (|stride|, size)
+  for (std::size_t a = 0; a < v.shape.size(); ++a)
+    if (v.shape[a] > 1) axes.emplace_back(std::abs(v.strides[a]), v.shape[a]);
+  std::sort(axes.begin(), axes.end());
+  py::ssize_t span = 1;
+  for (const auto& [stride, size] : axes) {
+    if (stride < span) return true;
+    span = stride * size;
+  }
+  return false;
+}
+
 FloatView float_view(const py::array& a, const std::string& where, const char* name, int ndim,
-                     bool out) {
+                     bool out, bool strided = false) {
   const std::string what = where + ": " + name;
   if (!a.dtype().is(py::dtype::of<float>()))
     throw py::value_error(what + " must be float32; got " + std::string(py::str(a.dtype())));
   if (a.ndim() != ndim)
     throw py::value_error(what + " must be " + std::to_string(ndim) + "-d; got " +
                           std::to_string(a.ndim()) + " dimensions");
-  if (!(a.flags() & py::array::c_style)) throw py::value_error(what + " must be C-contiguous");
+  if (!strided && !(a.flags() & py::array::c_style))
+    throw py::value_error(what + " must be C-contiguous");
   if (out && !a.writeable()) throw py::value_error(what + " must be writeable");
   FloatView v;
   v.data = static_cast<const float*>(a.data());
   v.mutable_data = out ? static_cast<float*>(const_cast<void*>(a.data())) : nullptr;
   v.shape.assign(a.shape(), a.shape() + ndim);
-  v.begin = static_cast<const char*>(a.data());
-  v.end = v.begin + a.nbytes();
+  py::ssize_t lo = 0, hi = static_cast<py::ssize_t>(sizeof(float));
+  for (int i = 0; i < ndim; ++i) {
+    const py::ssize_t bytes = a.strides(i);
+    if (bytes % static_cast<py::ssize_t>(sizeof(float)) != 0)
+      throw py::value_error(what + " must have strides of whole elements");
+    v.strides.push_back(bytes / static_cast<py::ssize_t>(sizeof(float)));
+    const py::ssize_t reach = (v.shape[i] - 1) * bytes;
+    (reach < 0 ? lo : hi) += reach;
+  }
+  v.begin = reinterpret_cast<const char*>(v.data) + lo;
+  v.end = reinterpret_cast<const char*>(v.data) + hi;
+  if (a.size() == 0) v.end = v.begin;
+  if (out && strided && overlaps_itself(v)) throw py::value_error(what + " must not overlap itself");
   return v;
 }
 
@@ -601,16 +632,102 @@ void bind_batch_norm(py::module_& m) {
     return out;
   }, "isa"_a = "auto", "Instruction set the fused batch norm passes run with for `isa`.");
 }
+
+// The members' Gaussian reconstruction term (reconstruction.hpp): y, mean and
+// dmean (K, B, C, H, W) with any strides; logvar and dlogvar (K, H, W), out
+// and grad (K, B), C-contiguous; outputs written in place.
+void bind_reconstruction(py::module_& m) {
+  const std::string where = "reconstruction_nll";
+  auto strides5 = [](const FloatView& v) {
+    darcyvae::Strides5 st{};
+    std::copy(v.strides.begin(), v.strides.end(), st.begin());
+    return st;
+  };
+  // shape from y (K, B, C, H, W); every other array must fit it
+  auto shape_of = [where](const FloatView& y, std::initializer_list<const FloatView*> fields,
+                          std::initializer_list<const FloatView*> pixels,
+                          std::initializer_list<const FloatView*> samples) {
+    const auto& n = y.shape;
+    for (const FloatView* v : fields)
+      if (v->shape != n)
+        throw py::value_error(where + ": shapes do not fit: mean (and dmean) must have y's "
+                                      "shape (K, B, C, H, W)");
+    for (const FloatView* v : pixels)
+      if (v->shape != std::vector<py::ssize_t>{n[0], n[3], n[4]})
+        throw py::value_error(where + ": shapes do not fit: logvar (and dlogvar) must have "
+                                      "shape (K, H, W) = (" + std::to_string(n[0]) + ", " +
+                              std::to_string(n[3]) + ", " + std::to_string(n[4]) + ")");
+    for (const FloatView* v : samples)
+      if (v->shape != std::vector<py::ssize_t>{n[0], n[1]})
+        throw py::value_error(where + ": shapes do not fit: the per-sample arrays must have "
+                                      "shape (K, B) = (" + std::to_string(n[0]) + ", " +
+                              std::to_string(n[1]) + ")");
+    darcyvae::NllShape s;
+    s.members = n[0];
+    s.batch = n[1];
+    s.channels = n[2];
+    s.height = n[3];
+    s.width = n[4];
+    return s;
+  };
+  m.def(
+      "reconstruction_nll_forward",
+      [where, strides5, shape_of](const py::array& y, const py::array& mean,
+                                  const py::array& logvar, const py::array& out) {
+        const FloatView vy = float_view(y, where, "y", 5, false, true);
+        const FloatView vm = float_view(mean, where, "mean", 5, false, true);
+        const FloatView vl = float_view(logvar, where, "logvar", 3, false);
+        const FloatView vo = float_view(out, where, "out", 2, true);
+        const auto s = shape_of(vy, {&vm}, {&vl}, {&vo});
+        check_apart(vo, vy, where, "y");
+        check_apart(vo, vm, where, "mean");
+        check_apart(vo, vl, where, "logvar");
+        run_released([&] {
+          darcyvae::reconstruction_nll_forward(s, vy.data, strides5(vy), vm.data, strides5(vm),
+                                               vl.data, vo.mutable_data);
+        });
+      },
+      "y"_a, "mean"_a, "logvar"_a, "out"_a,
+      "out[k, b] = 1/2 sum_{c,i,j} (log 2pi + s + (y - mean)^2 e^-s), s = logvar[k, i, j], in "
+      "place (y, mean: (K, B, C, H, W), any strides).");
+  m.def(
+      "reconstruction_nll_backward",
+      [where, strides5, shape_of](const py::array& y, const py::array& mean,
+                                  const py::array& logvar, const py::array& grad,
+                                  const py::array& dmean, const py::array& dlogvar) {
+        const FloatView ins[4] = {float_view(y, where, "y", 5, false, true),
+                                  float_view(mean, where, "mean", 5, false, true),
+                                  float_view(logvar, where, "logvar", 3, false),
+                                  float_view(grad, where, "grad", 2, false)};
+        const char* names[4] = {"y", "mean", "logvar", "grad"};
+        const FloatView outs[2] = {float_view(dmean, where, "dmean", 5, true, true),
+                                   float_view(dlogvar, where, "dlogvar", 3, true)};
+        const auto s = shape_of(ins[0], {&ins[1], &outs[0]}, {&ins[2], &outs[1]}, {&ins[3]});
+        for (const FloatView& o : outs)
+          for (int i = 0; i < 4; ++i) check_apart(o, ins[i], where, names[i]);
+        check_apart(outs[0], outs[1], where, "dlogvar");
+        run_released([&] {
+          darcyvae::reconstruction_nll_backward(s, ins[0].data, strides5(ins[0]), ins[1].data,
+                                                strides5(ins[1]), ins[2].data, ins[3].data,
+                                                outs[0].mutable_data, strides5(outs[0]),
+                                                outs[1].mutable_data);
+        });
+      },
+      "y"_a, "mean"_a, "logvar"_a, "grad"_a, "dmean"_a, "dlogvar"_a,
+      "Gradients of reconstruction_nll_forward for grad (K, B): dmean (any strides) and "
+      "dlogvar (K, H, W), in place.");
+}
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "darcyvae C++/Eigen core (private; use darcyvae.darcy, darcyvae.kle, darcyvae.metrics, darcyvae.ensemble.convolutions, darcyvae.ensemble.batch_norm).";
+  m.doc() = "darcyvae C++/Eigen core (private; use darcyvae.darcy, darcyvae.kle, darcyvae.metrics, darcyvae.ensemble.convolutions, darcyvae.ensemble.batch_norm, darcyvae.ensemble.reconstruction).";
   bind_parallel(m);
   bind_darcy(m);
   bind_kle(m);
   bind_knn_kl(m);
   bind_conv(m);
   bind_batch_norm(m);
+  bind_reconstruction(m);
 #ifdef VERSION_INFO
   m.attr("__version__") = MACRO_STRINGIFY(VERSION_INFO);
 #else

@@ -282,6 +282,7 @@ def vae_loss(
     include_rate: bool = True,
     generator: torch.Generator | None = None,
     noise: VAENoise | None = None,
+    distortion: Tensor | None = None,
 ) -> LossTerms:
     """The VAE objective of one batch (docs/model.md §4b,§4c).
 
@@ -307,6 +308,11 @@ def vae_loss(
         overrides ``generator``. A batched ensemble draws each member's
         noise from that member's generator and gets exactly its single-run
         losses.
+    distortion : Tensor of shape (batch,) or None
+        L_rec in nats per sample, already computed from the model's output
+        (the batched members compute it for all members in one pass,
+        ``darcyvae.ensemble.reconstruction``); None computes it here with
+        ``reconstruction_loss``.
 
     Returns
     -------
@@ -317,7 +323,8 @@ def vae_loss(
         msg = f"vae_loss: noise must be a VAENoise (model.draw_noise); got {type(noise).__name__}."
         raise TypeError(msg)
     out = model(y, generator=generator, noise=noise)
-    distortion = reconstruction_loss(y, out.y_mean, out.y_logvar, reduction="sum")
+    if distortion is None:
+        distortion = reconstruction_loss(y, out.y_mean, out.y_logvar, reduction="sum")
     rec = distortion / (y.shape[-1] * y.shape[-2]) if reduction == "mean" else distortion
     prior_nll = None
     if isinstance(model.prior, HierarchicalPrior):

@@ -72,7 +72,8 @@ class BatchedOutput(NamedTuple):
     z: Tensor
     """(K, batch, n)."""
     y_mean: Tensor
-    """(K, batch, C, N, N)."""
+    """(K, batch, C, N, N); with ``BatchedDenseVAE.strided_mean`` a view of (batch, N, N, C, K)
+    memory."""
     y_logvar: Tensor
     """(K, 1, 1, N, N)."""
 
@@ -182,6 +183,12 @@ class BatchedDenseVAE:
         pair as darcyvae's fused layer (``batch_norm.batch_norm_relu``);
         False: torch's ``F.batch_norm`` and ``F.relu`` on the same memory
         (``benchmarks/bench_batch_norm.py`` compares the two).
+    fuse_reconstruction : bool, default=True
+        In the members-last layout, leave the decoder mean as a strided view
+        of its (batch, N, N, C, K) memory (``strided_mean``), for the
+        training engine's one-pass reconstruction term
+        (``reconstruction.reconstruction_nll``); False: copied into
+        (K, batch, C, N, N) for torch's elementwise loss.
 
     Notes
     -----
@@ -192,6 +199,7 @@ class BatchedDenseVAE:
     """
 
     fuse_batch_norm: bool = True
+    fuse_reconstruction: bool = True
 
     def __init__(self, models: Sequence[DenseVAE], *, channels_last: bool | None = None) -> None:
         models = list(models)
@@ -228,6 +236,11 @@ class BatchedDenseVAE:
                 name: torch.stack([dict(m.named_buffers())[name] for m in models]).clone()
                 for name, _ in models[0].named_buffers()
             }
+
+    @property
+    def strided_mean(self) -> bool:
+        """Whether ``decode`` returns the mean as a view of members-last memory (no copy)."""
+        return self.fuse_reconstruction and self.layout.members_last
 
     # ------------------------------------------------------------------ state
 
@@ -320,16 +333,23 @@ class BatchedDenseVAE:
         )
 
     def decode(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(mean, logvar)``: (K, batch, C, N, N) and (K, 1, 1, N, N)."""
+        """``(mean, logvar)``: (K, batch, C, N, N) and (K, 1, 1, N, N).
+
+        With ``strided_mean`` ``mean`` is a strided view of the decoder's
+        (batch, N, N, C, K) output (no copy); else contiguous."""
         dec = self.template.decoder
         h = self._run(dec.head, "decoder.head.", z)  # K, B, flat
         f, s, _ = dec._bottleneck
         h = h.view(self.k, -1, f, s, s)
         x = self.layout.from_members(h)
         x = self._run(dec.features, "decoder.features.", x)
-        # one copy into (K, batch, C, N, N): the loss's elementwise ops on the strided
-        # view of the channels-last layout ran ~5x slower than on contiguous memory
-        return self.layout.to_members(x).contiguous(), self.params["decoder.output_logvar"]
+        mean = self.layout.to_members(x)
+        # strided_mean: the view, which the engine's loss reads in place
+        # (ensemble.reconstruction); otherwise one copy into (K, batch, C, N, N): torch's
+        # elementwise loss on the strided view of channels last ran ~5x slower
+        if not self.strided_mean:
+            mean = mean.contiguous()
+        return mean, self.params["decoder.output_logvar"]
 
     def _encoder_network(self, net: nn.Module, prefix: str, x: Tensor) -> Tensor:
         h = self._run(net.features, prefix + "features.", x)

@@ -23,6 +23,7 @@ from ..checkpoint import load_state
 from ..losses import guarded_loss, vae_loss
 from ..models import DenseVAE, VAENoise, VAEOutput
 from .batched import BatchedDenseVAE, BatchedOutput, StackedAdam, adam_member_state, adam_update
+from .reconstruction import reconstruction_nll
 
 __all__ = ["MemberLoss", "OneMember", "StackedMembers", "stack_for"]
 
@@ -50,7 +51,9 @@ class MemberLoss(nn.Module):
         super().__init__()
         self.prior = prior
 
-    def forward(self, y, output, noise, beta, beta_p, reduction, include_rate, guard):
+    def forward(
+        self, y, output, noise, beta, beta_p, reduction, include_rate, guard, distortion=None
+    ):
         terms = vae_loss(
             _Precomputed(output, self.prior),
             y,
@@ -59,6 +62,7 @@ class MemberLoss(nn.Module):
             reduction=reduction,
             include_rate=include_rate,
             noise=noise,
+            distortion=distortion,
         )
         nll = terms.prior_nll if terms.prior_nll is not None else torch.zeros_like(terms.loss)
         loss, fired = terms.loss, torch.zeros_like(terms.loss)
@@ -231,15 +235,23 @@ class StackedMembers:
         return self.net.encode(y)
 
     def losses(self, y, output, eps_z, eps_xi, beta, beta_p, reduction, include_rate, guard):
-        """(loss, rec, distortion, rate, prior_nll, guard fired) of every member, each (K,)."""
-        loss_module = self.loss_module
+        """(loss, rec, distortion, rate, prior_nll, guard fired) of every member, each (K,).
 
-        def one(params, y, mu, logvar, z, y_mean, y_logvar, eps_z, eps_xi, beta, beta_p):
+        With ``BatchedDenseVAE.strided_mean`` (members last) the reconstruction term of
+        all members is one C++ pass over the decoder output where it lies
+        (``reconstruction_nll``; torch's elementwise loss would read the view slowly)."""
+        loss_module = self.loss_module
+        distortion = None
+        if self.net.strided_mean and output.y_mean.dtype == torch.float32:
+            distortion = reconstruction_nll(y, output.y_mean, output.y_logvar)
+
+        def one(params, y, mu, logvar, z, y_mean, y_logvar, eps_z, eps_xi, beta, beta_p, dist):
             out = VAEOutput(mu, logvar, z, y_mean, y_logvar)
-            args = (y, out, VAENoise(eps_z, eps_xi), beta, beta_p, reduction, include_rate, guard)
+            noise = VAENoise(eps_z, eps_xi)
+            args = (y, out, noise, beta, beta_p, reduction, include_rate, guard, dist)
             return torch.func.functional_call(loss_module, params, args)
 
-        tensors = (self.prior_params, y, *output, eps_z, eps_xi, beta, beta_p)
+        tensors = (self.prior_params, y, *output, eps_z, eps_xi, beta, beta_p, distortion)
         dims = tuple(None if t is None or isinstance(t, float) else 0 for t in tensors)
         dims = (0, *dims[1:]) if self.prior_params else (None, *dims[1:])
         return torch.func.vmap(one, in_dims=dims)(*tensors)
