@@ -29,9 +29,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import write_results
 from _table import text_table
+from _timing import interleaved
 from darcyvae.ensemble.batch_norm import batch_norm_relu
 from darcyvae.ensemble.batched import BatchedDenseVAE
 from darcyvae.models import DenseVAE, model_config
@@ -66,19 +65,6 @@ def batch_norm_shapes(model: DenseVAE, y: torch.Tensor) -> dict[tuple[int, int, 
     for handle in handles:
         handle.remove()
     return counts
-
-
-def interleaved(fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, timed in turn (one untimed call each first)."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def time_layer(shape: tuple[int, int, int], k: int, batch: int, repeats: int) -> dict[str, float]:

@@ -242,7 +242,7 @@ class StackedMembers:
         (``reconstruction_nll``; torch's elementwise loss would read the view slowly)."""
         loss_module = self.loss_module
         distortion = None
-        if self.net.strided_mean and output.y_mean.dtype == torch.float32:
+        if self.net.strided_mean and y.dtype == output.y_mean.dtype == torch.float32:
             distortion = reconstruction_nll(y, output.y_mean, output.y_logvar)
 
         def one(params, y, mu, logvar, z, y_mean, y_logvar, eps_z, eps_xi, beta, beta_p, dist):
