@@ -28,7 +28,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,12 +37,12 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import write_results
+from _ensemble_step import ensemble, heading, parse, run_thread_counts, step_parser, summary_head
 from _table import text_table
 from _timing import interleaved
 from darcyvae.ensemble.batch_norm import batch_norm_relu
 from darcyvae.ensemble.batched import BatchedDenseVAE
-from darcyvae.models import DenseVAE, model_config
+from darcyvae.models import DenseVAE
 
 
 def batch_norm_shapes(model: DenseVAE, y: torch.Tensor) -> dict[tuple[int, int, int], int]:
@@ -115,11 +114,7 @@ def time_steps(
 
 def measure(model: str, prior: str, k: int, batch: int, repeats: int) -> dict[str, Any]:
     """The rows and the summary for one configuration (at torch's current threads)."""
-    cfg = model_config(model, prior=prior)
-    torch.manual_seed(0)
-    members = [DenseVAE(cfg) for _ in range(k)]
-    g = torch.Generator().manual_seed(1)
-    y = torch.randn(k, batch, cfg.channels, cfg.grid, cfg.grid, generator=g)
+    cfg, members, y, g = ensemble(model, prior, k, batch)
     eps = torch.randn(k, batch, cfg.latent_dim, generator=g)
     rows = []
     for shape, calls in batch_norm_shapes(DenseVAE(cfg), y[0]).items():
@@ -138,11 +133,7 @@ def measure(model: str, prior: str, k: int, batch: int, repeats: int) -> dict[st
     torch_ms = sum(r["torch_ms_per_step"] for r in rows)
     fused_ms = sum(r["fused_ms_per_step"] for r in rows)
     summary = {
-        "model": model,
-        "prior": prior,
-        "k": k,
-        "batch": batch,
-        "threads": torch.get_num_threads(),
+        **summary_head(model, prior, k, batch),
         "layers_torch_ms": torch_ms,
         "layers_fused_ms": fused_ms,
         "layers_speedup": torch_ms / fused_ms,
@@ -162,50 +153,33 @@ COLUMNS = [
 ]
 
 
+def report(res: dict[str, Any]) -> None:
+    s = res["summary"]
+    print(heading(s, "BatchNorm + ReLU of one training step (forward + backward)"))
+    print(text_table(COLUMNS, res["rows"]))
+    line = (
+        f"layers: torch {s['layers_torch_ms']:.1f} ms, fused {s['layers_fused_ms']:.1f} ms "
+        f"({s['layers_speedup']:.2f}x)"
+    )
+    if s["step_torch_ms"] is not None:
+        line += (
+            f"; step: torch's layers {s['step_torch_ms']:.0f} ms, fused "
+            f"{s['step_fused_ms']:.0f} ms ({s['step_speedup']:.2f}x)"
+        )
+    print(line)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dense_vae_tiny", help="registered model")
-    parser.add_argument(
-        "--prior", default="hierarchical", help="prior (default: the mixture4 HP arm's)"
+    parser = step_parser(
+        __doc__.splitlines()[0],
+        k=25,
+        k_help="members (default: 25, a mixture4 worker's block)",
+        repeats=15,
     )
-    parser.add_argument(
-        "--k", type=int, default=25, help="members (default: 25, a mixture4 worker's block)"
+    args = parse(parser, argv)
+    return run_thread_counts(
+        args, lambda: measure(args.model, args.prior, args.k, args.batch, args.repeats), report
     )
-    parser.add_argument("--batch", type=int, default=64, help="batch per member")
-    parser.add_argument("--threads", default="1", help="torch CPU threads, e.g. 1,2")
-    parser.add_argument("--repeats", type=int, default=15, help="timed repeats (medians)")
-    parser.add_argument("--quick", action="store_true", help="K = 8, batch 16, 3 repeats")
-    parser.add_argument("--json", type=Path, help="write the rows and summaries here")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.k, args.batch, args.repeats = 8, 16, 3
-    if args.k < 1 or args.batch < 1 or args.repeats < 1:
-        parser.error("--k, --batch and --repeats must be >= 1")
-    results = []
-    for t in (int(t) for t in args.threads.split(",")):
-        torch.set_num_threads(t)
-        res = measure(args.model, args.prior, args.k, args.batch, args.repeats)
-        s = res["summary"]
-        print(
-            f"\n{s['model']} ({s['prior']}), K = {s['k']}, batch {s['batch']}, "
-            f"{s['threads']} thread(s): BatchNorm + ReLU of one training step "
-            "(forward + backward)"
-        )
-        print(text_table(COLUMNS, res["rows"]))
-        line = (
-            f"layers: torch {s['layers_torch_ms']:.1f} ms, fused {s['layers_fused_ms']:.1f} ms "
-            f"({s['layers_speedup']:.2f}x)"
-        )
-        if s["step_torch_ms"] is not None:
-            line += (
-                f"; step: torch's layers {s['step_torch_ms']:.0f} ms, fused "
-                f"{s['step_fused_ms']:.0f} ms ({s['step_speedup']:.2f}x)"
-            )
-        print(line)
-        results.append(res)
-    if args.json:
-        write_results(args.json, results)
-    return 0
 
 
 if __name__ == "__main__":

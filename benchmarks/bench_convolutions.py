@@ -33,7 +33,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -45,11 +44,10 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import write_results
+from _ensemble_step import ensemble, heading, parse, run_thread_counts, step_parser, summary_head
 from _table import text_table
 from darcyvae.ensemble import convolutions as member_convs
 from darcyvae.ensemble.batched import BatchedDenseVAE
-from darcyvae.models import DenseVAE, model_config
 
 
 class _RecordConvolutions(TorchDispatchMode):
@@ -209,11 +207,7 @@ def measure(
     model: str, prior: str, k: int, batch: int, repeats: int, gemm_n: int
 ) -> dict[str, Any]:
     """The rows and the summary for one configuration (at torch's current threads)."""
-    cfg = model_config(model, prior=prior)
-    torch.manual_seed(0)
-    members = [DenseVAE(cfg) for _ in range(k)]
-    g = torch.Generator().manual_seed(1)
-    y = torch.randn(k, batch, cfg.channels, cfg.grid, cfg.grid, generator=g)
+    cfg, members, y, g = ensemble(model, prior, k, batch)
     eps = torch.randn(k, batch, cfg.latent_dim, generator=g)
     recorder = _RecordConvolutions()
     # torch's grouped convolutions, channels last (the layout below K = 8)
@@ -257,11 +251,7 @@ def measure(
     conv_flop = sum(r["gflop_per_step"] for r in rows) * 1e9
     floor_s = step_s - conv_s + conv_flop / gemm
     summary = {
-        "model": model,
-        "prior": prior,
-        "k": k,
-        "batch": batch,
-        "threads": torch.get_num_threads(),
+        **summary_head(model, prior, k, batch),
         "step_ms": 1e3 * step_s,
         "convolutions_ms": 1e3 * conv_s,
         "convolutions_share": conv_s / step_s,
@@ -306,54 +296,38 @@ COLUMNS = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dense_vae_tiny", help="registered model")
-    parser.add_argument(
-        "--prior", default="hierarchical", help="prior (default: the mixture4 HP arm's)"
+def report(res: dict[str, Any]) -> None:
+    s = res["summary"]
+    print(heading(s, "one training step (forward + backward)"))
+    print(text_table(COLUMNS, res["rows"]))
+    print(
+        f"torch's kernels: step {s['step_ms']:.0f} ms; convolutions "
+        f"{s['convolutions_ms']:.0f} ms ({100 * s['convolutions_share']:.0f}%) at "
+        f"{s['convolutions_gflops']:.1f} GFLOP/s; float32 GEMM {s['gemm_gflops']:.1f} GFLOP/s; "
+        f"with the convolutions at the GEMM rate the step would take "
+        f"{s['floor_ms_at_gemm_rate']:.0f} ms ({s['possible_speedup']:.1f}x faster)"
     )
-    parser.add_argument("--k", type=int, default=50, help="members (default: 50, mixture4's)")
-    parser.add_argument("--batch", type=int, default=64, help="batch per member")
-    parser.add_argument("--threads", default="1", help="torch CPU threads, e.g. 1,2")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repeats (medians)")
+    if s["member_step_ms"] is not None:
+        print(
+            f"member kernels: step {s['member_step_ms']:.0f} ms "
+            f"({s['member_step_speedup']:.2f}x); convolutions "
+            f"{s['member_convolutions_ms']:.0f} ms "
+            f"({100 * s['member_convolutions_share']:.0f}%) at "
+            f"{s['member_convolutions_gflops']:.1f} GFLOP/s"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = step_parser(
+        __doc__.splitlines()[0], k=50, k_help="members (default: 50, mixture4's)", repeats=7
+    )
     parser.add_argument("--gemm-n", type=int, default=2048, help="size of the GEMM reference")
-    parser.add_argument("--quick", action="store_true", help="K = 8, batch 16, 3 repeats")
-    parser.add_argument("--json", type=Path, help="write the rows and summaries here")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.k, args.batch, args.repeats, args.gemm_n = 8, 16, 3, 512
-    if args.k < 1 or args.batch < 1 or args.repeats < 1:
-        parser.error("--k, --batch and --repeats must be >= 1")
-    threads = [int(t) for t in args.threads.split(",")]
-    results = []
-    for t in threads:
-        torch.set_num_threads(t)
-        res = measure(args.model, args.prior, args.k, args.batch, args.repeats, args.gemm_n)
-        s = res["summary"]
-        print(
-            f"\n{s['model']} ({s['prior']}), K = {s['k']}, batch {s['batch']}, "
-            f"{s['threads']} thread(s): one training step (forward + backward)"
-        )
-        print(text_table(COLUMNS, res["rows"]))
-        print(
-            f"torch's kernels: step {s['step_ms']:.0f} ms; convolutions "
-            f"{s['convolutions_ms']:.0f} ms ({100 * s['convolutions_share']:.0f}%) at "
-            f"{s['convolutions_gflops']:.1f} GFLOP/s; float32 GEMM {s['gemm_gflops']:.1f} GFLOP/s; "
-            f"with the convolutions at the GEMM rate the step would take "
-            f"{s['floor_ms_at_gemm_rate']:.0f} ms ({s['possible_speedup']:.1f}x faster)"
-        )
-        if s["member_step_ms"] is not None:
-            print(
-                f"member kernels: step {s['member_step_ms']:.0f} ms "
-                f"({s['member_step_speedup']:.2f}x); convolutions "
-                f"{s['member_convolutions_ms']:.0f} ms "
-                f"({100 * s['member_convolutions_share']:.0f}%) at "
-                f"{s['member_convolutions_gflops']:.1f} GFLOP/s"
-            )
-        results.append(res)
-    if args.json:
-        write_results(args.json, results)
-    return 0
+    args = parse(parser, argv, gemm_n=512)
+    return run_thread_counts(
+        args,
+        lambda: measure(args.model, args.prior, args.k, args.batch, args.repeats, args.gemm_n),
+        report,
+    )
 
 
 if __name__ == "__main__":

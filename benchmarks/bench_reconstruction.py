@@ -25,7 +25,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -35,13 +34,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import write_results
+from _ensemble_step import ensemble, heading, parse, run_thread_counts, step_parser, summary_head
 from _table import text_table
 from _timing import interleaved
 from darcyvae.ensemble.members import StackedMembers
 from darcyvae.ensemble.reconstruction import reconstruction_nll
 from darcyvae.losses import reconstruction_loss
-from darcyvae.models import DenseVAE, model_config
+from darcyvae.models import DenseVAE
 
 
 def time_term(k: int, batch: int, channels: int, grid: int, repeats: int) -> dict[str, float]:
@@ -100,11 +99,7 @@ def time_steps(
 
 def measure(model: str, prior: str, k: int, batch: int, repeats: int) -> dict[str, Any]:
     """The rows and the summary for one configuration (at torch's current threads)."""
-    cfg = model_config(model, prior=prior)
-    torch.manual_seed(0)
-    members = [DenseVAE(cfg) for _ in range(k)]
-    g = torch.Generator().manual_seed(1)
-    y = torch.randn(k, batch, cfg.channels, cfg.grid, cfg.grid, generator=g)
+    cfg, members, y, g = ensemble(model, prior, k, batch)
     noise = [m.draw_noise(batch, g) for m in members]
     eps_z = torch.stack([n.z for n in noise])
     eps_xi = None if noise[0].xi is None else torch.stack([n.xi for n in noise])
@@ -118,11 +113,7 @@ def measure(model: str, prior: str, k: int, batch: int, repeats: int) -> dict[st
         r["torch_ms"], r["fused_ms"] = 1e3 * r.pop("torch"), 1e3 * r.pop("fused")
         r["speedup"] = r["torch_ms"] / r["fused_ms"]
     summary = {
-        "model": model,
-        "prior": prior,
-        "k": k,
-        "batch": batch,
-        "threads": torch.get_num_threads(),
+        **summary_head(model, prior, k, batch),
         "saved_ms_per_step": rows[-1]["torch_ms"] - rows[-1]["fused_ms"],
         "term_max_relative_difference": difference,
     }
@@ -137,43 +128,27 @@ COLUMNS = [
 ]
 
 
+def report(res: dict[str, Any]) -> None:
+    s = res["summary"]
+    print(heading(s, "the reconstruction term from the members-last output"))
+    print(text_table(COLUMNS, res["rows"]))
+    print(
+        "largest relative difference of the two terms and gradients: "
+        f"{s['term_max_relative_difference']:.1e}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="dense_vae_tiny", help="registered model")
-    parser.add_argument(
-        "--prior", default="hierarchical", help="prior (default: the mixture4 HP arm's)"
+    parser = step_parser(
+        __doc__.splitlines()[0],
+        k=25,
+        k_help="members (default: 25, a mixture4 worker's block)",
+        repeats=15,
     )
-    parser.add_argument(
-        "--k", type=int, default=25, help="members (default: 25, a mixture4 worker's block)"
+    args = parse(parser, argv)
+    return run_thread_counts(
+        args, lambda: measure(args.model, args.prior, args.k, args.batch, args.repeats), report
     )
-    parser.add_argument("--batch", type=int, default=64, help="batch per member")
-    parser.add_argument("--threads", default="1", help="torch CPU threads, e.g. 1,2")
-    parser.add_argument("--repeats", type=int, default=15, help="timed repeats (medians)")
-    parser.add_argument("--quick", action="store_true", help="K = 8, batch 16, 3 repeats")
-    parser.add_argument("--json", type=Path, help="write the rows and summaries here")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.k, args.batch, args.repeats = 8, 16, 3
-    if args.k < 1 or args.batch < 1 or args.repeats < 1:
-        parser.error("--k, --batch and --repeats must be >= 1")
-    results = []
-    for t in (int(t) for t in args.threads.split(",")):
-        torch.set_num_threads(t)
-        res = measure(args.model, args.prior, args.k, args.batch, args.repeats)
-        s = res["summary"]
-        print(
-            f"\n{s['model']} ({s['prior']}), K = {s['k']}, batch {s['batch']}, "
-            f"{s['threads']} thread(s): the reconstruction term from the members-last output"
-        )
-        print(text_table(COLUMNS, res["rows"]))
-        print(
-            "largest relative difference of the two terms and gradients: "
-            f"{s['term_max_relative_difference']:.1e}"
-        )
-        results.append(res)
-    if args.json:
-        write_results(args.json, results)
-    return 0
 
 
 if __name__ == "__main__":
