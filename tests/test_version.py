@@ -34,3 +34,29 @@ def test_resolve_threads():
         assert _core.resolve_threads(threads) == threads
     assert _core.resolve_threads(cap + 1) == cap
     assert _core.resolve_threads(2**31 - 1) == cap
+
+
+def test_the_typed_stub_names_every_binding_with_its_arguments():
+    """python/darcyvae/_core.pyi declares every public function and class of the compiled
+    module, each function with the argument names pybind11 reports."""
+    import ast
+    import inspect
+    from pathlib import Path
+
+    stub = ast.parse((Path(darcyvae.__file__).parent / "_core.pyi").read_text())
+    declared = {
+        node.name: [a.arg for a in node.args.args]
+        for node in stub.body
+        if isinstance(node, ast.FunctionDef)
+    }
+    declared.update({node.name: None for node in stub.body if isinstance(node, ast.ClassDef)})
+    public = {n: getattr(_core, n) for n in dir(_core) if not n.startswith("_")}
+    assert set(public) == set(declared)
+    for name, obj in public.items():
+        if inspect.isclass(obj):
+            continue
+        # pybind11's signature line: "name(arg: type, arg: type = default, ...) -> ret"
+        signature = obj.__doc__.splitlines()[0]
+        inside = signature[signature.index("(") + 1 : signature.rindex(") ->")]
+        names = [part.split(":")[0].strip() for part in inside.split(", ") if ":" in part]
+        assert names == declared[name], name

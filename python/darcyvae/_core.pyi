@@ -194,3 +194,90 @@ class KLEstimator:
 
 def digamma(x: float) -> float:
     """The digamma function for x > 0 (NaN otherwise)."""
+
+# The member-batched kernels of darcyvae.ensemble (float32 arrays taken as they are,
+# outputs written in place; ValueError for anything else).
+
+def conv_forward(
+    x: NDArray[np.float32],
+    w: NDArray[np.float32],
+    y: NDArray[np.float32],
+    stride: int,
+    pad: int,
+    threads: int = 1,
+    isa: str = "auto",
+) -> None:
+    """y (batch, ho, wo, co, K) = conv(x (batch, hi, wi, ci, K), w (kh, kw, ci, co, K)), in place."""
+
+def conv_backward_data(
+    dy: NDArray[np.float32],
+    w: NDArray[np.float32],
+    dx: NDArray[np.float32],
+    stride: int,
+    pad: int,
+    threads: int = 1,
+    isa: str = "auto",
+) -> None:
+    """dx (batch, hi, wi, ci, K) = the transposed convolution of dy (batch, ho, wo, co, K), in place."""
+
+def conv_backward_weight(
+    x: NDArray[np.float32],
+    dy: NDArray[np.float32],
+    dw: NDArray[np.float32],
+    stride: int,
+    pad: int,
+    threads: int = 1,
+    isa: str = "auto",
+) -> None:
+    """dw (kh, kw, ci, co, K) = the weight gradient of conv_forward, in place."""
+
+def conv_isa(isa: str = "auto") -> str:
+    """Instruction set the convolution kernels run with for `isa`."""
+
+def batch_norm_relu_forward(
+    x: NDArray[np.float32],
+    gamma: NDArray[np.float32],
+    beta: NDArray[np.float32],
+    eps: float,
+    y: NDArray[np.float32],
+    mean: NDArray[np.float32],
+    var: NDArray[np.float32],
+    isa: str = "auto",
+) -> None:
+    """y = ReLU(BatchNorm(x)) in training mode over the rows of x (rows, channels); writes y, the batch mean and the biased batch variance of every channel in place."""
+
+def batch_norm_relu_backward(
+    x: NDArray[np.float32],
+    y: NDArray[np.float32],
+    dy: NDArray[np.float32],
+    gamma: NDArray[np.float32],
+    mean: NDArray[np.float32],
+    var: NDArray[np.float32],
+    eps: float,
+    dx: NDArray[np.float32],
+    dgamma: NDArray[np.float32],
+    dbeta: NDArray[np.float32],
+    isa: str = "auto",
+) -> None:
+    """Gradients of batch_norm_relu_forward for the output gradient dy: dx, dgamma and dbeta, in place (y: the forward output)."""
+
+def batch_norm_isa(isa: str = "auto") -> str:
+    """Instruction set the fused batch norm passes run with for `isa`."""
+
+def reconstruction_nll_forward(
+    y: NDArray[np.float32],
+    mean: NDArray[np.float32],
+    logvar: NDArray[np.float32],
+    out: NDArray[np.float32],
+) -> None:
+    """out[k, b] = 1/2 sum_{c,i,j} (log 2pi + s + (y - mean)^2 e^-s), s = logvar[k, i, j], in place (y, mean: (K, B, C, H, W), any strides)."""
+
+def reconstruction_nll_backward(
+    y: NDArray[np.float32],
+    mean: NDArray[np.float32],
+    logvar: NDArray[np.float32],
+    grad: NDArray[np.float32],
+    dmean: NDArray[np.float32],
+    dlogvar: NDArray[np.float32],
+) -> None:
+    """Gradients of reconstruction_nll_forward for grad (K, B): dmean (any strides) and dlogvar (K, H, W), in place."""
