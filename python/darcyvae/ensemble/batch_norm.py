@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from .. import _core
-from .convolutions import _np
+from ._kernel_args import as_numpy as _np
+from ._kernel_args import check_cpu_float32
 
 __all__ = ["batch_norm_relu"]
 
@@ -109,15 +110,13 @@ def batch_norm_relu(
         Not float32 on the CPU, shapes that do not fit, fewer than 2 rows,
         eps not > 0.
     """
-    if x.device.type != "cpu" or x.dtype != torch.float32:
-        msg = f"batch_norm_relu: runs on the CPU in float32; got {x.dtype} on {x.device.type}."
-        raise ValueError(msg)
+    check_cpu_float32("batch_norm_relu", x=x, weight=weight, bias=bias)
     if x.ndim < 2:
         msg = f"batch_norm_relu: x must have a row axis and a channel axis; got {tuple(x.shape)}."
         raise ValueError(msg)
     channels = x.shape[-1]
     for name, t in (("weight", weight), ("bias", bias)):
-        if t.dtype != torch.float32 or t.shape != (channels,) or t.device.type != "cpu":
+        if t.shape != (channels,):
             msg = (
                 f"batch_norm_relu: {name} must be float32 of shape ({channels},) on the CPU; "
                 f"got {t.dtype} {tuple(t.shape)} on {t.device.type}."

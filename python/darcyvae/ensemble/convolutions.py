@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from .. import _core
+from ._kernel_args import as_numpy as _np
+from ._kernel_args import check_cpu_float32
 
 __all__ = ["MIN_MEMBERS", "conv2d", "conv_transpose2d", "supported"]
 
@@ -59,12 +61,7 @@ def supported(module: nn.Module) -> bool:
 
 
 def _check(x: Tensor, w: Tensor, name: str) -> None:
-    if x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32:
-        msg = (
-            f"{name}: the member kernels run on the CPU in float32; "
-            f"got {x.dtype} on {x.device.type}, weights {w.dtype}."
-        )
-        raise ValueError(msg)
+    check_cpu_float32(name, x=x, weight=w)
     if x.ndim != 5 or w.ndim != 5 or x.shape[4] != w.shape[0]:
         msg = (
             f"{name}: expected x of shape (batch, H, W, C, K) and weights (K, ...); "
@@ -74,11 +71,6 @@ def _check(x: Tensor, w: Tensor, name: str) -> None:
     if x.shape[4] < MIN_MEMBERS:
         msg = f"{name}: the kernels need K >= {MIN_MEMBERS} members; got {x.shape[4]}."
         raise ValueError(msg)
-
-
-def _np(t: Tensor):
-    """The tensor's memory as a numpy array, no copy (what the C++ kernels take)."""
-    return t.detach().numpy()
 
 
 def _threads() -> int:

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from .. import _core
-from .convolutions import _np
+from ._kernel_args import as_numpy as _np
+from ._kernel_args import check_cpu_float32
 
 __all__ = ["reconstruction_nll"]
 
@@ -83,14 +84,7 @@ def reconstruction_nll(y: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
     ValueError
         Not float32 on the CPU, shapes that do not fit, an empty axis.
     """
-    tensors = (("y", y), ("mean", mean), ("logvar", logvar))
-    for name, t in tensors:
-        if t.device.type != "cpu" or t.dtype != torch.float32:
-            msg = (
-                f"reconstruction_nll: {name} must be float32 on the CPU; "
-                f"got {t.dtype} on {t.device.type}."
-            )
-            raise ValueError(msg)
+    check_cpu_float32("reconstruction_nll", y=y, mean=mean, logvar=logvar)
     if y.ndim != 5 or mean.shape != y.shape or 0 in y.shape:
         msg = (
             "reconstruction_nll: y and mean must have one shape (K, batch, C, N, M) with no "
