@@ -29,17 +29,35 @@ ConvKernels select(const std::string& isa) {
   return detail::conv_kernels_generic();
 }
 
+// The lane blocks of K members (docs/benchmarks.md, "Training"): K / kConvLanes blocks of
+// consecutive members, then the r = K mod kConvLanes members left over.
+// r > kConvLanes / 2: one more block, moved back to end at K (overlapping its
+// neighbour), which writes only its r new lanes. 0 < r <= kConvLanes / 2: a
+// shared block, whose lanes hold G = kConvLanes / r images of each of the r
+// members (lane l: member l0 + l mod r, image p G + l / r in pass p), so that
+// it runs over the batch in ceil(batch / G) passes instead of batch passes
+// (K = 25: the work of 3 1/8 blocks instead of 4).
+struct LaneBlock {
+  int l0;       // its first member
+  int skip;     // lanes [0, skip) are its neighbour's (a moved-back block)
+  int members;  // kConvLanes, or r for a shared block
+  int images;   // images a pass: 1, or G for a shared block
+  bool shared() const { return images > 1; }
+  int used() const { return members * images; }  // lanes that hold data
+  int passes(int batch) const { return (batch + images - 1) / images; }
+  // member and image of lane l in pass p (image >= batch: the lane is empty)
+  int member(int l) const { return l0 + l % members; }
+  int image(int p, int l) const { return p * images + l / members; }
+};
+
 int lane_blocks(const ConvShape& s) { return (s.lanes + kConvLanes - 1) / kConvLanes; }
 
-// Lane block j covers [l0, l0 + kConvLanes); the last one is moved back to
-// end at K (overlapping its neighbour) and writes only its new lanes.
-struct LaneBlock {
-  int l0, skip;
-};
 LaneBlock lane_block(const ConvShape& s, int j) {
   const int want = j * kConvLanes;
-  const int l0 = std::min(want, s.lanes - kConvLanes);
-  return {l0, want - l0};
+  const int left = s.lanes - want;
+  if (left >= kConvLanes) return {want, 0, kConvLanes, 1};
+  if (2 * left > kConvLanes) return {s.lanes - kConvLanes, kConvLanes - left, kConvLanes, 1};
+  return {want, 0, left, kConvLanes / left};
 }
 
 // Where a packed operand sits in its zero-padded buffer (ConvPacked without data).
@@ -68,15 +86,43 @@ Geometry output_geometry(const ConvShape& s) {
   return {h, left + std::max(s.wo, last + 1), s.co, top, left};
 }
 
-// Copies lanes [l0, l0 + kConvLanes) of an (h, w, g.c, K) image into the
-// interior of a zeroed buffer of geometry g (its padding stays zero).
-void pack(const float* image, int h, int w, int lanes, int l0, const Geometry& g, float* buffer) {
+// Block lb's lanes of pass p of (batch, h, w, g.c, K) images `in` copied into
+// the interior of a buffer of geometry g (its padding stays zero): image p's
+// members [l0, l0 + kConvLanes) for a block that is not shared, else each
+// lane's member and image (LaneBlock), zero where the lane is empty.
+void pack(const float* in, int batch, int h, int w, int lanes, const LaneBlock& lb, int p,
+          const Geometry& g, float* buffer) {
   const std::size_t rows = static_cast<std::size_t>(w) * g.c;
+  const std::size_t image = static_cast<std::size_t>(h) * rows * lanes;
+  const float* src[kConvLanes];  // each lane's first element, null for an empty lane
+  for (int l = 0; l < kConvLanes; ++l) {
+    const int b = lb.image(p, l);
+    src[l] = l < lb.used() && b < batch ? in + b * image + lb.member(l) : nullptr;
+  }
   for (int y = 0; y < h; ++y) {
-    const float* src = image + static_cast<std::size_t>(y) * rows * lanes + l0;
+    const std::size_t row = static_cast<std::size_t>(y) * rows * lanes;
     float* dst = buffer + ((static_cast<std::size_t>(y + g.top) * g.w + g.left) * g.c) * kConvLanes;
+    if (!lb.shared()) {
+      for (std::size_t i = 0; i < rows; ++i)
+        std::memcpy(dst + i * kConvLanes, src[0] + row + i * lanes, kConvLanes * sizeof(float));
+      continue;
+    }
     for (std::size_t i = 0; i < rows; ++i)
-      std::memcpy(dst + i * kConvLanes, src + i * lanes, kConvLanes * sizeof(float));
+      for (int l = 0; l < kConvLanes; ++l)
+        dst[i * kConvLanes + l] = src[l] ? src[l][row + i * lanes] : 0.0f;
+  }
+}
+
+// The inverse for a shared block's output: the lanes of a packed (n pixels x
+// channels, kConvLanes) result `from` written to their members and images of
+// the (batch, ..., K) array `out` (image_floats floats an image).
+void unpack(const float* from, std::size_t n, float* out, std::size_t image_floats, int batch,
+            int lanes, const LaneBlock& lb, int p) {
+  for (int l = 0; l < lb.used(); ++l) {
+    const int b = lb.image(p, l);
+    if (b >= batch) break;  // the images of later lanes are past the batch too
+    float* dst = out + b * image_floats + lb.member(l);
+    for (std::size_t i = 0; i < n; ++i) dst[i * lanes] = from[i * kConvLanes + l];
   }
 }
 
@@ -84,40 +130,61 @@ detail::ConvPacked packed(const Geometry& g, const float* data) {
   return {data, g.h, g.w, g.c, g.top, g.left};
 }
 
-// (kh, kw, ci, co, K) -> one (kh, kw, ci, co, kConvLanes) copy per lane block.
+std::size_t taps_of(const ConvShape& s) {
+  return static_cast<std::size_t>(s.kh) * s.kw * s.ci * s.co;
+}
+
+// (kh, kw, ci, co, K) -> one (kh, kw, ci, co, kConvLanes) copy per lane block,
+// each lane its member's weights (zero in a shared block's unused lanes).
 std::vector<float> pack_weights(const ConvShape& s, const float* w) {
   const int nlb = lane_blocks(s);
-  const std::size_t taps = static_cast<std::size_t>(s.kh) * s.kw * s.ci * s.co;
-  std::vector<float> out(taps * kConvLanes * nlb);
-  for (int j = 0; j < nlb; ++j)
+  const std::size_t taps = taps_of(s);
+  std::vector<float> out(taps * kConvLanes * nlb, 0.0f);
+  for (int j = 0; j < nlb; ++j) {
+    const LaneBlock lb = lane_block(s, j);
     for (std::size_t t = 0; t < taps; ++t)
-      std::memcpy(out.data() + (j * taps + t) * kConvLanes, w + t * s.lanes + lane_block(s, j).l0,
-                  kConvLanes * sizeof(float));
+      for (int l = 0; l < lb.used(); ++l)
+        out[(j * taps + t) * kConvLanes + l] = w[t * s.lanes + lb.member(l)];
+  }
   return out;
 }
 
-// Forward or input gradient: every (image, lane block), image-major so that
-// an image stays in cache while its lane blocks run; each worker packs into
-// its own zeroed buffer.
+// Forward or input gradient: every (image, lane block) of the blocks that are
+// not shared, image-major so that an image stays in cache while its lane
+// blocks run, then the shared block's passes; each worker packs into its own
+// zeroed buffers.
 void run_images(const ConvShape& s, detail::ConvImageFn fn, const float* in, int in_h, int in_w,
                 const Geometry& g, const float* w, float* out, int out_h, int out_w, int out_c,
                 int threads) {
   const int nlb = lane_blocks(s);
+  const LaneBlock last = lane_block(s, nlb - 1);
+  const int plain = last.shared() ? nlb - 1 : nlb;  // blocks that are not shared
+  const std::size_t plain_items = static_cast<std::size_t>(s.batch) * plain;
+  const std::size_t items = plain_items + (last.shared() ? last.passes(s.batch) : 0);
   const std::vector<float> wp = pack_weights(s, w);
-  const std::size_t wblock = wp.size() / nlb;
-  const std::size_t items = static_cast<std::size_t>(s.batch) * nlb;
-  std::vector<std::vector<float>> buffers(static_cast<std::size_t>(workers_for(items, threads)));
-  const std::size_t in_image = static_cast<std::size_t>(in_h) * in_w * g.c * s.lanes;
-  const std::size_t out_image = static_cast<std::size_t>(out_h) * out_w * out_c * s.lanes;
+  const std::size_t wblock = taps_of(s) * kConvLanes;
+  const std::size_t out_pixels = static_cast<std::size_t>(out_h) * out_w * out_c;
+  const std::size_t out_image = out_pixels * s.lanes;
+  struct Buffers {
+    std::vector<float> in, out;  // packed input; a shared block's packed output
+  };
+  std::vector<Buffers> buffers(static_cast<std::size_t>(workers_for(items, threads)));
   parallel_for(items, threads, [&](std::size_t i, int worker) {
-    std::vector<float>& buf = buffers[static_cast<std::size_t>(worker)];
-    if (buf.empty()) buf.assign(g.floats(), 0.0f);
-    const std::size_t b = i / nlb;
-    const int j = static_cast<int>(i % nlb);
+    Buffers& buf = buffers[static_cast<std::size_t>(worker)];
+    if (buf.in.empty()) buf.in.assign(g.floats(), 0.0f);
+    const bool shared = i >= plain_items;
+    const int j = shared ? nlb - 1 : static_cast<int>(i % plain);
+    const int p = static_cast<int>(shared ? i - plain_items : i / plain);
     const LaneBlock lb = lane_block(s, j);
-    pack(in + b * in_image, in_h, in_w, s.lanes, lb.l0, g, buf.data());
-    fn(s, packed(g, buf.data()), wp.data() + j * wblock, out + b * out_image + lb.l0, s.lanes,
-       lb.skip);
+    pack(in, s.batch, in_h, in_w, s.lanes, lb, p, g, buf.in.data());
+    const float* wj = wp.data() + j * wblock;
+    if (!shared) {
+      fn(s, packed(g, buf.in.data()), wj, out + p * out_image + lb.l0, s.lanes, lb.skip);
+      return;
+    }
+    if (buf.out.empty()) buf.out.resize(out_pixels * kConvLanes);
+    fn(s, packed(g, buf.in.data()), wj, buf.out.data(), kConvLanes, 0);
+    unpack(buf.out.data(), out_pixels, out, out_image, s.batch, s.lanes, lb, p);
   });
 }
 
@@ -166,34 +233,50 @@ void conv_backward_weight(const ConvShape& s, const float* x, const float* dy, f
   check_conv_shape(s);
   const auto kernel = select(isa).backward_weight;
   const int nlb = lane_blocks(s);
-  const std::size_t taps = static_cast<std::size_t>(s.kh) * s.kw * s.ci * s.co;
+  const std::size_t taps = taps_of(s);
   std::vector<float> acc(taps * kConvLanes * nlb, 0.0f);
   const Geometry gx = input_geometry(s, false);
   const Geometry gy{s.ho, s.wo, s.co, 0, 0};
-  const std::size_t x_image = static_cast<std::size_t>(s.hi) * s.wi * s.ci * s.lanes;
-  const std::size_t y_image = static_cast<std::size_t>(s.ho) * s.wo * s.co * s.lanes;
   // Each worker takes a contiguous range of lane blocks and runs through the
-  // images once (image-major, as above); a lane block's sum runs over the
-  // images in order whichever worker does it.
+  // images once (image-major, as above; a shared block's passes in order); a
+  // lane's sum runs over its images in order whichever worker does it.
   const int workers = workers_for(static_cast<std::size_t>(nlb), threads);
   parallel_for(static_cast<std::size_t>(workers), workers, [&](std::size_t t, int) {
     const int j0 = static_cast<int>(t * nlb / workers);
     const int j1 = static_cast<int>((t + 1) * nlb / workers);
     std::vector<float> bx(gx.floats(), 0.0f), by(gy.floats(), 0.0f);
+    auto run = [&](int j, int p) {
+      const LaneBlock lb = lane_block(s, j);
+      pack(x, s.batch, s.hi, s.wi, s.lanes, lb, p, gx, bx.data());
+      pack(dy, s.batch, s.ho, s.wo, s.lanes, lb, p, gy, by.data());
+      kernel(s, packed(gx, bx.data()), packed(gy, by.data()), acc.data() + taps * kConvLanes * j);
+    };
     for (int b = 0; b < s.batch; ++b)
-      for (int j = j0; j < j1; ++j) {
-        const int l0 = lane_block(s, j).l0;
-        pack(x + b * x_image, s.hi, s.wi, s.lanes, l0, gx, bx.data());
-        pack(dy + b * y_image, s.ho, s.wo, s.lanes, l0, gy, by.data());
-        kernel(s, packed(gx, bx.data()), packed(gy, by.data()), acc.data() + taps * kConvLanes * j);
-      }
+      for (int j = j0; j < j1; ++j)
+        if (!lane_block(s, j).shared()) run(j, b);
+    for (int j = j0; j < j1; ++j) {
+      const LaneBlock lb = lane_block(s, j);
+      if (lb.shared())
+        for (int p = 0; p < lb.passes(s.batch); ++p) run(j, p);
+    }
   });
+  // Each member's gradient from its lanes: a shared block's member sums its
+  // G lanes (image groups) in lane order.
   for (int j = 0; j < nlb; ++j) {
     const LaneBlock lb = lane_block(s, j);
     const float* a = acc.data() + taps * kConvLanes * j;
-    for (std::size_t t = 0; t < taps; ++t)
-      for (int l = lb.skip; l < kConvLanes; ++l)
-        dw[t * s.lanes + lb.l0 + l] = a[t * kConvLanes + l];
+    for (std::size_t t = 0; t < taps; ++t) {
+      float* d = dw + t * s.lanes;
+      if (!lb.shared()) {
+        for (int l = lb.skip; l < kConvLanes; ++l) d[lb.l0 + l] = a[t * kConvLanes + l];
+        continue;
+      }
+      for (int m = 0; m < lb.members; ++m) {
+        float sum = a[t * kConvLanes + m];
+        for (int gi = 1; gi < lb.images; ++gi) sum += a[t * kConvLanes + gi * lb.members + m];
+        d[lb.l0 + m] = sum;
+      }
+    }
   }
 }
 

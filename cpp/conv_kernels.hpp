@@ -7,9 +7,11 @@
 // vector holds the same element of kConvLanes members:
 //   activations x (batch, H, W, C, K), weights w (KH, KW, Cin, Cout, K).
 // Member k's arithmetic never touches another member's lanes. conv.cpp
-// copies each image's lanes of one block (8 members) into a dense,
-// zero-padded buffer before the kernels run on it, so that the kernels read
-// contiguous memory and never test a border.
+// copies each image's lanes of one block (8 members; or, for the one to four
+// members left over after the blocks of 8, several images of each, see
+// LaneBlock in conv.cpp) into a dense, zero-padded buffer before the kernels
+// run on it, so that the kernels read contiguous memory and never test a
+// border. The kernels see lanes only: what a lane holds is conv.cpp's choice.
 //
 // As for darcy_kernels.hpp, this header holds only plain structs and
 // function-pointer types (the kernel objects are built with different -m

@@ -117,21 +117,79 @@ def test_autograd_functions_equal_torch_for_conv_and_transposed_conv(shape, op, 
     assert relative_error(weight.grad, wt.grad.view(shape_w)) < 1e-5
 
 
-def test_members_never_mix():
-    """A NaN in member 3's input or weights reaches member 3's results only."""
+@pytest.mark.parametrize("member", [3, 9])
+def test_members_never_mix(member):
+    """A NaN in one member's input or weights reaches that member's results only: member
+    3 of a block of 8, member 9 of the shared block of the 3 left over (K = 11)."""
     g = torch.Generator().manual_seed(1)
-    k = 11  # two lane blocks, the second overlapping the first
+    k = 11
     x = torch.randn(2, 9, 9, 3, k, generator=g, requires_grad=True)
     weight = torch.randn(k, 4, 3, 3, 3, generator=g, requires_grad=True)
     with torch.no_grad():
-        x[1, 4, 4, 0, 3] = float("nan")
-        weight[3, 0, 0, 1, 1] = float("nan")
+        x[1, 4, 4, 0, member] = float("nan")
+        weight[member, 0, 0, 1, 1] = float("nan")
     y = mc.conv2d(x, weight, 2, 1)
     y.sum().backward()
     for t in (y, x.grad, weight.grad.movedim(0, -1)):
         bad = torch.isnan(t)
-        assert bad[..., 3].any()
-        assert not torch.cat([bad[..., :3], bad[..., 4:]], dim=-1).any()
+        assert bad[..., member].any()
+        assert not torch.cat([bad[..., :member], bad[..., member + 1 :]], dim=-1).any()
+
+
+def test_an_images_nan_stays_in_that_image_in_a_shared_block():
+    """The shared block's lanes hold several images of a member: a NaN in image 1's input
+    reaches image 1's output and input gradient only (and the member's weight gradient)."""
+    g = torch.Generator().manual_seed(3)
+    k = 9  # the ninth member's images fill the shared block's lanes
+    x = torch.randn(5, 6, 6, 2, k, generator=g, requires_grad=True)
+    weight = torch.randn(k, 3, 2, 3, 3, generator=g, requires_grad=True)
+    with torch.no_grad():
+        x[1, 2, 2, 1, 8] = float("nan")
+    y = mc.conv2d(x, weight, 1, 1)
+    (y * torch.isfinite(y)).nan_to_num().sum().backward()
+    bad = torch.isnan(y)
+    assert bad[1, ..., 8].any()
+    assert bad.sum() == bad[1, ..., 8].sum()
+    assert torch.isnan(weight.grad[8]).any() and not torch.isnan(weight.grad[:8]).any()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    conv_shapes,
+    st.integers(0, 11),
+    st.integers(0, 11),
+    st.sampled_from(ISAS),
+    st.integers(0, 2**31 - 1),
+)
+def test_a_members_results_do_not_depend_on_its_lane_block(shape, before, after, isa, seed):
+    """The same members computed in ensembles of other sizes, at other lanes: in a block
+    of 8 members, one moved back to overlap its neighbour, or a shared block (the one to
+    four members left after the blocks of 8, several images of each a pass). The output
+    and the input gradient keep their bits (each lane sums the same taps in the same
+    order); the weight gradient, summed over the images in another order in a shared
+    block, agrees to float32 rounding."""
+    b, h, w, ci, co, kernel, stride, pad, k = fit(shape)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, h, w, ci, k + before + after, generator=g)
+    w5 = torch.randn(kernel, kernel, ci, co, k + before + after, generator=g)
+    ho, wo = (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
+    dy = torch.randn(b, ho, wo, co, k + before + after, generator=g)
+    inner = slice(before, before + k)
+
+    def run(x, w5, dy):
+        y, dx, dw = torch.empty(dy.shape), torch.empty(x.shape), torch.empty(w5.shape)
+        _core.conv_forward(x.numpy(), w5.numpy(), y.numpy(), stride, pad, 1, isa)
+        _core.conv_backward_data(dy.numpy(), w5.numpy(), dx.numpy(), stride, pad, 1, isa)
+        _core.conv_backward_weight(x.numpy(), dy.numpy(), dw.numpy(), stride, pad, 1, isa)
+        return y, dx, dw
+
+    (y, dx, dw), alone = run(x, w5, dy), run(*(t[..., inner].contiguous() for t in (x, w5, dy)))
+    assert torch.equal(y[..., inner], alone[0])
+    assert torch.equal(dx[..., inner], alone[1])
+    # each weight's sum over the images and pixels, in absolute values: its rounding scale
+    scale = torch.empty(dw.shape)
+    _core.conv_backward_weight(x.abs().numpy(), dy.abs().numpy(), scale.numpy(), stride, pad, 1)
+    assert torch.all((dw[..., inner] - alone[2]).abs() <= 1e-5 * scale[..., inner] + 1e-30)
 
 
 def test_thread_count_does_not_change_a_bit():
