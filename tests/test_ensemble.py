@@ -20,9 +20,10 @@ from darcyvae.ensemble import (
     train_ensemble,
 )
 from darcyvae.errors import DataMismatchError
-from darcyvae.evaluation import evaluate
+from darcyvae.evaluation import evaluate, evaluate_losses, s_d_or_none
 from darcyvae.losses import gaussian_kl, reconstruction_loss
 from darcyvae.models import DenseVAE, model_config
+from darcyvae.runs import load_run
 from darcyvae.training import train
 from hypothesis import given
 from hypothesis import strategies as st
@@ -263,6 +264,50 @@ def test_hierarchical_prior_members_equal_single_runs(data, tmp_path, variant):
     res, singles = ensemble_and_single_runs(cfg, [0, 5], train_path, tmp_path)
     for s, single in singles.items():
         assert_same_history(single, res.member(s), ("loss", "distortion", "beta", "beta_p"), s)
+
+
+@pytest.mark.parametrize(("k", "prior"), [(3, "std_norm"), (9, "hierarchical")])
+def test_a_blocks_batched_evaluation_equals_each_members_own(data, tmp_path, k, prior):
+    """The epoch evaluations of a block (S_D on train and test, the test losses) are
+    computed for all members in one batched pass; each member's equals ``evaluate_losses``
+    of its own model (its checkpoint after the last epoch) with the epoch as the noise
+    seed, to float32 rounding. K = 3 runs torch's grouped convolutions, K = 9 the member
+    kernels (a shared lane block); the HP rate draws a second noise, eps_xi."""
+    train_path, test_path = data
+    model = model_config("dense_vae_tiny", prior=prior)
+    cfg = tiny_config(model=model, epochs=2, rec_epochs=1, eval_every=1)
+    seeds = list(range(k))
+    res = train_ensemble(cfg, seeds, train_path, test_path, out_dir=tmp_path, progress=False)
+    train_set, test_set = _run.load_datasets(cfg, train_path, test_path, torch.device("cpu"))
+    bs, last = cfg.run.eval_batch_size, cfg.optim.epochs - 1
+    models = {s: load_run(res.member(s).out_dir).model for s in seeds}
+    other_member, other_noise = [], []
+    for s in seeds:
+        record = res.member(s).history[-1]
+        assert record["epoch"] == last
+        tr = evaluate_losses(models[s], train_set, batch_size=bs, seed=last)
+        te = evaluate_losses(models[s], test_set, batch_size=bs, seed=last)
+        for key, value in (
+            ("test_loss", te.loss),
+            ("test_rate", te.rate),
+            ("test_distortion", te.distortion),
+        ):
+            assert rel(record[key], value) < 1e-6, (s, key, record[key], value)
+        assert abs(record["s_d_train"] - s_d_or_none(tr)) < 1e-6
+        assert abs(record["s_d_test"] - s_d_or_none(te)) < 1e-6
+        # what a mix-up would give: the next member's model, another noise draw
+        mixed = evaluate_losses(models[seeds[(s + 1) % k]], test_set, batch_size=bs, seed=last)
+        other_member.append(
+            max(
+                rel(record["test_loss"], mixed.loss),
+                abs(record["s_d_test"] - s_d_or_none(mixed)),
+            )
+        )
+        if prior == "hierarchical":  # its rate is a Monte Carlo estimate (eps_xi)
+            again = evaluate_losses(models[s], test_set, batch_size=bs, seed=last + 1)
+            other_noise.append(rel(record["test_rate"], again.rate))
+    assert min(other_member) > 1e-4
+    assert not other_noise or min(other_noise) > 1e-4
 
 
 def test_phase1_guard_per_member(data, tmp_path):

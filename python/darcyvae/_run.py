@@ -34,10 +34,10 @@ from .config import RUN_LENGTH_KEYS, TrainConfig
 from .dataset import DarcyDataset
 from .errors import DataMismatchError
 from .evaluation import (
+    LossSummary,
     SplitMetrics,
     data_output_logvar,
     distortion_bound,
-    evaluate_losses,
     s_d_or_none,
     split_metrics,
 )
@@ -399,19 +399,18 @@ def check_resume_config(saved: dict[str, Any], config: TrainConfig) -> None:
         raise ValueError(msg)
 
 
-def epoch_eval(run: RunState, epoch: int) -> dict[str, Any]:
-    """S_D on train and test, test losses (eval mode, fixed per-epoch noise seed)."""
-    bs = run.config.run.eval_batch_size
-    rec: dict[str, Any] = {}
-    tr = evaluate_losses(run.model, run.train_set, batch_size=bs, seed=epoch)
-    rec["s_d_train"] = s_d_or_none(tr)
-    if run.test_set is not None:
-        te = evaluate_losses(run.model, run.test_set, batch_size=bs, seed=epoch)
+def epoch_eval(train: LossSummary, test: LossSummary | None) -> dict[str, Any]:
+    """An epoch's evaluation record: S_D on train and test, the test losses.
+
+    ``train``, ``test``: the member's ``evaluate_losses`` of the epoch (eval mode, the
+    epoch's index as the noise seed, ``run.eval_batch_size``)."""
+    rec: dict[str, Any] = {"s_d_train": s_d_or_none(train)}
+    if test is not None:
         rec.update(
-            test_loss=_finite(te.loss),
-            test_rate=_finite(te.rate),
-            test_distortion=_finite(te.distortion),
-            s_d_test=s_d_or_none(te),
+            test_loss=_finite(test.loss),
+            test_rate=_finite(test.rate),
+            test_distortion=_finite(test.distortion),
+            s_d_test=s_d_or_none(test),
         )
     return rec
 

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,33 +333,71 @@ def evaluate_losses(
     LossSummary
     """
     check_int(n_latent_samples, "n_latent_samples", "evaluate_losses", low=1)
-    device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(int(seed))
+
+    def terms(y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        t = vae_loss(model, y, reduction="sum", generator=gen)
+        return t.rate[None], t.distortion[None], t.output.mu[None], t.output.logvar[None]
+
     was_training = model.training
     model.eval()
-    sums = torch.zeros(2, dtype=torch.float64, device=device)
-    mus, logvars = [], []
     try:
-        with torch.no_grad():
-            for y, _ in make_loader(data, batch_size=batch_size):
-                y = y.to(device)
-                for k in range(n_latent_samples):
-                    t = vae_loss(model, y, reduction="sum", generator=gen)
-                    sums += torch.stack([t.rate, t.distortion]).double() * len(y)
-                    if k == 0:
-                        mus.append(t.output.mu)
-                        logvars.append(t.output.logvar)
+        (summary,) = loss_summaries(
+            terms,
+            data,
+            1,
+            next(model.parameters()).device,
+            n_latent_samples=n_latent_samples,
+            batch_size=batch_size,
+            seed=seed,
+        )
     finally:
         model.train(was_training)
-    rate, distortion = (sums / (len(data) * n_latent_samples)).tolist()
-    return LossSummary(
-        rate=rate,
-        distortion=distortion,
-        loss=rate + distortion,
-        z_mean=torch.cat(mus).double().cpu().numpy(),
-        z_logvar=torch.cat(logvars).double().cpu().numpy(),
-        theta=data.theta.double().cpu().numpy(),
-    )
+    return summary
+
+
+def loss_summaries(
+    terms: Callable[[Tensor, torch.Generator], tuple[Tensor, Tensor, Tensor, Tensor]],
+    data: DarcyDataset,
+    k: int,
+    device: torch.device,
+    *,
+    n_latent_samples: int = 1,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> list[LossSummary]:
+    """``evaluate_losses``'s pass over ``data`` for k models evaluated together.
+
+    ``terms(y, generator)`` evaluates a batch ``y`` (batch, C, N, N) with noise drawn
+    from ``generator``: the rate and distortion of each model, (k,) nats per sample, and
+    its encoder's mu and logvar, (k, batch, n). Returns one ``LossSummary`` a model.
+    """
+    gen = torch.Generator(device=device).manual_seed(int(seed))
+    sums = torch.zeros(2, k, dtype=torch.float64, device=device)
+    mus, logvars = [], []
+    with torch.no_grad():
+        for y, _ in make_loader(data, batch_size=batch_size):
+            y = y.to(device)
+            for j in range(n_latent_samples):
+                rate, distortion, mu, logvar = terms(y, gen)
+                sums += torch.stack([rate, distortion]).double() * len(y)
+                if j == 0:
+                    mus.append(mu)
+                    logvars.append(logvar)
+    rates, distortions = (sums / (len(data) * n_latent_samples)).tolist()
+    z_mean = torch.cat(mus, dim=1).double().cpu().numpy()
+    z_logvar = torch.cat(logvars, dim=1).double().cpu().numpy()
+    theta = data.theta.double().cpu().numpy()
+    return [
+        LossSummary(
+            rate=rates[m],
+            distortion=distortions[m],
+            loss=rates[m] + distortions[m],
+            z_mean=z_mean[m],
+            z_logvar=z_logvar[m],
+            theta=theta,
+        )
+        for m in range(k)
+    ]
 
 
 # --------------------------------------------------------------------------- one split

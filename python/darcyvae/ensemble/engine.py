@@ -404,6 +404,7 @@ class _Block:
                 last = epoch == epochs - 1
                 every = config.run.eval_every
                 evaluate = last or (every and (epoch + 1) % every == 0)
+                evaluations = self._evaluate(epoch) if evaluate else None
                 for m in range(k):
                     if m in self.stopped:
                         continue
@@ -412,7 +413,8 @@ class _Block:
                         self._stop(m, epoch, vals)
                         continue
                     rates = (lr, betas[m], beta_ps[m])
-                    record = self._record(m, epoch, rates, vals, sums[4][m], evaluate)
+                    evaluation = None if evaluations is None else evaluations[m]
+                    record = self._record(m, epoch, rates, vals, sums[4][m], evaluation)
                     record["seconds"] = time.perf_counter() - t0
                     record["units"] = LOG_UNITS
                     histories[m].append(record)
@@ -439,9 +441,9 @@ class _Block:
         rates: tuple[float, float, float],
         vals: list[float],
         guard_steps: float,
-        evaluate: bool,
+        evaluation: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        """Member ``m``'s log record of ``epoch`` (and its evaluation, when due).
+        """Member ``m``'s log record of ``epoch`` (with its evaluation, when one is due).
 
         ``rates``: the learning rate, beta and beta_p; ``vals``: the epoch means of the
         objective, rate, distortion and label loss."""
@@ -461,9 +463,20 @@ class _Block:
             label=vals[3] if self.labeled is not None else None,
             guard_steps=guard_steps if guarded else None,
         )
-        if evaluate:
-            record.update(epoch_eval(self.member_run(m, with_optimizer=False), epoch))
+        if evaluation is not None:
+            record.update(evaluation)
         return record
+
+    def _evaluate(self, epoch: int) -> list[dict[str, Any]]:
+        """Every member's evaluation at the end of ``epoch`` (``epoch_eval``): S_D on the
+        train and test data and the test losses, eval mode, the epoch as the noise seed;
+        a block of members is evaluated in one batched pass (``StackedMembers.evaluate``)."""
+        bs = self.config.run.eval_batch_size
+        train = self.members.evaluate(self.train_set, batch_size=bs, seed=epoch)
+        test = [None] * self.k
+        if self.test_set is not None:
+            test = self.members.evaluate(self.test_set, batch_size=bs, seed=epoch)
+        return [epoch_eval(tr, te) for tr, te in zip(train, test, strict=True)]
 
     def _where(self) -> str:
         return str(self.dirs[0] if self.single else self.spec.checkpoint)

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 
 from .._run import RunState
 from ..checkpoint import load_state
+from ..dataset import DarcyDataset
+from ..evaluation import LossSummary, evaluate_losses, loss_summaries
 from ..losses import guarded_loss, vae_loss
 from ..models import DenseVAE, VAENoise, VAEOutput
 from .batched import BatchedDenseVAE, BatchedOutput, StackedAdam, adam_member_state, adam_update
@@ -114,6 +116,10 @@ class OneMember:
 
     def label_losses(self, one: Any, mu: Tensor, logvar: Tensor, theta: Tensor) -> Tensor:
         return one(mu[0], logvar[0], theta[0]).unsqueeze(0)
+
+    def evaluate(self, data: DarcyDataset, *, batch_size: int, seed: int) -> list[LossSummary]:
+        """``[evaluate_losses(model, data, batch_size=batch_size, seed=seed)]``."""
+        return [evaluate_losses(self.model, data, batch_size=batch_size, seed=seed)]
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -258,6 +264,30 @@ class StackedMembers:
 
     def label_losses(self, one: Any, mu: Tensor, logvar: Tensor, theta: Tensor) -> Tensor:
         return torch.func.vmap(one)(mu, logvar, theta)
+
+    def evaluate(self, data: DarcyDataset, *, batch_size: int, seed: int) -> list[LossSummary]:
+        """Every member's ``evaluate_losses(member, data, batch_size=..., seed=...)``, all
+        members in one pass of the batched network (eval mode).
+
+        Each member draws the noise its own evaluation draws (one generator seeded
+        ``seed``, the same draws for every member), so member m's summary equals its own
+        ``evaluate_losses`` to float32 rounding (the batched network's arithmetic)."""
+        net, k = self.net, self.k
+
+        def terms(y: Tensor, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+            noise = self.template.draw_noise(len(y), gen, device=y.device, dtype=y.dtype)
+            y_k = y.expand(k, *y.shape)
+            eps_z = noise.z.expand(k, *noise.z.shape)
+            eps_xi = None if noise.xi is None else noise.xi.expand(k, *noise.xi.shape)
+            out = net(y_k, eps_z)
+            terms = self.losses(y_k, out, eps_z, eps_xi, 1.0, 1.0, "sum", True, None)
+            return terms[3], terms[2], out.mu, out.logvar  # rate, distortion
+
+        net.eval()
+        try:
+            return loss_summaries(terms, data, k, net.device, batch_size=batch_size, seed=seed)
+        finally:
+            net.train()
 
     def set_lr(self, lr: float) -> None:
         self.opt.lr = lr
