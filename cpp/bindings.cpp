@@ -4,6 +4,7 @@
 // darcyvae.ensemble.convolutions, .batch_norm and .reconstruction validate inputs and are the documented API.
 // Long calls release the GIL.
 #include <pybind11/pybind11.h>
+#include <pybind11/functional.h>
 #include <pybind11/eigen.h>
 #include <pybind11/numpy.h>
 #include <pybind11/stl.h>
@@ -368,7 +369,62 @@ void bind_knn_kl(py::module_& m) {
           "y"_a, "scale"_a = py::none(), "shift"_a = py::none(), "perm"_a = py::none(),
           "paired"_a = false, "min_ratio"_a = 0.0, "threads"_a = 1,
           "(D, #samples with rho_k = 0, #samples with nu_k = 0 (unless min_ratio clips it); D is NaN "
-          "when either is non-zero) against y, or y'_c = a_c (y_perm[c] - b_c).");
+          "when either is non-zero) against y, or y'_c = a_c (y_perm[c] - b_c).")
+      .def(
+          "minimize_divergence",
+          [check_len](const KLEstimator& e, const KDTree& y, const Rows& a0, const Rows& b0,
+                      const Rows& step, const Ids& perm, const Rows& simplex, double log_range,
+                      double xatol, double fatol, int maxfev, bool paired, double min_ratio,
+                      int threads) {
+            const Index d = e.tree().dim();
+            check_len(a0.size(), d, "a0");
+            check_len(b0.size(), d, "b0");
+            check_len(step.size(), d, "step");
+            check_len(perm.size(), d, "perm");
+            if (simplex.ndim() != 2 || simplex.shape(0) != 2 * d + 1 || simplex.shape(1) != 2 * d)
+              throw std::invalid_argument("simplex must have shape (2d + 1, 2d) = (" +
+                                          std::to_string(2 * d + 1) + ", " +
+                                          std::to_string(2 * d) + ")");
+            if (!(log_range > 0.0)) throw std::invalid_argument("log_range must be > 0");
+            darcyvae::NelderMeadResult r;
+            {
+              py::gil_scoped_release release;
+              r = darcyvae::minimize_divergence(e, y, a0.data(), b0.data(), step.data(),
+                                                perm.data(), simplex.data(), log_range, xatol,
+                                                fatol, maxfev, paired, min_ratio, threads);
+            }
+            return py::make_tuple(py::array_t<double>(py::cast(r.x)), r.fun, r.nfev, r.success);
+          },
+          "y"_a, "a0"_a, "b0"_a, "step"_a, "perm"_a, "simplex"_a, "log_range"_a, "xatol"_a,
+          "fatol"_a, "maxfev"_a = 0, "paired"_a = false, "min_ratio"_a = 0.0, "threads"_a = 1,
+          "(x, fun, nfev, success) of Nelder-Mead over p = (log-scales, shifts) of the divergence "
+          "at a = a0 exp(p[:d]), b = b0 + p[d:] step (scipy's bounded Nelder-Mead, step for "
+          "step).");
+
+  m.def(
+      "nelder_mead",
+      [](const std::function<double(py::array_t<double>)>& fun, const Rows& simplex,
+         const Rows& lower, const Rows& upper, double xatol, double fatol, int maxfev,
+         int maxiter) {
+        if (simplex.ndim() != 2 || simplex.shape(0) != simplex.shape(1) + 1)
+          throw std::invalid_argument("simplex must have shape (n + 1, n)");
+        const auto n = static_cast<Index>(simplex.shape(1));
+        if (lower.size() != n || upper.size() != n)
+          throw std::invalid_argument("lower and upper must have length n");
+        auto f = [&](const double* x) {
+          return fun(py::array_t<double>(n, x));
+        };
+        const darcyvae::NelderMeadResult r =
+            darcyvae::nelder_mead(f, simplex.data(), static_cast<int>(n), lower.data(),
+                                  upper.data(), xatol, fatol, maxfev, maxiter);
+        return py::make_tuple(py::array_t<double>(py::cast(r.x)), r.fun, r.nfev, r.nit,
+                              r.success);
+      },
+      "fun"_a, "simplex"_a, "lower"_a, "upper"_a, "xatol"_a, "fatol"_a, "maxfev"_a = 0,
+      "maxiter"_a = 0,
+      "(x, fun, nfev, nit, success): scipy's bounded Nelder-Mead from an initial simplex, "
+      "step for step, on a Python function (the S_KL search runs it on the divergence in "
+      "C++, KLEstimator.minimize_divergence).");
 
   m.def("digamma", &darcyvae::digamma, "x"_a, "The digamma function for x > 0 (NaN otherwise).");
 }

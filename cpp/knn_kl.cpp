@@ -839,4 +839,28 @@ KLValue KLEstimator::divergence(const KDTree& y, const double* scale, const doub
   return combine_terms(terms, m_eff);
 }
 
+NelderMeadResult minimize_divergence(const KLEstimator& est, const KDTree& y, const double* a0,
+                                     const double* b0, const double* step, const Index* perm,
+                                     const double* simplex, double log_range, double xatol,
+                                     double fatol, int maxfev, bool paired, double min_ratio,
+                                     int threads) {
+  const Index d = est.tree().dim();
+  const auto dd = static_cast<std::size_t>(d);
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> lower(2 * dd, -inf), upper(2 * dd, inf);
+  std::fill(lower.begin(), lower.begin() + d, -log_range);
+  std::fill(upper.begin(), upper.begin() + d, log_range);
+  std::vector<double> a(dd), b(dd);
+  auto objective = [&](const double* p) {
+    for (std::size_t c = 0; c < dd; ++c) {
+      a[c] = a0[c] * std::exp(p[c]);
+      b[c] = b0[c] + p[dd + c] * step[c];
+    }
+    const KLValue v = est.divergence(y, a.data(), b.data(), perm, paired, min_ratio, threads);
+    return v.zero_y ? inf : v.value;
+  };
+  return nelder_mead(objective, simplex, static_cast<int>(2 * d), lower.data(), upper.data(),
+                     xatol, fatol, maxfev, 0);
+}
+
 }  // namespace darcyvae

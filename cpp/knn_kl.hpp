@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "index.hpp"
+#include "nelder_mead.hpp"
 
 namespace darcyvae {
 
@@ -157,6 +158,19 @@ class KLEstimator {
   Index kx_;
   std::vector<double> rx2_;
 };
+
+// The S_KL search's minimisation of one orientation (docs/scores.md §5):
+// Nelder-Mead (nelder_mead.hpp) over p = (log-scales, standardised shifts)
+// of D(x || a o (y_perm - b)) with a = a0 o exp(p[:d]), b = b0 + p[d:] o step,
+// from `simplex` ((2d + 1) x 2d), the log-scales within +-log_range. A
+// divergence with a y sample on an x sample (nu = 0) counts as +inf.
+// maxfev <= 0: scipy's default. Each evaluation is one
+// KLEstimator::divergence call (threads as there).
+NelderMeadResult minimize_divergence(const KLEstimator& est, const KDTree& y, const double* a0,
+                                     const double* b0, const double* step, const Index* perm,
+                                     const double* simplex, double log_range, double xatol,
+                                     double fatol, int maxfev, bool paired, double min_ratio,
+                                     int threads);
 
 // The digamma function psi(x) for x > 0 (recurrence to x >= 10, then the
 // asymptotic series to the x^-12 term); NaN for x <= 0 or NaN.

@@ -191,6 +191,38 @@ class KLEstimator:
         threads: int = 1,
     ) -> tuple[float, int, int]:
         """(D, #samples with rho_k = 0, #samples with nu_k = 0 (unless min_ratio clips it); D is NaN when either is non-zero) against y, or y'_c = a_c (y_perm[c] - b_c)."""
+    def minimize_divergence(
+        self,
+        y: KDTree,
+        a0: NDArray[np.float64],
+        b0: NDArray[np.float64],
+        step: NDArray[np.float64],
+        perm: NDArray[np.int64],
+        simplex: NDArray[np.float64],
+        log_range: float,
+        xatol: float,
+        fatol: float,
+        maxfev: int = 0,
+        paired: bool = False,
+        min_ratio: float = 0.0,
+        threads: int = 1,
+    ) -> tuple[NDArray[np.float64], float, int, bool]:
+        """(x, fun, nfev, success) of Nelder-Mead over p = (log-scales, shifts) of the
+        divergence at a = a0 exp(p[:d]), b = b0 + p[d:] step (scipy's bounded Nelder-Mead,
+        step for step)."""
+
+def nelder_mead(
+    fun: Any,
+    simplex: NDArray[np.float64],
+    lower: NDArray[np.float64],
+    upper: NDArray[np.float64],
+    xatol: float,
+    fatol: float,
+    maxfev: int = 0,
+    maxiter: int = 0,
+) -> tuple[NDArray[np.float64], float, int, int, bool]:
+    """(x, fun, nfev, nit, success): scipy's bounded Nelder-Mead from an initial simplex,
+    step for step, on a Python function."""
 
 def digamma(x: float) -> float:
     """The digamma function for x > 0 (NaN otherwise)."""

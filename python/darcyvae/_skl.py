@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import linear_sum_assignment, minimize
+from scipy.optimize import linear_sum_assignment
 
 from . import _core
 from ._checks import check_int, check_real
@@ -254,31 +254,40 @@ class Search:
         return Orientation(perm, np.where(flip, -1.0, 1.0), self)
 
     # -- minimisation ----------------------------------------------------------------------
-    def _nelder_mead(self, orient: Orientation, x0, directions):
+    def _nelder_mead(self, orient: Orientation, x0, directions) -> tuple[float, np.ndarray, bool]:
+        """(value, point, converged) of Nelder-Mead from the simplex x0, x0 + step
+        directions: scipy's bounded Nelder-Mead, run in C++ on the divergence
+        (``KLEstimator.minimize_divergence``, step for step ``scipy.optimize.minimize``)."""
         opts, d = self.options, self.d
         log_range = math.log(opts.scale_range)
         simplex = np.vstack([x0, x0 + opts.simplex_step * directions])
         simplex[:, :d] = np.clip(simplex[:, :d], -log_range, log_range)
-        nm: dict = {"xatol": opts.xatol, "fatol": opts.fatol, "initial_simplex": simplex}
-        if opts.maxfev is not None:
-            nm["maxfev"] = opts.maxfev
-        return minimize(
-            lambda p: self.divergence(*orient.affine(p), orient.perm),
-            x0,
-            method="Nelder-Mead",
-            bounds=[(-log_range, log_range)] * d + [(-np.inf, np.inf)] * d,
-            options=nm,
+        x, fun, nfev, ok = self.est.minimize_divergence(
+            self.ztree,
+            orient.a0,
+            orient.b0,
+            orient.step,
+            orient.perm,
+            simplex,
+            log_range,
+            opts.xatol,
+            opts.fatol,
+            0 if opts.maxfev is None else opts.maxfev,
+            paired=self.paired,
+            min_ratio=self.options.min_ratio,
+            threads=self.threads,
         )
+        self.n_evaluations += nfev
+        return float(fun), x, bool(ok)
 
     def _refine(self, orient: Orientation, rng: np.random.Generator):
-        res = self._nelder_mead(orient, np.zeros(2 * self.d), np.eye(2 * self.d))
-        fun, x, ok = float(res.fun), res.x, bool(res.success)
+        fun, x, ok = self._nelder_mead(orient, np.zeros(2 * self.d), np.eye(2 * self.d))
         for _ in range(self.options.restarts):
             q, _ = np.linalg.qr(rng.standard_normal((2 * self.d, 2 * self.d)))
             again = self._nelder_mead(orient, x, q.T)
-            gain = fun - float(again.fun)
+            gain = fun - again[0]
             if gain > 0:
-                fun, x, ok = float(again.fun), again.x, bool(again.success)
+                fun, x, ok = again
             if gain < self.options.fatol:
                 break
         return fun, x, ok
