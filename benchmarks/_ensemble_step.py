@@ -98,3 +98,24 @@ def run_thread_counts(
     if args.json:
         write_results(args.json, results)
     return 0
+
+
+def block_step_main(
+    description: str,
+    measure: Callable[[str, str, int, int, int], dict[str, Any]],
+    report: Callable[[dict[str, Any]], None],
+    argv: list[str] | None,
+) -> int:
+    """The command line of a benchmark of one mixture4 worker's block (25 members by
+    default, 15 repeats): ``measure(model, prior, k, batch, repeats)`` at each thread
+    count, each result reported; the exit status."""
+    parser = step_parser(
+        description,
+        k=25,
+        k_help="members (default: 25, a mixture4 worker's block)",
+        repeats=15,
+    )
+    args = parse(parser, argv)
+    return run_thread_counts(
+        args, lambda: measure(args.model, args.prior, args.k, args.batch, args.repeats), report
+    )

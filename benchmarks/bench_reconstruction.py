@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _ensemble_step import ensemble, heading, parse, run_thread_counts, step_parser, summary_head
+from _ensemble_step import block_step_main, ensemble, heading, summary_head
 from _table import text_table
 from _timing import interleaved
 from darcyvae.ensemble.members import StackedMembers
@@ -139,16 +139,7 @@ def report(res: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = step_parser(
-        __doc__.splitlines()[0],
-        k=25,
-        k_help="members (default: 25, a mixture4 worker's block)",
-        repeats=15,
-    )
-    args = parse(parser, argv)
-    return run_thread_counts(
-        args, lambda: measure(args.model, args.prior, args.k, args.batch, args.repeats), report
-    )
+    return block_step_main(__doc__.splitlines()[0], measure, report, argv)
 
 
 if __name__ == "__main__":

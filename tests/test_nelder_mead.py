@@ -95,12 +95,13 @@ def test_nelder_mead_is_scipys_step_for_step(n, name, bounded, maxfev, seed):
     assert fun == ref.fun or (math.isnan(fun) and math.isnan(ref.fun))
     assert nit == ref.nit
     assert success == ref.success
-    assert np.all(x >= lower) and np.all(x <= upper)
+    assert np.all(x >= lower)
+    assert np.all(x <= upper)
 
 
 def test_nelder_mead_finds_a_minimum_inside_and_on_a_bound():
     """Closed forms: the centre of a quadratic inside the box, the nearest bound outside."""
-    f = lambda x: float((x[0] - 0.3) ** 2 + (x[1] + 5.0) ** 2)  # noqa: E731
+    f = lambda x: float((x[0] - 0.3) ** 2 + (x[1] + 5.0) ** 2)
     simplex = np.array([[0.0, 0.0], [0.5, 0.0], [0.0, 0.5]])
     lower, upper = np.array([-1.0, -1.0]), np.array([1.0, 1.0])
     x, fun, _, _, success = _core.nelder_mead(f, simplex, lower, upper, 1e-8, 1e-12)
@@ -110,7 +111,7 @@ def test_nelder_mead_finds_a_minimum_inside_and_on_a_bound():
 
 
 def test_nelder_mead_bad_input_raises_value_error():
-    f = lambda x: 0.0  # noqa: E731
+    f = lambda x: 0.0
     with pytest.raises(ValueError, match="simplex must have shape"):
         _core.nelder_mead(f, np.zeros((2, 2)), np.zeros(2), np.ones(2), 1e-4, 1e-4)
     with pytest.raises(ValueError, match="lower and upper must have length"):
@@ -157,13 +158,16 @@ def test_the_divergence_search_in_cpp_is_scipys_on_the_divergence(d, method, see
 
 def test_minimize_divergence_checks_its_arguments():
     rng = np.random.default_rng(0)
-    est, ztree = _core.KLEstimator(rng.standard_normal((50, 2))), _core.KDTree(
-        rng.standard_normal((50, 2))
+    est, ztree = (
+        _core.KLEstimator(rng.standard_normal((50, 2))),
+        _core.KDTree(rng.standard_normal((50, 2))),
     )
     one, perm = np.ones(2), np.arange(2)
     with pytest.raises(ValueError, match="simplex must have shape"):
         est.minimize_divergence(ztree, one, one, one, perm, np.zeros((4, 4)), 1.0, 1e-3, 1e-4)
     with pytest.raises(ValueError, match="a0 must have length 2"):
-        est.minimize_divergence(ztree, np.ones(3), one, one, perm, np.zeros((5, 4)), 1.0, 1e-3, 1e-4)
+        est.minimize_divergence(
+            ztree, np.ones(3), one, one, perm, np.zeros((5, 4)), 1.0, 1e-3, 1e-4
+        )
     with pytest.raises(ValueError, match="log_range must be > 0"):
         est.minimize_divergence(ztree, one, one, one, perm, np.zeros((5, 4)), 0.0, 1e-3, 1e-4)

@@ -280,8 +280,10 @@ class StackedMembers:
             eps_z = noise.z.expand(k, *noise.z.shape)
             eps_xi = None if noise.xi is None else noise.xi.expand(k, *noise.xi.shape)
             out = net(y_k, eps_z)
-            terms = self.losses(y_k, out, eps_z, eps_xi, 1.0, 1.0, "sum", True, None)
-            return terms[3], terms[2], out.mu, out.logvar  # rate, distortion
+            _, _, distortion, rate, _, _ = self.losses(
+                y_k, out, eps_z, eps_xi, 1.0, 1.0, "sum", True, None
+            )
+            return rate, distortion, out.mu, out.logvar
 
         net.eval()
         try:
